@@ -1,0 +1,169 @@
+"""Rules that need one workflow file only: triggers, steps, templates and references.
+
+The result is a small, path-free summary (WorkflowFacts) that the cross-file rules use,
+so a blob shared by several environments is analysed once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from loomgit import cron, templates
+from loomgit.findings import Finding, KeyPath, from_validation_error
+from loomgit.models.steps import known_types, params_model
+from loomgit.models.workflow import ScheduleTrigger, WebhookTrigger, Workflow
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFacts:
+    """What the cross-file rules need to know about one workflow definition."""
+
+    name: str
+    webhooks: tuple[tuple[str, str, KeyPath], ...]  # (method, route, where)
+    variables: tuple[tuple[str, KeyPath], ...]  # each vars.NAME with its first use
+    credentials: tuple[str, ...]
+    schedules: tuple[tuple[str, str], ...]  # (cron, timezone)
+
+
+def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, (*path, i))
+
+
+class _RefChecker:
+    """Checks the names a step's templates use against what that step may see."""
+
+    def __init__(self, wf: Workflow) -> None:
+        self.ids = [s.id for s in wf.spec.steps]
+        self.declared = set(wf.spec.credentials)
+        self.variables: dict[str, KeyPath] = {}
+        self.findings: list[Finding] = []
+
+    def check(self, refs: templates.Refs, step_index: int, where: KeyPath) -> None:
+        for root in sorted(refs.roots - templates.CONTEXT_ROOTS):
+            self.findings.append(Finding(
+                "LG331",
+                f"'{root}' is not in the template context; use steps, credentials, vars, "
+                "trigger, env or workflow",
+                where,
+            ))
+        earlier = self.ids[:step_index]
+        for root, name, field in sorted(refs.members, key=lambda m: (m[0], m[1], m[2] or "")):
+            if root == "steps" and name not in earlier:
+                if name in self.ids:
+                    why = f"step '{name}' does not run before step '{self.ids[step_index]}'"
+                else:
+                    hint = difflib.get_close_matches(name, self.ids, n=1)
+                    why = f"there is no step '{name}'" + (
+                        f" (did you mean '{hint[0]}'?)" if hint else ""
+                    )
+                self.findings.append(Finding(
+                    "LG331", f"{why}; a template may only use earlier steps", where
+                ))
+            elif root == "credentials" and name not in self.declared:
+                self.findings.append(Finding(
+                    "LG331",
+                    f"credential '{name}' is not declared in spec.credentials",
+                    where,
+                ))
+            elif root == "vars":
+                self.variables.setdefault(name, where)
+
+
+def _check_template(
+    checker: _RefChecker, text: str, index: int, where: KeyPath, *, jmespath: bool = False,
+    expression: bool = False,
+) -> None:
+    try:
+        if jmespath:
+            refs = templates.jmespath_refs(text)
+        elif expression:
+            refs = templates.expression_refs(text)
+        else:
+            refs = templates.template_refs(text)
+    except templates.TemplateSyntaxError as exc:
+        code = "LG332" if jmespath else "LG330"
+        label = "JMESPath" if jmespath else "template"
+        message = str(exc) if jmespath else f"{label} syntax error: {exc}"
+        checker.findings.append(Finding(code, message, where))
+        return
+    checker.check(refs, index, where)
+
+
+def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], list[Any]]:
+    hooks: list[tuple[str, str, KeyPath]] = []
+    schedules: list[tuple[str, str]] = []
+    for i, trigger in enumerate(wf.spec.triggers):
+        where: KeyPath = ("spec", "triggers", i)
+        if isinstance(trigger, ScheduleTrigger):
+            schedules.append((trigger.cron, trigger.timezone))
+            try:
+                cron.check_cron(trigger.cron)
+            except cron.CronError as exc:
+                findings.append(Finding("LG311" if exc.never else "LG310", str(exc),
+                                        (*where, "cron")))
+            try:
+                cron.check_timezone(trigger.timezone)
+            except ValueError as exc:
+                findings.append(Finding("LG312", str(exc), (*where, "timezone")))
+        elif isinstance(trigger, WebhookTrigger):
+            hooks.append((trigger.method, trigger.route, (*where, "path")))
+    return hooks, schedules
+
+
+def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Finding]]:
+    """Checks one parsed workflow; `raw` is the loaded YAML, for locating parameter errors."""
+    findings: list[Finding] = []
+    hooks, schedules = _check_triggers(wf, findings)
+    checker = _RefChecker(wf)
+    seen: set[str] = set()
+    raw_steps = raw["spec"]["steps"]
+    for i, step in enumerate(wf.spec.steps):
+        where: KeyPath = ("spec", "steps", i)
+        if step.id in seen:
+            findings.append(Finding("LG320", f"step id '{step.id}' is used twice",
+                                    (*where, "id")))
+        seen.add(step.id)
+        model = params_model(step.type)
+        if model is None:
+            hint = difflib.get_close_matches(step.type, known_types(), n=1)
+            findings.append(Finding(
+                "LG321",
+                f"unknown step type '{step.type}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else
+                   f"; known types: {', '.join(known_types())}"),
+                (*where, "type"),
+            ))
+        else:
+            try:
+                model.model_validate(step.with_)
+            except ValidationError as exc:
+                raw_with = raw_steps[i].get("with", {})
+                findings.extend(from_validation_error(
+                    exc, raw_with, model, prefix=(*where, "with"), code="LG322"
+                ))
+        if step.when is not None:
+            _check_template(checker, step.when, i, (*where, "when"), expression=True)
+        for path, text in _strings(step.with_, (*where, "with")):
+            is_jmespath = step.type == "transform" and path[-1] == "expression" and len(path) == 5
+            _check_template(checker, text, i, path, jmespath=is_jmespath)
+    findings.extend(checker.findings)
+    facts = WorkflowFacts(
+        name=wf.metadata.name,
+        webhooks=tuple(hooks),
+        variables=tuple(checker.variables.items()),
+        credentials=tuple(wf.spec.credentials),
+        schedules=tuple(schedules),
+    )
+    return facts, findings

@@ -1,0 +1,175 @@
+"""The command line: parse arguments, call one library function, render the result.
+
+Only click is imported at start-up; each command imports what it needs, so
+`loomgit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from loomgit import __version__
+from loomgit.errors import LoomgitError
+
+ISSUES_URL = "https://github.com/loomgit/loomgit/issues"
+FORMATS = click.Choice(["text", "json", "github"])
+
+
+def repo_option(func: Any) -> Any:
+    return click.option(
+        "--repo",
+        type=click.Path(path_type=Path),
+        default=".",
+        show_default=True,
+        help="Folder of the loomgit repository (searched upward for loomgit.yaml).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="loomgit")
+def cli() -> None:
+    """loomgit keeps automation workflows as YAML in git and promotes them through
+    environments (development -> staging -> production) as reviewed commits.
+
+    \b
+    Examples:
+      loomgit init my-flows --environments development,staging,production
+      loomgit validate --repo my-flows
+      loomgit validate --rev origin/main --format github
+    """
+
+
+@cli.command()
+@repo_option
+@click.option("--env", "env", metavar="NAME", help="Check only this environment.")
+@click.option("--rev", metavar="REF",
+              help="Check a commit (branch, tag or id) instead of the work tree.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text for people, json for scripts, github for pull-request annotations.")
+def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
+    """Check every environment's workflows, variables and promotion records.
+
+    Exits 0 when valid, 1 when problems were found, 2 when the repository cannot be read.
+
+    \b
+    Examples:
+      loomgit validate
+      loomgit validate --env production --rev HEAD
+      loomgit validate --format json | jq '.[].code'
+    """
+    from loomgit import report
+    from loomgit.validate import validate as run
+
+    result = run(repo, rev=rev, env=env)
+    click.echo(report.render(result, fmt))
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=".")
+@click.option("--layout", type=click.Choice(["directories", "branches"]), default="directories",
+              show_default=True, help="Environments as folders on one branch, or as branches.")
+@click.option("--environments", default="development,staging,production", show_default=True,
+              help="Pipeline order, comma-separated.")
+def init(directory: Path, layout: str, environments: str) -> None:
+    """Create a loomgit repository (or add one to an existing git repository).
+
+    \b
+    Examples:
+      loomgit init flows
+      loomgit init flows --layout branches --environments test,live
+    """
+    from loomgit import scaffold
+
+    result = scaffold.init(directory, layout, scaffold.parse_environments(environments))
+    what = "created git repository and " if result.created_repository else ""
+    click.echo(f"{what}initialised loomgit in {result.path} ({layout} layout)")
+    click.echo(f"pipeline: {' -> '.join(result.environments)}")
+    for branch, commit in result.commits.items():
+        click.echo(f"  {branch}: {commit[:12]}")
+    first = result.environments[0]
+    where = (f"environments/{first}/workflows/" if layout == "directories"
+             else f"workflows/ on branch env/{first}")
+    click.echo(f"next: add a workflow under {where}, then run `loomgit validate`")
+
+
+@cli.command()
+@click.option("--write", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one <kind>.schema.json per document kind into this folder.")
+@click.argument("kind", required=False,
+                type=click.Choice(["repository", "workflow", "environment", "variables"]))
+def schema(folder: Path | None, kind: str | None) -> None:
+    """Print or write the JSON Schemas of loomgit's documents (for editors and CI).
+
+    \b
+    Examples:
+      loomgit schema workflow > workflow.schema.json
+      loomgit schema --write schemas/
+    """
+    from loomgit import schema as schemas
+
+    if folder is not None:
+        for path in schemas.write(folder):
+            click.echo(f"wrote {path}")
+        return
+    generated = schemas.generate()
+    if kind is None:
+        raise click.UsageError("name a document kind, or use --write FOLDER")
+    click.echo(schemas.dumps(generated[f"{kind}.schema.json"]), nl=False)
+
+
+def _crash_report(exc: BaseException) -> str | None:
+    """Writes the traceback to a file for a bug report; returns its path."""
+    try:
+        folder = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+        folder = folder / "loomgit"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"crash-{stamp}-{os.getpid()}.log"
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"loomgit {__version__}\nargv: {sys.argv[1:]}\n\n")
+            traceback.print_exception(exc, file=fh)
+    except OSError:
+        return None
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: one handler turns every failure into a message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="loomgit", standalone_mode=False)
+    except LoomgitError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as exc:
+        where = _crash_report(exc)
+        click.echo(f"loomgit: unexpected error ({type(exc).__name__}). This is a bug.", err=True)
+        if where:
+            click.echo(f"The details are in {where}; please attach it to a report at "
+                       f"{ISSUES_URL}", err=True)
+        sys.exit(3)
+    sys.exit(0)

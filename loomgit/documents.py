@@ -1,0 +1,112 @@
+"""Loading documents from bytes into models, cached by git blob id.
+
+A promoted snapshot is the same blob as its source, so it is parsed and checked once
+however many environments hold it. Cached results carry no file path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from loomgit import yamlio
+from loomgit.analysis import WorkflowFacts, analyse
+from loomgit.findings import Finding, from_validation_error, resolve
+from loomgit.models.workflow import Workflow
+from loomgit.problems import Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def blob_id(data: bytes) -> str:
+    """The git blob id of `data`, so working-tree files share the cache with commits."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def digest(data: bytes) -> str:
+    """The content digest recorded in environment.yaml at promotion."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed(Generic[M]):
+    """A model, or the path-free problems that kept it from being built."""
+
+    model: M | None
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedWorkflow:
+    facts: WorkflowFacts | None
+    digest: str
+    problems: tuple[Problem, ...] = ()
+
+
+def _load_mapping(data: bytes) -> tuple[Any, list[Finding]]:
+    try:
+        doc = yamlio.load(data)
+    except yamlio.YamlFailure as exc:
+        p = exc.problem
+        return None, [Finding(p.code, p.message, (), p.line or 1, p.col or 1)]
+    if not isinstance(doc, dict):
+        kind = type(doc).__name__.replace("str", "a string").replace("list", "a list")
+        return None, [Finding("LG108", f"expected a YAML mapping at the top level, found {kind}",
+                              (), 1, 1)]
+    return doc, []
+
+
+def parse_model(model: type[M], data: bytes) -> Parsed[M]:
+    """Safe load plus schema validation; problems point at the offending key."""
+    doc, findings = _load_mapping(data)
+    if findings:
+        return Parsed(None, resolve(data, findings))
+    try:
+        return Parsed(model.model_validate(doc))
+    except ValidationError as exc:
+        return Parsed(None, resolve(data, from_validation_error(exc, doc, model)))
+
+
+def parse_workflow(data: bytes) -> ParsedWorkflow:
+    dig = digest(data)
+    doc, findings = _load_mapping(data)
+    if findings:
+        return ParsedWorkflow(None, dig, resolve(data, findings))
+    try:
+        wf = Workflow.model_validate(doc)
+    except ValidationError as exc:
+        return ParsedWorkflow(None, dig, resolve(data, from_validation_error(exc, doc, Workflow)))
+    facts, findings = analyse(wf, doc)
+    return ParsedWorkflow(facts, dig, resolve(data, findings) if findings else ())
+
+
+class DocumentCache:
+    """Parsed documents by blob id. One per process; the daemon keeps it across cycles."""
+
+    def __init__(self) -> None:
+        self._workflows: dict[str, ParsedWorkflow] = {}
+        self._models: dict[tuple[type[BaseModel], str], Parsed[Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def workflow(self, blob: str, data: bytes) -> ParsedWorkflow:
+        found = self._workflows.get(blob)
+        if found is None:
+            self.misses += 1
+            found = self._workflows[blob] = parse_workflow(data)
+        else:
+            self.hits += 1
+        return found
+
+    def model(self, model: type[M], blob: str, data: bytes) -> Parsed[M]:
+        key = (model, blob)
+        found = self._models.get(key)
+        if found is None:
+            self.misses += 1
+            found = self._models[key] = parse_model(model, data)
+        else:
+            self.hits += 1
+        return found

@@ -1,0 +1,289 @@
+"""Layouts: which files make up each environment, read from a commit or the work tree.
+
+Both layouts produce the same Snapshot, so nothing above this module knows whether an
+environment is a folder (`environments/<env>/`) or a branch (`env/<env>`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loomgit.documents import DocumentCache, blob_id
+from loomgit.errors import RepositoryError, UsageError
+from loomgit.models import EnvironmentState, Repository
+from loomgit.problems import Problem
+from loomgit.vcs import CONFIG_FILE, MODE_SYMLINK, Git, Root
+
+ENV_FILE = "environment.yaml"
+VARS_FILE = "variables.yaml"
+WORKFLOWS_DIR = "workflows"
+WORKFLOW_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    path: str  # as shown to people: relative to the git top level, or `branch:path`
+    rel: str  # relative to the environment's folder or branch root
+    blob: str
+    mode: str = "100644"
+    target: str | None = None  # where a symbolic link points
+
+
+@dataclass
+class EnvFiles:
+    """The files of one environment in one snapshot."""
+
+    name: str
+    workflows: list[FileRef] = field(default_factory=list)
+    environment: FileRef | None = None
+    variables: FileRef | None = None
+    problems: list[Problem] = field(default_factory=list)
+    commit: str | None = None  # where its history starts (None: no commits yet)
+    base: str = ""  # the environment's folder within the tree at `commit`
+
+
+@dataclass
+class Snapshot:
+    """Every environment as one reading of the repository sees it."""
+
+    root: Root
+    config: Repository
+    envs: dict[str, EnvFiles]
+    data: dict[str, bytes]
+    git: Git
+    source: str  # "work tree" or a commit id
+
+    def bytes_of(self, ref: FileRef) -> bytes:
+        return self.data[ref.blob]
+
+    def ever_held(self, env: str, workflow: str, version: int, cache: DocumentCache) -> bool:
+        """Did `env` ever record `workflow` at `version` or later (read from its history)?"""
+        files = self.envs[env]
+        if files.commit is None:
+            return False
+        blobs = list(self.git.path_history(files.commit, files.base + ENV_FILE))
+        for blob, data in self.git.read_blobs(blobs).items():
+            parsed = cache.model(EnvironmentState, blob, data).model
+            state = parsed.workflows.get(workflow) if parsed else None
+            if state and state.version and state.version >= version:
+                return True
+        return False
+
+
+def _classify(env: EnvFiles, entries: list[FileRef], show: Callable[[str], str]) -> None:
+    """Sorts an environment's files into workflows, environment.yaml and variables.yaml."""
+    for ref in entries:
+        rel = ref.rel
+        if rel in (ENV_FILE, VARS_FILE) or rel.startswith(WORKFLOWS_DIR):
+            if ref.mode == MODE_SYMLINK:
+                where = f" (it points to {ref.target})" if ref.target else ""
+                env.problems.append(Problem(
+                    "LG110", f"symbolic links are not allowed here{where}; commit the file itself",
+                    ref.path))
+                continue
+        if rel == ENV_FILE:
+            env.environment = ref
+        elif rel == VARS_FILE:
+            env.variables = ref
+        elif rel == WORKFLOWS_DIR:
+            env.problems.append(Problem(
+                "LG111", f"'{WORKFLOWS_DIR}' is a file; it must be a folder of workflow files",
+                ref.path))
+        elif rel.startswith((ENV_FILE + "/", VARS_FILE + "/")):
+            env.problems.append(Problem(
+                "LG111", f"'{rel.split('/')[0]}' is a folder; it must be a file",
+                show(rel.split("/")[0])))
+        elif rel.startswith(WORKFLOWS_DIR + "/"):
+            name = rel[len(WORKFLOWS_DIR) + 1 :]
+            if "/" not in name and name.endswith(WORKFLOW_SUFFIXES):
+                env.workflows.append(ref)
+    env.problems[:] = list(dict.fromkeys(env.problems))
+
+
+# -- reading a commit ------------------------------------------------------------------
+
+
+def _tree_files(git: Git, commit: str, base: str, show: Callable[[str], str]) -> list[FileRef]:
+    entries = [e for e in git.ls_tree(commit, base) if e.kind == "blob"]
+    out = []
+    symlinks = [e.sha for e in entries if e.mode == MODE_SYMLINK]
+    targets = git.read_blobs(symlinks) if symlinks else {}
+    for e in entries:
+        if not e.path.startswith(base):
+            continue
+        rel = e.path[len(base) :]
+        target = targets[e.sha].decode("utf-8", "replace") if e.sha in targets else None
+        out.append(FileRef(show(rel), rel, e.sha, e.mode, target))
+    return out
+
+
+# -- reading the work tree -------------------------------------------------------------
+
+
+def _disk_files(folder: Path, show: Callable[[str], str], data: dict[str, bytes]) -> list[FileRef]:
+    out: list[FileRef] = []
+    if not folder.is_dir():
+        return out
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        for name in [*filenames, *[d for d in dirnames if (here / d).is_symlink()]]:
+            full = here / name
+            rel = full.relative_to(folder).as_posix()
+            if full.is_symlink():
+                out.append(FileRef(show(rel), rel, "", MODE_SYMLINK, os.readlink(full)))
+                continue
+            try:
+                content = full.read_bytes()
+            except OSError as exc:
+                raise RepositoryError(f"cannot read {show(rel)}: {exc.strerror}") from None
+            blob = blob_id(content)
+            data[blob] = content
+            out.append(FileRef(show(rel), rel, blob))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != ".git"]
+    return out
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def load_config(root: Root, git: Git, cache: DocumentCache, commit: str | None) -> Repository:
+    """Reads and validates loomgit.yaml; a broken one stops everything (exit 2)."""
+    path = root.prefix + CONFIG_FILE
+    if commit is None:
+        try:
+            data = (root.toplevel / path).read_bytes()
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {path}: {exc.strerror}") from None
+    else:
+        entries = [e for e in git.ls_tree(commit, path) if e.path == path]
+        if not entries:
+            raise RepositoryError(f"{path} does not exist at {commit[:12]}")
+        data = git.read_blobs([entries[0].sha])[entries[0].sha]
+    parsed = cache.model(Repository, blob_id(data), data)
+    if parsed.model is None:
+        first = parsed.problems[0].at(path)
+        raise RepositoryError(first.render().replace(f"[{first.code}]", "[LG500]"),
+                              hint="fix loomgit.yaml first; nothing else can be read without it")
+    return parsed.model
+
+
+# -- snapshots -------------------------------------------------------------------------
+
+
+def _directories(root: Root, git: Git, config: Repository, commit: str | None,
+                 head: str | None) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
+    data: dict[str, bytes] = {}
+    base = root.prefix + "environments/"
+
+    def show(rel: str) -> str:
+        return base + rel
+
+    if commit is None:
+        files = _disk_files(root.toplevel / base, show, data)
+    else:
+        files = _tree_files(git, commit, base, show)
+    grouped: dict[str, list[FileRef]] = {}
+    for ref in files:
+        env_name, _, rest = ref.rel.partition("/")
+        if rest:
+            grouped.setdefault(env_name, []).append(FileRef(ref.path, rest, ref.blob, ref.mode,
+                                                            ref.target))
+    envs: dict[str, EnvFiles] = {}
+    for name in config.names:
+        env = EnvFiles(name, commit=commit or head, base=f"{base}{name}/")
+        if name not in grouped:
+            env.problems.append(Problem(
+                "LG502", f"environment '{name}' has no folder {base}{name}/", show(name)))
+        else:
+            _classify(env, grouped[name], lambda rel, n=name: f"{base}{n}/{rel}")
+        envs[name] = env
+    extra = sorted(set(grouped) - set(config.names))
+    for name in extra:
+        envs[config.first].problems.append(Problem(
+            "LG501", f"folder environments/{name}/ is not an environment listed in loomgit.yaml",
+            show(name)))
+    return envs, data
+
+
+def _branch_env(git: Git, config: Repository, name: str) -> str | None:
+    branch = config.branch_of(name)
+    return git.ref(f"refs/heads/{branch}") or git.ref(f"refs/remotes/origin/{branch}")
+
+
+def _which_env(config: Repository, cache: DocumentCache, named: str | None,
+               env_file: tuple[str, bytes] | None, branch: str | None) -> str | None:
+    if named:
+        return named
+    if env_file is not None:
+        state = cache.model(EnvironmentState, *env_file).model
+        if state and state.environment in config.names:
+            return state.environment
+    for env in config.names:
+        if branch and config.branch_of(env) == branch:
+            return env
+    return None
+
+
+def _branches(root: Root, git: Git, config: Repository, cache: DocumentCache, commit: str | None,
+              rev: str | None, env_hint: str | None,
+              head: str | None) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
+    data: dict[str, bytes] = {}
+    if commit is None:
+        local = _disk_files(root.toplevel, lambda rel: rel, data)
+        branch = git.current_branch()
+    else:
+        local = _tree_files(git, commit, "", lambda rel: rel)
+        branch = rev
+    env_ref = next((f for f in local if f.rel == ENV_FILE and f.mode != MODE_SYMLINK), None)
+    if env_ref is not None and env_ref.blob not in data:
+        data.update(git.read_blobs([env_ref.blob]))
+    current = _which_env(config, cache, env_hint if commit is not None else None,
+                         (env_ref.blob, data[env_ref.blob]) if env_ref else None, branch)
+    if commit is not None and current is None:
+        raise UsageError(f"cannot tell which environment '{rev}' holds",
+                         hint="pass --env NAME, or add 'environment: NAME' to its environment.yaml")
+    envs: dict[str, EnvFiles] = {}
+    for name in config.names:
+        env = EnvFiles(name)
+        if name == current:
+            env.commit = commit or head
+            _classify(env, local, lambda rel: rel)
+        else:
+            tip = _branch_env(git, config, name)
+            branch_name = config.branch_of(name)
+            if tip is None:
+                env.problems.append(Problem(
+                    "LG502", f"environment '{name}' has no branch '{branch_name}'", branch_name))
+            else:
+                env.commit = tip
+                def show(rel: str, b: str = branch_name) -> str:
+                    return f"{b}:{rel}"
+                _classify(env, _tree_files(git, tip, "", show), show)
+        envs[name] = env
+    return envs, data
+
+
+def snapshot(root: Root, git: Git, cache: DocumentCache, rev: str | None = None,
+             env_hint: str | None = None) -> Snapshot:
+    """Reads every environment from `rev` (a commit) or, without it, from the work tree."""
+    commit = git.resolve(rev) if rev is not None else None
+    head = git.ref("HEAD")
+    config = load_config(root, git, cache, commit)
+    if env_hint is not None and env_hint not in config.names:
+        raise UsageError(f"unknown environment '{env_hint}'",
+                         hint=f"environments: {', '.join(config.names)}")
+    if config.layout == "directories":
+        envs, data = _directories(root, git, config, commit, head)
+    else:
+        envs, data = _branches(root, git, config, cache, commit, rev, env_hint, head)
+    missing = [
+        ref.blob
+        for env in envs.values()
+        for ref in [*env.workflows, env.environment, env.variables]
+        if ref is not None and ref.blob and ref.blob not in data
+    ]
+    data.update(git.read_blobs(missing))
+    return Snapshot(root, config, envs, data, git, commit or "work tree")

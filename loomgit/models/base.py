@@ -1,0 +1,59 @@
+"""Shared building blocks for the document models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+API_VERSION = "loomgit/v1"
+ApiVersion = Literal["loomgit/v1"]
+
+# Names that appear in templates (`steps.fetch`, `vars.shop_url`) must be identifiers.
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=64)]
+# Workflow names are file names and URL segments.
+NAME = r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$"
+WorkflowName = Annotated[str, Field(pattern=NAME)]
+ENV_NAME = r"^[a-z][a-z0-9-]{0,30}$"
+EnvName = Annotated[str, Field(pattern=ENV_NAME)]
+
+
+class StrictModel(BaseModel):
+    """Immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30s', '5m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT[match.group(2)]
+        raise ValueError(f"'{value}' is not a duration; write e.g. '500ms', '30s', '5m' or '1h'")
+    return value
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_parse_duration),
+    Field(gt=0, le=86400),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+            ],
+            "description": "seconds, or a string such as '500ms', '30s', '5m', '1h'",
+        }
+    ),
+]

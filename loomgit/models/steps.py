@@ -1,0 +1,111 @@
+"""Parameter models of the built-in step types, and the registry that adds plugin types.
+
+A plugin registers a step type through the `loomgit.steps` entry point group: the entry
+point's name is the type name, and the object it loads has a `params` attribute holding a
+pydantic model for the step's `with:` mapping (or is that model itself).
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, RootModel, model_validator
+
+from loomgit.models.base import IDENTIFIER, Duration, StrictModel
+
+ENTRY_POINT_GROUP = "loomgit.steps"
+
+
+class HttpParams(StrictModel):
+    """Call an HTTP endpoint; output: status, headers, json or text."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    json_: Any = Field(default=None, alias="json", description="JSON request body")
+    form: dict[str, str] | None = Field(default=None, description="form-encoded request body")
+    body: str | None = Field(default=None, description="raw request body")
+    timeout: Duration | None = None
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        default=None, description="accepted statuses; default any 2xx"
+    )
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpParams:
+        given = [k for k in ("json_", "form", "body") if getattr(self, k) is not None]
+        if len(given) > 1:
+            names = " and ".join(k.rstrip("_") for k in given)
+            raise ValueError(f"give only one request body: {names}")
+        return self
+
+
+class TransformParams(StrictModel):
+    """Evaluate a JMESPath expression over the context; output: its result."""
+
+    expression: str = Field(min_length=1)
+
+
+class SetParams(RootModel[dict[Annotated[str, Field(pattern=IDENTIFIER)], Any]]):
+    """Named values (templates allowed); output: the mapping."""
+
+    root: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = Field(min_length=1)
+
+
+class LogParams(StrictModel):
+    """Write a line to the execution log."""
+
+    message: str
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RespondParams(StrictModel):
+    """The HTTP response a webhook caller gets."""
+
+    status: int = Field(default=200, ge=100, le=599)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+
+
+class FailParams(StrictModel):
+    """Stop the execution as failed, with a message."""
+
+    message: str = Field(min_length=1)
+
+
+BUILTIN_STEPS: dict[str, type[BaseModel]] = {
+    "http": HttpParams,
+    "transform": TransformParams,
+    "set": SetParams,
+    "log": LogParams,
+    "respond": RespondParams,
+    "fail": FailParams,
+}
+
+
+@functools.cache
+def plugin_steps() -> dict[str, type[BaseModel]]:
+    """Step types registered by installed packages (loaded once per process)."""
+    found: dict[str, type[BaseModel]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN_STEPS:
+            continue
+        try:
+            obj = ep.load()
+        except Exception:  # a broken plugin must not break validation of other types
+            continue
+        params = obj if isinstance(obj, type) else getattr(obj, "params", None)
+        if isinstance(params, type) and issubclass(params, BaseModel):
+            found[ep.name] = params
+    return found
+
+
+def params_model(step_type: str) -> type[BaseModel] | None:
+    """The parameter model of a step type, or None when the type is unknown."""
+    return BUILTIN_STEPS.get(step_type) or plugin_steps().get(step_type)
+
+
+def known_types() -> list[str]:
+    return sorted({*BUILTIN_STEPS, *plugin_steps()})

@@ -1,0 +1,106 @@
+"""The Workflow document: metadata, triggers, declared credentials, steps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from loomgit.models.base import (
+    IDENTIFIER,
+    ApiVersion,
+    Duration,
+    Identifier,
+    StrictModel,
+    WorkflowName,
+)
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+WEBHOOK_PATH = r"^/?[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*$"
+
+
+class Metadata(StrictModel):
+    name: WorkflowName = Field(description="equals the file name without .yaml")
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class WebhookTrigger(StrictModel):
+    """Served at /hooks/<environment>/<path> in every environment where the workflow is active."""
+
+    type: Literal["webhook"]
+    path: str = Field(pattern=WEBHOOK_PATH, max_length=200)
+    method: HttpMethod = "POST"
+
+    @field_validator("path")
+    @classmethod
+    def _no_dot_segments(cls, path: str) -> str:
+        if any(seg in (".", "..") for seg in path.strip("/").split("/")):
+            raise ValueError("a webhook path may not contain '.' or '..' segments")
+        return path
+
+    @property
+    def route(self) -> str:
+        return self.path.strip("/")
+
+
+class ScheduleTrigger(StrictModel):
+    """Fires at its cron time in its time zone, in every environment where it is active."""
+
+    type: Literal["schedule"]
+    cron: str = Field(min_length=1, description="five-field cron expression or @hourly/@daily/…")
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin")
+
+
+class ApiTrigger(StrictModel):
+    """Started through the HTTP API; the environment defaults to the last one."""
+
+    type: Literal["api"]
+
+
+class ManualTrigger(StrictModel):
+    """Started by a person with `loomgit run`; always runs in the first environment."""
+
+    type: Literal["manual"]
+
+
+Trigger = Annotated[
+    WebhookTrigger | ScheduleTrigger | ApiTrigger | ManualTrigger,
+    Field(discriminator="type"),
+]
+
+
+class Retry(StrictModel):
+    attempts: int = Field(default=1, ge=1, le=10, description="total attempts, the first included")
+    backoff: Duration = Field(default=1.0, description="wait before the second attempt")
+    factor: float = Field(default=2.0, ge=1.0, le=10.0, description="backoff multiplier")
+
+
+class Step(StrictModel):
+    id: Identifier = Field(description="unique within the workflow; referenced as steps.<id>")
+    type: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$", description="a built-in or plugin type")
+    with_: dict[str, Any] = Field(
+        default_factory=dict, alias="with", description="parameters of the step type"
+    )
+    when: str | None = Field(default=None, description="Jinja expression; skip unless true")
+    timeout: Duration | None = None
+    retry: Retry | None = None
+    on_error: Literal["stop", "continue"] = "stop"
+
+
+class WorkflowSpec(StrictModel):
+    triggers: list[Trigger] = Field(min_length=1)
+    credentials: list[Annotated[str, Field(pattern=IDENTIFIER)]] = Field(
+        default_factory=list, description="credential names the steps may use"
+    )
+    timeout: Duration | None = Field(default=None, description="limit for a whole execution")
+    steps: list[Step] = Field(min_length=1)
+
+
+class Workflow(StrictModel):
+    """One automation: a trigger plus steps."""
+
+    api_version: ApiVersion = Field(alias="apiVersion")
+    kind: Literal["Workflow"]
+    metadata: Metadata
+    spec: WorkflowSpec

@@ -1,0 +1,94 @@
+"""Validation problems: one finding with a stable code, a file and a position."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+# Stable codes. Never renumber: CI configurations and suppressions refer to them.
+CODES: dict[str, str] = {
+    # Reading files safely (before any object is built)
+    "LG100": "file larger than the size limit",
+    "LG101": "file is not valid UTF-8",
+    "LG102": "YAML syntax error",
+    "LG103": "duplicate key in a mapping",
+    "LG104": "custom or unsafe YAML tag",
+    "LG105": "YAML aliases expand beyond the limit (alias bomb)",
+    "LG106": "empty document",
+    "LG107": "more than one YAML document in a file",
+    "LG108": "document is not a mapping",
+    "LG110": "symbolic link in the repository tree",
+    "LG111": "path has the wrong type (a file where a folder belongs, or the reverse)",
+    # Schema
+    "LG200": "value does not match the schema",
+    "LG201": "unknown key",
+    "LG202": "required key missing",
+    "LG203": "wrong apiVersion or kind",
+    # Workflow rules
+    "LG300": "metadata.name differs from the file name",
+    "LG301": "two workflows share a name in one environment",
+    "LG302": "two webhook triggers share method and path in one environment",
+    "LG310": "invalid cron expression",
+    "LG311": "cron expression never fires",
+    "LG312": "unknown time zone",
+    "LG320": "duplicate step id",
+    "LG321": "unknown step type",
+    "LG322": "invalid step parameters",
+    "LG330": "template syntax error",
+    "LG331": "template references something it may not use",
+    "LG332": "invalid JMESPath expression",
+    "LG340": "variable used by a workflow is not defined in an environment it is in",
+    # environment.yaml
+    "LG400": "environment.yaml lists a workflow that does not exist",
+    "LG401": "workflow file differs from the digest recorded at promotion (hand edit)",
+    "LG402": "version is newer than any the previous environment has had",
+    "LG403": "workflow in a promoted environment has no promotion record",
+    "LG404": "promotion record is incomplete",
+    # Repository layout
+    "LG500": "loomgit.yaml is invalid",
+    "LG501": "environment folder not declared in loomgit.yaml",
+    "LG502": "environment is missing from the repository",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding. `path` is relative to the git top level (or `rev:path` for other branches)."""
+
+    code: str
+    message: str
+    path: str = ""
+    line: int | None = None
+    col: int | None = None
+    severity: Severity = "error"
+
+    def at(self, path: str) -> Problem:
+        """The same problem, reported against `path` (cached problems are path-free)."""
+        return dataclasses.replace(self, path=path)
+
+    def location(self) -> str:
+        parts = [self.path or "<repository>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            parts.append(str(self.col if self.col is not None else 1))
+        return ":".join(parts)
+
+    def render(self) -> str:
+        return f"{self.location()}: {self.severity}[{self.code}]: {self.message}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "path": self.path,
+            "line": self.line,
+            "col": self.col,
+            "message": self.message,
+        }
+
+
+def sort_key(p: Problem) -> tuple[str, int, int, str]:
+    return (p.path, p.line or 0, p.col or 0, p.code)

@@ -1,0 +1,148 @@
+"""`loomgit init`: a new loomgit repository in either layout, with a first commit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from loomgit.errors import LoomgitError, UsageError
+from loomgit.models.base import ENV_NAME
+from loomgit.vcs import CONFIG_FILE, Git, init_repository, toplevel_of
+
+GITIGNORE = "# loomgit's local state (execution history, daemon clone)\n.loomgit/\n"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    path: Path
+    layout: str
+    environments: list[str]
+    commits: dict[str, str]  # branch -> commit
+    created_repository: bool
+
+
+def parse_environments(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--environments needs at least one name, e.g. development,production")
+    for name in names:
+        if not re.match(ENV_NAME, name):
+            raise UsageError(f"'{name}' is not a valid environment name",
+                             hint="use lower-case letters, digits and '-', starting with a letter")
+    if len(set(names)) != len(names):
+        raise UsageError("--environments lists a name twice")
+    return names
+
+
+def config_text(layout: str, environments: list[str]) -> str:
+    envs = "\n".join(f"  - name: {name}" for name in environments)
+    return (
+        "# yaml-language-server: $schema=schemas/repository.schema.json\n"
+        "apiVersion: loomgit/v1\n"
+        "kind: Repository\n"
+        f"layout: {layout}\n"
+        "environments:                # pipeline order; the first is edited by hand\n"
+        f"{envs}\n"
+    )
+
+
+def environment_text(env: str) -> str:
+    return (
+        "# Written by loomgit: what this environment runs. Change it with loomgit commands.\n"
+        "apiVersion: loomgit/v1\n"
+        "kind: Environment\n"
+        f"environment: {env}\n"
+        "workflows: {}\n"
+    )
+
+
+def variables_text(env: str) -> str:
+    return (
+        f"# Plain values for {env}, used in templates as {{{{ vars.NAME }}}}.\n"
+        "apiVersion: loomgit/v1\n"
+        "kind: Variables\n"
+        "variables: {}\n"
+    )
+
+
+def _env_files(env: str, prefix: str) -> dict[str, bytes]:
+    return {
+        f"{prefix}environment.yaml": environment_text(env).encode(),
+        f"{prefix}variables.yaml": variables_text(env).encode(),
+        f"{prefix}workflows/.gitkeep": b"",
+    }
+
+
+def init(target: Path, layout: str, environments: list[str]) -> InitResult:
+    """Creates (or adopts) a git repository at `target` and commits the loomgit skeleton."""
+    target = target.resolve()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a folder")
+    if (target / CONFIG_FILE).exists():
+        raise LoomgitError(f"{target / CONFIG_FILE} already exists; this is a loomgit repository",
+                           hint="nothing was changed; edit loomgit.yaml to change the pipeline")
+    top = toplevel_of(target) if target.exists() else None
+    created = top is None
+    if layout == "branches":
+        if top is not None and top != target:
+            raise UsageError("the branch layout needs the top level of a git repository",
+                             hint=f"run `loomgit init {top}` or use --layout directories")
+        return _init_branches(target, environments, created)
+    if top is None:
+        init_repository(target, "main")
+        top = target
+    prefix = target.relative_to(top).as_posix()
+    prefix = "" if prefix == "." else prefix + "/"
+    files = {CONFIG_FILE: config_text(layout, environments).encode(), ".gitignore": GITIGNORE.encode()}
+    for env in environments:
+        files.update(_env_files(env, f"environments/{env}/"))
+    for rel in files:
+        if (target / rel).exists() and rel != ".gitignore":
+            raise LoomgitError(f"{target / rel} already exists", hint="nothing was changed")
+    for rel, data in files.items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel == ".gitignore" and path.exists():
+            existing = path.read_text(encoding="utf-8")
+            if ".loomgit/" not in existing:
+                path.write_text(existing.rstrip("\n") + "\n" + GITIGNORE, encoding="utf-8")
+        else:
+            path.write_bytes(data)
+    paths = [prefix + rel for rel in files]
+    with Git(top) as git:
+        git.run("add", "--", *paths)
+        git.run("commit", "--quiet", "-m", _message(environments), "--", *paths)
+        branch = git.current_branch() or "HEAD"
+        commits = {branch: git.resolve("HEAD")}
+    return InitResult(target, layout, environments, commits, created)
+
+
+def _message(environments: list[str]) -> str:
+    return f"Initialise loomgit repository ({' -> '.join(environments)})"
+
+
+def _init_branches(target: Path, environments: list[str], created: bool) -> InitResult:
+    branches = [f"env/{env}" for env in environments]
+    if created:
+        init_repository(target, branches[0])
+    commits: dict[str, str] = {}
+    with Git(target) as git:
+        for branch in branches:
+            if git.ref(f"refs/heads/{branch}"):
+                raise LoomgitError(f"branch {branch} already exists", hint="nothing was changed")
+        base = {
+            CONFIG_FILE: config_text("branches", environments).encode(),
+            ".gitignore": GITIGNORE.encode(),
+        }
+        parent: list[str] = []
+        for env, branch in zip(environments, branches, strict=True):
+            tree = git.write_tree({**base, **_env_files(env, "")})
+            commit = git.commit_tree(tree, parent, f"{_message(environments)}: {env}")
+            git.update_ref(f"refs/heads/{branch}", commit, None)
+            commits[branch] = commit
+            parent = [commit]
+        if not git.has_commits():
+            git.run("symbolic-ref", "HEAD", f"refs/heads/{branches[0]}")
+            git.run("checkout", "--quiet", branches[0])
+    return InitResult(target, "branches", environments, commits, created)

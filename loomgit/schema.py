@@ -1,0 +1,55 @@
+"""JSON Schemas generated from the models, one per document kind, for editors and CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from loomgit.models import DOCUMENT_KINDS
+from loomgit.models.steps import BUILTIN_STEPS
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _with_step_params(schema: dict[str, Any]) -> dict[str, Any]:
+    """Adds each built-in step type's parameter schema under `with`, keyed on `type`."""
+    defs = schema.setdefault("$defs", {})
+    conditions = []
+    for name, model in sorted(BUILTIN_STEPS.items()):
+        sub = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        def_name = f"{model.__name__}"
+        defs[def_name] = sub
+        conditions.append({
+            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+            "then": {"properties": {"with": {"$ref": f"#/$defs/{def_name}"}}},
+        })
+    defs["Step"]["allOf"] = conditions
+    return schema
+
+
+def generate() -> dict[str, dict[str, Any]]:
+    """File name -> schema for every document kind."""
+    out = {}
+    for kind, model in DOCUMENT_KINDS.items():
+        schema = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+        if kind == "workflow":
+            schema = _with_step_params(schema)
+        out[f"{kind}.schema.json"] = {"$schema": DRAFT, **schema}
+    return out
+
+
+def dumps(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write(folder: Path) -> list[Path]:
+    """Writes every schema into `folder`; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in generate().items():
+        path = folder / name
+        path.write_text(dumps(schema), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,266 @@
+"""The one module that talks to git.
+
+Reads trees and blobs straight from the object database (`ls-tree` plus one
+`cat-file --batch` for many blobs), so any environment at any commit is read without a
+checkout. GitPython opens and describes the repository; every `Repo` is closed when the
+`Git` object is, because open ones leak `git cat-file` processes and file handles.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import git as gitpython
+
+from loomgit.errors import GitError, RepositoryError, UsageError
+
+CONFIG_FILE = "loomgit.yaml"
+# Never prompt, never read the user's global hooks or pagers, never follow odd protocols.
+SAFE_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "GIT_OPTIONAL_LOCKS": "0",
+    "GIT_PROTOCOL_FROM_USER": "0",
+    "LC_ALL": "C",
+}
+
+MODE_SYMLINK = "120000"
+MODE_SUBMODULE = "160000"
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    mode: str
+    kind: str  # blob, tree, commit
+    sha: str
+    path: str  # relative to the repository top level
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """Where a loomgit repository lives: the git top level and loomgit.yaml's folder in it."""
+
+    toplevel: Path
+    prefix: str  # "" or "sub/folder/" (a loomgit repository inside a larger git repository)
+
+    @property
+    def path(self) -> Path:
+        return self.toplevel / self.prefix if self.prefix else self.toplevel
+
+
+# Variables that would point git somewhere other than the repository we opened.
+_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
+              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REDIRECTS}
+    env.update(SAFE_ENV)
+    return env
+
+
+def check_rev(rev: str) -> str:
+    """A revision a user typed: refuse what git could read as an option."""
+    if not rev or rev.startswith("-") or any(c in rev for c in "\0\n\r"):
+        raise UsageError(f"'{rev}' is not a valid revision")
+    return rev
+
+
+def find_root(start: Path) -> Root:
+    """Finds loomgit.yaml in `start` or a folder above it, and the git repository holding it."""
+    start = start.resolve()
+    if not start.exists():
+        raise UsageError(f"{start} does not exist")
+    if start.is_file():
+        start = start.parent
+    folder = next((p for p in (start, *start.parents) if (p / CONFIG_FILE).is_file()), None)
+    try:
+        with gitpython.Repo(folder or start, search_parent_directories=True) as repo:
+            top = repo.working_tree_dir
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+        raise RepositoryError(
+            f"{folder or start} is not inside a git repository",
+            hint="run `loomgit init` to create one, or pass --repo PATH",
+        ) from None
+    if top is None:
+        raise RepositoryError(f"{start} is a bare repository; loomgit needs a work tree")
+    toplevel = Path(top).resolve()
+    if folder is None:
+        raise RepositoryError(
+            f"no {CONFIG_FILE} in {start} or any folder above it",
+            hint="run `loomgit init` to start a loomgit repository, or pass --repo PATH",
+        )
+    if folder != toplevel and toplevel not in folder.parents:
+        raise RepositoryError(f"{folder / CONFIG_FILE} is outside the git repository {toplevel}")
+    rel = folder.relative_to(toplevel).as_posix()
+    return Root(toplevel, "" if rel == "." else rel + "/")
+
+
+class Git:
+    """One open repository. Use as a context manager so everything it opened is closed."""
+
+    def __init__(self, toplevel: Path) -> None:
+        self.toplevel = toplevel
+        self._repo: gitpython.Repo | None = None
+        self._env = _git_env()
+
+    @property
+    def repo(self) -> gitpython.Repo:
+        if self._repo is None:
+            self._repo = gitpython.Repo(self.toplevel)
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def __enter__(self) -> Git:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def run(self, *args: str, input: bytes | None = None, ok: Iterable[int] = (0,)) -> bytes:
+        """Runs git in the repository and returns its output; failures become GitError."""
+        try:
+            proc = subprocess.run(
+                ["git", *args], cwd=self.toplevel, env=self._env, input=input,
+                capture_output=True, check=False,
+            )
+        except FileNotFoundError:
+            raise GitError("git is not installed", hint="install git and try again") from None
+        if proc.returncode not in ok:
+            first = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise GitError(f"git {args[0]} failed: {first[0] if first else proc.returncode}")
+        return proc.stdout
+
+    def resolve(self, rev: str) -> str:
+        """The commit id `rev` names; RepositoryError if there is none."""
+        check_rev(rev)
+        out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", rev + "^{commit}",
+                       ok=(0, 1, 128))
+        sha = out.decode().strip()
+        if not sha:
+            raise RepositoryError(f"unknown revision '{rev}'",
+                                  hint="check the branch, tag or commit id")
+        return sha
+
+    def ref(self, name: str) -> str | None:
+        """The commit a full ref name (refs/heads/…) points at, or None."""
+        out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options",
+                       name + "^{commit}", ok=(0, 1, 128))
+        return out.decode().strip() or None
+
+    def current_branch(self) -> str | None:
+        out = self.run("symbolic-ref", "--quiet", "--short", "HEAD", ok=(0, 1, 128))
+        return out.decode().strip() or None
+
+    def has_commits(self) -> bool:
+        return self.ref("HEAD") is not None
+
+    def ls_tree(self, commit: str, path: str = "") -> list[TreeEntry]:
+        """Every blob below `path` at `commit` (recursive), without touching the work tree."""
+        args = ["ls-tree", "-r", "-z", "--full-tree", commit]
+        if path:
+            args += ["--", path]
+        out = self.run(*args)
+        entries = []
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, _, name = record.partition(b"\t")
+            mode, kind, sha = meta.decode().split(" ")
+            entries.append(TreeEntry(mode, kind, sha, name.decode("utf-8", "surrogateescape")))
+        return entries
+
+    def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """Contents of many blobs through one `git cat-file --batch`."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        out = self.run("cat-file", "--batch", input=("\n".join(wanted) + "\n").encode())
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode()
+            if header.endswith(" missing"):
+                raise GitError(f"object {sha} is missing from the repository")
+            size = int(header.rsplit(" ", 1)[1])
+            blobs[sha] = out[end + 1 : end + 1 + size]
+            pos = end + 1 + size + 1
+        return blobs
+
+    def path_history(self, commit: str, path: str, limit: int = 500) -> Iterator[str]:
+        """Blob ids `path` has had in the history of `commit`, newest first."""
+        out = self.run("log", f"--max-count={limit}", "--no-abbrev", "--raw", "--format=",
+                       "--no-renames", commit, "--", path)
+        for line in out.decode().splitlines():
+            if line.startswith(":"):
+                new = line.split()[3]
+                if set(new) != {"0"}:
+                    yield new
+
+    # -- writing (plumbing: no checkout, no index) ---------------------------------------
+
+    def hash_blob(self, data: bytes) -> str:
+        return self.run("hash-object", "-w", "--stdin", input=data).decode().strip()
+
+    def write_tree(self, files: dict[str, bytes]) -> str:
+        """Writes a tree holding `files` (path -> content) and returns its id."""
+        root: dict[str, object] = {}
+        for path, data in files.items():
+            node = root
+            *folders, name = path.split("/")
+            for folder in folders:
+                child = node.setdefault(folder, {})
+                assert isinstance(child, dict)
+                node = child
+            node[name] = self.hash_blob(data)
+        return self._mktree(root)
+
+    def _mktree(self, node: dict[str, object]) -> str:
+        lines = []
+        for name, value in sorted(node.items()):
+            if isinstance(value, dict):
+                lines.append(f"040000 tree {self._mktree(value)}\t{name}")
+            else:
+                lines.append(f"100644 blob {value}\t{name}")
+        return self.run("mktree", "-z", input="\0".join(lines).encode() + b"\0").decode().strip()
+
+    def commit_tree(self, tree: str, parents: Iterable[str], message: str) -> str:
+        args = ["commit-tree", tree]
+        for parent in parents:
+            args += ["-p", parent]
+        return self.run(*args, input=message.encode()).decode().strip()
+
+    def update_ref(self, ref: str, new: str, old: str | None) -> None:
+        """Moves `ref` to `new` only if it is still at `old` (None: only if it does not exist)."""
+        self.run("update-ref", ref, new, old or "0" * 40)
+
+
+def init_repository(path: Path, branch: str) -> None:
+    """Creates a new git repository at `path` whose first branch is `branch`."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["git", "init", "--quiet", f"--initial-branch={branch}", "--", "."],
+                          cwd=path, env=_git_env(), capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise GitError(f"git init failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
+
+
+def toplevel_of(path: Path) -> Path | None:
+    """The top level of the git work tree holding `path`, or None outside git."""
+    try:
+        with gitpython.Repo(path, search_parent_directories=True) as repo:
+            top = repo.working_tree_dir
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+        return None
+    return Path(top).resolve() if top else None

@@ -1,0 +1,173 @@
+"""Safe YAML reading: size, encoding, duplicate keys, tags and alias bombs are refused
+before any model is built. The fast C loader does the parsing; positions are recovered
+only for files that fail, by re-reading them with the position-tracking loader."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from loomgit.problems import Problem
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_EXPANDED_NODES = 200_000
+
+# An anchor definition (`&name`) outside a URL query string; only then can aliases expand.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s\[\]{},]")
+_local = threading.local()
+
+
+class YamlFailure(Exception):
+    """A file failed the safety or syntax checks; carries one path-free Problem."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _safe_loader() -> YAML:
+    loader: YAML | None = getattr(_local, "safe", None)
+    if loader is None:
+        loader = YAML(typ="safe")
+        loader.allow_duplicate_keys = False
+        _local.safe = loader
+    return loader
+
+
+def _rt_loader() -> YAML:
+    loader: YAML | None = getattr(_local, "rt", None)
+    if loader is None:
+        loader = YAML(typ="rt")
+        loader.allow_duplicate_keys = False
+        _local.rt = loader
+    return loader
+
+
+def decode(data: bytes) -> str:
+    """Checks size and encoding; returns the text without a byte-order mark."""
+    if len(data) > MAX_FILE_BYTES:
+        raise YamlFailure(
+            Problem(
+                "LG100",
+                f"file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,} bytes",
+            )
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise YamlFailure(
+            Problem(
+                "LG101",
+                f"byte 0x{data[exc.start]:02x} is not valid UTF-8; save the file as UTF-8",
+                line=line,
+                col=col,
+            )
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _mark(exc: MarkedYAMLError) -> tuple[int | None, int | None]:
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return None, None
+    return mark.line + 1, mark.column + 1
+
+
+def _translate(exc: Exception) -> Problem:
+    if isinstance(exc, DuplicateKeyError):
+        line, col = _mark(exc)
+        key = re.search(r'found duplicate key "([^"]*)"', str(exc))
+        name = f'"{key.group(1)}" ' if key else ""
+        return Problem("LG103", f"duplicate key {name}in a mapping", line=line, col=col)
+    if isinstance(exc, ConstructorError) and "constructor for the tag" in str(exc):
+        line, col = _mark(exc)
+        tag = re.search(r"tag '([^']*)'", str(exc))
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "?"
+        return Problem(
+            "LG104", f"tag {shown} is not allowed; use plain YAML values", line=line, col=col
+        )
+    if isinstance(exc, MarkedYAMLError):
+        line, col = _mark(exc)
+        if "expected a single document" in str(exc):
+            return Problem(
+                "LG107", "file holds more than one YAML document; keep one per file",
+                line=line, col=col,
+            )
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        return Problem("LG102", f"YAML syntax error: {problem}", line=line, col=col)
+    if isinstance(exc, RecursionError):
+        return Problem("LG102", "YAML syntax error: document is nested too deeply")
+    return Problem("LG102", f"YAML syntax error: {str(exc).splitlines()[0] if str(exc) else exc}")
+
+
+def _expanded_size_exceeds(root: Any, limit: int) -> bool:
+    """True when walking the document, aliases expanded, visits more than `limit` nodes."""
+    count = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set):
+            stack.extend(node)
+    return False
+
+
+def load(data: bytes) -> Any:
+    """Loads one YAML document safely with the C loader. Raises YamlFailure."""
+    text = decode(data)
+    try:
+        doc = _safe_loader().load(text)
+    except (YAMLError, RecursionError, ValueError, TypeError) as exc:
+        raise YamlFailure(_translate(exc)) from None
+    if doc is None:
+        raise YamlFailure(Problem("LG106", "file is empty; expected a YAML mapping", line=1, col=1))
+    if _ANCHOR.search(text) and _expanded_size_exceeds(doc, MAX_EXPANDED_NODES):
+        raise YamlFailure(
+            Problem(
+                "LG105",
+                f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; "
+                "remove the anchors and aliases",
+            )
+        )
+    return doc
+
+
+def locate(data: bytes, keypaths: Sequence[Sequence[str | int]]) -> list[tuple[int, int]]:
+    """Line and column (1-based) of the deepest existing key on each key path in the file.
+
+    Only called for files that already failed, so the slower round-trip loader is fine;
+    the file is read once for all paths.
+    """
+    try:
+        root: Any = _rt_loader().load(decode(data))
+    except (YamlFailure, YAMLError, RecursionError, ValueError, TypeError):
+        return [(1, 1) for _ in keypaths]
+    return [_position(root, path) for path in keypaths]
+
+
+def _position(node: Any, keypath: Sequence[str | int]) -> tuple[int, int]:
+    line, col = 1, 1
+    for key in keypath:
+        if isinstance(node, CommentedMap) and key in node:
+            ln, cl = node.lc.key(key)
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            ln, cl = node.lc.item(key)
+        else:
+            break
+        line, col = ln + 1, cl + 1
+        node = node[key]
+    return line, col
