@@ -164,8 +164,11 @@ def load_config(root: Root, git: Git, cache: DocumentCache, commit: str | None) 
         data = git.read_blobs([entries[0].sha])[entries[0].sha]
     parsed = cache.model(Repository, blob_id(data), data)
     if parsed.model is None:
-        first = parsed.problems[0].at(path)
-        raise RepositoryError(first.render().replace(f"[{first.code}]", "[LG500]"),
+        # An unknown key usually explains the "missing" one next to it: report it first.
+        problems = sorted(parsed.problems, key=lambda p: p.code != "LG201")
+        first = problems[0].at(path)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RepositoryError(first.render().replace(f"[{first.code}]", "[LG500]") + more,
                               hint="fix loomgit.yaml first; nothing else can be read without it")
     return parsed.model
 

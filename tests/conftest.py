@@ -1,0 +1,156 @@
+"""Shared fixtures: real git repositories in temporary folders, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from loomgit import scaffold
+from loomgit.cli import main
+
+HELLO = """\
+apiVersion: loomgit/v1
+kind: Workflow
+metadata:
+  name: hello
+spec:
+  triggers:
+    - type: webhook
+      path: hello
+    - type: schedule
+      cron: "0 9 * * 1-5"
+      timezone: Europe/Berlin
+  credentials: [greeter]
+  steps:
+    - id: greet
+      type: set
+      with:
+        text: "{{ vars.greeting }}, {{ trigger.body.name }}"
+    - id: say
+      type: log
+      with:
+        message: "{{ steps.greet.output.text }}"
+"""
+
+VARIABLES = """\
+apiVersion: loomgit/v1
+kind: Variables
+variables:
+  greeting: Hello
+"""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _git_identity() -> Iterator[None]:
+    """Tests commit; a CI machine may have no git identity configured."""
+    saved = dict(os.environ)
+    os.environ.update({
+        "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
+        "GIT_COMMITTER_NAME": "Test Committer", "GIT_COMMITTER_EMAIL": "committer@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    })
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_all(repo: Path, message: str = "change") -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def digest(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def state_yaml(env: str, entries: dict[str, dict[str, object]]) -> str:
+    lines = ["apiVersion: loomgit/v1", "kind: Environment", f"environment: {env}", "workflows:"]
+    if not entries:
+        lines[-1] += " {}"
+    for name, fields in entries.items():
+        lines.append(f"  {name}:")
+        lines.extend(f"    {k}: {v}" for k, v in fields.items())
+    return "\n".join(lines) + "\n"
+
+
+def promoted(content: str, version: int, source: str, commit: str, active: bool = False
+             ) -> dict[str, object]:
+    return {"version": version, "active": str(active).lower(), "digest": digest(content),
+            "promoted_from": source, "source_commit": commit}
+
+
+@dataclass
+class Repo:
+    """A directory-layout loomgit repository: development holds hello, staging and
+    production hold it promoted as v1."""
+
+    path: Path
+    source_commit: str
+
+    def write(self, rel: str, content: str | bytes) -> Path:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+        return target
+
+    def wf(self, env: str, name: str = "hello") -> str:
+        return f"environments/{env}/workflows/{name}.yaml"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    path = tmp_path / "flows"
+    scaffold.init(path, "directories", ["development", "staging", "production"])
+    r = Repo(path, "")
+    for env in ("development", "staging", "production"):
+        r.write(f"environments/{env}/variables.yaml", VARIABLES)
+    r.write(r.wf("development"), HELLO)
+    r.source_commit = commit_all(path, "add hello")
+    for env, source in (("staging", "development"), ("production", "staging")):
+        r.write(r.wf(env), HELLO)
+        r.write(f"environments/{env}/environment.yaml",
+                state_yaml(env, {"hello": promoted(HELLO, 1, source, r.source_commit)}))
+    commit_all(path, "promote hello")
+    return r
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Runs `loomgit ARGS` in-process through the real entry point and its error handler."""
+
+    def run(*args: str | Path) -> Result:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:  # pragma: no cover - main always exits
+            code = 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        return Result(code, captured.out, captured.err)
+
+    return run
