@@ -82,13 +82,15 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
     if (target / CONFIG_FILE).exists():
         raise LoomgitError(f"{target / CONFIG_FILE} already exists; this is a loomgit repository",
                            hint="nothing was changed; edit loomgit.yaml to change the pipeline")
-    top = toplevel_of(target) if target.exists() else None
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    top = toplevel_of(existing)
     created = top is None
     if layout == "branches":
         if top is not None and top != target:
             raise UsageError("the branch layout needs the top level of a git repository",
                              hint=f"run `loomgit init {top}` or use --layout directories")
         return _init_branches(target, environments, created)
+    target.mkdir(parents=True, exist_ok=True)
     if top is None:
         init_repository(target, "main")
         top = target
@@ -124,10 +126,19 @@ def _message(environments: list[str]) -> str:
 
 def _init_branches(target: Path, environments: list[str], created: bool) -> InitResult:
     branches = [f"env/{env}" for env in environments]
+    in_the_way = [n for n in (".gitignore", "environment.yaml", "variables.yaml", "workflows")
+                  if (target / n).exists()]
     if created:
+        if in_the_way:
+            raise LoomgitError(f"{target / in_the_way[0]} already exists",
+                               hint="nothing was changed; start from an empty folder")
         init_repository(target, branches[0])
     commits: dict[str, str] = {}
     with Git(target) as git:
+        unborn = not git.has_commits()
+        if unborn and in_the_way:
+            raise LoomgitError(f"{target / in_the_way[0]} already exists",
+                               hint="nothing was changed; start from an empty folder")
         for branch in branches:
             if git.ref(f"refs/heads/{branch}"):
                 raise LoomgitError(f"branch {branch} already exists", hint="nothing was changed")
@@ -142,7 +153,8 @@ def _init_branches(target: Path, environments: list[str], created: bool) -> Init
             git.update_ref(f"refs/heads/{branch}", commit, None)
             commits[branch] = commit
             parent = [commit]
-        if not git.has_commits():
+        if unborn:
+            # Nothing to lose: no commits, and none of our files were in the folder.
             git.run("symbolic-ref", "HEAD", f"refs/heads/{branches[0]}")
-            git.run("checkout", "--quiet", branches[0])
+            git.run("checkout", "--quiet", "HEAD", "--", ".")
     return InitResult(target, "branches", environments, commits, created)

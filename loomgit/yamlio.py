@@ -18,6 +18,7 @@ from loomgit.problems import Problem
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_EXPANDED_NODES = 200_000
+MAX_DEPTH = 64
 
 # An anchor definition (`&name`) outside a URL query string; only then can aliases expand.
 _ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s\[\]{},]")
@@ -109,21 +110,23 @@ def _translate(exc: Exception) -> Problem:
     return Problem("LG102", f"YAML syntax error: {str(exc).splitlines()[0] if str(exc) else exc}")
 
 
-def _expanded_size_exceeds(root: Any, limit: int) -> bool:
-    """True when walking the document, aliases expanded, visits more than `limit` nodes."""
+def _shape(root: Any, limit: int) -> str | None:
+    """Walks the document with aliases expanded: 'size' past `limit` nodes, 'depth' past
+    MAX_DEPTH levels, else None. Bounded by `limit`, so a bomb cannot make it slow."""
     count = 0
-    stack = [root]
+    stack = [(root, 1)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         count += 1
         if count > limit:
-            return True
+            return "size"
+        if depth > MAX_DEPTH:
+            return "depth"
         if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
+            stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list | tuple | set):
-            stack.extend(node)
-    return False
+            stack.extend((v, depth + 1) for v in node)
+    return None
 
 
 def load(data: bytes) -> Any:
@@ -135,14 +138,14 @@ def load(data: bytes) -> Any:
         raise YamlFailure(_translate(exc)) from None
     if doc is None:
         raise YamlFailure(Problem("LG106", "file is empty; expected a YAML mapping", line=1, col=1))
-    if _ANCHOR.search(text) and _expanded_size_exceeds(doc, MAX_EXPANDED_NODES):
-        raise YamlFailure(
-            Problem(
-                "LG105",
-                f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; "
-                "remove the anchors and aliases",
-            )
-        )
+    shape = _shape(doc, MAX_EXPANDED_NODES if _ANCHOR.search(text) else 10 * len(text) + 16)
+    if shape == "size":
+        raise YamlFailure(Problem(
+            "LG105", f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; "
+            "remove the anchors and aliases"))
+    if shape == "depth":
+        raise YamlFailure(Problem(
+            "LG102", f"YAML syntax error: document is nested more than {MAX_DEPTH} levels deep"))
     return doc
 
 

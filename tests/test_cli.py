@@ -1,0 +1,147 @@
+"""The command line: help on every command, the error handler, init and schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from conftest import Repo, Result, git
+
+from loomgit import cli as cli_module
+from loomgit import schema
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _commands() -> list[str]:
+    return sorted(cli_module.cli.commands)
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_every_command_has_help_with_an_example(name: str, cli: Callable[..., Result]) -> None:
+    command = cli_module.cli.commands[name]
+    assert command.help and "Example" in command.help
+    result = cli(name, "--help")
+    assert result.code == 0 and "Usage: loomgit" in result.out
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    for name in _commands():
+        assert f"loomgit {name}" in readme, name
+
+
+def test_version_and_unknown_command(cli: Callable[..., Result]) -> None:
+    assert cli("--version").out.startswith("loomgit, version")
+    result = cli("frobnicate")
+    assert result.code == 2 and "No such command" in result.err
+
+
+def test_unexpected_error_exits_3_with_a_report(cli: Callable[..., Result], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    @cli_module.cli.command("explode-for-test")
+    def explode() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    try:
+        result = cli("explode-for-test")
+    finally:
+        del cli_module.cli.commands["explode-for-test"]
+    assert result.code == 3
+    assert "unexpected error (RuntimeError)" in result.err
+    reports = list((tmp_path / "loomgit").glob("crash-*.log"))
+    assert len(reports) == 1 and "boom" in reports[0].read_text()
+
+
+def test_keyboard_interrupt_exits_130(cli: Callable[..., Result]) -> None:
+    @cli_module.cli.command("interrupt-for-test")
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    try:
+        assert cli("interrupt-for-test").code == 130
+    finally:
+        del cli_module.cli.commands["interrupt-for-test"]
+
+
+def test_init_directories(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    target = tmp_path / "flows"
+    result = cli("init", target, "--environments", "test,live")
+    assert result.code == 0 and "test -> live" in result.out
+    assert (target / "environments/test/workflows").is_dir()
+    assert ".loomgit/" in (target / ".gitignore").read_text()
+    assert git(target, "status", "--porcelain") == ""
+    assert cli("validate", "--repo", target).code == 0
+
+
+def test_init_refuses_to_overwrite(repo: Repo, cli: Callable[..., Result]) -> None:
+    before = git(repo.path, "rev-parse", "HEAD")
+    result = cli("init", repo.path)
+    assert result.code == 1 and "already exists" in result.err
+    assert git(repo.path, "rev-parse", "HEAD") == before
+    assert git(repo.path, "status", "--porcelain") == ""
+
+
+def test_init_inside_a_larger_repository(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    git(tmp_path, "add", "app.py")  # staged work of the user's: must not be committed by init
+    assert cli("init", tmp_path / "ops" / "flows").code == 0
+    assert "app.py" not in git(tmp_path, "show", "--name-only", "--format=", "HEAD")
+    assert git(tmp_path, "diff", "--cached", "--name-only") == "app.py"
+    assert cli("validate", "--repo", tmp_path / "ops" / "flows").code == 0
+
+
+@pytest.mark.parametrize("envs", ["", "Dev,prod", "a,a", "x y"])
+def test_init_rejects_bad_environment_lists(tmp_path: Path, cli: Callable[..., Result],
+                                            envs: str) -> None:
+    result = cli("init", tmp_path / "f", "--environments", envs)
+    assert result.code == 2 and result.err.startswith("error: ")
+    assert not (tmp_path / "f").exists()
+
+
+def test_init_branches_refuses_a_subfolder(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    git(tmp_path, "init", "-q")
+    assert cli("init", tmp_path / "sub", "--layout", "branches").code == 2
+
+
+def test_committed_schemas_match_the_models() -> None:
+    for name, generated in schema.generate().items():
+        committed = (PROJECT / "schemas" / name).read_text()
+        assert committed == schema.dumps(generated), (
+            f"schemas/{name} is stale: run `loomgit schema --write schemas/`")
+
+
+def test_schema_command(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    printed = json.loads(cli("schema", "workflow").out)
+    assert printed["title"] == "Workflow"
+    assert cli("schema", "--write", tmp_path).code == 0
+    assert len(list(tmp_path.glob("*.schema.json"))) == 4
+    assert cli("schema").code == 2
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = ("import sys; from loomgit.cli import cli; "
+            "print(sorted(m for m in ('pydantic','git','ruamel.yaml','jinja2','croniter') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_click_group_is_the_only_entry() -> None:
+    assert isinstance(cli_module.cli, click.Group)
+
+
+def test_every_code_is_documented() -> None:
+    from loomgit.problems import CODES
+
+    rules = (PROJECT / "docs" / "rules.md").read_text()
+    for code, text in CODES.items():
+        assert f"| {code} | {text} |" in rules, code

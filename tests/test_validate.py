@@ -1,0 +1,200 @@
+"""validate beyond the corpus: paths git itself cannot hold as plain files, arguments,
+both layouts, the monorepo sample, and the blob cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, VARIABLES, Repo, Result, commit_all, git
+
+from loomgit import scaffold
+from loomgit.documents import DocumentCache
+from loomgit.validate import validate
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_valid_repository(repo: Repo, cli: Callable[..., Result]) -> None:
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 0
+    assert "ok: 3 workflow files in 3 environments (work tree) valid" in result.out
+    assert json.loads(cli("validate", "--repo", repo.path, "--format", "json").out) == []
+
+
+def test_searches_upward_for_loomgit_yaml(repo: Repo, cli: Callable[..., Result],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo.path / "environments" / "staging" / "workflows")
+    assert cli("validate").code == 0
+
+
+def test_env_option_limits_the_report(repo: Repo, cli: Callable[..., Result]) -> None:
+    repo.write(repo.wf("development"), HELLO.replace("0 9 * * 1-5", "bad"))
+    assert cli("validate", "--repo", repo.path, "--env", "staging").code == 0
+    assert cli("validate", "--repo", repo.path, "--env", "development").code == 1
+
+
+def test_workflows_folder_that_is_a_file(repo: Repo, cli: Callable[..., Result]) -> None:
+    folder = repo.path / "environments" / "development" / "workflows"
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()
+    folder.write_text("oops\n")
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1
+    assert "environments/development/workflows: error[LG111]" in result.out
+    commit_all(repo.path)
+    assert "error[LG111]" in cli("validate", "--repo", repo.path, "--rev", "HEAD").out
+
+
+def test_symlink_pointing_outside(repo: Repo, cli: Callable[..., Result], tmp_path: Path) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(HELLO.replace("name: hello", "name: evil"))
+    os.symlink(outside, repo.path / "environments/development/workflows/evil.yaml")
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1
+    assert "evil.yaml: error[LG110]" in result.out and str(outside) in result.out
+    commit_all(repo.path)
+    assert "evil.yaml: error[LG110]" in cli("validate", "--repo", repo.path, "--rev", "HEAD").out
+
+
+def test_symlinked_workflows_folder(repo: Repo, cli: Callable[..., Result], tmp_path: Path) -> None:
+    staging = repo.path / "environments" / "staging"
+    shutil.rmtree(staging / "workflows")
+    os.symlink(tmp_path, staging / "workflows")
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1 and "error[LG110]" in result.out
+
+
+def test_not_a_git_repository(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    (tmp_path / "loomgit.yaml").write_text("apiVersion: loomgit/v1\n")
+    result = cli("validate", "--repo", tmp_path)
+    assert result.code == 2
+    assert "is not inside a git repository" in result.err and "hint: run `loomgit init`" in \
+        result.err
+
+
+def test_no_loomgit_yaml(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    git(tmp_path, "init", "-q")
+    result = cli("validate", "--repo", tmp_path)
+    assert result.code == 2 and "no loomgit.yaml" in result.err
+
+
+def test_missing_path(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    result = cli("validate", "--repo", tmp_path / "nope")
+    assert result.code == 2 and "does not exist" in result.err
+
+
+@pytest.mark.parametrize("rev", ["no-such-branch", "HEAD~99", "--output=/tmp/x", ""])
+def test_bad_revisions(repo: Repo, cli: Callable[..., Result], rev: str) -> None:
+    result = cli("validate", "--repo", repo.path, "--rev", rev)
+    assert result.code == 2
+    assert result.err.startswith("error: ")
+    assert not Path("/tmp/x").exists() or rev != "--output=/tmp/x"
+
+
+def test_unknown_environment(repo: Repo, cli: Callable[..., Result]) -> None:
+    result = cli("validate", "--repo", repo.path, "--env", "qa")
+    assert result.code == 2 and "unknown environment 'qa'" in result.err
+
+
+def test_bad_format_is_a_usage_error(repo: Repo, cli: Callable[..., Result]) -> None:
+    assert cli("validate", "--repo", repo.path, "--format", "xml").code == 2
+
+
+def test_old_commit_is_read_without_checkout(repo: Repo, cli: Callable[..., Result]) -> None:
+    repo.write(repo.wf("development"), HELLO.replace("0 9 * * 1-5", "bad cron"))
+    commit_all(repo.path, "break it")
+    assert cli("validate", "--repo", repo.path, "--rev", "HEAD").code == 1
+    assert cli("validate", "--repo", repo.path, "--rev", "HEAD~1").code == 0
+    assert git(repo.path, "status", "--porcelain") == ""
+
+
+def test_identical_blobs_are_parsed_once(repo: Repo) -> None:
+    cache = DocumentCache()
+    report = validate(repo.path, rev="HEAD", cache=cache)
+    assert report.ok and report.workflows == 3
+    # hello is the same blob in three environments; variables.yaml too.
+    assert cache.misses == 1 + 1 + 1 + 3  # config, hello, variables, three environment.yaml
+
+
+def test_sample_repo_is_valid_in_a_monorepo(cli: Callable[..., Result]) -> None:
+    sample = PROJECT / "sample-repo"
+    result = cli("validate", "--repo", sample)
+    assert result.code == 0, result.out
+    if (PROJECT / ".git").exists():
+        assert cli("validate", "--repo", sample, "--rev", "HEAD").code == 0
+
+
+def test_no_git_processes_left_behind(repo: Repo) -> None:
+    before = _children()
+    for _ in range(5):
+        validate(repo.path, rev="HEAD")
+    assert _children() <= before
+
+
+def _children() -> set[str]:
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
+                         capture_output=True, text=True, check=False).stdout
+    return {line for line in out.splitlines() if "git" in line}
+
+
+def test_subprocess_exit_codes(repo: Repo) -> None:
+    run = [sys.executable, "-m", "loomgit", "validate", "--repo", str(repo.path)]
+    ok = subprocess.run(run, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    repo.write(repo.wf("development"), "a: [\n")
+    bad = subprocess.run(run, capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and "error[LG102]" in bad.stdout and "Traceback" not in bad.stderr
+
+
+# -- branch layout ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def branch_repo(tmp_path: Path) -> Path:
+    path = tmp_path / "flows"
+    scaffold.init(path, "branches", ["test", "live"])
+    (path / "workflows" / "hello.yaml").write_text(HELLO)
+    (path / "variables.yaml").write_text(VARIABLES)
+    commit_all(path, "add hello")
+    return path
+
+
+def test_branch_layout_init(branch_repo: Path) -> None:
+    assert git(branch_repo, "branch", "--show-current") == "env/test"
+    assert set(git(branch_repo, "branch", "--format=%(refname:short)").split()) == {
+        "env/test", "env/live"}
+
+
+def test_branch_layout_validates_every_branch(branch_repo: Path,
+                                              cli: Callable[..., Result]) -> None:
+    assert cli("validate", "--repo", branch_repo).code == 0
+    # A hand-added workflow on env/live, with no promotion record, is caught from env/test.
+    git(branch_repo, "checkout", "-q", "env/live")
+    (branch_repo / "workflows" / "hello.yaml").write_text(HELLO)
+    commit_all(branch_repo, "hand edit live")
+    git(branch_repo, "checkout", "-q", "env/test")
+    result = cli("validate", "--repo", branch_repo)
+    assert result.code == 1
+    assert "env/live:workflows/hello.yaml:1:1: error[LG403]" in result.out
+    assert "env/live:workflows/hello.yaml" in cli(
+        "validate", "--repo", branch_repo, "--rev", "env/test").out
+
+
+def test_branch_layout_rev_names_its_environment(branch_repo: Path,
+                                                 cli: Callable[..., Result]) -> None:
+    sha = git(branch_repo, "rev-parse", "env/live")
+    assert cli("validate", "--repo", branch_repo, "--rev", sha).code == 0
+    git(branch_repo, "checkout", "-q", "env/live")
+    (branch_repo / "workflows" / "hello.yaml").write_text("a: [\n")
+    bad = commit_all(branch_repo, "broken")
+    git(branch_repo, "checkout", "-q", "env/test")
+    result = cli("validate", "--repo", branch_repo, "--rev", bad)
+    assert result.code == 1 and "workflows/hello.yaml:2:1: error[LG102]" in result.out

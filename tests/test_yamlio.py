@@ -1,0 +1,66 @@
+"""Safe YAML loading: refused before any object is built, with a position."""
+
+from __future__ import annotations
+
+import pytest
+
+from loomgit import yamlio
+
+
+def _fail(data: bytes) -> yamlio.YamlFailure:
+    with pytest.raises(yamlio.YamlFailure) as info:
+        yamlio.load(data)
+    return info.value
+
+
+def test_plain_document_loads() -> None:
+    assert yamlio.load(b"a: 1\nb: on\n") == {"a": 1, "b": "on"}  # YAML 1.2: `on` is a string
+
+
+def test_byte_order_mark_is_accepted() -> None:
+    assert yamlio.load("\ufeffa: 1\n".encode()) == {"a": 1}
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    assert _fail("\n".join(lines).encode()).problem.code == "LG105"
+
+
+def test_modest_aliases_are_fine() -> None:
+    assert yamlio.load(b"base: &h {a: 1}\nother: *h\n") == {"base": {"a": 1}, "other": {"a": 1}}
+
+
+def test_ampersand_in_urls_does_not_trigger_the_alias_walk() -> None:
+    assert yamlio.load(b"url: https://x.example/?a=1&b=2\n")["url"].endswith("&b=2")
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "line"),
+    [
+        (b"a: 1\na: 2\n", "LG103", 2),
+        (b"a: !!binary aGk=\nb: !custom x\n", "LG104", 2),
+        (b"a: !!python/name:os.system\n", "LG104", 1),
+        (b"a: 1\n---\nb: 2\n", "LG107", None),
+        (b"a: [1,\n", "LG102", None),
+        (b"", "LG106", 1),
+        (b"# only a comment\n", "LG106", 1),
+        (b"a: \xff\n", "LG101", 1),
+        (b"[" * 5000 + b"]" * 5000, "LG102", None),
+    ],
+)
+def test_refusals(data: bytes, code: str, line: int | None) -> None:
+    problem = _fail(data).problem
+    assert problem.code == code
+    if line is not None:
+        assert problem.line == line
+
+
+def test_size_limit() -> None:
+    assert _fail(b"a: " + b"x" * yamlio.MAX_FILE_BYTES).problem.code == "LG100"
+
+
+def test_locate_many_paths_at_once() -> None:
+    data = b"spec:\n  steps:\n    - id: a\n    - id: b\n      typo: 1\n"
+    assert yamlio.locate(data, [("spec", "steps", 1, "typo"), ("spec", "missing"), ()]) == [
+        (5, 7), (1, 1), (1, 1)]
