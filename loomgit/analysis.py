@@ -31,14 +31,17 @@ class WorkflowFacts:
 
 
 def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, (*path, i))
+    """Every string inside `value` with its key path (iterative: nesting depth is the
+    user's choice)."""
+    stack: list[tuple[Any, KeyPath]] = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            yield where, node
+        elif isinstance(node, dict):
+            stack.extend(((v, (*where, k)) for k, v in reversed(node.items())))
+        elif isinstance(node, list):
+            stack.extend(((v, (*where, i)) for i, v in reversed(list(enumerate(node)))))
 
 
 class _RefChecker:
@@ -52,14 +55,16 @@ class _RefChecker:
 
     def check(self, refs: templates.Refs, step_index: int, where: KeyPath) -> None:
         for root in sorted(refs.roots - templates.CONTEXT_ROOTS):
-            self.findings.append(Finding(
-                "LG331",
-                f"'{root}' is not in the template context; use steps, credentials, vars, "
-                "trigger, env or workflow",
-                where,
-            ))
+            self.findings.append(
+                Finding(
+                    "LG331",
+                    f"'{root}' is not in the template context; use steps, credentials, vars, "
+                    "trigger, env or workflow",
+                    where,
+                )
+            )
         earlier = self.ids[:step_index]
-        for root, name, field in sorted(refs.members, key=lambda m: (m[0], m[1], m[2] or "")):
+        for root, name, _field in sorted(refs.members, key=lambda m: (m[0], m[1], m[2] or "")):
             if root == "steps" and name not in earlier:
                 if name in self.ids:
                     why = f"step '{name}' does not run before step '{self.ids[step_index]}'"
@@ -68,21 +73,28 @@ class _RefChecker:
                     why = f"there is no step '{name}'" + (
                         f" (did you mean '{hint[0]}'?)" if hint else ""
                     )
-                self.findings.append(Finding(
-                    "LG331", f"{why}; a template may only use earlier steps", where
-                ))
+                self.findings.append(
+                    Finding("LG331", f"{why}; a template may only use earlier steps", where)
+                )
             elif root == "credentials" and name not in self.declared:
-                self.findings.append(Finding(
-                    "LG331",
-                    f"credential '{name}' is not declared in spec.credentials",
-                    where,
-                ))
+                self.findings.append(
+                    Finding(
+                        "LG331",
+                        f"credential '{name}' is not declared in spec.credentials",
+                        where,
+                    )
+                )
             elif root == "vars":
                 self.variables.setdefault(name, where)
 
 
 def _check_template(
-    checker: _RefChecker, text: str, index: int, where: KeyPath, *, jmespath: bool = False,
+    checker: _RefChecker,
+    text: str,
+    index: int,
+    where: KeyPath,
+    *,
+    jmespath: bool = False,
     expression: bool = False,
 ) -> None:
     try:
@@ -111,8 +123,9 @@ def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], l
             try:
                 cron.check_cron(trigger.cron)
             except cron.CronError as exc:
-                findings.append(Finding("LG311" if exc.never else "LG310", str(exc),
-                                        (*where, "cron")))
+                findings.append(
+                    Finding("LG311" if exc.never else "LG310", str(exc), (*where, "cron"))
+                )
             try:
                 cron.check_timezone(trigger.timezone)
             except ValueError as exc:
@@ -132,27 +145,33 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
     for i, step in enumerate(wf.spec.steps):
         where: KeyPath = ("spec", "steps", i)
         if step.id in seen:
-            findings.append(Finding("LG320", f"step id '{step.id}' is used twice",
-                                    (*where, "id")))
+            findings.append(Finding("LG320", f"step id '{step.id}' is used twice", (*where, "id")))
         seen.add(step.id)
         model = params_model(step.type)
         if model is None:
             hint = difflib.get_close_matches(step.type, known_types(), n=1)
-            findings.append(Finding(
-                "LG321",
-                f"unknown step type '{step.type}'"
-                + (f" (did you mean '{hint[0]}'?)" if hint else
-                   f"; known types: {', '.join(known_types())}"),
-                (*where, "type"),
-            ))
+            findings.append(
+                Finding(
+                    "LG321",
+                    f"unknown step type '{step.type}'"
+                    + (
+                        f" (did you mean '{hint[0]}'?)"
+                        if hint
+                        else f"; known types: {', '.join(known_types())}"
+                    ),
+                    (*where, "type"),
+                )
+            )
         else:
             try:
                 model.model_validate(step.with_)
             except ValidationError as exc:
                 raw_with = raw_steps[i].get("with", {})
-                findings.extend(from_validation_error(
-                    exc, raw_with, model, prefix=(*where, "with"), code="LG322"
-                ))
+                findings.extend(
+                    from_validation_error(
+                        exc, raw_with, model, prefix=(*where, "with"), code="LG322"
+                    )
+                )
         if step.when is not None:
             _check_template(checker, step.when, i, (*where, "when"), expression=True)
         for path, text in _strings(step.with_, (*where, "with")):

@@ -50,10 +50,17 @@ def cli() -> None:
 @cli.command()
 @repo_option
 @click.option("--env", "env", metavar="NAME", help="Check only this environment.")
-@click.option("--rev", metavar="REF",
-              help="Check a commit (branch, tag or id) instead of the work tree.")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
-              help="text for people, json for scripts, github for pull-request annotations.")
+@click.option(
+    "--rev", metavar="REF", help="Check a commit (branch, tag or id) instead of the work tree."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS,
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts, github for pull-request annotations.",
+)
 def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
     """Check every environment's workflows, variables and promotion records.
 
@@ -75,10 +82,19 @@ def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=".")
-@click.option("--layout", type=click.Choice(["directories", "branches"]), default="directories",
-              show_default=True, help="Environments as folders on one branch, or as branches.")
-@click.option("--environments", default="development,staging,production", show_default=True,
-              help="Pipeline order, comma-separated.")
+@click.option(
+    "--layout",
+    type=click.Choice(["directories", "branches"]),
+    default="directories",
+    show_default=True,
+    help="Environments as folders on one branch, or as branches.",
+)
+@click.option(
+    "--environments",
+    default="development,staging,production",
+    show_default=True,
+    help="Pipeline order, comma-separated.",
+)
 def init(directory: Path, layout: str, environments: str) -> None:
     """Create a loomgit repository (or add one to an existing git repository).
 
@@ -96,16 +112,26 @@ def init(directory: Path, layout: str, environments: str) -> None:
     for branch, commit in result.commits.items():
         click.echo(f"  {branch}: {commit[:12]}")
     first = result.environments[0]
-    where = (f"environments/{first}/workflows/" if layout == "directories"
-             else f"workflows/ on branch env/{first}")
+    where = (
+        f"environments/{first}/workflows/"
+        if layout == "directories"
+        else f"workflows/ on branch env/{first}"
+    )
     click.echo(f"next: add a workflow under {where}, then run `loomgit validate`")
 
 
 @cli.command()
-@click.option("--write", "folder", type=click.Path(file_okay=False, path_type=Path),
-              help="Write one <kind>.schema.json per document kind into this folder.")
-@click.argument("kind", required=False,
-                type=click.Choice(["repository", "workflow", "environment", "variables"]))
+@click.option(
+    "--write",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one <kind>.schema.json per document kind into this folder.",
+)
+@click.argument(
+    "kind",
+    required=False,
+    type=click.Choice(["repository", "workflow", "environment", "variables"]),
+)
 def schema(folder: Path | None, kind: str | None) -> None:
     """Print or write the JSON Schemas of loomgit's documents (for editors and CI).
 
@@ -169,7 +195,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         where = _crash_report(exc)
         click.echo(f"loomgit: unexpected error ({type(exc).__name__}). This is a bug.", err=True)
         if where:
-            click.echo(f"The details are in {where}; please attach it to a report at "
-                       f"{ISSUES_URL}", err=True)
+            click.echo(
+                f"The details are in {where}; please attach it to a report at {ISSUES_URL}",
+                err=True,
+            )
         sys.exit(3)
     sys.exit(0)

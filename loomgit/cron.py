@@ -7,10 +7,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
-                    "@hourly"})
-_DAYS_IN_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31,
-                  11: 30, 12: 31}
+MACROS = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+_DAYS_IN_MONTH = {
+    1: 31,
+    2: 29,
+    3: 31,
+    4: 30,
+    5: 31,
+    6: 30,
+    7: 31,
+    8: 31,
+    9: 30,
+    10: 31,
+    11: 30,
+    12: 31,
+}
 
 
 class CronError(ValueError):
@@ -44,9 +57,9 @@ def check_cron(expr: str) -> None:
     days, months, weekdays = expanded[2], expanded[3], expanded[4]
     if days == ["*"] or weekdays != ["*"]:
         return  # any day fires; a weekday restriction is OR-ed with the day of month
-    if not any(d <= _DAYS_IN_MONTH[int(m)] for m in _months(months) for d in days if d != "l"):
-        if "l" not in days:
-            raise CronError(f"'{expr}' never fires: no month has that day", never=True)
+    fits = any(d <= _DAYS_IN_MONTH[int(m)] for m in _months(months) for d in days if d != "l")
+    if not fits and "l" not in days:
+        raise CronError(f"'{expr}' never fires: no month has that day", never=True)
 
 
 def _months(months: list[object]) -> list[int]:
@@ -59,4 +72,6 @@ def check_timezone(name: str) -> None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone '{name}'; use an IANA name such as Europe/Berlin")
+        raise ValueError(
+            f"unknown time zone '{name}'; use an IANA name such as Europe/Berlin"
+        ) from None

@@ -15,10 +15,12 @@ from pydantic import BaseModel, ValidationError
 from loomgit import yamlio
 from loomgit.analysis import WorkflowFacts, analyse
 from loomgit.findings import Finding, from_validation_error, resolve
+from loomgit.models.state import EnvironmentState
 from loomgit.models.workflow import Workflow
 from loomgit.problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
+_TOO_DEEP = "YAML syntax error: document is nested too deeply"
 
 
 def blob_id(data: bytes) -> str:
@@ -46,22 +48,24 @@ class ParsedWorkflow:
     problems: tuple[Problem, ...] = ()
 
 
-def _load_mapping(data: bytes) -> tuple[Any, list[Finding]]:
+def _load_mapping(data: bytes, max_bytes: int = yamlio.MAX_FILE_BYTES) -> tuple[Any, list[Finding]]:
     try:
-        doc = yamlio.load(data)
+        doc = yamlio.load(data, max_bytes)
     except yamlio.YamlFailure as exc:
         p = exc.problem
         return None, [Finding(p.code, p.message, (), p.line or 1, p.col or 1)]
     if not isinstance(doc, dict):
         kind = type(doc).__name__.replace("str", "a string").replace("list", "a list")
-        return None, [Finding("LG108", f"expected a YAML mapping at the top level, found {kind}",
-                              (), 1, 1)]
+        return None, [
+            Finding("LG108", f"expected a YAML mapping at the top level, found {kind}", (), 1, 1)
+        ]
     return doc, []
 
 
 def parse_model(model: type[M], data: bytes) -> Parsed[M]:
     """Safe load plus schema validation; problems point at the offending key."""
-    doc, findings = _load_mapping(data)
+    limit = yamlio.MAX_STATE_BYTES if model is EnvironmentState else yamlio.MAX_FILE_BYTES
+    doc, findings = _load_mapping(data, limit)
     if findings:
         return Parsed(None, resolve(data, findings))
     try:
@@ -79,7 +83,12 @@ def parse_workflow(data: bytes) -> ParsedWorkflow:
         wf = Workflow.model_validate(doc)
     except ValidationError as exc:
         return ParsedWorkflow(None, dig, resolve(data, from_validation_error(exc, doc, Workflow)))
-    facts, findings = analyse(wf, doc)
+    except RecursionError:
+        return ParsedWorkflow(None, dig, (Problem("LG102", _TOO_DEEP, line=1, col=1),))
+    try:
+        facts, findings = analyse(wf, doc)
+    except RecursionError:
+        return ParsedWorkflow(None, dig, (Problem("LG102", _TOO_DEEP, line=1, col=1),))
     return ParsedWorkflow(facts, dig, resolve(data, findings) if findings else ())
 
 

@@ -66,9 +66,9 @@ def _unwrap(tp: Any, node: Any) -> Any:
             tag = node.get("type") if isinstance(node, dict) else None
             for m in members:
                 field = getattr(m, "model_fields", {}).get("type")
-                if field is not None and get_origin(field.annotation) is Literal:
-                    if tag in get_args(field.annotation):
-                        chosen = m
+                annotation = getattr(field, "annotation", None)
+                if get_origin(annotation) is Literal and tag in get_args(annotation):
+                    chosen = m
             if chosen is None:
                 return None
             tp = chosen
@@ -98,7 +98,7 @@ def _allowed_keys(model: type[BaseModel], path: KeyPath, data: Any) -> list[str]
             tp = get_args(tp)[1]
         else:
             return []
-        node = node[elem] if isinstance(node, dict | list) and _has(node, elem) else None
+        node = node[elem] if _has(node, elem) else None
     tp = _unwrap(tp, node)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [info.alias or name for name, info in tp.model_fields.items()]
@@ -136,8 +136,10 @@ def _message(err: ErrorDetails, path: KeyPath, allowed: list[str]) -> tuple[str,
     msg = err["msg"]
     if kind == "extra_forbidden":
         hint = difflib.get_close_matches(str(last), allowed, n=1, cutoff=0.6)
-        suggestion = f" (did you mean '{hint[0]}'?)" if hint else (
-            f"; allowed: {', '.join(allowed)}" if allowed else ""
+        suggestion = (
+            f" (did you mean '{hint[0]}'?)"
+            if hint
+            else (f"; allowed: {', '.join(allowed)}" if allowed else "")
         )
         return "LG201", f"unknown key '{last}' in {where}{suggestion}"
     if kind == "missing":
@@ -157,7 +159,10 @@ def _message(err: ErrorDetails, path: KeyPath, allowed: list[str]) -> tuple[str,
 
 
 def from_validation_error(
-    exc: ValidationError, data: Any, model: type[BaseModel], prefix: KeyPath = (),
+    exc: ValidationError,
+    data: Any,
+    model: type[BaseModel],
+    prefix: KeyPath = (),
     code: str | None = None,
 ) -> list[Finding]:
     """One finding per pydantic error, at the key path of the offending key."""

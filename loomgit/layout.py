@@ -6,6 +6,7 @@ environment is a folder (`environments/<env>/`) or a branch (`env/<env>`).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,52 +56,74 @@ class Snapshot:
     data: dict[str, bytes]
     git: Git
     source: str  # "work tree" or a commit id
+    _history: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def bytes_of(self, ref: FileRef) -> bytes:
         return self.data[ref.blob]
 
     def ever_held(self, env: str, workflow: str, version: int, cache: DocumentCache) -> bool:
         """Did `env` ever record `workflow` at `version` or later (read from its history)?"""
-        files = self.envs[env]
-        if files.commit is None:
-            return False
-        blobs = list(self.git.path_history(files.commit, files.base + ENV_FILE))
-        for blob, data in self.git.read_blobs(blobs).items():
-            parsed = cache.model(EnvironmentState, blob, data).model
-            state = parsed.workflows.get(workflow) if parsed else None
-            if state and state.version and state.version >= version:
-                return True
-        return False
+        return self._highest_versions(env, cache).get(workflow, 0) >= version
+
+    def _highest_versions(self, env: str, cache: DocumentCache) -> dict[str, int]:
+        found = self._history.get(env)
+        if found is None:
+            found = self._history[env] = {}
+            files = self.envs[env]
+            if files.commit is not None:
+                blobs = list(self.git.path_history(files.commit, files.base + ENV_FILE))
+                for blob, data in self.git.read_blobs(blobs).items():
+                    parsed = cache.model(EnvironmentState, blob, data).model
+                    for name, state in parsed.workflows.items() if parsed else ():
+                        if state.version and state.version > found.get(name, 0):
+                            found[name] = state.version
+        return found
 
 
 def _classify(env: EnvFiles, entries: list[FileRef], show: Callable[[str], str]) -> None:
     """Sorts an environment's files into workflows, environment.yaml and variables.yaml."""
     for ref in entries:
         rel = ref.rel
-        if rel in (ENV_FILE, VARS_FILE) or rel.startswith(WORKFLOWS_DIR):
-            if ref.mode == MODE_SYMLINK:
-                where = f" (it points to {ref.target})" if ref.target else ""
-                env.problems.append(Problem(
-                    "LG110", f"symbolic links are not allowed here{where}; commit the file itself",
-                    ref.path))
-                continue
+        ours = rel in (ENV_FILE, VARS_FILE) or rel.startswith(WORKFLOWS_DIR)
+        if ours and ref.mode == MODE_SYMLINK:
+            where = f" (it points to {ref.target})" if ref.target else ""
+            env.problems.append(
+                Problem(
+                    "LG110",
+                    f"symbolic links are not allowed here{where}; commit the file itself",
+                    ref.path,
+                )
+            )
+            continue
         if rel == ENV_FILE:
             env.environment = ref
         elif rel == VARS_FILE:
             env.variables = ref
         elif rel == WORKFLOWS_DIR:
-            env.problems.append(Problem(
-                "LG111", f"'{WORKFLOWS_DIR}' is a file; it must be a folder of workflow files",
-                ref.path))
+            env.problems.append(
+                Problem(
+                    "LG111",
+                    f"'{WORKFLOWS_DIR}' is a file; it must be a folder of workflow files",
+                    ref.path,
+                )
+            )
         elif rel.startswith((ENV_FILE + "/", VARS_FILE + "/")):
-            env.problems.append(Problem(
-                "LG111", f"'{rel.split('/')[0]}' is a folder; it must be a file",
-                show(rel.split("/")[0])))
+            env.problems.append(
+                Problem(
+                    "LG111",
+                    f"'{rel.split('/')[0]}' is a folder; it must be a file",
+                    show(rel.split("/")[0]),
+                )
+            )
         elif rel.startswith(WORKFLOWS_DIR + "/"):
             name = rel[len(WORKFLOWS_DIR) + 1 :]
             if "/" not in name and name.endswith(WORKFLOW_SUFFIXES):
                 env.workflows.append(ref)
     env.problems[:] = list(dict.fromkeys(env.problems))
+
+
+def _prefixed(prefix: str, rel: str) -> str:
+    return prefix + rel
 
 
 # -- reading a commit ------------------------------------------------------------------
@@ -168,16 +191,19 @@ def load_config(root: Root, git: Git, cache: DocumentCache, commit: str | None) 
         problems = sorted(parsed.problems, key=lambda p: p.code != "LG201")
         first = problems[0].at(path)
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise RepositoryError(first.render().replace(f"[{first.code}]", "[LG500]") + more,
-                              hint="fix loomgit.yaml first; nothing else can be read without it")
+        raise RepositoryError(
+            first.render().replace(f"[{first.code}]", "[LG500]") + more,
+            hint="fix loomgit.yaml first; nothing else can be read without it",
+        )
     return parsed.model
 
 
 # -- snapshots -------------------------------------------------------------------------
 
 
-def _directories(root: Root, git: Git, config: Repository, commit: str | None,
-                 head: str | None) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
+def _directories(
+    root: Root, git: Git, config: Repository, commit: str | None, head: str | None
+) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
     data: dict[str, bytes] = {}
     base = root.prefix + "environments/"
 
@@ -192,22 +218,28 @@ def _directories(root: Root, git: Git, config: Repository, commit: str | None,
     for ref in files:
         env_name, _, rest = ref.rel.partition("/")
         if rest:
-            grouped.setdefault(env_name, []).append(FileRef(ref.path, rest, ref.blob, ref.mode,
-                                                            ref.target))
+            grouped.setdefault(env_name, []).append(
+                FileRef(ref.path, rest, ref.blob, ref.mode, ref.target)
+            )
     envs: dict[str, EnvFiles] = {}
     for name in config.names:
         env = EnvFiles(name, commit=commit or head, base=f"{base}{name}/")
         if name not in grouped:
-            env.problems.append(Problem(
-                "LG502", f"environment '{name}' has no folder {base}{name}/", show(name)))
+            env.problems.append(
+                Problem("LG502", f"environment '{name}' has no folder {base}{name}/", show(name))
+            )
         else:
-            _classify(env, grouped[name], lambda rel, n=name: f"{base}{n}/{rel}")
+            _classify(env, grouped[name], functools.partial(_prefixed, f"{base}{name}/"))
         envs[name] = env
     extra = sorted(set(grouped) - set(config.names))
     for name in extra:
-        envs[config.first].problems.append(Problem(
-            "LG501", f"folder environments/{name}/ is not an environment listed in loomgit.yaml",
-            show(name)))
+        envs[config.first].problems.append(
+            Problem(
+                "LG501",
+                f"folder environments/{name}/ is not an environment listed in loomgit.yaml",
+                show(name),
+            )
+        )
     return envs, data
 
 
@@ -216,8 +248,13 @@ def _branch_env(git: Git, config: Repository, name: str) -> str | None:
     return git.ref(f"refs/heads/{branch}") or git.ref(f"refs/remotes/origin/{branch}")
 
 
-def _which_env(config: Repository, cache: DocumentCache, named: str | None,
-               env_file: tuple[str, bytes] | None, branch: str | None) -> str | None:
+def _which_env(
+    config: Repository,
+    cache: DocumentCache,
+    named: str | None,
+    env_file: tuple[str, bytes] | None,
+    branch: str | None,
+) -> str | None:
     if named:
         return named
     if env_file is not None:
@@ -230,9 +267,16 @@ def _which_env(config: Repository, cache: DocumentCache, named: str | None,
     return None
 
 
-def _branches(root: Root, git: Git, config: Repository, cache: DocumentCache, commit: str | None,
-              rev: str | None, env_hint: str | None,
-              head: str | None) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
+def _branches(
+    root: Root,
+    git: Git,
+    config: Repository,
+    cache: DocumentCache,
+    commit: str | None,
+    rev: str | None,
+    env_hint: str | None,
+    head: str | None,
+) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
     data: dict[str, bytes] = {}
     if commit is None:
         local = _disk_files(root.toplevel, lambda rel: rel, data)
@@ -243,11 +287,18 @@ def _branches(root: Root, git: Git, config: Repository, cache: DocumentCache, co
     env_ref = next((f for f in local if f.rel == ENV_FILE and f.mode != MODE_SYMLINK), None)
     if env_ref is not None and env_ref.blob not in data:
         data.update(git.read_blobs([env_ref.blob]))
-    current = _which_env(config, cache, env_hint if commit is not None else None,
-                         (env_ref.blob, data[env_ref.blob]) if env_ref else None, branch)
+    current = _which_env(
+        config,
+        cache,
+        env_hint if commit is not None else None,
+        (env_ref.blob, data[env_ref.blob]) if env_ref else None,
+        branch,
+    )
     if commit is not None and current is None:
-        raise UsageError(f"cannot tell which environment '{rev}' holds",
-                         hint="pass --env NAME, or add 'environment: NAME' to its environment.yaml")
+        raise UsageError(
+            f"cannot tell which environment '{rev}' holds",
+            hint="pass --env NAME, or add 'environment: NAME' to its environment.yaml",
+        )
     envs: dict[str, EnvFiles] = {}
     for name in config.names:
         env = EnvFiles(name)
@@ -258,26 +309,33 @@ def _branches(root: Root, git: Git, config: Repository, cache: DocumentCache, co
             tip = _branch_env(git, config, name)
             branch_name = config.branch_of(name)
             if tip is None:
-                env.problems.append(Problem(
-                    "LG502", f"environment '{name}' has no branch '{branch_name}'", branch_name))
+                env.problems.append(
+                    Problem(
+                        "LG502", f"environment '{name}' has no branch '{branch_name}'", branch_name
+                    )
+                )
             else:
                 env.commit = tip
+
                 def show(rel: str, b: str = branch_name) -> str:
                     return f"{b}:{rel}"
+
                 _classify(env, _tree_files(git, tip, "", show), show)
         envs[name] = env
     return envs, data
 
 
-def snapshot(root: Root, git: Git, cache: DocumentCache, rev: str | None = None,
-             env_hint: str | None = None) -> Snapshot:
+def snapshot(
+    root: Root, git: Git, cache: DocumentCache, rev: str | None = None, env_hint: str | None = None
+) -> Snapshot:
     """Reads every environment from `rev` (a commit) or, without it, from the work tree."""
     commit = git.resolve(rev) if rev is not None else None
     head = git.ref("HEAD")
     config = load_config(root, git, cache, commit)
     if env_hint is not None and env_hint not in config.names:
-        raise UsageError(f"unknown environment '{env_hint}'",
-                         hint=f"environments: {', '.join(config.names)}")
+        raise UsageError(
+            f"unknown environment '{env_hint}'", hint=f"environments: {', '.join(config.names)}"
+        )
     if config.layout == "directories":
         envs, data = _directories(root, git, config, commit, head)
     else:

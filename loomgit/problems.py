@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -64,6 +64,8 @@ class Problem:
     line: int | None = None
     col: int | None = None
     severity: Severity = "error"
+    # Where in the document, until the line is looked up (in one read per file).
+    keypath: tuple[str | int, ...] | None = field(default=None, compare=False, repr=False)
 
     def at(self, path: str) -> Problem:
         """The same problem, reported against `path` (cached problems are path-free)."""

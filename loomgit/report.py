@@ -30,8 +30,10 @@ def github(problem: Problem) -> str:
 
 def summary(report: Report) -> str:
     envs = len(report.environments)
-    scope = f"{report.workflows} workflow file{'s' * (report.workflows != 1)} in {envs} " \
+    scope = (
+        f"{report.workflows} workflow file{'s' * (report.workflows != 1)} in {envs} "
         f"environment{'s' * (envs != 1)} ({report.source})"
+    )
     if not report.problems:
         return f"ok: {scope} valid"
     errors = len(report.errors)

@@ -28,8 +28,10 @@ def parse_environments(text: str) -> list[str]:
         raise UsageError("--environments needs at least one name, e.g. development,production")
     for name in names:
         if not re.match(ENV_NAME, name):
-            raise UsageError(f"'{name}' is not a valid environment name",
-                             hint="use lower-case letters, digits and '-', starting with a letter")
+            raise UsageError(
+                f"'{name}' is not a valid environment name",
+                hint="use lower-case letters, digits and '-', starting with a letter",
+            )
     if len(set(names)) != len(names):
         raise UsageError("--environments lists a name twice")
     return names
@@ -80,15 +82,19 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder")
     if (target / CONFIG_FILE).exists():
-        raise LoomgitError(f"{target / CONFIG_FILE} already exists; this is a loomgit repository",
-                           hint="nothing was changed; edit loomgit.yaml to change the pipeline")
+        raise LoomgitError(
+            f"{target / CONFIG_FILE} already exists; this is a loomgit repository",
+            hint="nothing was changed; edit loomgit.yaml to change the pipeline",
+        )
     existing = next(p for p in (target, *target.parents) if p.exists())
     top = toplevel_of(existing)
     created = top is None
     if layout == "branches":
         if top is not None and top != target:
-            raise UsageError("the branch layout needs the top level of a git repository",
-                             hint=f"run `loomgit init {top}` or use --layout directories")
+            raise UsageError(
+                "the branch layout needs the top level of a git repository",
+                hint=f"run `loomgit init {top}` or use --layout directories",
+            )
         return _init_branches(target, environments, created)
     target.mkdir(parents=True, exist_ok=True)
     if top is None:
@@ -96,21 +102,24 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
         top = target
     prefix = target.relative_to(top).as_posix()
     prefix = "" if prefix == "." else prefix + "/"
-    files = {CONFIG_FILE: config_text(layout, environments).encode(), ".gitignore": GITIGNORE.encode()}
+    files = {
+        CONFIG_FILE: config_text(layout, environments).encode(),
+        ".gitignore": GITIGNORE.encode(),
+    }
     for env in environments:
         files.update(_env_files(env, f"environments/{env}/"))
     for rel in files:
         if (target / rel).exists() and rel != ".gitignore":
             raise LoomgitError(f"{target / rel} already exists", hint="nothing was changed")
     for rel, data in files.items():
-        path = target / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if rel == ".gitignore" and path.exists():
-            existing = path.read_text(encoding="utf-8")
-            if ".loomgit/" not in existing:
-                path.write_text(existing.rstrip("\n") + "\n" + GITIGNORE, encoding="utf-8")
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if rel == ".gitignore" and dest.exists():
+            ignored = dest.read_text(encoding="utf-8")
+            if ".loomgit/" not in ignored:
+                dest.write_text(ignored.rstrip("\n") + "\n" + GITIGNORE, encoding="utf-8")
         else:
-            path.write_bytes(data)
+            dest.write_bytes(data)
     paths = [prefix + rel for rel in files]
     with Git(top) as git:
         git.run("add", "--", *paths)
@@ -126,19 +135,26 @@ def _message(environments: list[str]) -> str:
 
 def _init_branches(target: Path, environments: list[str], created: bool) -> InitResult:
     branches = [f"env/{env}" for env in environments]
-    in_the_way = [n for n in (".gitignore", "environment.yaml", "variables.yaml", "workflows")
-                  if (target / n).exists()]
+    in_the_way = [
+        n
+        for n in (".gitignore", "environment.yaml", "variables.yaml", "workflows")
+        if (target / n).exists()
+    ]
     if created:
         if in_the_way:
-            raise LoomgitError(f"{target / in_the_way[0]} already exists",
-                               hint="nothing was changed; start from an empty folder")
+            raise LoomgitError(
+                f"{target / in_the_way[0]} already exists",
+                hint="nothing was changed; start from an empty folder",
+            )
         init_repository(target, branches[0])
     commits: dict[str, str] = {}
     with Git(target) as git:
         unborn = not git.has_commits()
         if unborn and in_the_way:
-            raise LoomgitError(f"{target / in_the_way[0]} already exists",
-                               hint="nothing was changed; start from an empty folder")
+            raise LoomgitError(
+                f"{target / in_the_way[0]} already exists",
+                hint="nothing was changed; start from an empty folder",
+            )
         for branch in branches:
             if git.ref(f"refs/heads/{branch}"):
                 raise LoomgitError(f"branch {branch} already exists", hint="nothing was changed")

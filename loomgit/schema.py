@@ -21,10 +21,12 @@ def _with_step_params(schema: dict[str, Any]) -> dict[str, Any]:
         defs.update(sub.pop("$defs", {}))
         def_name = f"{model.__name__}"
         defs[def_name] = sub
-        conditions.append({
-            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-            "then": {"properties": {"with": {"$ref": f"#/$defs/{def_name}"}}},
-        })
+        conditions.append(
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {"properties": {"with": {"$ref": f"#/$defs/{def_name}"}}},
+            }
+        )
     defs["Step"]["allOf"] = conditions
     return schema
 

@@ -80,7 +80,8 @@ def _chain(node: nodes.Node) -> list[str] | None:
 def _jinja_refs(ast: nodes.Template) -> Refs:
     env = _environment()
     roots = {
-        name for name in meta.find_undeclared_variables(ast)
+        name
+        for name in meta.find_undeclared_variables(ast)
         if name not in env.globals and name != "loop"
     }
     members: set[tuple[str, str, str | None]] = set()
@@ -160,7 +161,7 @@ def jmespath_refs(text: str) -> Refs:
         raise TemplateSyntaxError(f"invalid JMESPath expression: {exc.msg}") from None
     except jmespath.exceptions.JMESPathError as exc:
         raise TemplateSyntaxError(f"invalid JMESPath expression: {exc}") from None
-    fields = _leading_fields(parsed.parsed)
+    fields = _leading_fields(dict(parsed.parsed))
     if not fields:
         return NO_REFS
     return _path_refs([".".join(fields)])

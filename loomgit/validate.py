@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,33 @@ class _Env:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _located(snap: Snapshot, ref: FileRef, keypath: Sequence[str | int], code: str,
-             message: str) -> Problem:
-    (line, col), = yamlio.locate(snap.bytes_of(ref), [keypath])
-    return Problem(code, message, ref.path, line, col)
+def _located(
+    snap: Snapshot, ref: FileRef, keypath: Sequence[str | int], code: str, message: str
+) -> Problem:
+    """A problem at a key of `ref`; its line is filled in by _positions."""
+    return Problem(code, message, ref.path, keypath=tuple(keypath))
+
+
+def _positions(snap: Snapshot, problems: list[Problem]) -> list[Problem]:
+    """Looks up the lines of key-path problems, reading each file once."""
+    refs = {
+        ref.path: ref
+        for env in snap.envs.values()
+        for ref in [*env.workflows, env.environment, env.variables]
+        if ref is not None
+    }
+    pending: dict[str, list[int]] = {}
+    for i, p in enumerate(problems):
+        if p.line is None and p.keypath is not None and p.path in refs:
+            pending.setdefault(p.path, []).append(i)
+    out = list(problems)
+    for path, indexes in pending.items():
+        keypaths = [problems[i].keypath or () for i in indexes]
+        for i, (line, col) in zip(
+            indexes, yamlio.locate(snap.bytes_of(refs[path]), keypaths), strict=True
+        ):
+            out[i] = dataclasses.replace(problems[i], line=line, col=col, keypath=None)
+    return out
 
 
 def _read_env(snap: Snapshot, cache: DocumentCache, name: str) -> _Env:
@@ -59,24 +83,43 @@ def _read_env(snap: Snapshot, cache: DocumentCache, name: str) -> _Env:
         env.problems.extend(p.at(ref.path) for p in parsed.problems)
         stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if stem in env.workflows:
-            env.problems.append(Problem(
-                "LG301", f"workflow '{stem}' is defined twice in {name} (also in "
-                f"{env.workflows[stem][0].path})", ref.path, 1, 1))
+            env.problems.append(
+                Problem(
+                    "LG301",
+                    f"workflow '{stem}' is defined twice in {name} (also in "
+                    f"{env.workflows[stem][0].path})",
+                    ref.path,
+                    1,
+                    1,
+                )
+            )
             continue
         env.workflows[stem] = (ref, parsed)
         facts = parsed.facts
         if facts is None:
             continue
         if facts.name != stem:
-            env.problems.append(_located(
-                snap, ref, ("metadata", "name"), "LG300",
-                f"metadata.name is '{facts.name}' but the file is {stem}.yaml; they must match"))
+            env.problems.append(
+                _located(
+                    snap,
+                    ref,
+                    ("metadata", "name"),
+                    "LG300",
+                    f"metadata.name is '{facts.name}' but the file is {stem}.yaml; they must match",
+                )
+            )
         for method, route, where in facts.webhooks:
             other = hooks.setdefault((method, route), ref.path)
             if other != ref.path:
-                env.problems.append(_located(
-                    snap, ref, where, "LG302",
-                    f"webhook {method} /{route} is also served by {other} in {name}"))
+                env.problems.append(
+                    _located(
+                        snap,
+                        ref,
+                        where,
+                        "LG302",
+                        f"webhook {method} /{route} is also served by {other} in {name}",
+                    )
+                )
     if files.variables is not None:
         parsed_vars = cache.model(Variables, files.variables.blob, snap.bytes_of(files.variables))
         env.problems.extend(p.at(files.variables.path) for p in parsed_vars.problems)
@@ -90,80 +133,134 @@ def _read_env(snap: Snapshot, cache: DocumentCache, name: str) -> _Env:
         env.problems.extend(p.at(ref.path) for p in parsed_state.problems)
         env.state = parsed_state.model
         if env.state and env.state.environment not in (None, name):
-            env.problems.append(_located(
-                snap, ref, ("environment",), "LG404",
-                f"environment.yaml says it belongs to '{env.state.environment}', not '{name}'"))
+            env.problems.append(
+                _located(
+                    snap,
+                    ref,
+                    ("environment",),
+                    "LG404",
+                    f"environment.yaml says it belongs to '{env.state.environment}', not '{name}'",
+                )
+            )
     return env
 
 
 def _check_variables(snap: Snapshot, env: _Env) -> None:
     if env.variables is None:
         return
+    var_file = snap.envs[env.name].variables
     for ref, parsed in env.workflows.values():
         for var, where in parsed.facts.variables if parsed.facts else ():
             if var not in env.variables:
-                env.problems.append(_located(
-                    snap, ref, where, "LG340",
-                    f"vars.{var} is not defined in {snap.envs[env.name].variables.path}"
-                    if snap.envs[env.name].variables else
-                    f"vars.{var} is used but {env.name} has no variables.yaml"))
+                env.problems.append(
+                    _located(
+                        snap,
+                        ref,
+                        where,
+                        "LG340",
+                        f"vars.{var} is not defined in {var_file.path}"
+                        if var_file
+                        else f"vars.{var} is used but {env.name} has no variables.yaml",
+                    )
+                )
 
 
-def _check_state(snap: Snapshot, cache: DocumentCache, env: _Env, index: int,
-                 previous: _Env | None) -> None:
+def _check_state(
+    snap: Snapshot, cache: DocumentCache, env: _Env, index: int, previous: _Env | None
+) -> None:
     files = snap.envs[env.name]
     state = env.state
     if state is None:
         if index > 0 and env.workflows and files.environment is None:
-            env.problems.append(Problem(
-                "LG403", f"{env.name} holds workflows but has no environment.yaml; "
-                "environments after the first change only through `loomgit promote`",
-                files.base + "environment.yaml"))
+            env.problems.append(
+                Problem(
+                    "LG403",
+                    f"{env.name} holds workflows but has no environment.yaml; "
+                    "environments after the first change only through `loomgit promote`",
+                    files.base + "environment.yaml",
+                )
+            )
         return
     assert files.environment is not None
     env_ref = files.environment
     for wf_name in state.workflows:
         if wf_name not in env.workflows:
-            env.problems.append(_located(
-                snap, env_ref, ("workflows", wf_name), "LG400",
-                f"workflow '{wf_name}' is listed but {env.name} has no workflows/{wf_name}.yaml"))
+            env.problems.append(
+                _located(
+                    snap,
+                    env_ref,
+                    ("workflows", wf_name),
+                    "LG400",
+                    f"workflow '{wf_name}' is listed but {env.name} has no "
+                    f"workflows/{wf_name}.yaml",
+                )
+            )
     if index == 0:
         return
     for wf_name, (ref, parsed) in env.workflows.items():
         record = state.workflows.get(wf_name)
         if record is None:
-            env.problems.append(Problem(
-                "LG403", f"workflow '{wf_name}' has no promotion record in {env_ref.path}; "
-                f"change it in {snap.config.first} and run `loomgit promote`", ref.path, 1, 1))
+            env.problems.append(
+                Problem(
+                    "LG403",
+                    f"workflow '{wf_name}' has no promotion record in {env_ref.path}; "
+                    f"change it in {snap.config.first} and run `loomgit promote`",
+                    ref.path,
+                    1,
+                    1,
+                )
+            )
             continue
         if record.version is None or record.digest is None:
             missing = " and ".join(k for k in ("version", "digest") if getattr(record, k) is None)
-            env.problems.append(_located(
-                snap, env_ref, ("workflows", wf_name), "LG404",
-                f"promotion record of '{wf_name}' has no {missing}"))
+            env.problems.append(
+                _located(
+                    snap,
+                    env_ref,
+                    ("workflows", wf_name),
+                    "LG404",
+                    f"promotion record of '{wf_name}' has no {missing}",
+                )
+            )
             continue
         if record.digest != parsed.digest:
-            env.problems.append(Problem(
-                "LG401", f"{wf_name} differs from v{record.version} as promoted to {env.name} "
-                f"(digest in {env_ref.path}); edit {snap.config.first} and promote instead",
-                ref.path, 1, 1))
+            env.problems.append(
+                Problem(
+                    "LG401",
+                    f"{wf_name} differs from v{record.version} as promoted to {env.name} "
+                    f"(digest in {env_ref.path}); edit {snap.config.first} and promote instead",
+                    ref.path,
+                    1,
+                    1,
+                )
+            )
         if index >= 2 and previous is not None:
             _check_version(snap, cache, env, previous, wf_name, record.version)
 
 
-def _check_version(snap: Snapshot, cache: DocumentCache, env: _Env, previous: _Env,
-                   wf_name: str, version: int) -> None:
+def _check_version(
+    snap: Snapshot, cache: DocumentCache, env: _Env, previous: _Env, wf_name: str, version: int
+) -> None:
     prev_state = previous.state
-    prev = prev_state.workflows.get(wf_name) if prev_state else None
+    if prev_state is None:
+        return  # the predecessor's record is unreadable, and that is reported already
+    prev = prev_state.workflows.get(wf_name)
     if prev is not None and prev.version is not None and prev.version >= version:
         return
     if snap.ever_held(previous.name, wf_name, version, cache):
         return  # the predecessor has since been rolled back; that is legal
-    assert snap.envs[env.name].environment is not None
-    env.problems.append(_located(
-        snap, snap.envs[env.name].environment, ("workflows", wf_name, "version"), "LG402",
-        f"{wf_name} is v{version} in {env.name}, but {previous.name} never had v{version}; "
-        "promotions go through every environment in order"))
+    env_ref = snap.envs[env.name].environment
+    assert env_ref is not None
+    env.problems.append(
+        _located(
+            snap,
+            env_ref,
+            ("workflows", wf_name, "version"),
+            "LG402",
+            f"{wf_name} is v{version} in {env.name}, but {previous.name} never had v{version}; "
+            "promotions go through every environment in order",
+        )
+    )
 
 
 def check(snap: Snapshot, cache: DocumentCache, only: str | None = None) -> list[Problem]:
@@ -176,11 +273,12 @@ def check(snap: Snapshot, cache: DocumentCache, only: str | None = None) -> list
     seen: dict[Problem, None] = {}
     for env in chosen:
         seen.update(dict.fromkeys(env.problems))
-    return sorted(seen, key=sort_key)
+    return sorted(_positions(snap, list(seen)), key=sort_key)
 
 
-def validate(path: Path, rev: str | None = None, env: str | None = None,
-             cache: DocumentCache | None = None) -> Report:
+def validate(
+    path: Path, rev: str | None = None, env: str | None = None, cache: DocumentCache | None = None
+) -> Report:
     """Validates the repository at `path` (work tree, or commit `rev`)."""
     root = find_root(path)
     cache = cache or DocumentCache()

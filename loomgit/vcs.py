@@ -54,8 +54,16 @@ class Root:
 
 
 # Variables that would point git somewhere other than the repository we opened.
-_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
-              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+_REDIRECTS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_PREFIX",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+)
 
 
 def _git_env() -> dict[str, str]:
@@ -132,8 +140,12 @@ class Git:
         """Runs git in the repository and returns its output; failures become GitError."""
         try:
             proc = subprocess.run(
-                ["git", *args], cwd=self.toplevel, env=self._env, input=input,
-                capture_output=True, check=False,
+                ["git", *args],
+                cwd=self.toplevel,
+                env=self._env,
+                input=input,
+                capture_output=True,
+                check=False,
             )
         except FileNotFoundError:
             raise GitError("git is not installed", hint="install git and try again") from None
@@ -145,18 +157,31 @@ class Git:
     def resolve(self, rev: str) -> str:
         """The commit id `rev` names; RepositoryError if there is none."""
         check_rev(rev)
-        out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", rev + "^{commit}",
-                       ok=(0, 1, 128))
+        out = self.run(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            rev + "^{commit}",
+            ok=(0, 1, 128),
+        )
         sha = out.decode().strip()
         if not sha:
-            raise RepositoryError(f"unknown revision '{rev}'",
-                                  hint="check the branch, tag or commit id")
+            raise RepositoryError(
+                f"unknown revision '{rev}'", hint="check the branch, tag or commit id"
+            )
         return sha
 
     def ref(self, name: str) -> str | None:
         """The commit a full ref name (refs/heads/…) points at, or None."""
-        out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options",
-                       name + "^{commit}", ok=(0, 1, 128))
+        out = self.run(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            name + "^{commit}",
+            ok=(0, 1, 128),
+        )
         return out.decode().strip() or None
 
     def current_branch(self) -> str | None:
@@ -201,8 +226,17 @@ class Git:
 
     def path_history(self, commit: str, path: str, limit: int = 500) -> Iterator[str]:
         """Blob ids `path` has had in the history of `commit`, newest first."""
-        out = self.run("log", f"--max-count={limit}", "--no-abbrev", "--raw", "--format=",
-                       "--no-renames", commit, "--", path)
+        out = self.run(
+            "log",
+            f"--max-count={limit}",
+            "--no-abbrev",
+            "--raw",
+            "--format=",
+            "--no-renames",
+            commit,
+            "--",
+            path,
+        )
         for line in out.decode().splitlines():
             if line.startswith(":"):
                 new = line.split()[3]
@@ -250,8 +284,13 @@ class Git:
 def init_repository(path: Path, branch: str) -> None:
     """Creates a new git repository at `path` whose first branch is `branch`."""
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["git", "init", "--quiet", f"--initial-branch={branch}", "--", "."],
-                          cwd=path, env=_git_env(), capture_output=True, check=False)
+    proc = subprocess.run(
+        ["git", "init", "--quiet", f"--initial-branch={branch}", "--", "."],
+        cwd=path,
+        env=_git_env(),
+        capture_output=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise GitError(f"git init failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
 

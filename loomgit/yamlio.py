@@ -17,6 +17,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from loomgit.problems import Problem
 
 MAX_FILE_BYTES = 1024 * 1024
+# environment.yaml is written by loomgit and grows with the number of workflows.
+MAX_STATE_BYTES = 32 * 1024 * 1024
 MAX_EXPANDED_NODES = 200_000
 MAX_DEPTH = 64
 
@@ -51,14 +53,11 @@ def _rt_loader() -> YAML:
     return loader
 
 
-def decode(data: bytes) -> str:
+def decode(data: bytes, max_bytes: int = MAX_FILE_BYTES) -> str:
     """Checks size and encoding; returns the text without a byte-order mark."""
-    if len(data) > MAX_FILE_BYTES:
+    if len(data) > max_bytes:
         raise YamlFailure(
-            Problem(
-                "LG100",
-                f"file is {len(data):,} bytes; the limit is {MAX_FILE_BYTES:,} bytes",
-            )
+            Problem("LG100", f"file is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
         )
     try:
         text = data.decode("utf-8")
@@ -100,8 +99,10 @@ def _translate(exc: Exception) -> Problem:
         line, col = _mark(exc)
         if "expected a single document" in str(exc):
             return Problem(
-                "LG107", "file holds more than one YAML document; keep one per file",
-                line=line, col=col,
+                "LG107",
+                "file holds more than one YAML document; keep one per file",
+                line=line,
+                col=col,
             )
         problem = (exc.problem or exc.context or "invalid YAML").strip()
         return Problem("LG102", f"YAML syntax error: {problem}", line=line, col=col)
@@ -129,23 +130,31 @@ def _shape(root: Any, limit: int) -> str | None:
     return None
 
 
-def load(data: bytes) -> Any:
+def load(data: bytes, max_bytes: int = MAX_FILE_BYTES) -> Any:
     """Loads one YAML document safely with the C loader. Raises YamlFailure."""
-    text = decode(data)
+    text = decode(data, max_bytes)
     try:
         doc = _safe_loader().load(text)
     except (YAMLError, RecursionError, ValueError, TypeError) as exc:
         raise YamlFailure(_translate(exc)) from None
     if doc is None:
         raise YamlFailure(Problem("LG106", "file is empty; expected a YAML mapping", line=1, col=1))
-    shape = _shape(doc, MAX_EXPANDED_NODES if _ANCHOR.search(text) else 10 * len(text) + 16)
+    # Only anchors can make a document larger than its text; the walk is for them.
+    shape = _shape(doc, MAX_EXPANDED_NODES) if _ANCHOR.search(text) else None
     if shape == "size":
-        raise YamlFailure(Problem(
-            "LG105", f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; "
-            "remove the anchors and aliases"))
+        raise YamlFailure(
+            Problem(
+                "LG105",
+                f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; "
+                "remove the anchors and aliases",
+            )
+        )
     if shape == "depth":
-        raise YamlFailure(Problem(
-            "LG102", f"YAML syntax error: document is nested more than {MAX_DEPTH} levels deep"))
+        raise YamlFailure(
+            Problem(
+                "LG102", f"YAML syntax error: document is nested more than {MAX_DEPTH} levels deep"
+            )
+        )
     return doc
 
 
@@ -156,7 +165,7 @@ def locate(data: bytes, keypaths: Sequence[Sequence[str | int]]) -> list[tuple[i
     the file is read once for all paths.
     """
     try:
-        root: Any = _rt_loader().load(decode(data))
+        root: Any = _rt_loader().load(decode(data, MAX_STATE_BYTES))
     except (YamlFailure, YAMLError, RecursionError, ValueError, TypeError):
         return [(1, 1) for _ in keypaths]
     return [_position(root, path) for path in keypaths]

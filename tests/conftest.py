@@ -50,19 +50,25 @@ variables:
 def _git_identity() -> Iterator[None]:
     """Tests commit; a CI machine may have no git identity configured."""
     saved = dict(os.environ)
-    os.environ.update({
-        "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
-        "GIT_COMMITTER_NAME": "Test Committer", "GIT_COMMITTER_EMAIL": "committer@example.com",
-        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-    })
+    os.environ.update(
+        {
+            "GIT_AUTHOR_NAME": "Test Author",
+            "GIT_AUTHOR_EMAIL": "author@example.com",
+            "GIT_COMMITTER_NAME": "Test Committer",
+            "GIT_COMMITTER_EMAIL": "committer@example.com",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
+    )
     yield
     os.environ.clear()
     os.environ.update(saved)
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def commit_all(repo: Path, message: str = "change") -> str:
@@ -86,10 +92,16 @@ def state_yaml(env: str, entries: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def promoted(content: str, version: int, source: str, commit: str, active: bool = False
-             ) -> dict[str, object]:
-    return {"version": version, "active": str(active).lower(), "digest": digest(content),
-            "promoted_from": source, "source_commit": commit}
+def promoted(
+    content: str, version: int, source: str, commit: str, active: bool = False
+) -> dict[str, object]:
+    return {
+        "version": version,
+        "active": str(active).lower(),
+        "digest": digest(content),
+        "promoted_from": source,
+        "source_commit": commit,
+    }
 
 
 @dataclass
@@ -124,8 +136,10 @@ def repo(tmp_path: Path) -> Repo:
     r.source_commit = commit_all(path, "add hello")
     for env, source in (("staging", "development"), ("production", "staging")):
         r.write(r.wf(env), HELLO)
-        r.write(f"environments/{env}/environment.yaml",
-                state_yaml(env, {"hello": promoted(HELLO, 1, source, r.source_commit)}))
+        r.write(
+            f"environments/{env}/environment.yaml",
+            state_yaml(env, {"hello": promoted(HELLO, 1, source, r.source_commit)}),
+        )
     commit_all(path, "promote hello")
     return r
 

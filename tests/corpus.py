@@ -32,93 +32,217 @@ class Case:
 
 
 BILLION_LAUGHS = "".join(
-    f'      l{i}: &l{i} [{", ".join([f"*l{i - 1}"] * 9)}]\n' for i in range(1, 9)
+    f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)
 )
 
 CASES = [
     Case("yaml-syntax", {DEV: hello("  steps:\n", "  steps: [\n")}, [("LG102", DEV, None)]),
-    Case("duplicate-key", {DEV: hello("  name: hello\n", "  name: hello\n  name: hi\n")},
-         [("LG103", DEV, 5)], 'duplicate key "name"'),
-    Case("python-tag", {DEV: hello("  name: hello", "  name: !!python/object:os.system x")},
-         [("LG104", DEV, 4)]),
-    Case("custom-tag", {DEV: hello("      path: hello", "      path: !env HOOK")},
-         [("LG104", DEV, 8)], "tag !env"),
-    Case("alias-bomb", {DEV: hello(
-        "  name: hello\n", "  name: hello\n  labels:\n    x: &l0 lol\n    y:\n" + BILLION_LAUGHS)},
-        [("LG105", DEV, None)]),
+    Case(
+        "duplicate-key",
+        {DEV: hello("  name: hello\n", "  name: hello\n  name: hi\n")},
+        [("LG103", DEV, 5)],
+        'duplicate key "name"',
+    ),
+    Case(
+        "python-tag",
+        {DEV: hello("  name: hello", "  name: !!python/object:os.system x")},
+        [("LG104", DEV, 4)],
+    ),
+    Case(
+        "custom-tag",
+        {DEV: hello("      path: hello", "      path: !env HOOK")},
+        [("LG104", DEV, 8)],
+        "tag !env",
+    ),
+    Case(
+        "alias-bomb",
+        {
+            DEV: hello(
+                "  name: hello\n",
+                "  name: hello\n  labels:\n    x: &l0 lol\n    y:\n" + BILLION_LAUGHS,
+            )
+        },
+        [("LG105", DEV, None)],
+    ),
     Case("empty-file", {DEV: ""}, [("LG106", DEV, 1)]),
     Case("two-documents", {DEV: HELLO + "---\nkind: Workflow\n"}, [("LG107", DEV, None)]),
     Case("top-level-list", {DEV: "- just\n- a list\n"}, [("LG108", DEV, 1)]),
-    Case("not-utf8", {DEV: HELLO.encode().replace(b"Europe/Berlin", b"Europe/Berl\xefn")},
-         [("LG101", DEV, 11)]),
+    Case(
+        "not-utf8",
+        {DEV: HELLO.encode().replace(b"Europe/Berlin", b"Europe/Berl\xefn")},
+        [("LG101", DEV, 11)],
+    ),
     Case("too-large", {DEV: HELLO + "#" + "x" * (1024 * 1024) + "\n"}, [("LG100", DEV, None)]),
-    Case("unknown-key-hint", {DEV: hello("  triggers:", "  trigers:")},
-         [("LG201", DEV, 6)], "did you mean 'triggers'"),
-    Case("unknown-trigger-key", {DEV: hello("      timezone:", "      timzone:")},
-         [("LG201", DEV, 11)], "did you mean 'timezone'"),
-    Case("wrong-type", {DEV: hello("  credentials: [greeter]", "  credentials: greeter")},
-         [("LG200", DEV, 12)]),
-    Case("missing-key", {DEV: HELLO[: HELLO.index("  steps:")]}, [("LG202", DEV, 5)],
-         "missing required key 'steps'"),
+    Case(
+        "unknown-key-hint",
+        {DEV: hello("  triggers:", "  trigers:")},
+        [("LG201", DEV, 6)],
+        "did you mean 'triggers'",
+    ),
+    Case(
+        "unknown-trigger-key",
+        {DEV: hello("      timezone:", "      timzone:")},
+        [("LG201", DEV, 11)],
+        "did you mean 'timezone'",
+    ),
+    Case(
+        "wrong-type",
+        {DEV: hello("  credentials: [greeter]", "  credentials: greeter")},
+        [("LG200", DEV, 12)],
+    ),
+    Case(
+        "missing-key",
+        {DEV: HELLO[: HELLO.index("  steps:")]},
+        [("LG202", DEV, 5)],
+        "missing required key 'steps'",
+    ),
     Case("wrong-api-version", {DEV: hello("loomgit/v1", "loomgit/v9")}, [("LG203", DEV, 1)]),
     Case("wrong-kind", {DEV: hello("kind: Workflow", "kind: Workflows")}, [("LG203", DEV, 2)]),
-    Case("bad-duration", {DEV: hello("      type: log\n", "      type: log\n      timeout: soon\n")},
-         [("LG200", DEV, 20)], "not a duration"),
-    Case("dot-segment-path", {DEV: hello("      path: hello", "      path: a/../b")},
-         [("LG200", DEV, 8)]),
+    Case(
+        "bad-duration",
+        {DEV: hello("      type: log\n", "      type: log\n      timeout: soon\n")},
+        [("LG200", DEV, 20)],
+        "not a duration",
+    ),
+    Case(
+        "dot-segment-path",
+        {DEV: hello("      path: hello", "      path: a/../b")},
+        [("LG200", DEV, 8)],
+    ),
     Case("name-mismatch", {DEV: hello("  name: hello", "  name: hullo")}, [("LG300", DEV, 4)]),
-    Case("duplicate-name", {DEV.replace(".yaml", ".yml"): HELLO},
-         [("LG301", DEV.replace(".yaml", ".yml"), 1)]),
-    Case("duplicate-webhook",
-         {"environments/development/workflows/other.yaml": hello("name: hello", "name: other")},
-         [("LG302", "environments/development/workflows/other.yaml", 8)], "POST /hello"),
+    Case(
+        "duplicate-name",
+        {DEV.replace(".yaml", ".yml"): HELLO},
+        [("LG301", DEV.replace(".yaml", ".yml"), 1)],
+    ),
+    Case(
+        "duplicate-webhook",
+        {"environments/development/workflows/other.yaml": hello("name: hello", "name: other")},
+        [("LG302", "environments/development/workflows/other.yaml", 8)],
+        "POST /hello",
+    ),
     Case("bad-cron", {DEV: hello("0 9 * * 1-5", "0 25 * * *")}, [("LG310", DEV, 10)]),
     Case("never-fires", {DEV: hello("0 9 * * 1-5", "0 0 30 2 *")}, [("LG311", DEV, 10)]),
     Case("bad-timezone", {DEV: hello("Europe/Berlin", "Europe/Atlantis")}, [("LG312", DEV, 11)]),
-    Case("duplicate-step-id", {DEV: hello("    - id: say", "    - id: greet")},
-         [("LG320", DEV, 18)]),
-    Case("unknown-step-type", {DEV: hello("      type: log", "      type: logg")},
-         [("LG321", DEV, 19)], "did you mean 'log'"),
-    Case("bad-step-params", {DEV: hello("        message:", "        mesage:")},
-         [("LG322", DEV, 21)], "unknown key 'mesage'"),
-    Case("template-syntax", {DEV: hello("{{ steps.greet.output.text }}", "{{ steps.greet. }}")},
-         [("LG330", DEV, 21)]),
-    Case("later-step", {DEV: hello("{{ trigger.body.name }}", "{{ steps.say.output }}")},
-         [("LG331", DEV, 17)], "does not run before"),
-    Case("undeclared-credential", {DEV: hello("{{ trigger.body.name }}",
-                                              "{{ credentials.stripe.key }}")},
-         [("LG331", DEV, 17)], "credential 'stripe' is not declared"),
-    Case("unknown-root", {DEV: hello("{{ trigger.body.name }}", "{{ secrets.x }}")},
-         [("LG331", DEV, 17)], "'secrets' is not in the template context"),
-    Case("bad-when", {DEV: hello("      type: log\n", "      type: log\n      when: x ==\n")},
-         [("LG330", DEV, 20)]),
-    Case("bad-jmespath", {DEV: hello(
-        "    - id: say\n      type: log\n      with:\n        message: \"{{ steps.greet.output.text }}\"\n",
-        "    - id: say\n      type: transform\n      with:\n        expression: \"steps.greet[?\"\n")},
-        [("LG332", DEV, 21)]),
-    Case("variable-missing-in-production",
-         {PROD_VARS: VARIABLES.replace("  greeting: Hello\n", "  other: 1\n")},
-         [("LG340", PROD, 17)], "vars.greeting is not defined"),
-    Case("listed-but-missing", {DEV_ENV: state_yaml("development", {"ghost": {"active": "true"}})},
-         [("LG400", DEV_ENV, 5)], "ghost"),
-    Case("hand-edit-in-staging", {STAGING: hello("message:", "level: warning\n        message:")},
-         [("LG401", STAGING, 1)], "edit development and promote"),
-    Case("version-skips-staging", {PROD_ENV: state_yaml("production", {"hello": {
-        "version": 2, "active": "false", "digest": digest(HELLO)}})},
-        [("LG402", PROD_ENV, 6)], "staging never had v2"),
-    Case("no-promotion-record", {STAGING_ENV: state_yaml("staging", {})},
-         [("LG403", STAGING, 1)]),
-    Case("record-without-digest", {STAGING_ENV: state_yaml("staging", {"hello": {"version": 1}})},
-         [("LG404", STAGING_ENV, 5)], "no digest"),
-    Case("environment-of-another", {STAGING_ENV: state_yaml("production", {"hello": {
-        "version": 1, "digest": digest(HELLO)}})}, [("LG404", STAGING_ENV, 3)]),
-    Case("undeclared-environment-folder",
-         {"environments/qa/variables.yaml": VARIABLES}, [("LG501", "environments/qa", None)]),
-    Case("missing-environment-folder", {}, [("LG502", "environments/production", None)],
-         remove=["environments/production"]),
-    Case("config-unknown-key", {"loomgit.yaml": "apiVersion: loomgit/v1\nkind: Repository\n"
-                                "environmnets: [a]\n"}, [], "did you mean 'environments'",
-         exit_code=2),
-    Case("config-duplicate-env", {"loomgit.yaml": "apiVersion: loomgit/v1\nkind: Repository\n"
-                                  "environments: [a, a]\n"}, [], "listed twice", exit_code=2),
+    Case(
+        "duplicate-step-id", {DEV: hello("    - id: say", "    - id: greet")}, [("LG320", DEV, 18)]
+    ),
+    Case(
+        "unknown-step-type",
+        {DEV: hello("      type: log", "      type: logg")},
+        [("LG321", DEV, 19)],
+        "did you mean 'log'",
+    ),
+    Case(
+        "bad-step-params",
+        {DEV: hello("        message:", "        mesage:")},
+        [("LG322", DEV, 21)],
+        "unknown key 'mesage'",
+    ),
+    Case(
+        "template-syntax",
+        {DEV: hello("{{ steps.greet.output.text }}", "{{ steps.greet. }}")},
+        [("LG330", DEV, 21)],
+    ),
+    Case(
+        "later-step",
+        {DEV: hello("{{ trigger.body.name }}", "{{ steps.say.output }}")},
+        [("LG331", DEV, 17)],
+        "does not run before",
+    ),
+    Case(
+        "undeclared-credential",
+        {DEV: hello("{{ trigger.body.name }}", "{{ credentials.stripe.key }}")},
+        [("LG331", DEV, 17)],
+        "credential 'stripe' is not declared",
+    ),
+    Case(
+        "unknown-root",
+        {DEV: hello("{{ trigger.body.name }}", "{{ secrets.x }}")},
+        [("LG331", DEV, 17)],
+        "'secrets' is not in the template context",
+    ),
+    Case(
+        "bad-when",
+        {DEV: hello("      type: log\n", "      type: log\n      when: x ==\n")},
+        [("LG330", DEV, 20)],
+    ),
+    Case(
+        "bad-jmespath",
+        {
+            DEV: hello(
+                "      type: log\n      with:\n        message:",
+                "      type: transform\n      with:\n        expression:",
+            ).replace(
+                '"{{ steps.greet.output.text }}"',
+                '"steps.greet[?"',
+            )
+        },
+        [("LG332", DEV, 21)],
+    ),
+    Case(
+        "variable-missing-in-production",
+        {PROD_VARS: VARIABLES.replace("  greeting: Hello\n", "  other: 1\n")},
+        [("LG340", PROD, 17)],
+        "vars.greeting is not defined",
+    ),
+    Case(
+        "listed-but-missing",
+        {DEV_ENV: state_yaml("development", {"ghost": {"active": "true"}})},
+        [("LG400", DEV_ENV, 5)],
+        "ghost",
+    ),
+    Case(
+        "hand-edit-in-staging",
+        {STAGING: hello("message:", "level: warning\n        message:")},
+        [("LG401", STAGING, 1)],
+        "edit development and promote",
+    ),
+    Case(
+        "version-skips-staging",
+        {
+            PROD_ENV: state_yaml(
+                "production", {"hello": {"version": 2, "active": "false", "digest": digest(HELLO)}}
+            )
+        },
+        [("LG402", PROD_ENV, 6)],
+        "staging never had v2",
+    ),
+    Case("no-promotion-record", {STAGING_ENV: state_yaml("staging", {})}, [("LG403", STAGING, 1)]),
+    Case(
+        "record-without-digest",
+        {STAGING_ENV: state_yaml("staging", {"hello": {"version": 1}})},
+        [("LG404", STAGING_ENV, 5)],
+        "no digest",
+    ),
+    Case(
+        "environment-of-another",
+        {STAGING_ENV: state_yaml("production", {"hello": {"version": 1, "digest": digest(HELLO)}})},
+        [("LG404", STAGING_ENV, 3)],
+    ),
+    Case(
+        "undeclared-environment-folder",
+        {"environments/qa/variables.yaml": VARIABLES},
+        [("LG501", "environments/qa", None)],
+    ),
+    Case(
+        "missing-environment-folder",
+        {},
+        [("LG502", "environments/production", None)],
+        remove=["environments/production"],
+    ),
+    Case(
+        "config-unknown-key",
+        {"loomgit.yaml": "apiVersion: loomgit/v1\nkind: Repository\nenvironmnets: [a]\n"},
+        [],
+        "did you mean 'environments'",
+        exit_code=2,
+    ),
+    Case(
+        "config-duplicate-env",
+        {"loomgit.yaml": "apiVersion: loomgit/v1\nkind: Repository\nenvironments: [a, a]\n"},
+        [],
+        "listed twice",
+        exit_code=2,
+    ),
 ]

@@ -42,8 +42,9 @@ def test_version_and_unknown_command(cli: Callable[..., Result]) -> None:
     assert result.code == 2 and "No such command" in result.err
 
 
-def test_unexpected_error_exits_3_with_a_report(cli: Callable[..., Result], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_error_exits_3_with_a_report(
+    cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     @cli_module.cli.command("explode-for-test")
     def explode() -> None:
         raise RuntimeError("boom")
@@ -99,8 +100,9 @@ def test_init_inside_a_larger_repository(tmp_path: Path, cli: Callable[..., Resu
 
 
 @pytest.mark.parametrize("envs", ["", "Dev,prod", "a,a", "x y"])
-def test_init_rejects_bad_environment_lists(tmp_path: Path, cli: Callable[..., Result],
-                                            envs: str) -> None:
+def test_init_rejects_bad_environment_lists(
+    tmp_path: Path, cli: Callable[..., Result], envs: str
+) -> None:
     result = cli("init", tmp_path / "f", "--environments", envs)
     assert result.code == 2 and result.err.startswith("error: ")
     assert not (tmp_path / "f").exists()
@@ -115,7 +117,8 @@ def test_committed_schemas_match_the_models() -> None:
     for name, generated in schema.generate().items():
         committed = (PROJECT / "schemas" / name).read_text()
         assert committed == schema.dumps(generated), (
-            f"schemas/{name} is stale: run `loomgit schema --write schemas/`")
+            f"schemas/{name} is stale: run `loomgit schema --write schemas/`"
+        )
 
 
 def test_schema_command(tmp_path: Path, cli: Callable[..., Result]) -> None:
@@ -127,11 +130,14 @@ def test_schema_command(tmp_path: Path, cli: Callable[..., Result]) -> None:
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    code = ("import sys; from loomgit.cli import cli; "
-            "print(sorted(m for m in ('pydantic','git','ruamel.yaml','jinja2','croniter') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys; from loomgit.cli import cli; "
+        "print(sorted(m for m in ('pydantic','git','ruamel.yaml','jinja2','croniter') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 

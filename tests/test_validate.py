@@ -28,8 +28,9 @@ def test_valid_repository(repo: Repo, cli: Callable[..., Result]) -> None:
     assert json.loads(cli("validate", "--repo", repo.path, "--format", "json").out) == []
 
 
-def test_searches_upward_for_loomgit_yaml(repo: Repo, cli: Callable[..., Result],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_searches_upward_for_loomgit_yaml(
+    repo: Repo, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(repo.path / "environments" / "staging" / "workflows")
     assert cli("validate").code == 0
 
@@ -76,8 +77,9 @@ def test_not_a_git_repository(tmp_path: Path, cli: Callable[..., Result]) -> Non
     (tmp_path / "loomgit.yaml").write_text("apiVersion: loomgit/v1\n")
     result = cli("validate", "--repo", tmp_path)
     assert result.code == 2
-    assert "is not inside a git repository" in result.err and "hint: run `loomgit init`" in \
-        result.err
+    assert (
+        "is not inside a git repository" in result.err and "hint: run `loomgit init`" in result.err
+    )
 
 
 def test_no_loomgit_yaml(tmp_path: Path, cli: Callable[..., Result]) -> None:
@@ -140,8 +142,12 @@ def test_no_git_processes_left_behind(repo: Repo) -> None:
 
 
 def _children() -> set[str]:
-    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     return {line for line in out.splitlines() if "git" in line}
 
 
@@ -170,11 +176,14 @@ def branch_repo(tmp_path: Path) -> Path:
 def test_branch_layout_init(branch_repo: Path) -> None:
     assert git(branch_repo, "branch", "--show-current") == "env/test"
     assert set(git(branch_repo, "branch", "--format=%(refname:short)").split()) == {
-        "env/test", "env/live"}
+        "env/test",
+        "env/live",
+    }
 
 
-def test_branch_layout_validates_every_branch(branch_repo: Path,
-                                              cli: Callable[..., Result]) -> None:
+def test_branch_layout_validates_every_branch(
+    branch_repo: Path, cli: Callable[..., Result]
+) -> None:
     assert cli("validate", "--repo", branch_repo).code == 0
     # A hand-added workflow on env/live, with no promotion record, is caught from env/test.
     git(branch_repo, "checkout", "-q", "env/live")
@@ -184,12 +193,15 @@ def test_branch_layout_validates_every_branch(branch_repo: Path,
     result = cli("validate", "--repo", branch_repo)
     assert result.code == 1
     assert "env/live:workflows/hello.yaml:1:1: error[LG403]" in result.out
-    assert "env/live:workflows/hello.yaml" in cli(
-        "validate", "--repo", branch_repo, "--rev", "env/test").out
+    assert (
+        "env/live:workflows/hello.yaml"
+        in cli("validate", "--repo", branch_repo, "--rev", "env/test").out
+    )
 
 
-def test_branch_layout_rev_names_its_environment(branch_repo: Path,
-                                                 cli: Callable[..., Result]) -> None:
+def test_branch_layout_rev_names_its_environment(
+    branch_repo: Path, cli: Callable[..., Result]
+) -> None:
     sha = git(branch_repo, "rev-parse", "env/live")
     assert cli("validate", "--repo", branch_repo, "--rev", sha).code == 0
     git(branch_repo, "checkout", "-q", "env/live")

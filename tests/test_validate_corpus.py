@@ -48,19 +48,20 @@ def test_commit(case: Case, repo: Repo, cli: Callable[..., Result]) -> None:
     commit_all(repo.path, f"break: {case.name}")
     (repo.path / "loomgit.yaml").write_text(
         "apiVersion: loomgit/v1\nkind: Repository\nenvironments: [development, staging, "
-        "production]\n")  # the work tree may be broken differently: --rev must not read it
+        "production]\n"
+    )  # the work tree may be broken differently: --rev must not read it
     _check(cli("validate", "--repo", repo.path, "--rev", "HEAD"), case)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.exit_code == 1][:5],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [c for c in CASES if c.exit_code == 1][:5], ids=lambda c: c.name)
 def test_json_and_github_formats(case: Case, repo: Repo, cli: Callable[..., Result]) -> None:
     _apply(repo, case)
     result = cli("validate", "--repo", repo.path, "--format", "json")
     assert result.code == 1
     problems = json.loads(result.out)
-    code, path, line = case.expect[0]
+    code, path, _line = case.expect[0]
     assert any(p["code"] == code and p["path"] == path for p in problems)
     gh = cli("validate", "--repo", repo.path, "--format", "github")
-    assert any(ln.startswith("::error file=") and f"title={code}" in ln
-               for ln in gh.out.splitlines())
+    assert any(
+        ln.startswith("::error file=") and f"title={code}" in ln for ln in gh.out.splitlines()
+    )

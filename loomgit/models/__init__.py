@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from loomgit.models.repository import EnvironmentDecl, Layout, Repository
 from loomgit.models.state import EnvironmentState, Variables, WorkflowState
 from loomgit.models.workflow import (
@@ -13,7 +15,7 @@ from loomgit.models.workflow import (
     Workflow,
 )
 
-DOCUMENT_KINDS = {
+DOCUMENT_KINDS: dict[str, type[BaseModel]] = {
     "repository": Repository,
     "workflow": Workflow,
     "environment": EnvironmentState,

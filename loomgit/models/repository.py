@@ -25,9 +25,7 @@ class EnvironmentDecl(StrictModel):
     @field_validator("branch")
     @classmethod
     def _valid_ref(cls, branch: str | None) -> str | None:
-        if branch and (
-            ".." in branch or "//" in branch or branch.endswith(("/", ".lock", "."))
-        ):
+        if branch and (".." in branch or "//" in branch or branch.endswith(("/", ".lock", "."))):
             raise ValueError(f"'{branch}' is not a valid branch name")
         return branch
 
@@ -45,7 +43,8 @@ class Repository(StrictModel):
     kind: Literal["Repository"]
     layout: Layout = "directories"
     environments: list[EnvironmentDecl] = Field(
-        min_length=1, description="pipeline order; the first is edited by hand, the last is the "
+        min_length=1,
+        description="pipeline order; the first is edited by hand, the last is the "
         "default for API-triggered runs",
     )
 

@@ -45,6 +45,4 @@ class Variables(StrictModel):
 
     api_version: ApiVersion = Field(alias="apiVersion")
     kind: Literal["Variables"]
-    variables: dict[Identifier, Scalar | list[Any] | dict[str, Any]] = Field(
-        default_factory=dict
-    )
+    variables: dict[Identifier, Scalar | list[Any] | dict[str, Any]] = Field(default_factory=dict)

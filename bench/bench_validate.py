@@ -1,0 +1,135 @@
+"""Benchmark of `loomgit validate` on a generated repository (see bench/generate.py).
+
+Prints, against the foundation targets:
+  * end-to-end `loomgit validate --rev HEAD` time and distinct workflow files per second
+  * the time the C YAML loader alone takes to parse the same distinct files, and the ratio
+  * peak resident memory of the validate run
+  * `loomgit --help` start-up time
+
+    python bench/bench_validate.py [--workflows 10000] [--history 300] [--repo DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from generate import generate
+from ruamel.yaml import YAML
+
+
+def _run(args: list[str], cwd: Path) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS in KiB, exit code of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    return elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def _distinct_workflow_blobs(repo: Path) -> list[bytes]:
+    listing = subprocess.run(
+        ["git", "ls-tree", "-r", "HEAD", "--", "environments/"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    shas = sorted({line.split()[2] for line in listing.splitlines() if "/workflows/" in line})
+    out = subprocess.run(
+        ["git", "cat-file", "--batch"],
+        cwd=repo,
+        capture_output=True,
+        input=("\n".join(shas) + "\n").encode(),
+        check=True,
+    ).stdout
+    blobs, pos = [], 0
+    for _ in shas:
+        end = out.index(b"\n", pos)
+        size = int(out[pos:end].split()[2])
+        blobs.append(out[end + 1 : end + 1 + size])
+        pos = end + 2 + size
+    return blobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=10_000)
+    parser.add_argument("--history", type=int, default=300)
+    parser.add_argument("--repo", type=Path, help="reuse a generated repository")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    scratch = None
+    repo = args.repo
+    if repo is None or not (repo / ".git").exists():
+        scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-"))
+        repo = repo or scratch / "repo"
+        t = time.perf_counter()
+        generate(repo, args.workflows, args.history)
+        print(
+            f"generated {args.workflows} workflows, {args.history + 2} commits "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+    loomgit = [sys.executable, "-m", "loomgit"]
+    try:
+        blobs = _distinct_workflow_blobs(repo)
+        runs = [_run([*loomgit, "validate", "--rev", "HEAD"], repo) for _ in range(args.runs)]
+        codes = {code for _, _, code in runs}
+        if codes != {0}:
+            sys.exit(f"validate exited with {codes}: the generated repository should be valid")
+        best = min(r[0] for r in runs)
+        peak = max(r[1] for r in runs) / 1024
+
+        loader = YAML(typ="safe")
+        texts = [b.decode() for b in blobs]
+        timings = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            for text in texts:
+                loader.load(text)
+            timings.append(time.perf_counter() - t)
+        yaml_only = min(timings)
+
+        helps = []
+        for _ in range(10):
+            elapsed, _, _ = _run([*loomgit, "--help"], repo)
+            helps.append(elapsed)
+        console = shutil.which("loomgit")
+        script_helps = [_run([console, "--help"], repo)[0] for _ in range(10)] if console else []
+
+        n = len(blobs)
+        print(f"distinct workflow files:              {n}")
+        print(
+            f"validate --rev HEAD (best of {args.runs}):      {best:.2f} s "
+            f"= {n / best:,.0f} files/s   (target >= 1,000/s)"
+        )
+        print(
+            f"C YAML loader alone, same files:      {yaml_only:.2f} s "
+            f"= {n / yaml_only:,.0f} files/s"
+        )
+        print(f"ratio validate / loader:              {best / yaml_only:.2f}x   (target <= 1.5x)")
+        print(f"peak memory of validate:              {peak:.0f} MiB   (target <= 300 MiB)")
+        print(
+            f"python -m loomgit --help (median):    {statistics.median(helps) * 1000:.0f} ms"
+            f"   (target <= 300 ms)"
+        )
+        if script_helps:
+            print(
+                f"loomgit --help (median):              "
+                f"{statistics.median(script_helps) * 1000:.0f} ms"
+            )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
