@@ -96,7 +96,8 @@ def plugin_steps() -> dict[str, type[BaseModel]]:
             obj = ep.load()
         except Exception:  # a broken plugin must not break validation of other types
             continue
-        params = obj if isinstance(obj, type) else getattr(obj, "params", None)
+        is_model = isinstance(obj, type) and issubclass(obj, BaseModel)
+        params = obj if is_model else getattr(obj, "params", None)
         if isinstance(params, type) and issubclass(params, BaseModel):
             found[ep.name] = params
     return found

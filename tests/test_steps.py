@@ -1,0 +1,99 @@
+"""Step types: built-in parameter models, and plugin types from the `loomgit.steps`
+entry point group, whose parameters validate checks too."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, Repo, Result
+
+from loomgit.models import steps
+
+PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str
+
+class SlackStep:
+    params = Params
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Iterator[None]:
+    """An installed distribution, as pip would leave it, that registers a `slack` step."""
+    site = tmp_path / "site"
+    (site / "loomgit_slack_test.py").parent.mkdir(parents=True)
+    (site / "loomgit_slack_test.py").write_text(PLUGIN)
+    dist = site / "loomgit_slack_test-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: loomgit-slack-test\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[loomgit.steps]\nslack = loomgit_slack_test:SlackStep\n"
+    )
+    sys.path.insert(0, str(site))
+    steps.plugin_steps.cache_clear()
+    yield
+    sys.path.remove(str(site))
+    sys.modules.pop("loomgit_slack_test", None)
+    steps.plugin_steps.cache_clear()
+
+
+def _with_slack(channel_key: str) -> str:
+    return HELLO.replace(
+        "      type: log\n      with:\n        message:",
+        f"      type: slack\n      with:\n        {channel_key}: ops\n        unused:",
+    )
+
+
+def test_plugin_step_type_is_known(plugin: None, repo: Repo, cli: Callable[..., Result]) -> None:
+    assert "slack" in steps.known_types()
+    repo.write(
+        repo.wf("development"),
+        _with_slack("channel").replace('        unused: "{{ steps.greet.output.text }}"\n', ""),
+    )
+    result = cli("validate", "--repo", repo.path, "--env", "development")
+    assert result.code == 0, result.out
+
+
+def test_plugin_parameters_are_validated(
+    plugin: None, repo: Repo, cli: Callable[..., Result]
+) -> None:
+    repo.write(repo.wf("development"), _with_slack("chanel"))
+    result = cli("validate", "--repo", repo.path, "--env", "development")
+    assert result.code == 1
+    assert "error[LG322]: unknown key 'chanel'" in result.out
+    assert "did you mean 'channel'" in result.out
+
+
+def test_without_the_plugin_the_type_is_unknown(repo: Repo, cli: Callable[..., Result]) -> None:
+    repo.write(repo.wf("development"), _with_slack("channel"))
+    assert "error[LG321]: unknown step type 'slack'" in cli("validate", "--repo", repo.path).out
+
+
+@pytest.mark.parametrize(
+    ("params", "ok"),
+    [
+        ({"url": "https://x", "json": {"a": 1}}, True),
+        ({"url": "https://x", "json": {}, "body": "x"}, False),
+        ({"method": "FETCH", "url": "https://x"}, False),
+        ({"url": "https://x", "timeout": "2m", "expect_status": [201]}, True),
+        ({"url": "https://x", "expect_status": [999]}, False),
+    ],
+)
+def test_http_parameters(params: dict[str, object], ok: bool) -> None:
+    from pydantic import ValidationError
+
+    try:
+        steps.HttpParams.model_validate(params)
+    except ValidationError:
+        assert not ok
+    else:
+        assert ok
