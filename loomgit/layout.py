@@ -146,7 +146,18 @@ def _tree_files(git: Git, commit: str, base: str, show: Callable[[str], str]) ->
 # -- reading the work tree -------------------------------------------------------------
 
 
-def _disk_files(folder: Path, show: Callable[[str], str], data: dict[str, bytes]) -> list[FileRef]:
+def _is_env_file(rel: str) -> bool:
+    return (
+        rel in (ENV_FILE, VARS_FILE) or rel == WORKFLOWS_DIR or rel.startswith(WORKFLOWS_DIR + "/")
+    )
+
+
+def _disk_files(
+    folder: Path,
+    show: Callable[[str], str],
+    data: dict[str, bytes],
+    wanted: Callable[[str], bool] = lambda rel: True,
+) -> list[FileRef]:
     out: list[FileRef] = []
     if not folder.is_dir():
         return out
@@ -155,6 +166,8 @@ def _disk_files(folder: Path, show: Callable[[str], str], data: dict[str, bytes]
         for name in [*filenames, *[d for d in dirnames if (here / d).is_symlink()]]:
             full = here / name
             rel = full.relative_to(folder).as_posix()
+            if not wanted(rel):
+                continue
             if full.is_symlink():
                 out.append(FileRef(show(rel), rel, "", MODE_SYMLINK, os.readlink(full)))
                 continue
@@ -165,7 +178,11 @@ def _disk_files(folder: Path, show: Callable[[str], str], data: dict[str, bytes]
             blob = blob_id(content)
             data[blob] = content
             out.append(FileRef(show(rel), rel, blob))
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != ".git"]
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if not d.startswith(".") and wanted((here / d).relative_to(folder).as_posix())
+        ]
     return out
 
 
@@ -279,7 +296,7 @@ def _branches(
 ) -> tuple[dict[str, EnvFiles], dict[str, bytes]]:
     data: dict[str, bytes] = {}
     if commit is None:
-        local = _disk_files(root.toplevel, lambda rel: rel, data)
+        local = _disk_files(root.toplevel, lambda rel: rel, data, _is_env_file)
         branch = git.current_branch()
     else:
         local = _tree_files(git, commit, "", lambda rel: rel)
