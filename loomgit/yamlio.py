@@ -11,8 +11,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.resolver import VersionedResolver
 
 from loomgit.problems import Problem
 
@@ -35,13 +36,62 @@ class YamlFailure(Exception):
         self.problem = problem
 
 
-def _safe_loader() -> YAML:
-    loader: YAML | None = getattr(_local, "safe", None)
-    if loader is None:
-        loader = YAML(typ="safe")
-        loader.allow_duplicate_keys = False
-        _local.safe = loader
-    return loader
+class _CachedResolver(VersionedResolver):
+    """The stock resolver, with its per-version table looked up once instead of twice per
+    scalar. With the C parser the YAML version a loader resolves with cannot change (the
+    resolver never sees `%YAML` directives), so this only removes repeated work: profiling
+    showed the lookup, which raises and catches AttributeError, at a quarter of load time."""
+
+    _tables: dict[Any, Any] = {}  # noqa: RUF012 - shared on purpose: one table per version
+
+    @property
+    def versioned_resolver(self) -> Any:
+        # ruamel builds a new resolver for every load, so the table is kept per class.
+        table = self.__dict__.get("_loomgit_table")
+        if table is None:
+            version = self.processing_version
+            table = self._tables.get(version)
+            if table is None:
+                table = self._tables[version] = super().versioned_resolver
+            self.__dict__["_loomgit_table"] = table
+        return table
+
+
+try:
+    from _ruamel_yaml import CParser  # ruamel.yaml.clib: the C parser
+except ImportError:  # pragma: no cover - only without the C extension (e.g. PyPy)
+    CParser = None
+
+
+if CParser is not None:
+
+    class _CLoader(CParser, SafeConstructor, _CachedResolver):  # type: ignore[misc]
+        """What YAML(typ="safe") assembles on every load (a new class each time), built
+        once: the C parser, the safe constructor and the YAML 1.2 resolver."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            self._parser = self._composer = self
+            SafeConstructor.__init__(self, loader=self)
+            self.allow_duplicate_keys = False
+            _CachedResolver.__init__(self, version=None, loadumper=self)
+
+
+def _safe_load(text: str) -> Any:
+    if CParser is not None:
+        loader = _CLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    fallback: YAML | None = getattr(_local, "safe", None)
+    if fallback is None:
+        fallback = _local.safe = YAML(typ="safe")
+        fallback.allow_duplicate_keys = False
+    try:
+        return fallback.load(text)
+    finally:
+        fallback.doc_infos.clear()  # ruamel appends one per load and never drops them
 
 
 def _rt_loader() -> YAML:
@@ -134,13 +184,14 @@ def load(data: bytes, max_bytes: int = MAX_FILE_BYTES) -> Any:
     """Loads one YAML document safely with the C loader. Raises YamlFailure."""
     text = decode(data, max_bytes)
     try:
-        doc = _safe_loader().load(text)
+        doc = _safe_load(text)
     except (YAMLError, RecursionError, ValueError, TypeError) as exc:
         raise YamlFailure(_translate(exc)) from None
     if doc is None:
         raise YamlFailure(Problem("LG106", "file is empty; expected a YAML mapping", line=1, col=1))
     # Only anchors can make a document larger than its text; the walk is for them.
-    shape = _shape(doc, MAX_EXPANDED_NODES) if _ANCHOR.search(text) else None
+    anchored = "&" in text and _ANCHOR.search(text) is not None
+    shape = _shape(doc, MAX_EXPANDED_NODES) if anchored else None
     if shape == "size":
         raise YamlFailure(
             Problem(
@@ -164,10 +215,13 @@ def locate(data: bytes, keypaths: Sequence[Sequence[str | int]]) -> list[tuple[i
     Only called for files that already failed, so the slower round-trip loader is fine;
     the file is read once for all paths.
     """
+    loader = _rt_loader()
     try:
-        root: Any = _rt_loader().load(decode(data, MAX_STATE_BYTES))
+        root: Any = loader.load(decode(data, MAX_STATE_BYTES))
     except (YamlFailure, YAMLError, RecursionError, ValueError, TypeError):
         return [(1, 1) for _ in keypaths]
+    finally:
+        loader.doc_infos.clear()
     return [_position(root, path) for path in keypaths]
 
 

@@ -77,3 +77,37 @@ def test_deep_nesting_in_a_workflow_is_not_a_crash() -> None:
     data = HELLO.replace("        message: ", f"        extra: {deep}\n        message: ")
     parsed = parse_workflow(data.encode())
     assert parsed.problems  # `extra` is not a log parameter; and nothing blew up
+
+
+SCALARS = """\
+a: on
+b: 0o17
+c: 1_000
+d: 2024-01-01
+e: .inf
+f: ~
+g: "quoted"
+h: 0x1F
+i: 1e3
+j: yes
+k: 2024-01-01T10:00:00Z
+l: ""
+m: -.5
+n: [true, False, NULL, 012]
+"""
+
+
+def test_loader_resolves_scalars_exactly_as_the_stock_safe_loader() -> None:
+    from ruamel.yaml import YAML
+
+    stock = YAML(typ="safe").load(SCALARS)
+    assert yamlio.load(SCALARS.encode()) == stock
+    assert yamlio.load(SCALARS.encode()) == stock  # and again, with the table cached
+    assert stock["a"] == "on" and stock["j"] == "yes"  # YAML 1.2: no yes/on booleans
+
+
+def test_pure_fallback_loader_gives_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = yamlio.load(SCALARS.encode())
+    monkeypatch.setattr(yamlio, "CParser", None)
+    assert yamlio.load(SCALARS.encode()) == expected
+    assert _fail(b"a: 1\na: 2\n").problem.code == "LG103"
