@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +137,19 @@ class Git:
     ) -> None:
         self.close()
 
-    def run(self, *args: str, input: bytes | None = None, ok: Iterable[int] = (0,)) -> bytes:
+    def run(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        ok: Iterable[int] = (0,),
+        env: dict[str, str] | None = None,
+    ) -> bytes:
         """Runs git in the repository and returns its output; failures become GitError."""
         try:
             proc = subprocess.run(
                 ["git", *args],
                 cwd=self.toplevel,
-                env=self._env,
+                env={**self._env, **env} if env else self._env,
                 input=input,
                 capture_output=True,
                 check=False,
@@ -242,6 +249,100 @@ class Git:
                 new = line.split()[3]
                 if set(new) != {"0"}:
                     yield new
+
+    def blob_at(self, commit: str, path: str) -> bytes | None:
+        """The content of `path` at `commit`, or None if it has no such file."""
+        out = self.run("rev-parse", "--verify", "--quiet", f"{commit}:{path}", ok=(0, 1, 128))
+        sha = out.decode().strip()
+        if not sha:
+            return None
+        return self.read_blobs([sha])[sha]
+
+    def blobs_at(self, commit: str, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """Several files at one commit, through one ls-tree per folder and one cat-file."""
+        wanted = list(paths)
+        entries: dict[str, str] = {}
+        for folder in {p.rsplit("/", 1)[0] + "/" if "/" in p else "" for p in wanted}:
+            for e in self.ls_tree(commit, folder) if folder else self.ls_tree(commit):
+                entries[e.path] = e.sha
+        blobs = self.read_blobs(entries[p] for p in wanted if p in entries)
+        return {p: blobs[entries[p]] if p in entries else None for p in wanted}
+
+    def commit_info(self, rev: str) -> dict[str, str]:
+        """Author, date and message of a commit."""
+        out = self.run("show", "-s", "--format=%H%x00%an <%ae>%x00%aI%x00%B", rev)
+        sha, author, date, message = out.decode("utf-8", "replace").split("\0", 3)
+        return {"commit": sha, "author": author, "date": date, "message": message}
+
+    def identity(self) -> str:
+        """Who is promoting: git's committer identity, as `Name <email>`."""
+        out = self.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128)).decode().strip()
+        if not out:
+            raise GitError(
+                "git does not know who you are",
+                hint="set user.name and user.email with `git config`",
+            )
+        return out.rsplit(" ", 2)[0]
+
+    def dirty_paths(self, paths: Iterable[str]) -> list[str]:
+        """Which of `paths` have uncommitted changes (staged, unstaged or untracked)."""
+        wanted = list(paths)
+        if not wanted:
+            return []
+        out = self.run("status", "--porcelain", "-z", "--untracked-files=all", "--", *wanted)
+        return [rec[3:].decode() for rec in out.split(b"\0") if len(rec) > 3]
+
+    def commit_files(
+        self,
+        ref: str,
+        parent: str,
+        changes: dict[str, bytes | None],
+        message: str,
+        *,
+        new_ref: bool = False,
+    ) -> str:
+        """One commit on top of `parent` that changes `changes` (path -> content, None
+        deletes), moving `ref` only if it still points at `parent` (or, with `new_ref`, only
+        if it does not exist yet). No work tree and no index of the user's are involved."""
+        with tempfile.TemporaryDirectory(prefix="loomgit-index-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            self.run("read-tree", parent, env=env)
+            lines = []
+            for path, data in changes.items():
+                if data is None:
+                    lines.append(f"0 {'0' * 40}\t{path}")
+                else:
+                    lines.append(f"100644 {self.hash_blob(data)}\t{path}")
+            self.run("update-index", "-z", "--index-info",
+                     input="\0".join(lines).encode() + b"\0", env=env)
+            tree = self.run("write-tree", env=env).decode().strip()
+        commit = self.commit_tree(tree, [parent], message)
+        try:
+            self.update_ref(ref, commit, None if new_ref else parent)
+        except GitError:
+            if new_ref:
+                raise GitError(f"{ref.removeprefix('refs/heads/')} already exists",
+                               hint="choose another branch name") from None
+            raise GitError(
+                f"{ref.removeprefix('refs/heads/')} moved while this commit was being written",
+                hint="someone else committed first; run the command again",
+            ) from None
+        return commit
+
+    def refresh_paths(self, paths: Iterable[str]) -> None:
+        """After the checked-out branch moved: bring these paths of the index and work
+        tree up to date with HEAD (the caller checked they had no uncommitted changes)."""
+        wanted = list(paths)
+        present = [p for p in wanted if self._exists_at_head(p)]
+        if present:
+            self.run("checkout", "HEAD", "--", *present)
+        for gone in set(wanted) - set(present):
+            self.run("rm", "-q", "--cached", "--ignore-unmatch", "--", gone)
+            (self.toplevel / gone).unlink(missing_ok=True)
+
+    def _exists_at_head(self, path: str) -> bool:
+        out = self.run("rev-parse", "--verify", "--quiet", f"HEAD:{path}", ok=(0, 1, 128))
+        return bool(out.strip())
 
     # -- writing (plumbing: no checkout, no index) ---------------------------------------
 

@@ -1,0 +1,175 @@
+"""The semantic difference between two definitions of a workflow, as a review wants it:
+steps by id, triggers and their effect in the target environment, credentials."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from loomgit.models import ScheduleTrigger, WebhookTrigger, Workflow
+from loomgit.models.workflow import Trigger
+
+
+@dataclass(frozen=True)
+class StepChange:
+    id: str
+    fields: list[str]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str
+    timezone: str
+    next_fires: list[str]
+
+
+@dataclass(frozen=True)
+class Credential:
+    name: str
+    resolves: bool | None  # None: not checked
+
+
+@dataclass(frozen=True)
+class WorkflowDiff:
+    name: str
+    source_env: str
+    target_env: str
+    version_before: int | None
+    version_after: int | None
+    steps_added: list[str] = field(default_factory=list)
+    steps_removed: list[str] = field(default_factory=list)
+    steps_changed: list[StepChange] = field(default_factory=list)
+    triggers_added: list[str] = field(default_factory=list)
+    triggers_removed: list[str] = field(default_factory=list)
+    other_changes: list[str] = field(default_factory=list)
+    webhooks: list[str] = field(default_factory=list)
+    schedules: list[Schedule] = field(default_factory=list)
+    credentials: list[Credential] = field(default_factory=list)
+
+    @property
+    def new(self) -> bool:
+        return self.version_before is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "new": self.new}
+
+
+def describe(trigger: Trigger, env: str) -> str:
+    if isinstance(trigger, WebhookTrigger):
+        return f"webhook {trigger.method} {webhook_url(env, trigger)}"
+    if isinstance(trigger, ScheduleTrigger):
+        return f"schedule '{trigger.cron}' ({trigger.timezone})"
+    return trigger.type
+
+
+def webhook_url(env: str, trigger: WebhookTrigger) -> str:
+    return f"/hooks/{env}/{trigger.route}"
+
+
+def next_fires(cron: str, timezone: str, now: datetime, count: int = 3) -> list[str]:
+    start = now.astimezone(ZoneInfo(timezone))
+    it = croniter(cron, start)
+    return [it.get_next(datetime).isoformat() for _ in range(count)]
+
+
+def _changed_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict) and key == "with":
+            out.extend(_changed_fields(va, vb, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def compare(
+    name: str,
+    source: Workflow,
+    target: Workflow | None,
+    *,
+    source_env: str,
+    target_env: str,
+    version_before: int | None,
+    version_after: int | None,
+    now: datetime,
+) -> WorkflowDiff:
+    """What changes in `target_env` when `source` replaces `target` (None: not there)."""
+    diff = WorkflowDiff(name, source_env, target_env, version_before, version_after)
+    new_steps = {s.id: s.model_dump(by_alias=True) for s in source.spec.steps}
+    old_steps = {s.id: s.model_dump(by_alias=True) for s in target.spec.steps} if target else {}
+    diff.steps_added.extend(i for i in new_steps if i not in old_steps)
+    diff.steps_removed.extend(i for i in old_steps if i not in new_steps)
+    for sid, data in new_steps.items():
+        if sid in old_steps and old_steps[sid] != data:
+            diff.steps_changed.append(StepChange(sid, _changed_fields(old_steps[sid], data)))
+    new_trig = [describe(t, target_env) for t in source.spec.triggers]
+    old_trig = [describe(t, target_env) for t in target.spec.triggers] if target else []
+    diff.triggers_added.extend(t for t in new_trig if t not in old_trig)
+    diff.triggers_removed.extend(t for t in old_trig if t not in new_trig)
+    if target is not None:
+        if source.metadata != target.metadata:
+            diff.other_changes.append("metadata")
+        if source.spec.timeout != target.spec.timeout:
+            diff.other_changes.append("spec.timeout")
+        if source.spec.credentials != target.spec.credentials:
+            diff.other_changes.append("spec.credentials")
+    for trigger in source.spec.triggers:
+        if isinstance(trigger, WebhookTrigger):
+            diff.webhooks.append(f"{trigger.method} {webhook_url(target_env, trigger)}")
+        elif isinstance(trigger, ScheduleTrigger):
+            diff.schedules.append(
+                Schedule(trigger.cron, trigger.timezone,
+                         next_fires(trigger.cron, trigger.timezone, now))
+            )
+    diff.credentials.extend(Credential(c, None) for c in source.spec.credentials)
+    return diff
+
+
+def _versions(d: WorkflowDiff) -> str:
+    before = f"v{d.version_before}" if d.version_before else "not deployed"
+    after = f"v{d.version_after}" if d.version_after else "?"
+    return f"{before} -> {after}"
+
+
+def render_text(diffs: list[WorkflowDiff]) -> str:
+    lines: list[str] = []
+    for d in diffs:
+        lines.append(f"{d.name}: {d.source_env} -> {d.target_env} ({_versions(d)})")
+        for label, items in (
+            ("step added", d.steps_added),
+            ("step removed", d.steps_removed),
+            ("trigger added", d.triggers_added),
+            ("trigger removed", d.triggers_removed),
+            ("changed", d.other_changes),
+        ):
+            lines.extend(f"  {label}: {item}" for item in items)
+        for change in d.steps_changed:
+            lines.append(f"  step changed: {change.id} ({', '.join(change.fields)})")
+        if not (d.steps_added or d.steps_removed or d.steps_changed or d.triggers_added
+                or d.triggers_removed or d.other_changes):
+            lines.append("  no change to steps or triggers" if not d.new else "  new workflow")
+        lines.extend(f"  webhook in {d.target_env}: {url}" for url in d.webhooks)
+        for s in d.schedules:
+            lines.append(f"  schedule '{s.cron}' ({s.timezone}), next: {', '.join(s.next_fires)}")
+        for c in d.credentials:
+            state = {True: "resolves", False: "DOES NOT RESOLVE", None: "not checked"}[c.resolves]
+            lines.append(f"  credential {c.name}: {state} in {d.target_env}")
+    return "\n".join(lines)
+
+
+def render_markdown(diffs: list[WorkflowDiff]) -> str:
+    out = []
+    for d in diffs:
+        out.append(f"### `{d.name}` {_versions(d)}\n")
+        body = render_text([d]).splitlines()[1:]
+        out.extend(f"- {line.strip()}" for line in body)
+        out.append("")
+    return "\n".join(out)

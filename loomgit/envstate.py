@@ -1,0 +1,156 @@
+"""Reading and editing `environment.yaml` one workflow at a time.
+
+loomgit writes the file in a canonical form (one block of lines per workflow under
+`workflows:`), so a promotion replaces one block of text instead of parsing and
+re-emitting thousands of records. A file that is not in that form (edited by hand, with
+comments inside blocks) is edited through the round-trip loader, which keeps comments.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+
+from loomgit import yamlio
+from loomgit.errors import LoomgitError
+from loomgit.models import EnvironmentState, WorkflowState
+
+HEADER = "# Written by loomgit: what this environment runs. Change it with loomgit commands.\n"
+_BLOCK_START = re.compile(r"^  ([a-z0-9][a-z0-9_-]*):(.*)$")
+_FIELDS = list(WorkflowState.model_fields)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """environment.yaml cut into the text before `workflows:` and one block per workflow."""
+
+    head: str
+    blocks: dict[str, str]
+
+
+def split(text: str) -> Blocks | None:
+    """The blocks of a canonical file, or None when the file is not in canonical form."""
+    lines = text.splitlines(keepends=True)
+    try:
+        start = next(i for i, ln in enumerate(lines) if re.match(r"^workflows:\s*(\{\})?\s*$", ln))
+    except StopIteration:
+        return None
+    if lines[start].strip() == "workflows: {}":
+        rest = lines[start + 1 :]
+        if any(ln.strip() for ln in rest):
+            return None
+        return Blocks("".join(lines[:start]), {})
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for ln in lines[start + 1 :]:
+        match = _BLOCK_START.match(ln)
+        if match:
+            current = blocks.setdefault(match.group(1), [])
+            if current:
+                return None  # the same name twice: let the full parser report it
+            current.append(ln)
+        elif ln.startswith("    ") and current is not None:
+            current.append(ln)
+        else:
+            return None  # comments, blank lines or anything unexpected: not canonical
+    return Blocks("".join(lines[:start]), {k: "".join(v) for k, v in blocks.items()})
+
+
+def parse_block(name: str, block: str) -> WorkflowState:
+    doc = yamlio.load(("workflows:\n" + block).encode())
+    return WorkflowState.model_validate(doc["workflows"][name])
+
+
+def _plain(state: WorkflowState) -> dict[str, Any]:
+    data = state.model_dump(mode="json", exclude_none=True)
+    return {k: data[k] for k in _FIELDS if k in data}
+
+
+def render_block(name: str, state: WorkflowState) -> str:
+    out = io.StringIO()
+    dumper = YAML(typ="safe", pure=True)
+    dumper.width = 4096
+    dumper.default_flow_style = False
+    dumper.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    dumper.dump({name: _plain(state)}, out)
+    return "".join("  " + ln if ln.strip() else ln for ln in out.getvalue().splitlines(True))
+
+
+def render(env: str, workflows: dict[str, WorkflowState]) -> str:
+    head = f"{HEADER}apiVersion: loomgit/v1\nkind: Environment\nenvironment: {env}\n"
+    if not workflows:
+        return head + "workflows: {}\n"
+    return head + "workflows:\n" + "".join(
+        render_block(n, s) for n, s in workflows.items()
+    )
+
+
+def records(data: bytes | None) -> dict[str, WorkflowState]:
+    """Every record of an environment.yaml (an empty dict for no file)."""
+    if data is None:
+        return {}
+    try:
+        doc = yamlio.load(data, yamlio.MAX_STATE_BYTES)
+        return dict(EnvironmentState.model_validate(doc).workflows)
+    except (yamlio.YamlFailure, ValidationError) as exc:
+        raise LoomgitError(
+            "environment.yaml is not valid, so it cannot be changed",
+            hint="run `loomgit validate` and fix it first",
+        ) from exc
+
+
+def record(data: bytes | None, name: str) -> WorkflowState | None:
+    """One workflow's record, reading only its block when the file is canonical."""
+    if data is None:
+        return None
+    parts = split(data.decode("utf-8", "replace"))
+    if parts is not None:
+        block = parts.blocks.get(name)
+        return parse_block(name, block) if block is not None else None
+    return records(data).get(name)
+
+
+def with_records(
+    data: bytes | None, env: str, changes: dict[str, WorkflowState | None]
+) -> bytes:
+    """environment.yaml with some records replaced (None removes one)."""
+    if data is None:
+        current = {n: s for n, s in changes.items() if s is not None}
+        return render(env, dict(sorted(current.items()))).encode()
+    text = data.decode("utf-8")
+    parts = split(text)
+    if parts is None:
+        return _round_trip(text, changes)
+    blocks = dict(parts.blocks)
+    for name, state in changes.items():
+        if state is None:
+            blocks.pop(name, None)
+        else:
+            blocks[name] = render_block(name, state)
+    if list(parts.blocks) == sorted(parts.blocks):
+        blocks = dict(sorted(blocks.items()))  # keep a sorted file sorted
+    if not blocks:
+        return (parts.head + "workflows: {}\n").encode()
+    return (parts.head + "workflows:\n" + "".join(blocks.values())).encode()
+
+
+def _round_trip(text: str, changes: dict[str, WorkflowState | None]) -> bytes:
+    rt = YAML(typ="rt")
+    rt.width = 4096
+    doc = rt.load(text)
+    workflows = doc.get("workflows")
+    if not isinstance(workflows, dict):
+        workflows = doc["workflows"] = {}
+    for name, state in changes.items():
+        if state is None:
+            workflows.pop(name, None)
+        else:
+            workflows[name] = _plain(state)
+    out = io.StringIO()
+    rt.dump(doc, out)
+    return out.getvalue().encode()

@@ -1,0 +1,105 @@
+"""An open loomgit repository for commands that write: where each environment lives
+(ref, commit, folder) in either layout, and reading its files at that commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from loomgit.documents import DocumentCache
+from loomgit.errors import RepositoryError, UsageError
+from loomgit.layout import ENV_FILE, VARS_FILE, WORKFLOWS_DIR, load_config
+from loomgit.models import Repository
+from loomgit.vcs import Git, find_root
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one environment is: the ref holding it, that ref's commit, and its folder."""
+
+    env: str
+    ref: str
+    commit: str
+    base: str  # "environments/<env>/" (after any monorepo prefix), or "" on its own branch
+    checked_out: bool
+
+    def path(self, rel: str) -> str:
+        return self.base + rel
+
+    def workflow(self, name: str) -> str:
+        return self.path(f"{WORKFLOWS_DIR}/{name}.yaml")
+
+    @property
+    def env_file(self) -> str:
+        return self.path(ENV_FILE)
+
+    @property
+    def vars_file(self) -> str:
+        return self.path(VARS_FILE)
+
+    @property
+    def branch(self) -> str:
+        return self.ref.removeprefix("refs/heads/")
+
+
+class Workspace:
+    """Opens the repository at `path`; use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.root = find_root(path)
+        self.git = Git(self.root.toplevel)
+        self.cache = DocumentCache()
+        try:
+            self.config: Repository = load_config(self.root, self.git, self.cache, None)
+        except BaseException:
+            self.git.close()
+            raise
+        self._branch = self.git.current_branch()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.git.close()
+
+    def check_env(self, env: str) -> str:
+        if env not in self.config.names:
+            raise UsageError(
+                f"unknown environment '{env}'",
+                hint=f"environments: {', '.join(self.config.names)}",
+            )
+        return env
+
+    def location(self, env: str) -> Location:
+        self.check_env(env)
+        if self.config.layout == "directories":
+            if self._branch is None:
+                raise UsageError(
+                    "HEAD is detached; loomgit commits onto a branch",
+                    hint="check out a branch first (git switch main)",
+                )
+            ref = f"refs/heads/{self._branch}"
+            base = f"{self.root.prefix}environments/{env}/"
+        else:
+            ref = f"refs/heads/{self.config.branch_of(env)}"
+            base = ""
+        commit = self.git.ref(ref)
+        if commit is None:
+            raise RepositoryError(
+                f"{ref.removeprefix('refs/heads/')} has no commits",
+                hint="run `loomgit init` or create the branch",
+            )
+        checked_out = self._branch is not None and ref == f"refs/heads/{self._branch}"
+        return Location(env, ref, commit, base, checked_out)
+
+    def previous(self, env: str) -> str | None:
+        index = self.config.index(self.check_env(env))
+        return self.config.names[index - 1] if index else None
+
+    def next(self, env: str) -> str | None:
+        index = self.config.index(self.check_env(env))
+        names = self.config.names
+        return names[index + 1] if index + 1 < len(names) else None
