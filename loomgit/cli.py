@@ -152,6 +152,10 @@ def schema(folder: Path | None, kind: str | None) -> None:
     click.echo(schemas.dumps(generated[f"{kind}.schema.json"]), nl=False)
 
 
+# Commands defined in other modules register themselves on `cli` when imported.
+from loomgit import cli_inspect, cli_promote  # noqa: E402, F401
+
+
 def _crash_report(exc: BaseException) -> str | None:
     """Writes the traceback to a file for a bug report; returns its path."""
     try:

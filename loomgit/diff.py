@@ -126,8 +126,9 @@ def compare(
             diff.webhooks.append(f"{trigger.method} {webhook_url(target_env, trigger)}")
         elif isinstance(trigger, ScheduleTrigger):
             diff.schedules.append(
-                Schedule(trigger.cron, trigger.timezone,
-                         next_fires(trigger.cron, trigger.timezone, now))
+                Schedule(
+                    trigger.cron, trigger.timezone, next_fires(trigger.cron, trigger.timezone, now)
+                )
             )
     diff.credentials.extend(Credential(c, None) for c in source.spec.credentials)
     return diff
@@ -153,8 +154,14 @@ def render_text(diffs: list[WorkflowDiff]) -> str:
             lines.extend(f"  {label}: {item}" for item in items)
         for change in d.steps_changed:
             lines.append(f"  step changed: {change.id} ({', '.join(change.fields)})")
-        if not (d.steps_added or d.steps_removed or d.steps_changed or d.triggers_added
-                or d.triggers_removed or d.other_changes):
+        if not (
+            d.steps_added
+            or d.steps_removed
+            or d.steps_changed
+            or d.triggers_added
+            or d.triggers_removed
+            or d.other_changes
+        ):
             lines.append("  no change to steps or triggers" if not d.new else "  new workflow")
         lines.extend(f"  webhook in {d.target_env}: {url}" for url in d.webhooks)
         for s in d.schedules:

@@ -85,9 +85,7 @@ def render(env: str, workflows: dict[str, WorkflowState]) -> str:
     head = f"{HEADER}apiVersion: loomgit/v1\nkind: Environment\nenvironment: {env}\n"
     if not workflows:
         return head + "workflows: {}\n"
-    return head + "workflows:\n" + "".join(
-        render_block(n, s) for n, s in workflows.items()
-    )
+    return head + "workflows:\n" + "".join(render_block(n, s) for n, s in workflows.items())
 
 
 def records(data: bytes | None) -> dict[str, WorkflowState]:
@@ -115,9 +113,7 @@ def record(data: bytes | None, name: str) -> WorkflowState | None:
     return records(data).get(name)
 
 
-def with_records(
-    data: bytes | None, env: str, changes: dict[str, WorkflowState | None]
-) -> bytes:
+def with_records(data: bytes | None, env: str, changes: dict[str, WorkflowState | None]) -> bytes:
     """environment.yaml with some records replaced (None removes one)."""
     if data is None:
         current = {n: s for n, s in changes.items() if s is not None}

@@ -51,6 +51,13 @@ CODES: dict[str, str] = {
     "LG500": "loomgit.yaml is invalid",
     "LG501": "environment folder not declared in loomgit.yaml",
     "LG502": "environment is missing from the repository",
+    # check-promotion: what a pull request may change after the first environment
+    "LG600": "change to a later environment that no loomgit command made (hand edit)",
+    "LG601": "promoted content differs from the source at the recorded source commit",
+    "LG602": "promotion does not come from the environment just before",
+    "LG603": "version does not follow from the source",
+    "LG604": "commit message trailers do not match the change",
+    "LG605": "rollback to a version the environment never ran",
 }
 
 

@@ -11,6 +11,32 @@ from loomgit.models.base import ENV_NAME
 from loomgit.vcs import CONFIG_FILE, Git, init_repository, toplevel_of
 
 GITIGNORE = "# loomgit's local state (execution history, daemon clone)\n.loomgit/\n"
+CI_WORKFLOW = ".github/workflows/loomgit.yml"
+
+
+def ci_workflow(repo_arg: str, base_ref: str) -> str:
+    """The GitHub Actions workflow that gates pull requests with loomgit."""
+    repo = f" --repo {repo_arg}" if repo_arg else ""
+    return f"""\
+# Gate every pull request: the workflows must validate, and every change to an
+# environment after the first must be a promotion, activation or rollback.
+name: loomgit
+on:
+  pull_request:
+jobs:
+  check:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          fetch-depth: 0   # check-promotion reads the commits of the pull request
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.12"
+      - run: pip install loomgit
+      - run: loomgit validate{repo} --format github
+      - run: loomgit check-promotion{repo} --base "{base_ref}" --format github
+"""
 
 
 @dataclass(frozen=True)
@@ -121,6 +147,11 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
         else:
             dest.write_bytes(data)
     paths = [prefix + rel for rel in files]
+    ci_path = top / CI_WORKFLOW
+    if not ci_path.exists():  # the pull-request gate sits at the top of the git repository
+        ci_path.parent.mkdir(parents=True, exist_ok=True)
+        ci_path.write_text(ci_workflow(prefix.rstrip("/"), "origin/${{ github.base_ref }}"))
+        paths.append(CI_WORKFLOW)
     with Git(top) as git:
         git.run("add", "--", *paths)
         git.run("commit", "--quiet", "-m", _message(environments), "--", *paths)
@@ -161,6 +192,7 @@ def _init_branches(target: Path, environments: list[str], created: bool) -> Init
         base = {
             CONFIG_FILE: config_text("branches", environments).encode(),
             ".gitignore": GITIGNORE.encode(),
+            CI_WORKFLOW: ci_workflow("", "origin/${{ github.base_ref }}").encode(),
         }
         parent: list[str] = []
         for env, branch in zip(environments, branches, strict=True):

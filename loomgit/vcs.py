@@ -231,6 +231,29 @@ class Git:
             pos = end + 1 + size + 1
         return blobs
 
+    def path_log(self, commit: str, path: str, limit: int = 1000) -> list[tuple[str, str | None]]:
+        """(commit, blob id of `path` after it) for each commit that changed `path`, newest
+        first; the blob is None where the commit deleted it."""
+        out = self.run(
+            "log",
+            f"--max-count={limit}",
+            "--no-abbrev",
+            "--raw",
+            "--format=%x01%H",
+            "--no-renames",
+            commit,
+            "--",
+            path,
+        )
+        entries: list[tuple[str, str | None]] = []
+        for line in out.decode().splitlines():
+            if line.startswith("\x01"):
+                entries.append((line[1:], None))
+            elif line.startswith(":") and entries:
+                new = line.split()[3]
+                entries[-1] = (entries[-1][0], None if set(new) == {"0"} else new)
+        return entries
+
     def path_history(self, commit: str, path: str, limit: int = 500) -> Iterator[str]:
         """Blob ids `path` has had in the history of `commit`, newest first."""
         out = self.run(
@@ -313,16 +336,23 @@ class Git:
                     lines.append(f"0 {'0' * 40}\t{path}")
                 else:
                     lines.append(f"100644 {self.hash_blob(data)}\t{path}")
-            self.run("update-index", "-z", "--index-info",
-                     input="\0".join(lines).encode() + b"\0", env=env)
+            self.run(
+                "update-index",
+                "-z",
+                "--index-info",
+                input="\0".join(lines).encode() + b"\0",
+                env=env,
+            )
             tree = self.run("write-tree", env=env).decode().strip()
         commit = self.commit_tree(tree, [parent], message)
         try:
             self.update_ref(ref, commit, None if new_ref else parent)
         except GitError:
             if new_ref:
-                raise GitError(f"{ref.removeprefix('refs/heads/')} already exists",
-                               hint="choose another branch name") from None
+                raise GitError(
+                    f"{ref.removeprefix('refs/heads/')} already exists",
+                    hint="choose another branch name",
+                ) from None
             raise GitError(
                 f"{ref.removeprefix('refs/heads/')} moved while this commit was being written",
                 hint="someone else committed first; run the command again",

@@ -24,6 +24,9 @@ class WorkflowState(StrictModel):
     promoted_by: str | None = None
     promoted_at: datetime | None = None
     notes: str | None = None
+    rolled_back_from: int | None = Field(
+        default=None, ge=1, description="set by rollback: the highest version it replaced"
+    )
 
 
 class EnvironmentState(StrictModel):

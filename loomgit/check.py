@@ -1,0 +1,298 @@
+"""`check-promotion`: the pull-request gate. Every change a commit in BASE..HEAD makes to
+an environment after the first must be a promotion from the environment just before
+(identical to the source at the recorded commit, version consistent), an activation that
+touches only `active`, or a rollback to a version that environment ran before."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loomgit import envstate, yamlio
+from loomgit.documents import DocumentCache, digest
+from loomgit.layout import ENV_FILE, VARS_FILE, load_config
+from loomgit.models import EnvironmentState, Repository, WorkflowState
+from loomgit.problems import Problem, sort_key
+from loomgit.validate import Report, validate
+from loomgit.vcs import Git, Root, find_root
+from loomgit.views import parse_message
+
+
+@dataclass
+class _Change:
+    """What one commit changed in one environment."""
+
+    workflows: dict[str, str] = field(default_factory=dict)  # name -> A/M/D
+    env_file: bool = False
+    other: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    root: Root
+    git: Git
+    config: Repository
+    head_env: str | None  # branch layout: the environment the checked range belongs to
+
+    def base(self, env: str) -> str:
+        if self.config.layout == "directories":
+            return f"{self.root.prefix}environments/{env}/"
+        return ""
+
+    def split(self, path: str) -> tuple[str, str] | None:
+        """(environment, path inside it) of a changed file, or None for other files."""
+        if self.config.layout == "branches":
+            return (self.head_env, path) if self.head_env else None
+        prefix = f"{self.root.prefix}environments/"
+        if not path.startswith(prefix):
+            return None
+        env, _, rel = path[len(prefix) :].partition("/")
+        return (env, rel) if rel else None
+
+
+def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
+    out = ctx.git.run("diff-tree", "-r", "-z", "--no-renames", "--name-status", parent, commit)
+    fields = [f.decode("utf-8", "surrogateescape") for f in out.split(b"\0") if f]
+    per_env: dict[str, _Change] = {}
+    for status, path in zip(fields[::2], fields[1::2], strict=True):
+        where = ctx.split(path)
+        if where is None:
+            continue
+        env, rel = where
+        change = per_env.setdefault(env, _Change())
+        if rel == ENV_FILE:
+            change.env_file = True
+        elif rel.startswith("workflows/") and rel.count("/") == 1 and rel.endswith(".yaml"):
+            change.workflows[rel[len("workflows/") : -len(".yaml")]] = status[0]
+        elif rel != VARS_FILE:
+            change.other.append(rel)
+    return per_env
+
+
+def _records(ctx: _Context, commit: str, env: str) -> dict[str, WorkflowState]:
+    return envstate.records(ctx.git.blob_at(commit, ctx.base(env) + ENV_FILE))
+
+
+def _ever_ran(ctx: _Context, commit: str, env: str, name: str, state: WorkflowState) -> bool:
+    path = ctx.base(env) + ENV_FILE
+    log = ctx.git.path_log(commit, path)
+    blobs = ctx.git.read_blobs(b for _, b in log if b)
+    for _, blob in log:
+        rec = envstate.record(blobs[blob], name) if blob else None
+        if rec and rec.version == state.version and rec.digest == state.digest:
+            return True
+    return False
+
+
+def _check_workflow(
+    ctx: _Context,
+    commit: str,
+    parent: str,
+    env: str,
+    name: str,
+    new: WorkflowState | None,
+    old: WorkflowState | None,
+    trailers: dict[str, list[str]],
+) -> list[tuple[str, str]]:
+    """(code, reason) for one changed workflow file."""
+    path = ctx.base(env) + f"workflows/{name}.yaml"
+    content = ctx.git.blob_at(commit, path)
+    if content is None:
+        return [
+            (
+                "LG600",
+                f"{name} was removed from {env}; environments after the first "
+                "change only through loomgit",
+            )
+        ]
+    if new is None or new.digest != digest(content):
+        return [
+            (
+                "LG600",
+                f"{name} in {env} was edited by hand: it differs from the "
+                "definition recorded in environment.yaml",
+            )
+        ]
+    if new.rolled_back_from and (old is None or old.version != new.version):
+        if not _ever_ran(ctx, parent, env, name, new):
+            return [
+                ("LG605", f"{name} was rolled back in {env} to v{new.version}, which it never ran")
+            ]
+        claimed = trailers.get("Loomgit-Rollback", [])
+        if not any(c.startswith(f"{env} {name} ") for c in claimed):
+            return [
+                (
+                    "LG604",
+                    f"rollback of {name} in {env} is not recorded in a Loomgit-Rollback trailer",
+                )
+            ]
+        return []
+    names = ctx.config.names
+    index = names.index(env)
+    previous = names[index - 1]
+    problems: list[tuple[str, str]] = []
+    if new.promoted_from != previous:
+        problems.append(
+            (
+                "LG602",
+                f"{name} came to {env} from {new.promoted_from}, but "
+                f"promotions to {env} come from {previous}",
+            )
+        )
+        return problems
+    if not new.source_commit or ctx.git.ref(new.source_commit) is None:
+        return [("LG601", f"the source commit of {name} in {env} does not exist")]
+    source_base = ctx.base(previous)
+    source_commit = new.source_commit
+    if ctx.config.layout == "branches" and previous != env:
+        source_base = ""
+    source = ctx.git.blob_at(source_commit, source_base + f"workflows/{name}.yaml")
+    if source != content:
+        problems.append(
+            (
+                "LG601",
+                f"{name} in {env} differs from {previous} at "
+                f"{source_commit[:12]}, the commit it claims to come from",
+            )
+        )
+    if index == 1:
+        floor = max((old.version or 0, old.rolled_back_from or 0)) if old else 0
+        if new.version is None or new.version <= floor:
+            problems.append(
+                (
+                    "LG603",
+                    f"{name} v{new.version} in {env} is not newer than v{floor}, which it replaces",
+                )
+            )
+    else:
+        src = envstate.record(ctx.git.blob_at(source_commit, source_base + ENV_FILE), name)
+        if src is None or src.version != new.version:
+            had = f"v{src.version}" if src else "no record"
+            problems.append(
+                (
+                    "LG603",
+                    f"{name} is v{new.version} in {env}, but {previous} "
+                    f"had {had} at {source_commit[:12]}",
+                )
+            )
+    if f"{name} v{new.version}" not in trailers.get(
+        "Loomgit-Workflow", []
+    ) or f"{previous} -> {env}" not in trailers.get("Loomgit-Promotion", []):
+        problems.append(
+            (
+                "LG604",
+                f"the commit message does not record the promotion of "
+                f"{name} v{new.version} from {previous} to {env}",
+            )
+        )
+    return problems
+
+
+def _check_records(
+    env: str, change: _Change, old: dict[str, WorkflowState], new: dict[str, WorkflowState]
+) -> list[tuple[str, str]]:
+    """Record changes that come without a change to the workflow file itself."""
+    out = []
+    for name in sorted(set(old) | set(new)):
+        if name in change.workflows or old.get(name) == new.get(name):
+            continue
+        before, after = old.get(name), new.get(name)
+        if before is not None and after is not None:
+            diff = [
+                k for k in WorkflowState.model_fields if getattr(before, k) != getattr(after, k)
+            ]
+            if diff == ["active"]:
+                continue
+            out.append(
+                ("LG600", f"the record of {name} in {env} was changed by hand ({', '.join(diff)})")
+            )
+        else:
+            out.append(
+                (
+                    "LG600",
+                    f"the record of {name} in {env} was {'added' if after else 'removed'} by hand",
+                )
+            )
+    return out
+
+
+def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
+    parent = ctx.git.run("rev-parse", f"{commit}^").decode().strip()
+    _, _, trailers = parse_message(ctx.git.commit_info(commit)["message"])
+    short = commit[:12]
+    problems: list[Problem] = []
+    claimed = {v.split(" v")[0] for v in trailers.get("Loomgit-Workflow", [])}
+    promoted: set[str] = set()
+    for env, change in _changes(ctx, parent, commit).items():
+        if env not in ctx.config.names or env == ctx.config.first:
+            continue
+        where = ctx.base(env)
+        old = _records(ctx, parent, env) if change.env_file or change.workflows else {}
+        new = _records(ctx, commit, env) if change.env_file or change.workflows else {}
+        found: list[tuple[str, str, str]] = []
+        for name in sorted(change.workflows):
+            path = f"{where}workflows/{name}.yaml"
+            for code, why in _check_workflow(
+                ctx, commit, parent, env, name, new.get(name), old.get(name), trailers
+            ):
+                found.append((code, why, path))
+            if not (new.get(name) and new[name].rolled_back_from):
+                promoted.add(name)
+        for code, why in _check_records(env, change, old, new):
+            found.append((code, why, where + ENV_FILE))
+        for rel in change.other:
+            found.append(
+                ("LG600", f"{rel} in {env} is not a file loomgit manages there", where + rel)
+            )
+        problems += [Problem(code, f"commit {short}: {why}", path) for code, why, path in found]
+    for name in sorted(claimed - promoted):
+        problems.append(
+            Problem(
+                "LG604",
+                f"commit {short}: its trailers claim a promotion of "
+                f"{name} that it does not contain",
+            )
+        )
+    return problems
+
+
+def _branch_env(git: Git, config: Repository, commit: str, head: str) -> str | None:
+    """Branch layout: the environment the checked commits belong to."""
+    if config.layout != "branches":
+        return None
+    data = git.blob_at(commit, ENV_FILE)
+    try:
+        named = (
+            EnvironmentState.model_validate(yamlio.load(data, yamlio.MAX_STATE_BYTES)).environment
+            if data
+            else None
+        )
+    except (yamlio.YamlFailure, ValueError):
+        named = None  # validate reports it
+    if named in config.names:
+        return named
+    return next((e for e in config.names if config.branch_of(e) == head), None)
+
+
+def check_promotion(path: Path, base: str, head: str = "HEAD") -> Report:
+    """Checks every commit in BASE..HEAD, then validates HEAD."""
+    root = find_root(path)
+    cache = DocumentCache()
+    with Git(root.toplevel) as git:
+        base_commit, head_commit = git.resolve(base), git.resolve(head)
+        config = load_config(root, git, cache, head_commit)
+        head_env = _branch_env(git, config, head_commit, head)
+        ctx = _Context(root, git, config, head_env)
+        commits = git.run("rev-list", "--reverse", "--no-merges", f"{base_commit}..{head_commit}")
+        problems: list[Problem] = []
+        listed = commits.decode().split()
+        for commit in listed:
+            problems += _check_commit(ctx, commit)
+    report = validate(path, rev=head_commit, cache=cache)
+    everything = sorted({*problems, *report.problems}, key=sort_key)
+    return Report(
+        everything,
+        report.environments,
+        report.workflows,
+        f"{len(listed)} commit{'s' * (len(listed) != 1)} {base_commit[:12]}..{head_commit[:12]}",
+    )

@@ -1,0 +1,247 @@
+"""Commands that read the pipeline (status, show, diff, history, revisions), restore a
+revision, and the pull-request gate (check-promotion)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from loomgit.cli import FORMATS, cli, repo_option
+
+TEXT_JSON = click.Choice(["text", "json"])
+
+
+@cli.command()
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@repo_option
+def status(fmt: str, repo: Path) -> None:
+    """The environment bar: each workflow's version and activation per environment.
+
+    The first column says whether the first environment holds committed changes that are
+    not promoted yet ("changed") or a workflow never promoted ("new").
+
+    \b
+    Examples:
+      loomgit status
+      loomgit status --format json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from loomgit import views
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        view = views.status(ws)
+    if fmt == "json":
+        click.echo(json.dumps(view.to_json(), indent=2))
+        return
+    first = view.environments[0]["name"]
+    table = Table(title="loomgit status", title_justify="left")
+    table.add_column("workflow", style="bold", no_wrap=True)
+    for env in view.environments:
+        table.add_column(env["name"])
+    for row in view.rows:
+        cells = []
+        for env in view.environments:
+            cell = row.cells.get(env["name"])
+            if cell is None:
+                cells.append("-")
+                continue
+            dot = "[green]● active[/]" if cell.active else "[dim]○ inactive[/]"
+            text = dot if env["name"] == first else f"v{cell.version} {dot}"
+            if env["name"] == first and row.pending:
+                text += f" [yellow]{row.pending}[/]"
+            if cell.rolled_back_from:
+                text += f" [red](rolled back from v{cell.rolled_back_from})[/]"
+            cells.append(text)
+        table.add_row(row.name, *cells)
+    table.add_section()
+    table.add_row("commit", *[f"{e['commit'][:12]} ({e['branch']})" for e in view.environments])
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=240)  # piped or in CI: never cut names to 80 columns
+    console.print(table)
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--env", "env", metavar="ENV", help="Environment (default: the first).")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="A version ENV ran, instead of the current one.",
+)
+@repo_option
+def show(workflow: str, env: str | None, version: int | None, repo: Path) -> None:
+    """Print WORKFLOW as ENV runs it: the read-only snapshot as promoted.
+
+    \b
+    Examples:
+      loomgit show order-sync --env production
+      loomgit show order-sync --env production --version 2
+    """
+    from loomgit import views
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        data = views.show(ws, workflow, env, version)
+    sys.stdout.write(data.decode("utf-8", "replace"))
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--from", "from_env", required=True, metavar="ENV")
+@click.option("--to", "to_env", required=True, metavar="ENV")
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@repo_option
+def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> None:
+    """What would change in --to if WORKFLOW as it is in --from replaced it.
+
+    \b
+    Example:
+      loomgit diff order-sync --from staging --to production
+    """
+    from loomgit import diff as semantic
+    from loomgit import envstate
+    from loomgit.errors import LoomgitError
+    from loomgit.promotion import load_workflow, now_utc
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        src, dst = ws.location(from_env), ws.location(to_env)
+        new = ws.git.blob_at(src.commit, src.workflow(workflow))
+        old = ws.git.blob_at(dst.commit, dst.workflow(workflow))
+        if new is None:
+            raise LoomgitError(f"{workflow} is not in {from_env}")
+        rec_src = envstate.record(ws.git.blob_at(src.commit, src.env_file), workflow)
+        rec_dst = envstate.record(ws.git.blob_at(dst.commit, dst.env_file), workflow)
+        result = semantic.compare(
+            workflow,
+            load_workflow(new, src.workflow(workflow)),
+            load_workflow(old, dst.workflow(workflow)) if old else None,
+            source_env=from_env,
+            target_env=to_env,
+            version_before=rec_dst.version if rec_dst else None,
+            version_after=rec_src.version if rec_src else None,
+            now=now_utc(),
+        )
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(semantic.render_text([result]))
+
+
+@cli.command()
+@click.argument("workflow", required=False)
+@click.option("--env", "env", metavar="ENV", help="Only this environment.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@repo_option
+def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: Path) -> None:
+    """Promotions, activations and rollbacks read back from git, newest first.
+
+    \b
+    Examples:
+      loomgit history
+      loomgit history order-sync --env production
+    """
+    from loomgit import views
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        events = views.history(ws, workflow, env, limit)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(e) for e in events], indent=2))
+        return
+    for e in events:
+        click.echo(
+            f"{e.date[:16].replace('T', ' ')}  {e.commit[:10]}  {e.kind:<10}  "
+            f"{e.subject}  ({e.author})"
+        )
+        if e.notes:
+            click.echo("".join(f"    {ln}\n" for ln in e.notes.splitlines()), nl=False)
+    if not events:
+        click.echo("no promotions, activations or rollbacks yet")
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@repo_option
+def revisions(workflow: str, fmt: str, repo: Path) -> None:
+    """The edit history of WORKFLOW in the first environment, newest first.
+
+    \b
+    Example:
+      loomgit revisions order-sync
+    """
+    from loomgit import views
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        revs = views.revisions(ws, workflow)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(r) for r in revs], indent=2))
+        return
+    for r in revs:
+        click.echo(f"{r.commit[:12]}  {r.date[:16].replace('T', ' ')}  {r.subject}  ({r.author})")
+
+
+@cli.command()
+@click.argument("workflow")
+@click.argument("revision")
+@repo_option
+def restore(workflow: str, revision: str, repo: Path) -> None:
+    """Write REVISION of WORKFLOW back as a new commit in the first environment.
+
+    Uncommitted edits of that workflow are saved first under refs/loomgit/backups/.
+
+    \b
+    Example:
+      loomgit restore order-sync 4f1c2e7
+    """
+    from loomgit import views
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        done = views.restore(ws, workflow, revision)
+    if done.backup:
+        click.echo(
+            f"saved your uncommitted {workflow} as {done.backup} "
+            f"(see it with: git show {done.backup})"
+        )
+    if done.commit:
+        click.echo(f"restored {workflow} to {revision} (commit {done.commit[:12]})")
+    else:
+        click.echo(f"{workflow} is already at {revision}; nothing to commit")
+
+
+@cli.command("check-promotion")
+@click.option("--base", required=True, metavar="REF", help="The pull request's target.")
+@click.option("--head", default="HEAD", show_default=True, metavar="REF")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@repo_option
+def check_promotion(base: str, head: str, fmt: str, repo: Path) -> None:
+    """The CI gate for pull requests: every change in BASE..HEAD to an environment after
+    the first must be a legal promotion, activation or rollback; then HEAD is validated.
+
+    Exits 0 when the range is legal and HEAD valid, 1 otherwise, 2 on bad arguments.
+
+    \b
+    Examples:
+      loomgit check-promotion --base origin/main
+      loomgit check-promotion --base origin/main --format github
+    """
+    from loomgit import report
+    from loomgit.check import check_promotion as run
+
+    result = run(repo, base, head)
+    click.echo(report.render(result, fmt))
+    sys.exit(0 if result.ok else 1)

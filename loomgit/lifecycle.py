@@ -1,0 +1,129 @@
+"""Activation and rollback: commits that change what an environment runs without a
+promotion. Neither rewrites history; both refuse with nothing written when they cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loomgit import envstate
+from loomgit.documents import digest
+from loomgit.models import WorkflowState
+from loomgit.promotion import Refused, Written, now_utc, sanitise_notes, write
+from loomgit.workspace import Workspace
+
+
+def set_active(ws: Workspace, name: str, env: str, active: bool) -> Written | None:
+    """Turns `name` on or off in `env`; None when it already is (nothing written)."""
+    loc = ws.location(env)
+    files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file])
+    if files[loc.workflow(name)] is None:
+        hint = (
+            f"add {loc.workflow(name)} first"
+            if env == ws.config.first
+            else f"promote it first: loomgit promote {name} --to {env}"
+        )
+        raise Refused(f"{name} is not in {env}", hint=hint)
+    record = envstate.record(files[loc.env_file], name)
+    if record is None and env != ws.config.first:
+        raise Refused(
+            f"{name} has no promotion record in {env}",
+            hint="run `loomgit validate`; it was not promoted through loomgit",
+        )
+    if record is not None and record.active == active:
+        return None
+    updated = (
+        record.model_copy(update={"active": active}) if record else WorkflowState(active=active)
+    )
+    verb = "Activate" if active else "Deactivate"
+    message = (
+        f"{verb} {name} in {env}\n\n"
+        f"Loomgit-Activation: {env} {name} {'active' if active else 'inactive'}\n"
+    )
+    changes: dict[str, bytes | None] = {
+        loc.env_file: envstate.with_records(files[loc.env_file], env, {name: updated})
+    }
+    return write(ws, loc, changes, message)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A version an environment ran, and a commit where it ran it."""
+
+    version: int
+    commit: str
+    record: WorkflowState
+
+
+def versions_run(ws: Workspace, name: str, env: str) -> list[Ran]:
+    """The versions of `name` that `env` has run, newest first, one entry per version."""
+    loc = ws.location(env)
+    seen: dict[int, Ran] = {}
+    log = ws.git.path_log(loc.commit, loc.env_file)
+    blobs = ws.git.read_blobs(b for _, b in log if b)
+    for commit, blob in log:
+        if blob is None:
+            continue
+        rec = envstate.record(blobs[blob], name)
+        if rec is not None and rec.version is not None and rec.version not in seen:
+            seen[rec.version] = Ran(rec.version, commit, rec)
+    return list(seen.values())
+
+
+def rollback(
+    ws: Workspace, name: str, env: str, to_version: int | None = None, notes: str = ""
+) -> tuple[Written, int, int]:
+    """Puts back, as a new commit, a version `env` ran before. Returns (written, from, to)."""
+    if ws.check_env(env) == ws.config.first:
+        raise Refused(
+            f"{env} is the first environment; it has revisions, not versions",
+            hint=f"use `loomgit revisions {name}` and `loomgit restore`",
+        )
+    loc = ws.location(env)
+    current = envstate.record(ws.git.blob_at(loc.commit, loc.env_file), name)
+    if current is None or current.version is None:
+        raise Refused(f"{name} is not deployed to {env}; there is nothing to roll back")
+    history = [r for r in versions_run(ws, name, env) if r.version != current.version]
+    if to_version is None:
+        if not history:
+            raise Refused(f"{env} has only ever run v{current.version} of {name}")
+        chosen = history[0]
+    else:
+        if to_version == current.version:
+            raise Refused(f"{env} already runs v{to_version} of {name}")
+        found = [r for r in history if r.version == to_version]
+        if not found:
+            ran = ", ".join(f"v{r.version}" for r in sorted(history, key=lambda r: r.version))
+            raise Refused(
+                f"{env} never ran v{to_version} of {name}",
+                hint=f"versions it ran before: {ran or 'none'}",
+            )
+        chosen = found[0]
+    content = ws.git.blob_at(chosen.commit, loc.workflow(name))
+    if content is None or digest(content) != chosen.record.digest:
+        raise Refused(
+            f"the definition of v{chosen.version} cannot be found at {chosen.commit[:12]}",
+            hint="the history of this environment is damaged",
+        )
+    text = sanitise_notes(notes)
+    note = f"Rollback of {name} in {env} from v{current.version} to v{chosen.version}"
+    record = chosen.record.model_copy(
+        update={
+            "active": current.active,
+            "rolled_back_from": max(current.version, current.rolled_back_from or 0),
+            "promoted_by": ws.git.identity(),
+            "promoted_at": now_utc(),
+            "notes": f"{note}. {text}" if text else note,
+        }
+    )
+    message = (
+        f"Roll back {name} in {env} to v{chosen.version}\n\n"
+        + (f"{text}\n\n" if text else "")
+        + f"Loomgit-Rollback: {env} {name} v{current.version} -> v{chosen.version}\n"
+    )
+    changes: dict[str, bytes | None] = {
+        loc.workflow(name): content,
+        loc.env_file: envstate.with_records(
+            ws.git.blob_at(loc.commit, loc.env_file), env, {name: record}
+        ),
+    }
+    return write(ws, loc, changes, message), current.version, chosen.version

@@ -1,0 +1,315 @@
+"""Promotion: copy workflow definitions from one environment to the next as one validated
+commit, with a version, a record in the target's environment.yaml and trailers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from loomgit import envstate, yamlio
+from loomgit.diff import WorkflowDiff, compare
+from loomgit.documents import blob_id, digest
+from loomgit.errors import LoomgitError, UsageError
+from loomgit.models import Variables, Workflow, WorkflowState
+from loomgit.workspace import Location, Workspace
+
+MAX_NOTES = 4000
+_TRAILERISH = re.compile(r"^\s*loomgit-[a-z-]*\s*:", re.IGNORECASE)
+
+
+class Refused(LoomgitError):
+    """A promotion, activation or rollback that loomgit will not write (nothing written)."""
+
+
+def sanitise_notes(text: str) -> str:
+    """Notes as they go into a commit message: no control characters, no line that a
+    reader could take for one of loomgit's trailers, and a bounded length."""
+    text = "".join(c for c in text if c in "\n\t" or (c.isprintable()))
+    lines = []
+    for line in text.strip().splitlines():
+        lines.append("> " + line if _TRAILERISH.match(line) else line.rstrip())
+    cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return cleaned[:MAX_NOTES]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def load_workflow(data: bytes, where: str) -> Workflow:
+    """The full model of a workflow file that is known to be valid."""
+    try:
+        return Workflow.model_validate(yamlio.load(data))
+    except Exception as exc:  # validated before; this is a guard, not a path users see
+        raise Refused(f"{where} is not a valid workflow", hint="run `loomgit validate`") from exc
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    content: bytes
+    before: WorkflowState | None
+    after: WorkflowState
+    diff: WorkflowDiff
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a promotion will write, decided before anything is written."""
+
+    source: Location
+    target: Location
+    items: list[Item]
+    notes: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        env = self.target.env
+        if len(self.items) == 1:
+            item = self.items[0]
+            return f"Promote {item.name} v{item.after.version} to {env}"
+        return f"Promote {len(self.items)} workflows to {env}"
+
+    @property
+    def message(self) -> str:
+        trailers = [f"Loomgit-Promotion: {self.source.env} -> {self.target.env}"]
+        trailers += [f"Loomgit-Workflow: {i.name} v{i.after.version}" for i in self.items]
+        trailers.append(f"Loomgit-Source-Commit: {self.source.commit}")
+        body = f"\n\n{self.notes}" if self.notes else ""
+        return f"{self.subject}{body}\n\n" + "\n".join(trailers) + "\n"
+
+    def changes(self, env_file: bytes | None) -> dict[str, bytes | None]:
+        out: dict[str, bytes | None] = {self.target.workflow(i.name): i.content for i in self.items}
+        out[self.target.env_file] = envstate.with_records(
+            env_file, self.target.env, {i.name: i.after for i in self.items}
+        )
+        return out
+
+
+def _source_env(ws: Workspace, to_env: str, from_env: str | None) -> str:
+    ws.check_env(to_env)
+    names = ws.config.names
+    index = names.index(to_env)
+    if index == 0:
+        nxt = ws.next(to_env)
+        hint = f"promote from it instead: loomgit promote WORKFLOW --to {nxt}" if nxt else None
+        raise Refused(
+            f"{to_env} is the first environment: it is edited, never promoted into", hint=hint
+        )
+    source = names[index - 1]
+    if from_env is not None and ws.check_env(from_env) != source:
+        nxt = ws.next(from_env)
+        legal = f"loomgit promote WORKFLOW --to {nxt}" if nxt else "nothing: it is the last"
+        raise Refused(
+            f"{from_env} cannot be promoted to {to_env}: promotions go one step forward, "
+            f"{' -> '.join(names)}",
+            hint=f"the next step from {from_env} is {legal}",
+        )
+    return source
+
+
+def _next_version(ws: Workspace, name: str) -> int:
+    """One more than any version any environment records, rolled-back ones included."""
+    highest = 0
+    for env in ws.config.names[1:]:
+        loc = ws.location(env)
+        rec = envstate.record(ws.git.blob_at(loc.commit, loc.env_file), name)
+        if rec is not None:
+            highest = max(highest, rec.version or 0, rec.rolled_back_from or 0)
+    return highest + 1
+
+
+def _workflow_names(ws: Workspace, loc: Location) -> list[str]:
+    folder = loc.path("workflows/")
+    names = []
+    for entry in ws.git.ls_tree(loc.commit, folder):
+        rel = entry.path[len(folder) :]
+        if "/" not in rel and rel.endswith(".yaml"):
+            names.append(rel[: -len(".yaml")])
+    return sorted(names)
+
+
+def _check_source(
+    ws: Workspace, name: str, data: bytes, source: Location, variables: set[str] | None
+) -> None:
+    parsed = ws.cache.workflow(blob_id(data), data)
+    where = source.workflow(name)
+    if parsed.problems:
+        first = parsed.problems[0].at(f"{where}@{source.commit[:12]}")
+        more = f" (and {len(parsed.problems) - 1} more)" if len(parsed.problems) > 1 else ""
+        raise Refused(
+            f"{name} does not validate in {source.env}: {first.render()}{more}",
+            hint=f"fix it in {source.env} and commit, then promote",
+        )
+    if parsed.facts and variables is not None:
+        missing = [v for v, _ in parsed.facts.variables if v not in variables]
+        if missing:
+            raise Refused(
+                f"{name} uses vars.{missing[0]}, which is not defined in the target's "
+                "variables.yaml",
+                hint="add it there first (variables are per environment)",
+            )
+
+
+def _variables(data: bytes | None) -> set[str] | None:
+    if data is None:
+        return set()
+    try:
+        return set(Variables.model_validate(yamlio.load(data)).variables)
+    except Exception:
+        return None  # reported by validate; not this command's concern
+
+
+def plan(
+    ws: Workspace,
+    names: list[str],
+    to_env: str,
+    *,
+    all_workflows: bool = False,
+    notes: str = "",
+    activate: bool = False,
+    from_env: str | None = None,
+    now: datetime | None = None,
+) -> Plan:
+    """Decides a promotion to `to_env` from the environment before it. Raises Refused."""
+    source_env = _source_env(ws, to_env, from_env)
+    source, target = ws.location(source_env), ws.location(to_env)
+    now = now or now_utc()
+    if all_workflows == bool(names):
+        raise UsageError("name the workflows to promote, or pass --all (not both)")
+    wanted = _workflow_names(ws, source) if all_workflows else list(dict.fromkeys(names))
+    paths = [source.workflow(n) for n in wanted] + [source.env_file]
+    src_files = ws.git.blobs_at(source.commit, paths)
+    tgt_files = ws.git.blobs_at(
+        target.commit, [target.workflow(n) for n in wanted] + [target.env_file, target.vars_file]
+    )
+    tgt_env_file = tgt_files[target.env_file]
+    variables = _variables(tgt_files[target.vars_file])
+    who = ws.git.identity()
+    items: list[Item] = []
+    skipped: list[tuple[str, str]] = []
+    first = source_env == ws.config.first
+    for name in wanted:
+        content = src_files[source.workflow(name)]
+        if content is None:
+            hint = (
+                f"add {source.workflow(name)} and commit it"
+                if first
+                else f"promote it to {source_env} first: loomgit promote {name} --to {source_env}"
+            )
+            raise Refused(f"{name} is not in {source_env} at {source.commit[:12]}", hint=hint)
+        before = envstate.record(tgt_env_file, name)
+        same = before is not None and before.digest == digest(content)
+        if same and tgt_files[target.workflow(name)] == content:
+            if all_workflows:
+                continue
+            raise Refused(
+                f"{to_env} already holds this definition of {name} "
+                f"(v{before.version if before else '?'}); nothing to promote"
+            )
+        if all_workflows and before is not None and before.rolled_back_from:
+            skipped.append(
+                (
+                    name,
+                    f"rolled back from v{before.rolled_back_from} in {to_env}; "
+                    "name it to promote it again",
+                )
+            )
+            continue
+        _check_source(ws, name, content, source, variables)
+        if first:
+            version = _next_version(ws, name)
+        else:
+            src_rec = envstate.record(src_files[source.env_file], name)
+            if src_rec is None or src_rec.version is None:
+                raise Refused(
+                    f"{name} has no promotion record in {source_env}",
+                    hint="run `loomgit validate`; the record must be repaired first",
+                )
+            version = src_rec.version
+        after = WorkflowState(
+            active=activate or (before.active if before else False),
+            version=version,
+            digest=digest(content),
+            promoted_from=source_env,
+            source_commit=source.commit,
+            promoted_by=who,
+            promoted_at=now,
+            notes=notes or None,
+        )
+        old = tgt_files[target.workflow(name)]
+        diff = compare(
+            name,
+            load_workflow(content, source.workflow(name)),
+            load_workflow(old, target.workflow(name)) if old else None,
+            source_env=source_env,
+            target_env=to_env,
+            version_before=before.version if before else None,
+            version_after=version,
+            now=now,
+        )
+        items.append(Item(name, content, before, after, diff))
+    if not items:
+        raise Refused(
+            f"nothing to promote: {to_env} already holds every definition asked for"
+            + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
+    warnings = []
+    if source.checked_out:
+        dirty = ws.git.dirty_paths([source.workflow(i.name) for i in items])
+        warnings += [
+            f"uncommitted changes to {p} are not promoted; the promotion copies "
+            f"{source.commit[:12]}"
+            for p in dirty
+        ]
+    return Plan(source, target, items, notes, skipped, warnings)
+
+
+@dataclass(frozen=True)
+class Written:
+    commit: str
+    branch: str
+    new_branch: bool
+
+
+def check_branch_name(ws: Workspace, name: str) -> str:
+    out = ws.git.run("check-ref-format", "--branch", name, ok=(0, 1, 128)).decode().strip()
+    if not out or name.startswith("-"):
+        raise UsageError(f"'{name}' is not a valid branch name")
+    return out
+
+
+def write(
+    ws: Workspace,
+    ref: Location,
+    changes: dict[str, bytes | None],
+    message: str,
+    *,
+    branch: str | None = None,
+) -> Written:
+    """Commits `changes` on top of `ref` (or on a new `branch` based on it)."""
+    if branch is not None:
+        name = check_branch_name(ws, branch)
+        commit = ws.git.commit_files(
+            f"refs/heads/{name}", ref.commit, changes, message, new_ref=True
+        )
+        return Written(commit, name, True)
+    if ref.checked_out:
+        dirty = ws.git.dirty_paths(changes)
+        if dirty:
+            raise Refused(
+                f"{dirty[0]} has uncommitted changes; loomgit would overwrite them",
+                hint="commit or stash them first; nothing was written",
+            )
+    commit = ws.git.commit_files(ref.ref, ref.commit, changes, message)
+    if ref.checked_out:
+        ws.git.refresh_paths(changes)
+    return Written(commit, ref.branch, False)
+
+
+def apply(ws: Workspace, planned: Plan, *, branch: str | None = None) -> Written:
+    env_file = ws.git.blob_at(planned.target.commit, planned.target.env_file)
+    return write(ws, planned.target, planned.changes(env_file), planned.message, branch=branch)

@@ -1,0 +1,251 @@
+"""Read-only views of the pipeline (status, snapshots, history) and restoring a revision."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from loomgit import envstate
+from loomgit.errors import LoomgitError, RepositoryError
+from loomgit.lifecycle import versions_run
+from loomgit.workspace import Location, Workspace
+
+_TRAILER = re.compile(r"^(Loomgit-[A-Za-z-]+):\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    version: int | None
+    active: bool
+    rolled_back_from: int | None = None
+
+
+@dataclass
+class Row:
+    name: str
+    cells: dict[str, Cell | None] = field(default_factory=dict)
+    pending: str | None = None  # "new" (never promoted) or "changed" (edited since)
+
+
+@dataclass
+class Status:
+    environments: list[dict[str, str]]
+    rows: list[Row]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"environments": self.environments, "workflows": [asdict(r) for r in self.rows]}
+
+
+def _blobs(ws: Workspace, loc: Location) -> dict[str, str]:
+    folder = loc.path("workflows/")
+    out = {}
+    for entry in ws.git.ls_tree(loc.commit, folder):
+        rel = entry.path[len(folder) :]
+        if "/" not in rel and rel.endswith(".yaml"):
+            out[rel[: -len(".yaml")]] = entry.sha
+    return out
+
+
+def status(ws: Workspace) -> Status:
+    """The environment bar: version and activation per workflow and environment, and
+    whether the first environment holds committed changes not yet promoted."""
+    names = ws.config.names
+    envs, blobs, records = [], {}, {}
+    for env in names:
+        loc = ws.location(env)
+        envs.append({"name": env, "branch": loc.branch, "commit": loc.commit})
+        blobs[env] = _blobs(ws, loc)
+        records[env] = envstate.records(ws.git.blob_at(loc.commit, loc.env_file))
+    rows = []
+    for name in sorted({n for env in names for n in blobs[env]}):
+        row = Row(name)
+        for env in names:
+            rec = records[env].get(name)
+            if name not in blobs[env]:
+                row.cells[env] = None
+            else:
+                row.cells[env] = Cell(
+                    rec.version if rec else None,
+                    bool(rec and rec.active),
+                    rec.rolled_back_from if rec else None,
+                )
+        if len(names) > 1 and name in blobs[names[0]]:
+            second = blobs[names[1]].get(name)
+            row.pending = (
+                "new"
+                if second is None
+                else ("changed" if second != blobs[names[0]][name] else None)
+            )
+        rows.append(row)
+    return Status(envs, rows)
+
+
+def show(ws: Workspace, name: str, env: str | None, version: int | None) -> bytes:
+    """A workflow as an environment runs it (or ran it, at `version`)."""
+    env = ws.check_env(env or ws.config.first)
+    loc = ws.location(env)
+    if version is None:
+        data = ws.git.blob_at(loc.commit, loc.workflow(name))
+        if data is None:
+            raise LoomgitError(f"{name} is not in {env}")
+        return data
+    if env == ws.config.first:
+        raise LoomgitError(
+            f"{env} has revisions, not versions",
+            hint=f"see `loomgit revisions {name}`, or pass --env",
+        )
+    for ran in versions_run(ws, name, env):
+        if ran.version == version:
+            data = ws.git.blob_at(ran.commit, loc.workflow(name))
+            if data is not None:
+                return data
+    raise LoomgitError(f"{env} never ran v{version} of {name}")
+
+
+@dataclass(frozen=True)
+class Event:
+    commit: str
+    author: str
+    date: str
+    kind: str  # promotion, activation, rollback, restore, change
+    subject: str
+    notes: str
+    details: list[str]
+
+
+def parse_message(message: str) -> tuple[str, str, dict[str, list[str]]]:
+    """Subject, notes and loomgit trailers (read from the last paragraph only)."""
+    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
+    subject = paragraphs[0].splitlines()[0] if paragraphs else ""
+    trailers: dict[str, list[str]] = {}
+    body = paragraphs[1:]
+    if body and all(_TRAILER.match(ln) for ln in body[-1].splitlines()):
+        for ln in body[-1].splitlines():
+            match = _TRAILER.match(ln)
+            assert match is not None
+            trailers.setdefault(match.group(1), []).append(match.group(2).strip())
+        body = body[:-1]
+    return subject, "\n\n".join(body).strip(), trailers
+
+
+def _kind(trailers: dict[str, list[str]]) -> str:
+    for key, kind in (
+        ("Loomgit-Promotion", "promotion"),
+        ("Loomgit-Rollback", "rollback"),
+        ("Loomgit-Activation", "activation"),
+        ("Loomgit-Restore", "restore"),
+    ):
+        if key in trailers:
+            return kind
+    return "change"
+
+
+def history(ws: Workspace, name: str | None, env: str | None, limit: int = 200) -> list[Event]:
+    """Promotions, activations and rollbacks read back from git, newest first."""
+    envs = [ws.check_env(env)] if env else ws.config.names
+    spans: dict[str, list[str]] = {}
+    for e in envs:
+        loc = ws.location(e)
+        spans.setdefault(loc.commit, []).append(loc.env_file)
+    events: dict[str, Event] = {}
+    for commit, paths in spans.items():
+        out = ws.git.run(
+            "log",
+            f"--max-count={limit}",
+            "--format=%H%x00%an <%ae>%x00%aI%x00%B%x01",
+            commit,
+            "--",
+            *paths,
+        )
+        for record in out.decode("utf-8", "replace").split("\x01"):
+            if not record.strip():
+                continue
+            sha, author, date, message = record.strip("\n").split("\0", 3)
+            subject, notes, trailers = parse_message(message)
+            details = [
+                f"{k.removeprefix('Loomgit-')}: {v}" for k, vs in trailers.items() for v in vs
+            ]
+            if (
+                name
+                and not any(
+                    re.search(rf"(^|\s){re.escape(name)}(\s|$)", v)
+                    for vs in trailers.values()
+                    for v in vs
+                )
+                and name not in subject.split()
+            ):
+                continue
+            events[sha] = Event(sha, author, date, _kind(trailers), subject, notes, details)
+    return sorted(events.values(), key=lambda e: e.date, reverse=True)[:limit]
+
+
+@dataclass(frozen=True)
+class Revision:
+    commit: str
+    author: str
+    date: str
+    subject: str
+
+
+def revisions(ws: Workspace, name: str, limit: int = 200) -> list[Revision]:
+    """Commits that changed `name` in the first environment, newest first."""
+    loc = ws.location(ws.config.first)
+    out = ws.git.run(
+        "log",
+        f"--max-count={limit}",
+        "--format=%H%x00%an <%ae>%x00%aI%x00%s",
+        loc.commit,
+        "--",
+        loc.workflow(name),
+    )
+    revs = [
+        Revision(*line.split("\0", 3))
+        for line in out.decode("utf-8", "replace").splitlines()
+        if line
+    ]
+    if not revs:
+        raise LoomgitError(f"{name} has no revisions in {ws.config.first}")
+    return revs
+
+
+@dataclass(frozen=True)
+class Restored:
+    commit: str | None
+    backup: str | None
+
+
+def restore(ws: Workspace, name: str, revision: str) -> Restored:
+    """Writes revision `revision` of `name` back as a new commit in the first environment,
+    after saving uncommitted edits of that workflow under refs/loomgit/backups/."""
+    loc = ws.location(ws.config.first)
+    path = loc.workflow(name)
+    rev = ws.git.resolve(revision)
+    content = ws.git.blob_at(rev, path)
+    if content is None:
+        raise RepositoryError(
+            f"{name} does not exist at {revision}", hint=f"see `loomgit revisions {name}`"
+        )
+    backup = None
+    disk = ws.root.toplevel / path
+    if loc.checked_out and ws.git.dirty_paths([path]):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        backup = f"refs/loomgit/backups/{name}/{stamp}"
+        saved = disk.read_bytes() if disk.exists() else None
+        ws.git.commit_files(
+            backup,
+            loc.commit,
+            {path: saved},
+            f"Backup of uncommitted {name} before restoring {rev[:12]}",
+            new_ref=True,
+        )
+    if ws.git.blob_at(loc.commit, path) == content:
+        if backup:
+            ws.git.refresh_paths([path])
+        return Restored(None, backup)
+    message = f"Restore {name} to revision {rev[:12]}\n\nLoomgit-Restore: {name} {rev}\n"
+    commit = ws.git.commit_files(loc.ref, loc.commit, {path: content}, message)
+    if loc.checked_out:
+        ws.git.refresh_paths([path])
+    return Restored(commit, backup)
