@@ -253,9 +253,10 @@ def plan(
         )
         items.append(Item(name, content, before, after, diff))
     if not items:
+        why = "; ".join(f"{n} skipped: {reason}" for n, reason in skipped)
         raise Refused(
-            f"nothing to promote: {to_env} already holds every definition asked for"
-            + (f" ({len(skipped)} skipped)" if skipped else "")
+            f"nothing to promote to {to_env}: "
+            + (why or "it already holds every definition asked for")
         )
     warnings = []
     if source.checked_out:

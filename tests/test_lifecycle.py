@@ -1,0 +1,212 @@
+"""Rollback, restore and the pull-request gate, on both layouts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, Result, git
+from pipeline import ENVS, Pipeline
+from test_promotion import V2, V3, refused
+
+from loomgit.vcs import Git
+
+
+@pytest.fixture(params=["directories", "branches"])
+def pipe(request: pytest.FixtureRequest, tmp_path: Path, cli: Callable[..., Result]) -> Pipeline:
+    return Pipeline.create(tmp_path, request.param, cli)
+
+
+def _three_versions_in_staging(pipe: Pipeline) -> None:
+    for text in (None, V2, V3):
+        if text:
+            pipe.edit("hello", text)
+        assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+
+
+def test_rollback_to_the_previous_version(pipe: Pipeline) -> None:
+    _three_versions_in_staging(pipe)
+    result = pipe.run("rollback", "hello", "--env", "staging", "--notes", "v3 pages at night")
+    assert result.code == 0 and "from v3 to v2" in result.out
+    rec = pipe.record("staging", "hello")
+    assert rec and rec.version == 2 and rec.rolled_back_from == 3 and rec.active is True
+    assert pipe.file("staging", "hello") == V2.encode()
+    assert "Loomgit-Rollback: staging hello v3 -> v2" in pipe.message("staging")
+    assert "rolled back from v3" in pipe.run("status").out
+    assert pipe.run("validate").code == 0
+
+
+def test_rollback_to_a_version_and_it_sticks(pipe: Pipeline) -> None:
+    _three_versions_in_staging(pipe)
+    assert pipe.run("rollback", "hello", "--env", "staging", "--to-version", "1").code == 0
+    assert pipe.file("staging", "hello") == HELLO.encode()
+    refused(pipe, "rollback", "hello", "--env", "staging", "--to-version", "9", says="never ran v9")
+    refused(
+        pipe, "rollback", "hello", "--env", "staging", "--to-version", "1", says="already runs v1"
+    )
+    # --all leaves a rolled-back workflow alone; naming it promotes it again, as v4.
+    result = pipe.run("promote", "--all", "--to", "staging")
+    assert result.code != 0 and "rolled back from v3" in result.err
+    pipe.edit("hello", V3.replace("5s", "6s"))
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    rec = pipe.record("staging", "hello")
+    assert rec and rec.version == 4 and rec.rolled_back_from is None
+
+
+def test_rollback_refusals(pipe: Pipeline) -> None:
+    refused(pipe, "rollback", "hello", "--env", "development", says="revisions, not versions")
+    refused(pipe, "rollback", "hello", "--env", "staging", says="not deployed to staging")
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    refused(pipe, "rollback", "hello", "--env", "staging", says="only ever run v1")
+
+
+def test_revisions_and_restore_with_backup(pipe: Pipeline) -> None:
+    first = pipe.tip("development")
+    pipe.edit("hello", V2)
+    revs = pipe.run("revisions", "hello").out.splitlines()
+    assert len(revs) == 2 and revs[1].startswith(first[:12])
+    if pipe.layout == "branches":
+        assert git(pipe.path, "branch", "--show-current") == "env/development"
+    wip = pipe.path / pipe.rel("development", "workflows/hello.yaml")
+    wip.write_text(V3 + "# unfinished\n")
+    result = pipe.run("restore", "hello", first[:12])
+    assert result.code == 0, result.err
+    assert "refs/loomgit/backups/hello/" in result.out
+    backup = re.search(r"(refs/loomgit/backups/\S+)", result.out).group(1)  # type: ignore[union-attr]
+    saved = git(pipe.path, "show", f"{backup}:{pipe.rel('development', 'workflows/hello.yaml')}")
+    assert saved == (V3 + "# unfinished").strip()
+    assert wip.read_text() == HELLO
+    assert pipe.file("development", "hello") == HELLO.encode()
+    assert git(pipe.path, "status", "--porcelain") == ""
+    assert "Loomgit-Restore: hello" in pipe.message("development")
+
+
+def _check(pipe: Pipeline, base: str, env: str = "production") -> Result:
+    return pipe.run("check-promotion", "--base", base, "--head", pipe.ref(env))
+
+
+def _promoted_to_production(pipe: Pipeline) -> str:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.run("promote", "hello", "--to", "production").code == 0
+    return pipe.tip("production")
+
+
+def test_check_promotion_accepts_loomgit_commits(pipe: Pipeline) -> None:
+    base = pipe.tip("production")
+    _promoted_to_production(pipe)
+    assert pipe.run("activate", "hello", "--env", "production").code == 0
+    result = _check(pipe, base)
+    assert result.code == 0, result.out
+
+
+def test_check_promotion_catches_a_hand_edit(pipe: Pipeline) -> None:
+    base = _promoted_to_production(pipe)
+    pipe.commit_on("production", {"workflows/hello.yaml": V2.encode()}, "quick fix in prod")
+    result = _check(pipe, base)
+    assert result.code == 1
+    assert "error[LG600]" in result.out and "edited by hand" in result.out
+
+
+def _forge(pipe: Pipeline, env: str, content: str, message: str, **record: object) -> None:
+    """Writes a workflow and a matching-looking record by hand, as an attacker would."""
+    with Git(pipe.path) as g:
+        tip = g.resolve(pipe.ref(env))
+        state = g.blob_at(tip, pipe.rel(env, "environment.yaml")) or b""
+    text = state.decode()
+    digest = "sha256:" + hashlib.sha256(content.encode()).hexdigest()
+    text = text.replace(
+        text[text.index("    digest:") :].split("\n", 1)[0], f"    digest: {digest}"
+    )
+    for key, value in record.items():
+        old = next(ln for ln in text.splitlines() if ln.startswith(f"    {key}:"))
+        text = text.replace(old, f"    {key}: {value}")
+    pipe.commit_on(
+        env, {"workflows/hello.yaml": content.encode(), "environment.yaml": text.encode()}, message
+    )
+
+
+def test_check_promotion_catches_content_that_differs_from_its_source(pipe: Pipeline) -> None:
+    base = _promoted_to_production(pipe)
+    _forge(
+        pipe,
+        "production",
+        V2,
+        "Promote hello v1 to production\n\n"
+        "Loomgit-Promotion: staging -> production\nLoomgit-Workflow: hello v1",
+    )
+    result = _check(pipe, base)
+    assert result.code == 1 and "error[LG601]" in result.out
+
+
+def test_check_promotion_catches_a_forged_trailer(pipe: Pipeline) -> None:
+    base = pipe.tip("production")
+    message = (
+        "Promote hello v1 to production\n\n"
+        "Loomgit-Promotion: staging -> production\nLoomgit-Workflow: hello v1\n"
+    )
+    pipe.commit_on("production", {"README.md": b"hi\n"}, message)
+    result = _check(pipe, base)
+    assert result.code == 1 and "error[LG604]" in result.out
+    assert "claim a promotion of hello" in result.out
+
+
+def test_check_promotion_catches_a_skip(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    base = pipe.tip("production")
+    with Git(pipe.path) as g:
+        staging_state = g.blob_at(
+            g.resolve(pipe.ref("staging")), pipe.rel("staging", "environment.yaml")
+        )
+    assert staging_state is not None
+    text = staging_state.decode().replace("environment: staging", "environment: production")
+    pipe.commit_on(
+        "production",
+        {"workflows/hello.yaml": HELLO.encode(), "environment.yaml": text.encode()},
+        "Promote hello v1 to production\n\nLoomgit-Promotion: development -> "
+        "production\nLoomgit-Workflow: hello v1",
+    )
+    result = _check(pipe, base)
+    assert result.code == 1 and "error[LG602]" in result.out
+    assert "promotions to production come from staging" in result.out
+
+
+def test_check_promotion_catches_a_record_edit(pipe: Pipeline) -> None:
+    base = _promoted_to_production(pipe)
+    with Git(pipe.path) as g:
+        state = g.blob_at(
+            g.resolve(pipe.ref("production")), pipe.rel("production", "environment.yaml")
+        )
+    assert state is not None
+    pipe.commit_on(
+        "production", {"environment.yaml": state.replace(b"version: 1", b"version: 7")}, "bump"
+    )
+    result = _check(pipe, base)
+    assert result.code == 1 and "changed by hand (version)" in result.out
+
+
+def test_check_promotion_github_format(pipe: Pipeline) -> None:
+    base = _promoted_to_production(pipe)
+    pipe.commit_on("production", {"workflows/hello.yaml": V2.encode()}, "hand edit")
+    out = pipe.run(
+        "check-promotion", "--base", base, "--head", pipe.ref("production"), "--format", "github"
+    ).out
+    assert "::error " in out and "title=LG600" in out
+
+
+def test_first_environment_is_free_to_change(pipe: Pipeline) -> None:
+    base = pipe.tip(ENVS[0])
+    pipe.edit("hello", V2)
+    assert pipe.run("check-promotion", "--base", base, "--head", pipe.ref(ENVS[0])).code == 0
+
+
+def test_init_writes_the_pull_request_workflow(pipe: Pipeline) -> None:
+    if pipe.layout == "directories":
+        text = (pipe.path / ".github/workflows/loomgit.yml").read_text()
+    else:
+        text = git(pipe.path, "show", "env/production:.github/workflows/loomgit.yml")
+    assert "loomgit validate --format github" in text
+    assert 'loomgit check-promotion --base "origin/${{ github.base_ref }}"' in text

@@ -1,0 +1,252 @@
+"""Promotion scenarios on real repositories, identical for both layouts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, Result, git
+from pipeline import Pipeline
+
+from loomgit import promotion
+from loomgit.errors import GitError
+from loomgit.workspace import Workspace
+
+V2 = HELLO.replace("      type: log\n", "      type: log\n      timeout: 5s\n")
+V3 = V2.replace("Europe/Berlin", "Europe/Paris")
+
+
+@pytest.fixture(params=["directories", "branches"])
+def pipe(request: pytest.FixtureRequest, tmp_path: Path, cli: Callable[..., Result]) -> Pipeline:
+    return Pipeline.create(tmp_path, request.param, cli)
+
+
+def refused(pipe: Pipeline, *args: str, says: str) -> Result:
+    before = pipe.snapshot()
+    result = pipe.run(*args)
+    assert result.code != 0, result.out
+    assert says in result.err, result.err
+    assert pipe.snapshot() == before, "a refusal must leave the repository unchanged"
+    return result
+
+
+def test_development_to_production_with_notes_and_versions(pipe: Pipeline) -> None:
+    source = pipe.tip("development")
+    result = pipe.run("promote", "hello", "--to", "staging", "--notes", "First cut")
+    assert result.code == 0, result.err
+    assert "Promote hello v1 to staging" in result.out
+    assert pipe.file("staging", "hello") == HELLO.encode()
+    rec = pipe.record("staging", "hello")
+    assert rec and rec.version == 1 and rec.active is False and rec.notes == "First cut"
+    assert rec.promoted_from == "development" and rec.source_commit == source
+    message = pipe.message("staging")
+    assert message.startswith("Promote hello v1 to staging\n\nFirst cut\n\n")
+    assert "Loomgit-Promotion: development -> staging" in message
+    assert "Loomgit-Workflow: hello v1" in message
+    assert f"Loomgit-Source-Commit: {source}" in message
+
+    pipe.edit("hello", V2)
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.record("staging", "hello").version == 2  # type: ignore[union-attr]
+    assert pipe.run("promote", "hello", "--to", "production", "--notes", "ship").code == 0
+    prod = pipe.record("production", "hello")
+    assert prod and prod.version == 2 and prod.promoted_from == "staging"
+    assert pipe.file("production", "hello") == V2.encode()
+    assert pipe.run("validate").code == 0
+
+
+def test_promotion_copies_the_committed_definition(pipe: Pipeline) -> None:
+    if pipe.layout == "directories":
+        (pipe.path / pipe.rel("development", "workflows/hello.yaml")).write_text(V3)
+    result = pipe.run("promote", "hello", "--to", "staging")
+    assert result.code == 0
+    assert pipe.file("staging", "hello") == HELLO.encode()  # not the uncommitted edit
+    if pipe.layout == "directories":
+        assert "uncommitted changes" in result.err
+
+
+def test_skip_and_backward_are_refused(pipe: Pipeline) -> None:
+    refused(
+        pipe,
+        "promote",
+        "hello",
+        "--to",
+        "production",
+        says="promote it to staging first: loomgit promote hello --to staging",
+    )
+    refused(pipe, "promote", "hello", "--to", "development", says="first environment")
+    refused(
+        pipe,
+        "promote",
+        "hello",
+        "--from",
+        "development",
+        "--to",
+        "production",
+        says="the next step from development is loomgit promote WORKFLOW --to staging",
+    )
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    refused(
+        pipe,
+        "promote",
+        "hello",
+        "--from",
+        "production",
+        "--to",
+        "staging",
+        says="promotions go one step forward",
+    )
+
+
+def test_same_definition_and_invalid_source_are_refused(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    refused(pipe, "promote", "hello", "--to", "staging", says="already holds this definition")
+    pipe.edit("hello", HELLO.replace("0 9 * * 1-5", "0 0 30 2 *"))
+    refused(pipe, "promote", "hello", "--to", "staging", says="does not validate in development")
+    refused(pipe, "promote", "ghost", "--to", "staging", says="ghost is not in development")
+
+
+def test_repromotion_keeps_activation(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    assert "Loomgit-Activation: staging hello active" in pipe.message("staging")
+    pipe.edit("hello", V2)
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    rec = pipe.record("staging", "hello")
+    assert rec and rec.active is True and rec.version == 2
+    assert "already active" in pipe.run("activate", "hello", "--env", "staging").out
+
+
+def test_activate_flag_and_deactivate(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging", "--activate").code == 0
+    assert pipe.record("staging", "hello").active is True  # type: ignore[union-attr]
+    before = pipe.file("staging", "hello")
+    assert pipe.run("deactivate", "hello", "--env", "staging").code == 0
+    rec = pipe.record("staging", "hello")
+    assert rec and rec.active is False and rec.version == 1
+    assert pipe.file("staging", "hello") == before
+    refused(pipe, "activate", "hello", "--env", "production", says="promote it first")
+
+
+def test_concurrent_promotion_loses_the_compare_and_swap(pipe: Pipeline) -> None:
+    pipe.edit(
+        "other", HELLO.replace("name: hello", "name: other").replace("path: hello", "path: other")
+    )
+    with Workspace(pipe.path) as ws:
+        mine = promotion.plan(ws, ["hello"], "staging")
+        assert pipe.run("promote", "other", "--to", "staging").code == 0  # someone else
+        winner = pipe.tip("staging")
+        with pytest.raises(GitError, match="moved while this commit was being written"):
+            promotion.apply(ws, mine)
+    assert pipe.tip("staging") == winner
+    assert pipe.file("staging", "hello") is None
+
+
+def test_dry_run_writes_nothing_and_reports(pipe: Pipeline) -> None:
+    before = pipe.snapshot()
+    result = pipe.run("promote", "hello", "--to", "staging", "--dry-run", "--format", "json")
+    assert result.code == 0 and pipe.snapshot() == before
+    report = json.loads(result.out)["workflows"][0]
+    assert report["new"] and report["steps_added"] == ["greet", "say"]
+    assert report["webhooks"] == ["POST /hooks/staging/hello"]
+    assert len(report["schedules"][0]["next_fires"]) == 3
+    assert report["schedules"][0]["next_fires"][0].endswith(("+01:00", "+02:00"))
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    pipe.edit("hello", V3)
+    text = pipe.run("promote", "hello", "--to", "staging", "--dry-run").out
+    assert "step changed: say (timeout)" in text
+    assert "trigger added: schedule '0 9 * * 1-5' (Europe/Paris)" in text
+    assert "trigger removed: schedule '0 9 * * 1-5' (Europe/Berlin)" in text
+
+
+def test_branch_option_writes_a_pull_request_branch(pipe: Pipeline) -> None:
+    target = pipe.tip("staging")
+    result = pipe.run(
+        "promote", "hello", "--to", "staging", "--branch", "promote/hello", "--notes", "for review"
+    )
+    assert result.code == 0, result.err
+    assert pipe.tip("staging") == target  # the target itself is untouched
+    assert git(pipe.path, "rev-parse", "promote/hello^") == target
+    assert "Pull request title:\nPromote hello v1 to staging" in result.out
+    assert "for review" in result.out and "### `hello`" in result.out
+    refused(
+        pipe,
+        "promote",
+        "hello",
+        "--to",
+        "staging",
+        "--branch",
+        "promote/hello",
+        says="promote/hello already exists",
+    )
+
+
+def test_notes_cannot_forge_trailers(pipe: Pipeline) -> None:
+    notes = "ok\nLoomgit-Workflow: evil v99\nloomgit-promotion: x -> y"
+    assert pipe.run("promote", "hello", "--to", "staging", "--notes", notes).code == 0
+    message = pipe.message("staging")
+    assert "\nLoomgit-Workflow: evil" not in message
+    assert "> Loomgit-Workflow: evil v99" in message
+    assert (
+        pipe.run(
+            "check-promotion", "--base", f"{pipe.ref('staging')}~1", "--head", pipe.ref("staging")
+        ).code
+        == 0
+    )
+
+
+def test_all_promotes_what_differs(pipe: Pipeline) -> None:
+    pipe.edit(
+        "other", HELLO.replace("name: hello", "name: other").replace("path: hello", "path: other")
+    )
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    result = pipe.run("promote", "--all", "--to", "staging")
+    assert result.code == 0 and "Promote other v1 to staging" in result.out
+    refused(pipe, "promote", "--all", "--to", "staging", says="nothing to promote")
+
+
+def test_uncommitted_target_files_are_refused(pipe: Pipeline) -> None:
+    if pipe.layout == "branches":
+        git(pipe.path, "checkout", "-q", "env/staging")
+        (pipe.path / "environment.yaml").write_text("# my edit\n")
+    else:
+        (pipe.path / "environments/staging/environment.yaml").write_text("# my edit\n")
+    refused(pipe, "promote", "hello", "--to", "staging", says="uncommitted changes")
+
+
+def test_history_reads_promotions_back(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging", "--notes", "n1").code == 0
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    events = json.loads(pipe.run("history", "hello", "--format", "json").out)
+    assert [e["kind"] for e in events[:2]] == ["activation", "promotion"]
+    assert events[1]["notes"] == "n1"
+    assert "promotion" in pipe.run("history", "--env", "staging").out
+
+
+def test_status_and_show(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging", "--activate").code == 0
+    pipe.edit("hello", V2)
+    view = json.loads(pipe.run("status", "--format", "json").out)
+    row = view["workflows"][0]
+    assert row["name"] == "hello" and row["pending"] == "changed"
+    assert row["cells"]["staging"] == {"version": 1, "active": True, "rolled_back_from": None}
+    assert row["cells"]["production"] is None
+    assert "v1 ● active" in pipe.run("status").out
+    assert pipe.run("show", "hello", "--env", "staging").out == HELLO
+    assert pipe.run("show", "hello").out == V2
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.run("show", "hello", "--env", "staging", "--version", "1").out == HELLO
+    assert pipe.run("show", "hello", "--env", "staging", "--version", "7").code == 1
+
+
+def test_diff_between_environments(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    pipe.edit("hello", V2)
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    out = pipe.run("diff", "hello", "--from", "staging", "--to", "production").out
+    assert "not deployed -> v2" in out
+    assert pipe.run("promote", "hello", "--to", "production").code == 0
+    out = pipe.run("diff", "hello", "--from", "development", "--to", "production").out
+    assert "no change to steps or triggers" in out
