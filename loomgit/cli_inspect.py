@@ -227,8 +227,14 @@ def restore(workflow: str, revision: str, repo: Path) -> None:
 @click.option("--base", required=True, metavar="REF", help="The pull request's target.")
 @click.option("--head", default="HEAD", show_default=True, metavar="REF")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option(
+    "--no-validate",
+    "skip_validate",
+    is_flag=True,
+    help="Only check the commits; for CI jobs that run `loomgit validate` already.",
+)
 @repo_option
-def check_promotion(base: str, head: str, fmt: str, repo: Path) -> None:
+def check_promotion(base: str, head: str, fmt: str, skip_validate: bool, repo: Path) -> None:
     """The CI gate for pull requests: every change in BASE..HEAD to an environment after
     the first must be a legal promotion, activation or rollback; then HEAD is validated.
 
@@ -242,6 +248,6 @@ def check_promotion(base: str, head: str, fmt: str, repo: Path) -> None:
     from loomgit import report
     from loomgit.check import check_promotion as run
 
-    result = run(repo, base, head)
+    result = run(repo, base, head, validate_head=not skip_validate)
     click.echo(report.render(result, fmt))
     sys.exit(0 if result.ok else 1)

@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from loomgit.models import ScheduleTrigger, WebhookTrigger, Workflow
 from loomgit.models.workflow import Trigger
 
@@ -72,6 +70,8 @@ def webhook_url(env: str, trigger: WebhookTrigger) -> str:
 
 
 def next_fires(cron: str, timezone: str, now: datetime, count: int = 3) -> list[str]:
+    from croniter import croniter
+
     start = now.astimezone(ZoneInfo(timezone))
     it = croniter(cron, start)
     return [it.get_next(datetime).isoformat() for _ in range(count)]

@@ -9,6 +9,7 @@ comments inside blocks) is edited through the round-trip loader, which keeps com
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ from loomgit.errors import LoomgitError
 from loomgit.models import EnvironmentState, WorkflowState
 
 HEADER = "# Written by loomgit: what this environment runs. Change it with loomgit commands.\n"
-_BLOCK_START = re.compile(r"^  ([a-z0-9][a-z0-9_-]*):(.*)$")
+_CANONICAL = re.compile(r"(?:  [a-z0-9][a-z0-9_-]*:[^\n]*\n(?:    [^\n]*\n)*)*")
+_STARTS = re.compile(r"^  (?=[a-z0-9])", re.MULTILINE)
 _FIELDS = list(WorkflowState.model_fields)
 
 
@@ -45,20 +47,23 @@ def split(text: str) -> Blocks | None:
         if any(ln.strip() for ln in rest):
             return None
         return Blocks("".join(lines[:start]), {})
-    blocks: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for ln in lines[start + 1 :]:
-        match = _BLOCK_START.match(ln)
-        if match:
-            current = blocks.setdefault(match.group(1), [])
-            if current:
-                return None  # the same name twice: let the full parser report it
-            current.append(ln)
-        elif ln.startswith("    ") and current is not None:
-            current.append(ln)
-        else:
-            return None  # comments, blank lines or anything unexpected: not canonical
-    return Blocks("".join(lines[:start]), {k: "".join(v) for k, v in blocks.items()})
+    head = "".join(lines[: start + 1])
+    section = text[len(head) :]
+    if section and not section.endswith("\n"):
+        section += "\n"
+    # Canonical: only block starts and lines indented by four (checked in one C-level pass);
+    # comments, blank lines or anything else send the caller to the full parser.
+    if not _CANONICAL.fullmatch(section):
+        return None
+    starts = [m.start() for m in _STARTS.finditer(section)] + [len(section)]
+    blocks: dict[str, str] = {}
+    for a, b in itertools.pairwise(starts):
+        block = section[a:b]
+        name = block[2 : block.index(":")]
+        if name in blocks:
+            return None  # the same name twice: let the full parser report it
+        blocks[name] = block
+    return Blocks("".join(lines[:start]), blocks)
 
 
 def parse_block(name: str, block: str) -> WorkflowState:
@@ -150,3 +155,27 @@ def _round_trip(text: str, changes: dict[str, WorkflowState | None]) -> bytes:
     out = io.StringIO()
     rt.dump(doc, out)
     return out.getvalue().encode()
+
+
+def changed_records(
+    old: bytes | None, new: bytes | None
+) -> tuple[dict[str, WorkflowState], dict[str, WorkflowState]]:
+    """The records that differ between two versions of a file (before, after), parsing
+    only the blocks that changed when both files are canonical."""
+    empty = Blocks("", {})
+    before = split(old.decode("utf-8", "replace")) if old is not None else empty
+    after = split(new.decode("utf-8", "replace")) if new is not None else empty
+    if before is None or after is None:
+        full_old, full_new = records(old), records(new)
+        names = {n for n in {*full_old, *full_new} if full_old.get(n) != full_new.get(n)}
+        return (
+            {n: full_old[n] for n in names if n in full_old},
+            {n: full_new[n] for n in names if n in full_new},
+        )
+    names = {
+        n for n in {*before.blocks, *after.blocks} if before.blocks.get(n) != after.blocks.get(n)
+    }
+    return (
+        {n: parse_block(n, before.blocks[n]) for n in names if n in before.blocks},
+        {n: parse_block(n, after.blocks[n]) for n in names if n in after.blocks},
+    )

@@ -283,13 +283,25 @@ class Git:
 
     def blobs_at(self, commit: str, paths: Iterable[str]) -> dict[str, bytes | None]:
         """Several files at one commit, through one ls-tree per folder and one cat-file."""
-        wanted = list(paths)
-        entries: dict[str, str] = {}
-        for folder in {p.rsplit("/", 1)[0] + "/" if "/" in p else "" for p in wanted}:
-            for e in self.ls_tree(commit, folder) if folder else self.ls_tree(commit):
-                entries[e.path] = e.sha
-        blobs = self.read_blobs(entries[p] for p in wanted if p in entries)
-        return {p: blobs[entries[p]] if p in entries else None for p in wanted}
+        wanted = list(dict.fromkeys(paths))
+        if not wanted:
+            return {}
+        names = "".join(f"{commit}:{p}\n" for p in wanted).encode()
+        out = self.run("cat-file", "--batch", input=names)
+        found: dict[str, bytes | None] = {}
+        pos = 0
+        for path in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode("utf-8", "replace")
+            if header.endswith(" missing") or header.endswith(" ambiguous"):
+                found[path] = None
+                pos = end + 1
+                continue
+            _, kind, size = header.rsplit(" ", 2)
+            data = out[end + 1 : end + 1 + int(size)]
+            found[path] = data if kind == "blob" else None
+            pos = end + 1 + int(size) + 1
+        return found
 
     def commit_info(self, rev: str) -> dict[str, str]:
         """Author, date and message of a commit."""

@@ -1,0 +1,110 @@
+"""Benchmark of promotion commands on a generated repository (see bench/generate.py).
+
+Prints, against the promotion targets:
+  * `loomgit promote ONE --to staging`, end to end (target <= 500 ms)
+  * `loomgit status` (target <= 2 s)
+  * `loomgit check-promotion` over a 20-commit range (target <= 2 s), with and without
+    its final `validate` of HEAD
+
+    python bench/bench_promotion.py [--workflows 10000] [--history 3000] [--repo DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from generate import generate, workflow
+
+LOOMGIT = [sys.executable, "-m", "loomgit"]
+
+
+def _time(args: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args[2:])} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    return elapsed
+
+
+def _edit(repo: Path, i: int, revision: int) -> None:
+    path = repo / f"environments/development/workflows/wf-{i:05d}.yaml"
+    path.write_bytes(workflow(i, revision))
+    subprocess.run(["git", "commit", "-qam", f"edit wf-{i:05d}"], cwd=repo, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=10_000)
+    parser.add_argument("--history", type=int, default=3_000)
+    parser.add_argument("--repo", type=Path, help="reuse a generated repository (modified!)")
+    args = parser.parse_args()
+    scratch = None
+    repo = args.repo
+    if repo is None or not (repo / ".git").exists():
+        scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-"))
+        repo = repo or scratch / "repo"
+        t = time.perf_counter()
+        generate(repo, args.workflows, args.history)
+        print(
+            f"generated {args.workflows} workflows, {args.history + 2} commits "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+    for key, value in (("user.name", "Bench"), ("user.email", "bench@example.com")):
+        subprocess.run(["git", "config", key, value], cwd=repo, check=True)
+    try:
+        promotes = []
+        for n in range(5):
+            _edit(repo, n, 1000 + n)
+            promotes.append(
+                _time(
+                    [*LOOMGIT, "promote", f"wf-{n:05d}", "--to", "staging", "--notes", "bench"],
+                    repo,
+                )
+            )
+        base = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for n in range(10):
+            _edit(repo, 100 + n, 2000 + n)
+            _time([*LOOMGIT, "promote", f"wf-{100 + n:05d}", "--to", "staging"], repo)
+        commits = int(
+            subprocess.run(
+                ["git", "rev-list", "--count", f"{base}..HEAD"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        statuses = [_time([*LOOMGIT, "status", "--format", "json"], repo) for _ in range(3)]
+        checks = [
+            _time([*LOOMGIT, "check-promotion", "--base", base, "--no-validate"], repo)
+            for _ in range(3)
+        ]
+        full = _time([*LOOMGIT, "check-promotion", "--base", base], repo)
+        print(
+            f"promote ONE --to staging (best of 5):        {min(promotes) * 1000:.0f} ms "
+            f"(median {sorted(promotes)[2] * 1000:.0f} ms)   (target <= 500 ms)"
+        )
+        print(
+            f"status (best of 3):                         {min(statuses):.2f} s   (target <= 2 s)"
+        )
+        print(
+            f"check-promotion, {commits} commits, --no-validate: {min(checks):.2f} s"
+            "   (target <= 2 s)"
+        )
+        print(f"check-promotion, {commits} commits, with validate: {full:.2f} s")
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
