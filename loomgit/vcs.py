@@ -2,8 +2,10 @@
 
 Reads trees and blobs straight from the object database (`ls-tree` plus one
 `cat-file --batch` for many blobs), so any environment at any commit is read without a
-checkout. GitPython opens and describes the repository; every `Repo` is closed when the
-`Git` object is, because open ones leak `git cat-file` processes and file handles.
+checkout. Every call is one short-lived `git` process that has exited when the call
+returns, so a long-running daemon cannot accumulate `cat-file` processes or handles.
+GitPython (imported only by `init`) creates and adopts repositories; its `Repo` objects are
+closed at once, as its README asks of long-running programs.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-
-import git as gitpython
 
 from loomgit.errors import GitError, RepositoryError, UsageError
 
@@ -88,17 +88,13 @@ def find_root(start: Path) -> Root:
     if start.is_file():
         start = start.parent
     folder = next((p for p in (start, *start.parents) if (p / CONFIG_FILE).is_file()), None)
-    try:
-        with gitpython.Repo(folder or start, search_parent_directories=True) as repo:
-            top = repo.working_tree_dir
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
-        raise RepositoryError(
-            f"{folder or start} is not inside a git repository",
-            hint="run `loomgit init` to create one, or pass --repo PATH",
-        ) from None
+    top = _show_toplevel(folder or start)
     if top is None:
-        raise RepositoryError(f"{start} is a bare repository; loomgit needs a work tree")
-    toplevel = Path(top).resolve()
+        raise RepositoryError(
+            f"{folder or start} is not inside a git repository (or it has no work tree)",
+            hint="run `loomgit init` to create one, or pass --repo PATH",
+        )
+    toplevel = top
     if folder is None:
         raise RepositoryError(
             f"no {CONFIG_FILE} in {start} or any folder above it",
@@ -110,24 +106,31 @@ def find_root(start: Path) -> Root:
     return Root(toplevel, "" if rel == "." else rel + "/")
 
 
+def _show_toplevel(path: Path) -> Path | None:
+    """The work tree's top level, asked of git itself (one fast call, no library)."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=path,
+            env=_git_env(),
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed", hint="install git and try again") from None
+    out = proc.stdout.decode("utf-8", "surrogateescape").strip()
+    return Path(out).resolve() if proc.returncode == 0 and out else None
+
+
 class Git:
     """One open repository. Use as a context manager so everything it opened is closed."""
 
     def __init__(self, toplevel: Path) -> None:
         self.toplevel = toplevel
-        self._repo: gitpython.Repo | None = None
         self._env = _git_env()
 
-    @property
-    def repo(self) -> gitpython.Repo:
-        if self._repo is None:
-            self._repo = gitpython.Repo(self.toplevel)
-        return self._repo
-
     def close(self) -> None:
-        if self._repo is not None:
-            self._repo.close()
-            self._repo = None
+        """Nothing stays open between calls: every git process has exited when it returns."""
 
     def __enter__(self) -> Git:
         return self
@@ -371,20 +374,17 @@ class Git:
             ) from None
         return commit
 
-    def refresh_paths(self, paths: Iterable[str]) -> None:
-        """After the checked-out branch moved: bring these paths of the index and work
-        tree up to date with HEAD (the caller checked they had no uncommitted changes)."""
-        wanted = list(paths)
-        present = [p for p in wanted if self._exists_at_head(p)]
-        if present:
-            self.run("checkout", "HEAD", "--", *present)
-        for gone in set(wanted) - set(present):
-            self.run("rm", "-q", "--cached", "--ignore-unmatch", "--", gone)
-            (self.toplevel / gone).unlink(missing_ok=True)
-
-    def _exists_at_head(self, path: str) -> bool:
-        out = self.run("rev-parse", "--verify", "--quiet", f"HEAD:{path}", ok=(0, 1, 128))
-        return bool(out.strip())
+    def refresh_paths(self, changes: dict[str, bytes | None]) -> None:
+        """After the checked-out branch moved to a commit with `changes`: write them into
+        the work tree and the index (the caller made sure nothing uncommitted is there)."""
+        for path, data in changes.items():
+            target = self.toplevel / path
+            if data is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        self.run("update-index", "--add", "--remove", "--", *changes)
 
     # -- writing (plumbing: no checkout, no index) ---------------------------------------
 
@@ -426,20 +426,20 @@ class Git:
 
 def init_repository(path: Path, branch: str) -> None:
     """Creates a new git repository at `path` whose first branch is `branch`."""
+    import git as gitpython  # GitPython: only `init` needs its repository object model
+
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["git", "init", "--quiet", f"--initial-branch={branch}", "--", "."],
-        cwd=path,
-        env=_git_env(),
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise GitError(f"git init failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
+    try:
+        gitpython.Repo.init(path, initial_branch=branch).close()
+    except gitpython.GitCommandError as exc:
+        raise GitError(f"git init failed: {exc.stderr.strip() or exc}") from None
 
 
 def toplevel_of(path: Path) -> Path | None:
-    """The top level of the git work tree holding `path`, or None outside git."""
+    """The top level of the git work tree holding `path`, or None outside git (for
+    `init`, which adopts an existing repository; the Repo is closed at once)."""
+    import git as gitpython
+
     try:
         with gitpython.Repo(path, search_parent_directories=True) as repo:
             top = repo.working_tree_dir

@@ -242,10 +242,10 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
         )
     if ws.git.blob_at(loc.commit, path) == content:
         if backup:
-            ws.git.refresh_paths([path])
+            ws.git.refresh_paths({path: content})
         return Restored(None, backup)
     message = f"Restore {name} to revision {rev[:12]}\n\nLoomgit-Restore: {name} {rev}\n"
     commit = ws.git.commit_files(loc.ref, loc.commit, {path: content}, message)
     if loc.checked_out:
-        ws.git.refresh_paths([path])
+        ws.git.refresh_paths({path: content})
     return Restored(commit, backup)

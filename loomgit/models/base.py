@@ -23,7 +23,8 @@ EnvName = Annotated[str, Field(pattern=ENV_NAME)]
 class StrictModel(BaseModel):
     """Immutable, and unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Validators are built on first use: a command pays only for the documents it reads.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

@@ -8,7 +8,6 @@ pydantic model for the step's `with:` mapping (or is that model itself).
 from __future__ import annotations
 
 import functools
-from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
@@ -88,6 +87,8 @@ BUILTIN_STEPS: dict[str, type[BaseModel]] = {
 @functools.cache
 def plugin_steps() -> dict[str, type[BaseModel]]:
     """Step types registered by installed packages (loaded once per process)."""
+    from importlib.metadata import entry_points  # only when a non-built-in type is used
+
     found: dict[str, type[BaseModel]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN_STEPS:
