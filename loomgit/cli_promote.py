@@ -87,6 +87,7 @@ def promote(
             notes=text,
             activate=activate,
             from_env=from_env,
+            fire_times=dry_run or branch is not None,  # only reviews need them
         )
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)

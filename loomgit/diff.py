@@ -100,6 +100,7 @@ def compare(
     version_before: int | None,
     version_after: int | None,
     now: datetime,
+    fire_times: bool = True,
 ) -> WorkflowDiff:
     """What changes in `target_env` when `source` replaces `target` (None: not there)."""
     diff = WorkflowDiff(name, source_env, target_env, version_before, version_after)
@@ -125,11 +126,8 @@ def compare(
         if isinstance(trigger, WebhookTrigger):
             diff.webhooks.append(f"{trigger.method} {webhook_url(target_env, trigger)}")
         elif isinstance(trigger, ScheduleTrigger):
-            diff.schedules.append(
-                Schedule(
-                    trigger.cron, trigger.timezone, next_fires(trigger.cron, trigger.timezone, now)
-                )
-            )
+            fires = next_fires(trigger.cron, trigger.timezone, now) if fire_times else []
+            diff.schedules.append(Schedule(trigger.cron, trigger.timezone, fires))
     diff.credentials.extend(Credential(c, None) for c in source.spec.credentials)
     return diff
 
@@ -165,7 +163,8 @@ def render_text(diffs: list[WorkflowDiff]) -> str:
             lines.append("  no change to steps or triggers" if not d.new else "  new workflow")
         lines.extend(f"  webhook in {d.target_env}: {url}" for url in d.webhooks)
         for s in d.schedules:
-            lines.append(f"  schedule '{s.cron}' ({s.timezone}), next: {', '.join(s.next_fires)}")
+            nxt = f", next: {', '.join(s.next_fires)}" if s.next_fires else ""
+            lines.append(f"  schedule '{s.cron}' ({s.timezone}){nxt}")
         for c in d.credentials:
             state = {True: "resolves", False: "DOES NOT RESOLVE", None: "not checked"}[c.resolves]
             lines.append(f"  credential {c.name}: {state} in {d.target_env}")

@@ -179,3 +179,42 @@ def changed_records(
         {n: parse_block(n, before.blocks[n]) for n in names if n in before.blocks},
         {n: parse_block(n, after.blocks[n]) for n in names if n in after.blocks},
     )
+
+
+_SUMMARY_FIELD = re.compile(r"^    (version|active|rolled_back_from): (\S+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    version: int | None
+    active: bool
+    rolled_back_from: int | None
+
+
+def summaries(data: bytes | None) -> dict[str, Summary]:
+    """Version, activation and rollback of every record, for views over many workflows.
+
+    A canonical file is read with one regular expression per block (the three fields are
+    plain scalars on lines indented by exactly four spaces; wrapped text continues deeper),
+    so thousands of records cost milliseconds; any other file is parsed in full."""
+    if data is None:
+        return {}
+    parts = split(data.decode("utf-8", "replace"))
+    if parts is None:
+        return {
+            n: Summary(s.version, s.active, s.rolled_back_from) for n, s in records(data).items()
+        }
+    out = {}
+    for name, block in parts.blocks.items():
+        if "{" in block.split("\n", 1)[0]:  # a one-line flow mapping: parse it properly
+            s = parse_block(name, block)
+            out[name] = Summary(s.version, s.active, s.rolled_back_from)
+            continue
+        found = dict(_SUMMARY_FIELD.findall(block))
+        version, back = found.get("version"), found.get("rolled_back_from")
+        out[name] = Summary(
+            int(version) if version and version.isdigit() else None,
+            found.get("active") == "true",
+            int(back) if back and back.isdigit() else None,
+        )
+    return out

@@ -173,6 +173,7 @@ def plan(
     activate: bool = False,
     from_env: str | None = None,
     now: datetime | None = None,
+    fire_times: bool = True,
 ) -> Plan:
     """Decides a promotion to `to_env` from the environment before it. Raises Refused."""
     source_env = _source_env(ws, to_env, from_env)
@@ -250,6 +251,7 @@ def plan(
             version_before=before.version if before else None,
             version_after=version,
             now=now,
+            fire_times=fire_times,
         )
         items.append(Item(name, content, before, after, diff))
     if not items:

@@ -57,7 +57,7 @@ def status(ws: Workspace) -> Status:
         loc = ws.location(env)
         envs.append({"name": env, "branch": loc.branch, "commit": loc.commit})
         blobs[env] = _blobs(ws, loc)
-        records[env] = envstate.records(ws.git.blob_at(loc.commit, loc.env_file))
+        records[env] = envstate.summaries(ws.git.blob_at(loc.commit, loc.env_file))
     rows = []
     for name in sorted({n for env in names for n in blobs[env]}):
         row = Row(name)
