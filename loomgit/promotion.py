@@ -64,6 +64,7 @@ class Plan:
     notes: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    env_file: bytes | None = None  # the target's environment.yaml as planned
 
     @property
     def subject(self) -> str:
@@ -111,12 +112,17 @@ def _source_env(ws: Workspace, to_env: str, from_env: str | None) -> str:
     return source
 
 
-def _next_version(ws: Workspace, name: str) -> int:
-    """One more than any version any environment records, rolled-back ones included."""
+def _next_version(ws: Workspace, name: str, known: dict[str, bytes | None]) -> int:
+    """One more than any version any environment records, rolled-back ones included.
+    `known` holds environment.yaml files already read, by environment."""
     highest = 0
     for env in ws.config.names[1:]:
-        loc = ws.location(env)
-        rec = envstate.record(ws.git.blob_at(loc.commit, loc.env_file), name)
+        if env in known:
+            data = known[env]
+        else:
+            loc = ws.location(env)
+            data = known[env] = ws.git.blob_at(loc.commit, loc.env_file)
+        rec = envstate.record(data, name)
         if rec is not None:
             highest = max(highest, rec.version or 0, rec.rolled_back_from or 0)
     return highest + 1
@@ -190,6 +196,7 @@ def plan(
     tgt_env_file = tgt_files[target.env_file]
     variables = _variables(tgt_files[target.vars_file])
     who = ws.git.identity()
+    known_files: dict[str, bytes | None] = {to_env: tgt_env_file}
     items: list[Item] = []
     skipped: list[tuple[str, str]] = []
     first = source_env == ws.config.first
@@ -222,7 +229,7 @@ def plan(
             continue
         _check_source(ws, name, content, source, variables)
         if first:
-            version = _next_version(ws, name)
+            version = _next_version(ws, name, known_files)
         else:
             src_rec = envstate.record(src_files[source.env_file], name)
             if src_rec is None or src_rec.version is None:
@@ -260,15 +267,23 @@ def plan(
             f"nothing to promote to {to_env}: "
             + (why or "it already holds every definition asked for")
         )
-    warnings = []
-    if source.checked_out:
-        dirty = ws.git.dirty_paths([source.workflow(i.name) for i in items])
-        warnings += [
-            f"uncommitted changes to {p} are not promoted; the promotion copies "
-            f"{source.commit[:12]}"
-            for p in dirty
-        ]
-    return Plan(source, target, items, notes, skipped, warnings)
+    # One `git status` for both sides: the target's files must be clean (they are about to
+    # be rewritten); uncommitted edits on the source side are only worth a warning.
+    src_paths = [source.workflow(i.name) for i in items] if source.checked_out else []
+    tgt_paths = [target.workflow(i.name) for i in items] + [target.env_file]
+    dirty = ws.git.dirty_paths(src_paths + (tgt_paths if target.checked_out else []))
+    blocked = [p for p in dirty if p in tgt_paths]
+    if blocked:
+        raise Refused(
+            f"{blocked[0]} has uncommitted changes; loomgit would overwrite them",
+            hint="commit or stash them first; nothing was written",
+        )
+    warnings = [
+        f"uncommitted changes to {p} are not promoted; the promotion copies {source.commit[:12]}"
+        for p in dirty
+        if p in src_paths
+    ]
+    return Plan(source, target, items, notes, skipped, warnings, tgt_env_file)
 
 
 @dataclass(frozen=True)
@@ -292,6 +307,7 @@ def write(
     message: str,
     *,
     branch: str | None = None,
+    checked_clean: bool = False,
 ) -> Written:
     """Commits `changes` on top of `ref` (or on a new `branch` based on it)."""
     if branch is not None:
@@ -300,7 +316,7 @@ def write(
             f"refs/heads/{name}", ref.commit, changes, message, new_ref=True
         )
         return Written(commit, name, True)
-    if ref.checked_out:
+    if ref.checked_out and not checked_clean:
         dirty = ws.git.dirty_paths(changes)
         if dirty:
             raise Refused(
@@ -314,5 +330,12 @@ def write(
 
 
 def apply(ws: Workspace, planned: Plan, *, branch: str | None = None) -> Written:
-    env_file = ws.git.blob_at(planned.target.commit, planned.target.env_file)
-    return write(ws, planned.target, planned.changes(env_file), planned.message, branch=branch)
+    """Writes a plan; the target ref must not have moved since (compare-and-swap)."""
+    return write(
+        ws,
+        planned.target,
+        planned.changes(planned.env_file),
+        planned.message,
+        branch=branch,
+        checked_clean=True,
+    )

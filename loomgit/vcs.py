@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,23 +341,7 @@ class Git:
         """One commit on top of `parent` that changes `changes` (path -> content, None
         deletes), moving `ref` only if it still points at `parent` (or, with `new_ref`, only
         if it does not exist yet). No work tree and no index of the user's are involved."""
-        with tempfile.TemporaryDirectory(prefix="loomgit-index-") as tmp:
-            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-            self.run("read-tree", parent, env=env)
-            lines = []
-            for path, data in changes.items():
-                if data is None:
-                    lines.append(f"0 {'0' * 40}\t{path}")
-                else:
-                    lines.append(f"100644 {self.hash_blob(data)}\t{path}")
-            self.run(
-                "update-index",
-                "-z",
-                "--index-info",
-                input="\0".join(lines).encode() + b"\0",
-                env=env,
-            )
-            tree = self.run("write-tree", env=env).decode().strip()
+        tree = self._edit_tree(f"{parent}^{{tree}}", dict(changes)) or self._mktree({})
         commit = self.commit_tree(tree, [parent], message)
         try:
             self.update_ref(ref, commit, None if new_ref else parent)
@@ -403,6 +386,42 @@ class Git:
                 node = child
             node[name] = self.hash_blob(data)
         return self._mktree(root)
+
+    def _edit_tree(self, tree: str | None, changes: dict[str, bytes | None]) -> str | None:
+        """`tree` with `changes` applied, rewriting only the trees on the changed paths
+        (a temporary index would read and write every entry of the repository)."""
+        entries: dict[str, tuple[str, str]] = {}
+        if tree is not None:
+            out = self.run("ls-tree", "-z", tree)
+            for record in out.split(b"\0"):
+                if record:
+                    meta, _, raw = record.partition(b"\t")
+                    mode, _, sha = meta.decode().split(" ")
+                    entries[raw.decode("utf-8", "surrogateescape")] = (mode, sha)
+        below: dict[str, dict[str, bytes | None]] = {}
+        for path, data in changes.items():
+            first, sep, rest = path.partition("/")
+            if sep:
+                below.setdefault(first, {})[rest] = data
+            elif data is None:
+                entries.pop(first, None)
+            else:
+                entries[first] = ("100644", self.hash_blob(data))
+        for name, sub in below.items():
+            current = entries.get(name)
+            child = self._edit_tree(current[1] if current and current[0] == "040000" else None, sub)
+            if child is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = ("040000", child)
+        if not entries:
+            return None
+        kinds = {"040000": "tree", MODE_SUBMODULE: "commit"}
+        lines = [
+            f"{mode} {kinds.get(mode, 'blob')} {sha}\t{name}"
+            for name, (mode, sha) in entries.items()
+        ]
+        return self.run("mktree", "-z", input="\0".join(lines).encode() + b"\0").decode().strip()
 
     def _mktree(self, node: dict[str, object]) -> str:
         lines = []

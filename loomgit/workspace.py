@@ -56,6 +56,7 @@ class Workspace:
             self.git.close()
             raise
         self._branch = self.git.current_branch()
+        self._locations: dict[str, Location] = {}
 
     def __enter__(self) -> Workspace:
         return self
@@ -74,6 +75,13 @@ class Workspace:
         return env
 
     def location(self, env: str) -> Location:
+        """Where `env` is, as of when it was first asked for in this command."""
+        found = self._locations.get(env)
+        if found is None:
+            found = self._locations[env] = self._locate(env)
+        return found
+
+    def _locate(self, env: str) -> Location:
         self.check_env(env)
         if self.config.layout == "directories":
             if self._branch is None:
