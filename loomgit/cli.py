@@ -6,11 +6,8 @@ Only click is imported at start-up; each command imports what it needs, so
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
-import tempfile
-import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -158,6 +155,10 @@ from loomgit import cli_inspect, cli_promote  # noqa: E402, F401
 
 def _crash_report(exc: BaseException) -> str | None:
     """Writes the traceback to a file for a bug report; returns its path."""
+    import datetime
+    import tempfile
+    import traceback
+
     try:
         folder = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
         folder = folder / "loomgit"
