@@ -35,7 +35,8 @@ jobs:
           python-version: "3.12"
       - run: pip install loomgit
       - run: loomgit validate{repo} --format github
-      - run: loomgit check-promotion{repo} --base "{base_ref}" --format github
+      # validate ran just above, so the gate checks only the commits:
+      - run: loomgit check-promotion{repo} --base "{base_ref}" --no-validate --format github
 """
 
 

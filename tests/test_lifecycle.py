@@ -209,4 +209,4 @@ def test_init_writes_the_pull_request_workflow(pipe: Pipeline) -> None:
     else:
         text = git(pipe.path, "show", "env/production:.github/workflows/loomgit.yml")
     assert "loomgit validate --format github" in text
-    assert 'loomgit check-promotion --base "origin/${{ github.base_ref }}"' in text
+    assert 'loomgit check-promotion --base "origin/${{ github.base_ref }}" --no-validate' in text
