@@ -1,0 +1,82 @@
+"""Bad input to the promotion commands: a one-line error and exit 1 or 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Result
+from pipeline import Pipeline
+
+BAD = [
+    (["promote", "hello", "--to", "qa"], 2, "unknown environment 'qa'"),
+    (["promote", "--to", "staging"], 2, "name the workflows to promote, or pass --all"),
+    (["promote", "hello", "--all", "--to", "staging"], 2, "not both"),
+    (["promote", "hello", "--to", "staging", "--notes", "a", "--notes-file", "-"], 2, "not both"),
+    (
+        ["promote", "hello", "--to", "staging", "--branch", "bad..name"],
+        2,
+        "not a valid branch name",
+    ),
+    (["promote", "hello", "--to", "staging", "--branch", "-x"], 2, "not a valid branch name"),
+    (["activate", "ghost", "--env", "development"], 1, "ghost is not in development"),
+    (["rollback", "hello", "--env", "staging", "--to-version", "0"], 2, "0"),
+    (["show", "ghost"], 1, "ghost is not in development"),
+    (["show", "hello", "--version", "1"], 1, "revisions, not versions"),
+    (["diff", "ghost", "--from", "development", "--to", "staging"], 1, "ghost is not in"),
+    (["revisions", "ghost"], 1, "no revisions"),
+    (["restore", "hello", "no-such-rev"], 2, "unknown revision 'no-such-rev'"),
+    (["history", "--env", "qa"], 2, "unknown environment"),
+    (["check-promotion", "--base", "nope"], 2, "unknown revision 'nope'"),
+    (["check-promotion", "--base", "-x"], 2, ""),
+]
+
+
+@pytest.fixture
+def pipe(tmp_path: Path, cli: Callable[..., Result]) -> Pipeline:
+    return Pipeline.create(tmp_path, "directories", cli)
+
+
+@pytest.mark.parametrize(("args", "code", "says"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input(pipe: Pipeline, args: list[str], code: int, says: str) -> None:
+    before = pipe.snapshot()
+    result = pipe.run(*args)
+    assert result.code == code, result.out + result.err
+    assert says in result.err
+    assert pipe.snapshot() == before
+
+
+def test_detached_head_is_explained(pipe: Pipeline) -> None:
+    from conftest import git
+
+    git(pipe.path, "checkout", "-q", "--detach")
+    result = pipe.run("promote", "hello", "--to", "staging")
+    assert result.code == 2 and "HEAD is detached" in result.err
+
+
+def test_notes_file_and_json_output(pipe: Pipeline, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("From a file\n\nwith two paragraphs\n")
+    result = pipe.run(
+        "promote", "hello", "--to", "staging", "--notes-file", str(notes), "--format", "json"
+    )
+    assert result.code == 0
+    out = json.loads(result.out)
+    assert out["subject"] == "Promote hello v1 to staging" and len(out["commit"]) == 40
+    assert "From a file\n\nwith two paragraphs" in pipe.message("staging")
+
+
+def test_no_validate_skips_only_the_final_validation(pipe: Pipeline) -> None:
+    base = pipe.tip("staging")
+    pipe.edit("hello", "a: [\n")  # breaks HEAD's validation, but is a legal commit
+    assert pipe.run("check-promotion", "--base", base).code == 1
+    assert pipe.run("check-promotion", "--base", base, "--no-validate").code == 0
+
+
+def test_option_like_revision_is_refused(pipe: Pipeline) -> None:
+    before = pipe.snapshot()
+    result = pipe.cli("restore", "--repo", pipe.path, "hello", "--", "--output=/tmp/x")
+    assert result.code == 2 and "not a valid revision" in result.err
+    assert pipe.snapshot() == before
