@@ -71,7 +71,8 @@ class Snapshot:
             found = self._history[env] = {}
             files = self.envs[env]
             if files.commit is not None:
-                blobs = list(self.git.path_history(files.commit, files.base + ENV_FILE))
+                log = self.git.path_log(files.commit, files.base + ENV_FILE)
+                blobs = [blob for _, blob in log if blob]
                 for blob, data in self.git.read_blobs(blobs).items():
                     parsed = cache.model(EnvironmentState, blob, data).model
                     for name, state in parsed.workflows.items() if parsed else ():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -256,25 +256,6 @@ class Git:
                 entries[-1] = (entries[-1][0], None if set(new) == {"0"} else new)
         return entries
 
-    def path_history(self, commit: str, path: str, limit: int = 500) -> Iterator[str]:
-        """Blob ids `path` has had in the history of `commit`, newest first."""
-        out = self.run(
-            "log",
-            f"--max-count={limit}",
-            "--no-abbrev",
-            "--raw",
-            "--format=",
-            "--no-renames",
-            commit,
-            "--",
-            path,
-        )
-        for line in out.decode().splitlines():
-            if line.startswith(":"):
-                new = line.split()[3]
-                if set(new) != {"0"}:
-                    yield new
-
     def blob_at(self, commit: str, path: str) -> bytes | None:
         """The content of `path` at `commit`, or None if it has no such file."""
         out = self.run("rev-parse", "--verify", "--quiet", f"{commit}:{path}", ok=(0, 1, 128))
@@ -341,7 +322,7 @@ class Git:
         """One commit on top of `parent` that changes `changes` (path -> content, None
         deletes), moving `ref` only if it still points at `parent` (or, with `new_ref`, only
         if it does not exist yet). No work tree and no index of the user's are involved."""
-        tree = self._edit_tree(f"{parent}^{{tree}}", dict(changes)) or self._mktree({})
+        tree = self._edit_tree(f"{parent}^{{tree}}", dict(changes)) or self.empty_tree()
         commit = self.commit_tree(tree, [parent], message)
         try:
             self.update_ref(ref, commit, None if new_ref else parent)
@@ -375,17 +356,11 @@ class Git:
         return self.run("hash-object", "-w", "--stdin", input=data).decode().strip()
 
     def write_tree(self, files: dict[str, bytes]) -> str:
-        """Writes a tree holding `files` (path -> content) and returns its id."""
-        root: dict[str, object] = {}
-        for path, data in files.items():
-            node = root
-            *folders, name = path.split("/")
-            for folder in folders:
-                child = node.setdefault(folder, {})
-                assert isinstance(child, dict)
-                node = child
-            node[name] = self.hash_blob(data)
-        return self._mktree(root)
+        """Writes a tree holding exactly `files` (path -> content) and returns its id."""
+        return self._edit_tree(None, dict(files)) or self.empty_tree()
+
+    def empty_tree(self) -> str:
+        return self.run("mktree", input=b"").decode().strip()
 
     def _edit_tree(self, tree: str | None, changes: dict[str, bytes | None]) -> str | None:
         """`tree` with `changes` applied, rewriting only the trees on the changed paths
@@ -421,15 +396,6 @@ class Git:
             f"{mode} {kinds.get(mode, 'blob')} {sha}\t{name}"
             for name, (mode, sha) in entries.items()
         ]
-        return self.run("mktree", "-z", input="\0".join(lines).encode() + b"\0").decode().strip()
-
-    def _mktree(self, node: dict[str, object]) -> str:
-        lines = []
-        for name, value in sorted(node.items()):
-            if isinstance(value, dict):
-                lines.append(f"040000 tree {self._mktree(value)}\t{name}")
-            else:
-                lines.append(f"100644 blob {value}\t{name}")
         return self.run("mktree", "-z", input="\0".join(lines).encode() + b"\0").decode().strip()
 
     def commit_tree(self, tree: str, parents: Iterable[str], message: str) -> str:
