@@ -28,6 +28,7 @@ class WorkflowFacts:
     variables: tuple[tuple[str, KeyPath], ...]  # each vars.NAME with its first use
     credentials: tuple[str, ...]
     schedules: tuple[tuple[str, str], ...]  # (cron, timezone)
+    credential_fields: tuple[tuple[str, str, KeyPath], ...] = ()  # (name, field, first use)
 
 
 def _strings(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
@@ -51,6 +52,7 @@ class _RefChecker:
         self.ids = [s.id for s in wf.spec.steps]
         self.declared = set(wf.spec.credentials)
         self.variables: dict[str, KeyPath] = {}
+        self.credential_fields: dict[tuple[str, str], KeyPath] = {}
         self.findings: list[Finding] = []
 
     def check(self, refs: templates.Refs, step_index: int, where: KeyPath) -> None:
@@ -64,7 +66,7 @@ class _RefChecker:
                 )
             )
         earlier = self.ids[:step_index]
-        for root, name, _field in sorted(refs.members, key=lambda m: (m[0], m[1], m[2] or "")):
+        for root, name, member in sorted(refs.members, key=lambda m: (m[0], m[1], m[2] or "")):
             if root == "steps" and name not in earlier:
                 if name in self.ids:
                     why = f"step '{name}' does not run before step '{self.ids[step_index]}'"
@@ -86,6 +88,8 @@ class _RefChecker:
                 )
             elif root == "vars":
                 self.variables.setdefault(name, where)
+            elif root == "credentials" and member is not None:
+                self.credential_fields.setdefault((name, member), where)
 
 
 def _check_template(
@@ -184,5 +188,6 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
         variables=tuple(checker.variables.items()),
         credentials=tuple(wf.spec.credentials),
         schedules=tuple(schedules),
+        credential_fields=tuple((n, f, w) for (n, f), w in checker.credential_fields.items()),
     )
     return facts, findings

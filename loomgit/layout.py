@@ -12,6 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loomgit.credentials import (
+    GLOBAL_FILE_BRANCHES,
+    GLOBAL_FILE_DIRECTORIES,
+    PLAINTEXT_NAME,
+    SCOPED_FILE,
+    SOPS_CONFIG,
+)
 from loomgit.documents import DocumentCache, blob_id
 from loomgit.errors import RepositoryError, UsageError
 from loomgit.models import EnvironmentState, Repository
@@ -44,6 +51,20 @@ class EnvFiles:
     problems: list[Problem] = field(default_factory=list)
     commit: str | None = None  # where its history starts (None: no commits yet)
     base: str = ""  # the environment's folder within the tree at `commit`
+    credentials: FileRef | None = None  # this environment's scoped credentials
+    global_credentials: FileRef | None = None  # the shared file as this environment sees it
+    sops_config: FileRef | None = None  # the .sops.yaml that applies
+    secret_like: list[FileRef] = field(default_factory=list)  # other credentials*/secrets*
+
+    def refs(self) -> list[FileRef]:
+        optional = [
+            self.environment,
+            self.variables,
+            self.credentials,
+            self.global_credentials,
+            self.sops_config,
+        ]
+        return [*self.workflows, *(r for r in optional if r is not None), *self.secret_like]
 
 
 @dataclass
@@ -85,7 +106,7 @@ def _classify(env: EnvFiles, entries: list[FileRef], show: Callable[[str], str])
     """Sorts an environment's files into workflows, environment.yaml and variables.yaml."""
     for ref in entries:
         rel = ref.rel
-        ours = rel in (ENV_FILE, VARS_FILE) or rel.startswith(WORKFLOWS_DIR)
+        ours = _is_env_file(rel)
         if ours and ref.mode == MODE_SYMLINK:
             where = f" (it points to {ref.target})" if ref.target else ""
             env.problems.append(
@@ -98,6 +119,14 @@ def _classify(env: EnvFiles, entries: list[FileRef], show: Callable[[str], str])
             continue
         if rel == ENV_FILE:
             env.environment = ref
+        elif rel == SCOPED_FILE:
+            env.credentials = ref
+        elif rel == GLOBAL_FILE_BRANCHES:
+            env.global_credentials = ref
+        elif rel == SOPS_CONFIG:
+            env.sops_config = ref
+        elif PLAINTEXT_NAME.search(rel) and "/" not in rel:
+            env.secret_like.append(ref)
         elif rel == VARS_FILE:
             env.variables = ref
         elif rel == WORKFLOWS_DIR:
@@ -148,9 +177,12 @@ def _tree_files(git: Git, commit: str, base: str, show: Callable[[str], str]) ->
 
 
 def _is_env_file(rel: str) -> bool:
-    return (
-        rel in (ENV_FILE, VARS_FILE) or rel == WORKFLOWS_DIR or rel.startswith(WORKFLOWS_DIR + "/")
-    )
+    """Files loomgit reads in an environment's folder or at the root of its branch."""
+    if rel in (ENV_FILE, VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG):
+        return True
+    if "/" not in rel and PLAINTEXT_NAME.search(rel):
+        return True
+    return rel == WORKFLOWS_DIR or rel.startswith(WORKFLOWS_DIR + "/")
 
 
 def _disk_files(
@@ -249,6 +281,15 @@ def _directories(
         else:
             _classify(env, grouped[name], functools.partial(_prefixed, f"{base}{name}/"))
         envs[name] = env
+    shared = _root_files(root, git, commit, data)
+    for env in envs.values():
+        env.sops_config = shared.get(SOPS_CONFIG)
+        env.global_credentials = shared.get(GLOBAL_FILE_DIRECTORIES)
+    envs[config.first].secret_like.extend(
+        ref
+        for rel, ref in sorted(shared.items())
+        if rel not in (SOPS_CONFIG, GLOBAL_FILE_DIRECTORIES) and PLAINTEXT_NAME.search(rel)
+    )
     extra = sorted(set(grouped) - set(config.names))
     for name in extra:
         envs[config.first].problems.append(
@@ -259,6 +300,36 @@ def _directories(
             )
         )
     return envs, data
+
+
+def _root_files(
+    root: Root, git: Git, commit: str | None, data: dict[str, bytes]
+) -> dict[str, FileRef]:
+    """Files directly in the loomgit root that concern credentials (directory layout)."""
+
+    def wanted(rel: str) -> bool:
+        return "/" not in rel and (rel == SOPS_CONFIG or bool(PLAINTEXT_NAME.search(rel)))
+
+    out: dict[str, FileRef] = {}
+    if commit is None:
+        folder = root.toplevel / root.prefix if root.prefix else root.toplevel
+        for entry in folder.iterdir():
+            if entry.is_file() and not entry.is_symlink() and wanted(entry.name):
+                content = entry.read_bytes()
+                blob = blob_id(content)
+                data[blob] = content
+                out[entry.name] = FileRef(root.prefix + entry.name, entry.name, blob)
+        return out
+    listing = git.run("ls-tree", "-z", commit, "--", root.prefix or ".")
+    for record in listing.split(b"\0"):
+        meta, _, raw = record.partition(b"\t")
+        if not record or b" blob " not in meta:
+            continue
+        name = raw.decode("utf-8", "surrogateescape").rsplit("/", 1)[-1]
+        if wanted(name):
+            sha = meta.decode().split(" ")[2]
+            out[name] = FileRef(root.prefix + name, name, sha)
+    return out
 
 
 def _branch_env(git: Git, config: Repository, name: str) -> str | None:
@@ -359,10 +430,7 @@ def snapshot(
     else:
         envs, data = _branches(root, git, config, cache, commit, rev, env_hint, head)
     missing = [
-        ref.blob
-        for env in envs.values()
-        for ref in [*env.workflows, env.environment, env.variables]
-        if ref is not None and ref.blob and ref.blob not in data
+        ref.blob for env in envs.values() for ref in env.refs() if ref.blob and ref.blob not in data
     ]
     data.update(git.read_blobs(missing))
     return Snapshot(root, config, envs, data, git, commit or "work tree")

@@ -58,7 +58,50 @@ CODES: dict[str, str] = {
     "LG603": "version does not follow from the source",
     "LG604": "commit message trailers do not match the change",
     "LG605": "rollback to a version the environment never ran",
+    # Credentials (checked without any key)
+    "LG700": "credential a workflow declares does not resolve in an environment it is in",
+    "LG701": "template uses a credential field that does not exist",
+    "LG702": "credential file is not properly SOPS-encrypted",
+    "LG703": "secrets stored in plain text",
+    "LG704": "credential file's recipients differ from .sops.yaml",
+    "LG705": "key group other than age (KMS, PGP, Vault …)",
+    "LG706": "scoped-only credential in the global file",
+    "LG707": ".sops.yaml has no usable creation rule for a credential file",
 }
+
+
+GROUPS = {
+    "LG1": "Reading files safely",
+    "LG2": "Schema",
+    "LG3": "Workflow rules",
+    "LG4": "Promotion records (environment.yaml)",
+    "LG5": "Repository layout",
+    "LG6": "Pull-request checks (`loomgit check-promotion`)",
+    "LG7": "Credentials (checked without keys)",
+}
+
+
+def rules_markdown() -> str:
+    """docs/rules.md, generated from CODES (a test keeps the committed file in step)."""
+    out = [
+        "# Validation rules",
+        "",
+        "Each problem `loomgit validate` or `loomgit check-promotion` reports carries one of",
+        "these codes. Codes are stable: they are never renumbered or reused, so CI",
+        "configurations can rely on them.",
+        "",
+        "Problems are printed as `path:line:col: error[CODE]: message`; `--format json` gives",
+        "the same fields as a list of objects, `--format github` as pull-request annotations.",
+        "Exit status: 0 valid, 1 problems found, 2 the repository cannot be read or the",
+        "arguments are wrong (including an invalid `loomgit.yaml`, reported as LG500).",
+    ]
+    group = None
+    for code, text in CODES.items():
+        if code[:3] != group:
+            group = code[:3]
+            out += ["", f"## {GROUPS[group]}", "", "| code | problem |", "|---|---|"]
+        out.append(f"| {code} | {text} |")
+    return "\n".join(out) + "\n"
 
 
 @dataclass(frozen=True, slots=True)

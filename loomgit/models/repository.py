@@ -42,6 +42,10 @@ class Repository(StrictModel):
     api_version: ApiVersion = Field(alias="apiVersion")
     kind: Literal["Repository"]
     layout: Layout = "directories"
+    scoped_only: list[str] = Field(
+        default_factory=list,
+        description="credentials that must be scoped to each environment, never global",
+    )
     environments: list[EnvironmentDecl] = Field(
         min_length=1,
         description="pipeline order; the first is edited by hand, the last is the "

