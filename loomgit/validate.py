@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loomgit import yamlio
+from loomgit import credrules, yamlio
 from loomgit.documents import DocumentCache, ParsedWorkflow
 from loomgit.layout import FileRef, Snapshot, snapshot
 from loomgit.models import EnvironmentState, Variables
@@ -268,6 +268,7 @@ def check(snap: Snapshot, cache: DocumentCache, only: str | None = None) -> list
     envs = [_read_env(snap, cache, name) for name in snap.config.names]
     for i, env in enumerate(envs):
         _check_variables(snap, env)
+        env.problems.extend(credrules.check(snap, env.name, env.workflows))
         _check_state(snap, cache, env, i, envs[i - 1] if i else None)
     chosen = [e for e in envs if only in (None, e.name)]
     seen: dict[Problem, None] = {}

@@ -126,11 +126,14 @@ class Repo:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repo:
+def repo(tmp_path: Path, age_key: AgeKey, greeter_file: bytes) -> Repo:
     path = tmp_path / "flows"
-    scaffold.init(path, "directories", ["development", "staging", "production"])
+    envs = ["development", "staging", "production"]
+    scaffold.init(path, "directories", envs)
     r = Repo(path, "")
-    for env in ("development", "staging", "production"):
+    r.write(".sops.yaml", sops_config(age_key.recipient, envs))
+    r.write("credentials.sops.yaml", greeter_file)
+    for env in envs:
         r.write(f"environments/{env}/variables.yaml", VARIABLES)
     r.write(r.wf("development"), HELLO)
     r.source_commit = commit_all(path, "add hello")
@@ -168,3 +171,55 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+# -- credentials: throwaway age identities and real sops ---------------------------------
+
+
+@dataclass(frozen=True)
+class AgeKey:
+    """A throwaway age identity made for this test run (never a real key)."""
+
+    path: Path
+    recipient: str
+
+
+def make_key(folder: Path, name: str) -> AgeKey:
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    path = folder / f"{name}.agekey"
+    path.write_text(f"# throwaway test key for {name}\n{identity}\n")
+    path.chmod(0o600)
+    return AgeKey(path, str(identity.to_public()))
+
+
+@pytest.fixture(scope="session")
+def age_key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
+    return make_key(tmp_path_factory.mktemp("keys"), "all-environments")
+
+
+@pytest.fixture(scope="session")
+def greeter_file(age_key: AgeKey) -> bytes:
+    """The global credentials file the fixture repositories share: greeter.token."""
+    from loomgit import sops
+
+    return sops.encrypt(
+        {"greeter": {"token": "LOOMGIT-CANARY-greeter"}},
+        [age_key.recipient],
+        what="credentials.sops.yaml",
+    )
+
+
+def sops_config(recipient: str, envs: list[str], layout: str = "directories") -> str:
+    rules = []
+    if layout == "directories":
+        rules += [
+            f"  - path_regex: environments/{e}/credentials\\.sops\\.yaml$\n    age: {recipient}\n"
+            for e in envs
+        ]
+        rules.append(f"  - path_regex: credentials\\.sops\\.yaml$\n    age: {recipient}\n")
+    else:
+        rules.append(f"  - path_regex: ^credentials\\.sops\\.yaml$\n    age: {recipient}\n")
+        rules.append(f"  - path_regex: ^global-credentials\\.sops\\.yaml$\n    age: {recipient}\n")
+    return "creation_rules:\n" + "".join(rules)

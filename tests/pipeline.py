@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import HELLO, VARIABLES, Result, commit_all, git
+from conftest import HELLO, VARIABLES, AgeKey, Result, commit_all, git, sops_config
 
 from loomgit import envstate, scaffold
 from loomgit.models import WorkflowState
@@ -23,11 +23,20 @@ class Pipeline:
     cli: Callable[..., Result]
 
     @classmethod
-    def create(cls, tmp: Path, layout: str, cli: Callable[..., Result]) -> Pipeline:
+    def create(
+        cls, tmp: Path, layout: str, cli: Callable[..., Result], key: AgeKey, shared: bytes
+    ) -> Pipeline:
         p = cls(tmp / "flows", layout, cli)
         scaffold.init(p.path, layout, ENVS)
+        config = sops_config(key.recipient, ENVS, layout).encode()
+        if layout == "directories":
+            (p.path / ".sops.yaml").write_bytes(config)
+            (p.path / "credentials.sops.yaml").write_bytes(shared)
         for env in ENVS:
-            p.commit_on(env, {"variables.yaml": VARIABLES.encode()}, f"variables for {env}")
+            files = {"variables.yaml": VARIABLES.encode()}
+            if layout == "branches":
+                files.update({".sops.yaml": config, "global-credentials.sops.yaml": shared})
+            p.commit_on(env, files, f"variables for {env}")
         p.edit("hello", HELLO)
         return p
 
@@ -63,7 +72,8 @@ class Pipeline:
         """Commits files into an environment's folder or branch (as a person would)."""
         if self.layout == "directories" or env == ENVS[0]:
             for rel, data in files.items():
-                target = self.path / self.rel(env, rel)
+                at_root = self.layout == "directories" and rel.startswith(".sops")
+                target = self.path / (rel if at_root else self.rel(env, rel))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             return commit_all(self.path, message)

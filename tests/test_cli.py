@@ -150,4 +150,5 @@ def test_every_code_is_documented() -> None:
 
     assert (PROJECT / "docs" / "rules.md").read_text() == rules_markdown(), (
         "docs/rules.md is stale: python -c 'from loomgit.problems import rules_markdown; "
-        "print(rules_markdown(), end=\"\")' > docs/rules.md")
+        'print(rules_markdown(), end="")\' > docs/rules.md'
+    )

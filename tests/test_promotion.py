@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, Result, git
+from conftest import HELLO, AgeKey, Result, git
 from pipeline import Pipeline
 
 from loomgit import promotion
@@ -19,8 +19,14 @@ V3 = V2.replace("Europe/Berlin", "Europe/Paris")
 
 
 @pytest.fixture(params=["directories", "branches"])
-def pipe(request: pytest.FixtureRequest, tmp_path: Path, cli: Callable[..., Result]) -> Pipeline:
-    return Pipeline.create(tmp_path, request.param, cli)
+def pipe(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    cli: Callable[..., Result],
+    age_key: AgeKey,
+    greeter_file: bytes,
+) -> Pipeline:
+    return Pipeline.create(tmp_path, request.param, cli, age_key, greeter_file)
 
 
 def refused(pipe: Pipeline, *args: str, says: str) -> Result:

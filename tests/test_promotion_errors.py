@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Result
+from conftest import AgeKey, Result
 from pipeline import Pipeline
 
 BAD = [
@@ -35,8 +35,10 @@ BAD = [
 
 
 @pytest.fixture
-def pipe(tmp_path: Path, cli: Callable[..., Result]) -> Pipeline:
-    return Pipeline.create(tmp_path, "directories", cli)
+def pipe(
+    tmp_path: Path, cli: Callable[..., Result], age_key: AgeKey, greeter_file: bytes
+) -> Pipeline:
+    return Pipeline.create(tmp_path, "directories", cli, age_key, greeter_file)
 
 
 @pytest.mark.parametrize(("args", "code", "says"), BAD, ids=[" ".join(b[0]) for b in BAD])

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, VARIABLES, Repo, Result, commit_all, git
+from conftest import HELLO, VARIABLES, AgeKey, Repo, Result, commit_all, git, sops_config
 
 from loomgit import scaffold
 from loomgit.documents import DocumentCache
@@ -164,11 +164,13 @@ def test_subprocess_exit_codes(repo: Repo) -> None:
 
 
 @pytest.fixture
-def branch_repo(tmp_path: Path) -> Path:
+def branch_repo(tmp_path: Path, age_key: AgeKey, greeter_file: bytes) -> Path:
     path = tmp_path / "flows"
     scaffold.init(path, "branches", ["test", "live"])
     (path / "workflows" / "hello.yaml").write_text(HELLO)
     (path / "variables.yaml").write_text(VARIABLES)
+    (path / ".sops.yaml").write_text(sops_config(age_key.recipient, ["test", "live"], "branches"))
+    (path / "global-credentials.sops.yaml").write_bytes(greeter_file)
     commit_all(path, "add hello")
     return path
 
