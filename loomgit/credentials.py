@@ -105,11 +105,16 @@ class SopsConfig:
     rules: tuple[Rule, ...] = ()
     findings: tuple[Finding, ...] = field(default_factory=tuple)
 
-    def recipients_for(self, path: str) -> tuple[str, ...] | None:
-        """The age recipients sops would use for `path` (the first rule that matches)."""
+    def recipients_for(self, path: str, shared: str | None = None) -> tuple[str, ...] | None:
+        """The age recipients sops would use for `path` (the first rule that matches).
+
+        With `shared` (the global file's path), a rule that also covers the global file does
+        not count: an environment's secrets must not be readable with every key."""
         for rule in self.rules:
             try:
                 if re.search(rule.path_regex, path):
+                    if shared is not None and re.search(rule.path_regex, shared):
+                        return None
                     return rule.recipients
             except re.error:
                 return None

@@ -43,20 +43,20 @@ def _recipients(
     parsed: CredentialFile | None,
     config: SopsConfig,
     out: list[Problem],
+    shared: str | None,
 ) -> None:
     if ref is None or parsed is None or any(f.code == "LG703" for f in parsed.findings):
         return
     path = _rule_path(snap, ref)
-    expected = config.recipients_for(path)
+    expected = config.recipients_for(path, shared)
     if expected is None:
+        why = (
+            "only the global rule covers it, so every environment's key could read it"
+            if shared and config.recipients_for(path)
+            else "no creation rule covers it"
+        )
         out.append(
-            Problem(
-                "LG707",
-                f"no creation rule in .sops.yaml covers {path}; add keys with `loomgit keys add`",
-                ref.path,
-                1,
-                1,
-            )
+            Problem("LG707", f"{path}: {why}; add keys with `loomgit keys add`", ref.path, 1, 1)
         )
         return
     extra = sorted(parsed.recipients - set(expected))
@@ -89,8 +89,15 @@ def check(
         out.extend(p.at(files.sops_config.path) for p in resolve(data, config.findings))
     scoped = _read(snap, files.credentials, out)
     shared = _read(snap, files.global_credentials, out)
-    _recipients(snap, files.credentials, scoped, config, out)
-    _recipients(snap, files.global_credentials, shared, config, out)
+    shared_path = (
+        _rule_path(snap, files.global_credentials)
+        if files.global_credentials
+        else "credentials.sops.yaml"
+        if snap.config.layout == "directories"
+        else "global-credentials.sops.yaml"
+    )
+    _recipients(snap, files.credentials, scoped, config, out, shared_path)
+    _recipients(snap, files.global_credentials, shared, config, out, None)
     for ref in files.secret_like:
         parsed = credentials.read(snap.bytes_of(ref))
         out.extend(

@@ -246,3 +246,55 @@ CASES = [
         exit_code=2,
     ),
 ]
+
+
+def _plain_credentials() -> str:
+    return "greeter:\n  token: hunter2\n"
+
+
+CREDENTIAL_CASES = [
+    Case(
+        "credential-not-declared-anywhere",
+        {DEV: hello("credentials: [greeter]", "credentials: [greeter, stripe]")},
+        [("LG700", DEV, 12)],
+        "credential 'stripe' is not defined for development",
+    ),
+    Case(
+        "credential-field-missing",
+        {DEV: hello("{{ trigger.body.name }}", "{{ credentials.greeter.secret }}")},
+        [("LG701", DEV, 17)],
+        "has no field 'secret'",
+    ),
+    Case(
+        "plaintext-credentials",
+        {"credentials.sops.yaml": _plain_credentials()},
+        [("LG703", "credentials.sops.yaml", 1)],
+        "plain text",
+    ),
+    Case(
+        "plaintext-secrets-file-in-an-environment",
+        {"environments/staging/Secrets.YML": "db:\n  password: x\n"},
+        [("LG703", "environments/staging/Secrets.YML", 1)],
+    ),
+    Case(
+        "scoped-only-from-global",
+        {
+            "loomgit.yaml": "apiVersion: loomgit/v1\nkind: Repository\nscoped_only: [greeter]\n"
+            "environments: [development, staging, production]\n"
+        },
+        [("LG700", DEV, 12), ("LG706", "credentials.sops.yaml", 1)],
+        "scoped_only",
+    ),
+    Case(
+        "no-sops-rule",
+        {".sops.yaml": "creation_rules: []\n"},
+        [("LG707", "credentials.sops.yaml", 1)],
+    ),
+    Case(
+        "kms-key-group",
+        {".sops.yaml": "creation_rules:\n  - path_regex: x\n    kms: arn:aws:kms:eu:1:key/x\n"},
+        [("LG705", ".sops.yaml", 3)],
+        "age recipients only",
+    ),
+]
+CASES += CREDENTIAL_CASES

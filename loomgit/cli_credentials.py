@@ -1,0 +1,240 @@
+"""Commands for credentials and age keys. Values come from a prompt, standard input or a
+file, never from arguments (those show in process lists), and are never printed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from loomgit.cli import cli, repo_option
+from loomgit.errors import UsageError
+
+KEY_HELP = (
+    "Age identity of an environment, ENV=PATH (repeatable); default from "
+    "LOOMGIT_AGE_KEY_FILE_<ENV>."
+)
+
+
+def key_option(func: Any) -> Any:
+    return click.option(
+        "--age-key-file", "age_keys", multiple=True, metavar="ENV=PATH", help=KEY_HELP
+    )(func)
+
+
+@cli.group()
+def credentials() -> None:
+    """Global and environment-scoped secrets, SOPS-encrypted with age.
+
+    \b
+    Examples:
+      loomgit credentials list
+      echo '{"token": "..."}' | loomgit credentials set shop_api --env staging --from-json -
+      loomgit credentials copy shop_api --from staging --to production
+    """
+
+
+@credentials.command("list")
+@click.option("--env", "env", metavar="ENV", help="Only what ENV uses.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@repo_option
+def list_(env: str | None, fmt: str, repo: Path) -> None:
+    """Names, fields, scope and where each credential resolves; needs no key.
+
+    \b
+    Example:
+      loomgit credentials list --env production
+    """
+    from dataclasses import asdict
+
+    from loomgit import credops
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        rows = credops.listing(ws, ws.check_env(env) if env else None)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    for r in rows:
+        where = ", ".join(r.resolves_in) or "nowhere"
+        click.echo(f"{r.name:<20} {r.scope:<12} fields: {', '.join(r.fields):<24} used in: {where}")
+    if not rows:
+        click.echo("no credentials yet")
+
+
+def _read_fields(from_json: Any) -> dict[str, Any]:
+    if from_json is not None:
+        try:
+            data = json.load(from_json)
+        except ValueError:
+            raise UsageError("--from-json needs a JSON object of fields") from None
+        if not isinstance(data, dict):
+            raise UsageError("--from-json needs a JSON object of fields")
+        return data
+    if not sys.stdin.isatty():
+        raise UsageError("no fields given", hint="use --from-json FILE (or - for stdin)")
+    fields: dict[str, Any] = {}
+    while True:
+        name = click.prompt("field name (empty to finish)", default="", show_default=False)
+        if not name:
+            return fields
+        fields[name] = click.prompt(f"value of {name}", hide_input=True)
+
+
+def _scope(env: str | None, is_global: bool) -> str | None:
+    if (env is None) == (not is_global):
+        raise UsageError("give --env ENV or --global")
+    return env
+
+
+@credentials.command("set")
+@click.argument("name")
+@click.option("--env", "env", metavar="ENV")
+@click.option("--global", "is_global", is_flag=True, help="Shared by all environments.")
+@click.option(
+    "--from-json",
+    type=click.File("r"),
+    metavar="FILE",
+    help="A JSON object of fields; - reads standard input. Default: prompt.",
+)
+@key_option
+@repo_option
+def set_(
+    name: str,
+    env: str | None,
+    is_global: bool,
+    from_json: Any,
+    age_keys: tuple[str, ...],
+    repo: Path,
+) -> None:
+    """Add or replace credential NAME, encrypted through sops, as one commit.
+
+    Changing an existing file needs that environment's key (sops re-encrypts it whole); a
+    new file needs only the recipients in .sops.yaml.
+
+    \b
+    Examples:
+      loomgit credentials set shop_api --env staging          (prompts for fields)
+      loomgit credentials set chat --global --from-json fields.json
+    """
+    from loomgit import credops
+    from loomgit.workspace import Workspace
+
+    scope = _scope(env, is_global)
+    fields = _read_fields(from_json)
+    with Workspace(repo) as ws:
+        written = credops.set_credential(ws, name, scope, fields, credops.key_files(ws, age_keys))
+    for w in written:
+        click.echo(f"set {name} in {scope or 'global'} (commit {w.commit[:12]} on {w.branch})")
+
+
+@credentials.command("rm")
+@click.argument("name")
+@click.option("--env", "env", metavar="ENV")
+@click.option("--global", "is_global", is_flag=True)
+@key_option
+@repo_option
+def rm(name: str, env: str | None, is_global: bool, age_keys: tuple[str, ...], repo: Path) -> None:
+    """Remove credential NAME from an environment's file or the global one.
+
+    \b
+    Example:
+      loomgit credentials rm old_api --env staging --age-key-file staging=~/.keys/staging
+    """
+    from loomgit import credops
+    from loomgit.workspace import Workspace
+
+    scope = _scope(env, is_global)
+    with Workspace(repo) as ws:
+        written = credops.remove_credential(ws, name, scope, credops.key_files(ws, age_keys))
+    for w in written:
+        click.echo(f"removed {name} from {scope or 'global'} (commit {w.commit[:12]})")
+
+
+@credentials.command("copy")
+@click.argument("name")
+@click.option("--from", "from_env", required=True, metavar="ENV")
+@click.option("--to", "to_env", required=True, metavar="ENV")
+@key_option
+@repo_option
+def copy(name: str, from_env: str, to_env: str, age_keys: tuple[str, ...], repo: Path) -> None:
+    """Copy credential NAME, as FROM resolves it, into TO's scoped file.
+
+    \b
+    Example:
+      loomgit credentials copy crm_api --from staging --to production \\
+        --age-key-file staging=~/.keys/staging
+    """
+    from loomgit import credops
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        w = credops.copy_credential(ws, name, from_env, to_env, credops.key_files(ws, age_keys))
+    click.echo(f"copied {name} from {from_env} to {to_env} (commit {w.commit[:12]})")
+
+
+@cli.group()
+def keys() -> None:
+    """Age keys per environment: who can decrypt which credentials.
+
+    \b
+    Examples:
+      loomgit keys generate --env production --out ~/.config/loomgit/production.agekey
+      loomgit keys add --env staging --recipient age1...
+    """
+
+
+@keys.command("add")
+@click.option("--env", "env", required=True, metavar="ENV")
+@click.option("--recipient", required=True, metavar="AGE_PUBLIC_KEY")
+@key_option
+@repo_option
+def keys_add(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
+    """Let RECIPIENT decrypt ENV's credentials (and the global ones); re-encrypts them.
+
+    \b
+    Example:
+      loomgit keys add --env staging --recipient age1... --age-key-file staging=old.key
+    """
+    from loomgit import credops
+    from loomgit import keys as keyring
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        written = keyring.add_recipient(ws, env, recipient, credops.key_files(ws, age_keys))
+    for w in written:
+        click.echo(f"added {recipient} for {env} (commit {w.commit[:12]} on {w.branch})")
+
+
+@keys.command("generate")
+@click.option("--env", "env", required=True, metavar="ENV")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to write the new identity (outside the repository).",
+)
+@key_option
+@repo_option
+def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) -> None:
+    """Create an age identity for ENV (mode 0600) and add its public key.
+
+    \b
+    Example:
+      loomgit keys generate --env production --out ~/.config/loomgit/production.agekey
+    """
+    from loomgit import credops
+    from loomgit import keys as keyring
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        recipient, written = keyring.generate(ws, env, out, credops.key_files(ws, age_keys))
+    click.echo(f"wrote a new age identity for {env} to {out} (keep it secret)")
+    click.echo(f"public key: {recipient}")
+    for w in written:
+        click.echo(f"  commit {w.commit[:12]} on {w.branch}")

@@ -1,0 +1,255 @@
+"""Credential and key commands: list (no key), set, remove and copy (through sops), and
+age recipients in `.sops.yaml`. Every change is one commit per branch it touches, and no
+value ever reaches a commit message, an error or an output."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loomgit import credentials, sops
+from loomgit.credentials import (
+    GLOBAL_FILE_BRANCHES,
+    GLOBAL_FILE_DIRECTORIES,
+    SCOPED_FILE,
+    SOPS_CONFIG,
+    CredentialFile,
+)
+from loomgit.errors import UsageError
+from loomgit.models.base import IDENTIFIER
+from loomgit.promotion import Refused, Written, write
+from loomgit.workspace import Location, Workspace
+
+KEY_ENV_PREFIX = "LOOMGIT_AGE_KEY_FILE_"
+
+
+def key_env_var(env: str) -> str:
+    return KEY_ENV_PREFIX + env.upper().replace("-", "_")
+
+
+def key_files(ws: Workspace, given: tuple[str, ...]) -> dict[str, Path]:
+    """Age identity files per environment, from `--age-key-file ENV=PATH` options and the
+    LOOMGIT_AGE_KEY_FILE_<ENV> variables (options win). Files others can read are refused."""
+    found: dict[str, Path] = {}
+    for env in ws.config.names:
+        value = os.environ.get(key_env_var(env))
+        if value:
+            found[env] = Path(value)
+    for item in given:
+        env, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--age-key-file takes ENV=PATH, not '{item}'")
+        found[ws.check_env(env)] = Path(path).expanduser()
+    return {env: sops.check_key_file(path, env) for env, path in found.items()}
+
+
+@dataclass(frozen=True)
+class Where:
+    """One credentials file: the branch that holds it and its path there."""
+
+    location: Location
+    path: str  # path in the tree
+    rule_path: str  # path as .sops.yaml rules see it (relative to the loomgit root)
+    label: str  # "staging" or "global"
+
+
+def scoped_file(ws: Workspace, env: str) -> Where:
+    loc = ws.location(env)
+    path = loc.path(SCOPED_FILE)
+    rule_path = path[len(ws.root.prefix) :] if ws.config.layout == "directories" else path
+    return Where(loc, path, rule_path, env)
+
+
+def global_files(ws: Workspace) -> list[Where]:
+    """The global file: once on the branch (directories), or on every environment branch."""
+    if ws.config.layout == "directories":
+        loc = ws.location(ws.config.first)
+        return [
+            Where(loc, ws.root.prefix + GLOBAL_FILE_DIRECTORIES, GLOBAL_FILE_DIRECTORIES, "global")
+        ]
+    return [
+        Where(ws.location(e), GLOBAL_FILE_BRANCHES, GLOBAL_FILE_BRANCHES, "global")
+        for e in ws.config.names
+    ]
+
+
+def _sops_config_path(ws: Workspace, loc: Location) -> str:
+    return ws.root.prefix + SOPS_CONFIG if ws.config.layout == "directories" else SOPS_CONFIG
+
+
+def recipients(ws: Workspace, where: Where) -> list[str]:
+    data = ws.git.blob_at(where.location.commit, _sops_config_path(ws, where.location))
+    shared = None if where.label == "global" else global_files(ws)[0].rule_path
+    found = credentials.read_config(data).recipients_for(where.rule_path, shared)
+    if not found:
+        env = "ENV" if where.label == "global" else where.label
+        raise Refused(
+            f"{where.rule_path} has no creation rule of its own in .sops.yaml",
+            hint=f"add a key first: loomgit keys generate --env {env} --out PATH",
+        )
+    return list(found)
+
+
+@dataclass(frozen=True)
+class Listed:
+    name: str
+    scope: str  # an environment's name, or "global"
+    fields: tuple[str, ...]
+    resolves_in: tuple[str, ...]
+
+
+def listing(ws: Workspace, env: str | None = None) -> list[Listed]:
+    """Every credential with its fields, scope and the environments it resolves in."""
+    shared_where = global_files(ws)[0]
+    shared_data = ws.git.blob_at(shared_where.location.commit, shared_where.path)
+    shared = credentials.read(shared_data) if shared_data else None
+    scoped: dict[str, CredentialFile | None] = {}
+    for e in ws.config.names:
+        where = scoped_file(ws, e)
+        data = ws.git.blob_at(where.location.commit, where.path)
+        scoped[e] = credentials.read(data) if data else None
+    only = frozenset(ws.config.scoped_only)
+    rows = []
+    sources: list[tuple[str, CredentialFile | None]] = [("global", shared)]
+    sources += list(scoped.items())
+    for scope, file in sources:
+        if file is None or (env and scope not in (env, "global")):
+            continue
+        for name, fields in sorted(file.fields.items()):
+            # A global credential is used where no scoped one shadows it (and it is not
+            # scoped_only); a scoped one only in its own environment.
+            where_ok = tuple(
+                e
+                for e in ws.config.names
+                if (found := credentials.resolve(name, scoped[e], shared, only)) is not None
+                and (found[0] == "global" if scope == "global" else e == scope)
+            )
+            rows.append(Listed(name, scope, fields, where_ok))
+    return rows
+
+
+def _fields(fields: dict[str, Any]) -> dict[str, str]:
+    if not fields:
+        raise UsageError("a credential needs at least one field")
+    out = {}
+    for key, value in fields.items():
+        if not re.match(IDENTIFIER, str(key)):
+            raise UsageError(f"field name '{key}' is not an identifier")
+        if isinstance(value, dict | list) or value is None:
+            raise UsageError(f"field '{key}' must be a plain value")
+        out[str(key)] = str(value)
+    return out
+
+
+def _check_name(name: str) -> str:
+    if not re.match(IDENTIFIER, name):
+        raise UsageError(
+            f"'{name}' is not a valid credential name",
+            hint="use letters, digits and _, starting with a letter",
+        )
+    return name
+
+
+def _any_key(keys: dict[str, Path]) -> tuple[str, Path | None]:
+    for env, path in keys.items():
+        return env, path
+    return "any environment", None
+
+
+def open_file(ws: Workspace, where: Where, keys: dict[str, Path]) -> dict[str, Any]:
+    """The decrypted content of a credentials file ({} when it does not exist yet)."""
+    data = ws.git.blob_at(where.location.commit, where.path)
+    if data is None:
+        return {}
+    env, key = (where.label, keys.get(where.label)) if where.label != "global" else _any_key(keys)
+    return sops.decrypt(data, key, what=where.path, env=env)
+
+
+def _save(
+    ws: Workspace,
+    where: Where,
+    doc: dict[str, Any],
+    message: str,
+    extra: dict[str, bytes | None] | None = None,
+) -> Written:
+    content = sops.encrypt(doc, recipients(ws, where), what=where.path) if doc else None
+    return write(ws, where.location, {where.path: content, **(extra or {})}, message)
+
+
+def set_credential(
+    ws: Workspace, name: str, env: str | None, fields: dict[str, Any], keys: dict[str, Path]
+) -> list[Written]:
+    """Adds or replaces credential `name` in `env`'s file (or the global one)."""
+    _check_name(name)
+    values = _fields(fields)
+    if env is None and name in ws.config.scoped_only:
+        raise Refused(
+            f"{name} is scoped_only in loomgit.yaml; set it per environment",
+            hint=f"loomgit credentials set {name} --env ENV",
+        )
+    targets = global_files(ws) if env is None else [scoped_file(ws, ws.check_env(env))]
+    written = []
+    for where in targets:
+        doc = open_file(ws, where, keys)
+        doc[name] = values
+        message = (
+            f"Set credential {name} in {where.label}\n\n"
+            f"Loomgit-Credential: {where.label} {name} set\n"
+        )
+        written.append(_save(ws, where, doc, message))
+    return written
+
+
+def remove_credential(
+    ws: Workspace, name: str, env: str | None, keys: dict[str, Path]
+) -> list[Written]:
+    targets = global_files(ws) if env is None else [scoped_file(ws, ws.check_env(env))]
+    written = []
+    for where in targets:
+        doc = open_file(ws, where, keys)
+        if name not in doc:
+            raise Refused(f"there is no credential {name} in {where.path}")
+        del doc[name]
+        message = (
+            f"Remove credential {name} from {where.label}\n\n"
+            f"Loomgit-Credential: {where.label} {name} removed\n"
+        )
+        written.append(_save(ws, where, doc, message))
+    return written
+
+
+def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -> dict[str, Any]:
+    """The fields of `name` as `env` resolves it (scoped first, then global), decrypted."""
+    scoped = open_file(ws, scoped_file(ws, env), {env: keys[env]} if env in keys else {})
+    if name in scoped:
+        return dict(scoped[name])
+    if name not in ws.config.scoped_only:
+        shared = open_file(ws, global_files(ws)[0], {env: keys[env]} if env in keys else {})
+        if name in shared:
+            return dict(shared[name])
+    raise Refused(f"credential {name} does not resolve in {env}")
+
+
+def copy_changes(
+    ws: Workspace, name: str, from_env: str, to_env: str, keys: dict[str, Path]
+) -> tuple[Where, dict[str, bytes | None]]:
+    """The encrypted target file with `name` copied from `from_env` (for one commit)."""
+    values = resolved_values(ws, name, ws.check_env(from_env), keys)
+    where = scoped_file(ws, ws.check_env(to_env))
+    doc = open_file(ws, where, keys)
+    doc[name] = values
+    return where, {where.path: sops.encrypt(doc, recipients(ws, where), what=where.path)}
+
+
+def copy_credential(
+    ws: Workspace, name: str, from_env: str, to_env: str, keys: dict[str, Path]
+) -> Written:
+    where, changes = copy_changes(ws, name, from_env, to_env, keys)
+    message = (
+        f"Copy credential {name} from {from_env} to {to_env}\n\n"
+        f"Loomgit-Credential: {to_env} {name} copied from {from_env}\n"
+    )
+    return write(ws, where.location, changes, message)

@@ -1,0 +1,143 @@
+"""Age recipients per environment in `.sops.yaml`, and new age identities.
+
+Adding a recipient updates the environment's creation rule and the global file's rule (which
+lists every environment's recipients) and re-encrypts the files whose recipients changed,
+in the same commit. A generated identity is written outside the repository, mode 0600."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pyrage import x25519
+from ruamel.yaml import YAML
+
+from loomgit import credentials, sops
+from loomgit.credentials import GLOBAL_FILE_BRANCHES, GLOBAL_FILE_DIRECTORIES, SCOPED_FILE
+from loomgit.credops import global_files, open_file, scoped_file
+from loomgit.errors import UsageError
+from loomgit.promotion import Refused, Written, write
+from loomgit.workspace import Workspace
+
+HEADER = (
+    "# SOPS creation rules: the age recipients of each credentials file. Managed by\n"
+    "# `loomgit keys add` and `loomgit keys generate`; the first matching rule applies.\n"
+)
+
+
+def check_recipient(recipient: str) -> str:
+    try:
+        x25519.Recipient.from_str(recipient)
+    except Exception:
+        raise UsageError(
+            f"'{recipient}' is not an age public key",
+            hint="it starts with age1; `age-keygen -y KEYFILE` prints one",
+        ) from None
+    return recipient
+
+
+def _rules(ws: Workspace, env: str | None) -> tuple[str, str]:
+    """(path_regex, path) of the rule for `env`'s scoped file, or the global one (None)."""
+    if ws.config.layout == "directories":
+        if env is None:
+            return r"credentials\.sops\.yaml$", GLOBAL_FILE_DIRECTORIES
+        return (
+            rf"environments/{re.escape(env)}/credentials\.sops\.yaml$",
+            f"environments/{env}/{SCOPED_FILE}",
+        )
+    if env is None:
+        return r"^global-credentials\.sops\.yaml$", GLOBAL_FILE_BRANCHES
+    return r"^credentials\.sops\.yaml$", SCOPED_FILE
+
+
+def with_recipient(
+    config: bytes | None, regex: str, path: str, recipient: str, first: bool
+) -> bytes:
+    """`.sops.yaml` with `recipient` added to the rule that applies to `path` (a new rule,
+    first or last, when none does). Comments and other rules are kept."""
+    rt = YAML(typ="rt")
+    rt.width = 4096
+    doc: Any = rt.load(config.decode()) if config else None
+    if not isinstance(doc, dict):
+        doc = rt.load(HEADER + "creation_rules: []\n")
+    rules = doc.get("creation_rules")
+    if not isinstance(rules, list):
+        rules = doc["creation_rules"] = []
+    for rule in rules:
+        # Only loomgit's own rule for this file: a broader rule that happens to match (the
+        # global one matches every credentials file) must not be widened.
+        if isinstance(rule, dict) and str(rule.get("path_regex") or "") == regex:
+            current = [r.strip() for r in str(rule.get("age") or "").split(",") if r.strip()]
+            if recipient not in current:
+                rule["age"] = ",".join([*current, recipient])
+            break
+    else:
+        rules.insert(0 if first else len(rules), {"path_regex": regex, "age": recipient})
+    out = io.StringIO()
+    rt.dump(doc, out)
+    return out.getvalue().encode()
+
+
+def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]) -> list[Written]:
+    """Lets `recipient` decrypt `env`'s credentials and the global ones."""
+    ws.check_env(env)
+    check_recipient(recipient)
+    scoped = scoped_file(ws, env)
+    shared = global_files(ws)
+    if ws.config.layout == "directories":
+        plan = [(scoped.location, [scoped, shared[0]])]
+    else:
+        plan = [(w.location, [scoped, w] if w.location.env == env else [w]) for w in shared]
+    written = []
+    for loc, files in plan:
+        config_path = (ws.root.prefix if ws.config.layout == "directories" else "") + ".sops.yaml"
+        config = ws.git.blob_at(loc.commit, config_path)
+        for where in files:
+            regex, path = _rules(ws, None if where.label == "global" else env)
+            config = with_recipient(config, regex, path, recipient, first=where.label != "global")
+        changes: dict[str, bytes | None] = {config_path: config}
+        rules = credentials.read_config(config)
+        for where in files:
+            if ws.git.blob_at(loc.commit, where.path) is None:
+                continue
+            doc = open_file(ws, where, keys)
+            shared_path = None if where.label == "global" else shared[0].rule_path
+            targets = list(rules.recipients_for(where.rule_path, shared_path) or [])
+            changes[where.path] = sops.encrypt(doc, targets, what=where.path)
+        message = f"Add an age recipient for {env}\n\nLoomgit-Keys: {env} add {recipient}\n"
+        written.append(write(ws, loc, changes, message))
+    return written
+
+
+def generate(
+    ws: Workspace, env: str, out: Path, keys: dict[str, Path]
+) -> tuple[str, list[Written]]:
+    """A new age identity for `env` in `out` (outside the repository, mode 0600), with its
+    recipient added. If adding fails, the unused identity is removed again."""
+    ws.check_env(env)
+    target = out.expanduser().resolve()
+    top = ws.root.toplevel
+    if target == top or top in target.parents:
+        raise Refused(
+            f"{out} is inside the repository; keys never go into git",
+            hint="write it somewhere private, e.g. ~/.config/loomgit/keys/",
+        )
+    identity = x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Refused(f"{out} already exists; loomgit will not overwrite a key") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(
+            f"# age identity for loomgit environment {env}\n# public key: {recipient}\n{identity}\n"
+        )
+    try:
+        return recipient, add_recipient(ws, env, recipient, keys)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
