@@ -46,6 +46,21 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
 )
 @click.option("--activate", is_flag=True, help="Activate in the target in the same commit.")
 @click.option(
+    "--copy-credential",
+    "copy_credentials",
+    multiple=True,
+    metavar="NAME",
+    help="Copy this credential from the source into the target's scoped file in the "
+    "same commit (needs the source's key; repeatable).",
+)
+@click.option(
+    "--age-key-file",
+    "age_keys",
+    multiple=True,
+    metavar="ENV=PATH",
+    help="Age identity of an environment (for --copy-credential).",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @repo_option
@@ -59,6 +74,8 @@ def promote(
     dry_run: bool,
     branch: str | None,
     activate: bool,
+    copy_credentials: tuple[str, ...],
+    age_keys: tuple[str, ...],
     fmt: str,
     repo: Path,
 ) -> None:
@@ -74,7 +91,7 @@ def promote(
       loomgit promote order-sync --to production --dry-run
       loomgit promote --all --to staging --branch promote/staging
     """
-    from loomgit import diff, promotion
+    from loomgit import credops, diff, promotion
     from loomgit.workspace import Workspace
 
     text = _notes(notes, notes_file)
@@ -88,6 +105,9 @@ def promote(
             activate=activate,
             from_env=from_env,
             fire_times=dry_run or branch is not None,  # only reviews need them
+            copy_credentials=copy_credentials,
+            keys=credops.key_files(ws, age_keys) if copy_credentials else {},
+            review=dry_run,
         )
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -110,6 +130,11 @@ def promote(
             else:
                 click.echo(f"would commit on {plan.target.branch}: {plan.subject}")
                 click.echo(diff.render_text(diffs))
+            if plan.unresolved:
+                raise promotion.Refused(
+                    f"credentials do not resolve in {to_env}: {', '.join(plan.unresolved)}",
+                    hint="copy them with --copy-credential NAME, or set them first",
+                )
             return
         written = promotion.apply(ws, plan, branch=branch)
     body = ((f"{text}\n\n" if text else "") + diff.render_markdown(diffs)).rstrip() + "\n"

@@ -101,6 +101,7 @@ def compare(
     version_after: int | None,
     now: datetime,
     fire_times: bool = True,
+    resolves: dict[str, bool] | None = None,
 ) -> WorkflowDiff:
     """What changes in `target_env` when `source` replaces `target` (None: not there)."""
     diff = WorkflowDiff(name, source_env, target_env, version_before, version_after)
@@ -128,7 +129,10 @@ def compare(
         elif isinstance(trigger, ScheduleTrigger):
             fires = next_fires(trigger.cron, trigger.timezone, now) if fire_times else []
             diff.schedules.append(Schedule(trigger.cron, trigger.timezone, fires))
-    diff.credentials.extend(Credential(c, None) for c in source.spec.credentials)
+    diff.credentials.extend(
+        Credential(c, resolves.get(c) if resolves is not None else None)
+        for c in source.spec.credentials
+    )
     return diff
 
 

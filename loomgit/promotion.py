@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from loomgit import envstate, yamlio
+from loomgit import credentials, envstate, yamlio
 from loomgit.diff import WorkflowDiff, compare
 from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, UsageError
@@ -65,6 +66,18 @@ class Plan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     env_file: bytes | None = None  # the target's environment.yaml as planned
+    extra: dict[str, bytes | None] = field(default_factory=dict)  # e.g. copied credentials
+    copied: tuple[str, ...] = ()
+
+    @property
+    def unresolved(self) -> list[str]:
+        """Credentials that would not resolve in the target (only a review gets this far)."""
+        return [
+            f"{i.name}: {c.name}"
+            for i in self.items
+            for c in i.diff.credentials
+            if c.resolves is False
+        ]
 
     @property
     def subject(self) -> str:
@@ -79,6 +92,10 @@ class Plan:
         trailers = [f"Loomgit-Promotion: {self.source.env} -> {self.target.env}"]
         trailers += [f"Loomgit-Workflow: {i.name} v{i.after.version}" for i in self.items]
         trailers.append(f"Loomgit-Source-Commit: {self.source.commit}")
+        trailers += [
+            f"Loomgit-Credential: {self.target.env} {c} copied from {self.source.env}"
+            for c in self.copied
+        ]
         body = f"\n\n{self.notes}" if self.notes else ""
         return f"{self.subject}{body}\n\n" + "\n".join(trailers) + "\n"
 
@@ -87,6 +104,7 @@ class Plan:
         out[self.target.env_file] = envstate.with_records(
             env_file, self.target.env, {i.name: i.after for i in self.items}
         )
+        out.update(self.extra)
         return out
 
 
@@ -169,6 +187,23 @@ def _variables(data: bytes | None) -> set[str] | None:
         return None  # reported by validate; not this command's concern
 
 
+def _credentials_in(
+    ws: Workspace, target: Location
+) -> tuple[credentials.CredentialFile | None, credentials.CredentialFile | None]:
+    """The target's scoped and global credential files, read without a key."""
+    shared_path = (
+        ws.root.prefix + credentials.GLOBAL_FILE_DIRECTORIES
+        if ws.config.layout == "directories"
+        else credentials.GLOBAL_FILE_BRANCHES
+    )
+    files = ws.git.blobs_at(target.commit, [target.path(credentials.SCOPED_FILE), shared_path])
+    scoped, shared = files[target.path(credentials.SCOPED_FILE)], files[shared_path]
+    return (
+        credentials.read(scoped) if scoped else None,
+        credentials.read(shared) if shared else None,
+    )
+
+
 def plan(
     ws: Workspace,
     names: list[str],
@@ -180,6 +215,9 @@ def plan(
     from_env: str | None = None,
     now: datetime | None = None,
     fire_times: bool = True,
+    copy_credentials: tuple[str, ...] = (),
+    keys: dict[str, Path] | None = None,
+    review: bool = False,
 ) -> Plan:
     """Decides a promotion to `to_env` from the environment before it. Raises Refused."""
     source_env = _source_env(ws, to_env, from_env)
@@ -197,6 +235,9 @@ def plan(
     variables = _variables(tgt_files[target.vars_file])
     who = ws.git.identity()
     known_files: dict[str, bytes | None] = {to_env: tgt_env_file}
+    scoped_creds, shared_creds = _credentials_in(ws, target)
+    only = frozenset(ws.config.scoped_only)
+    copying = frozenset(copy_credentials)
     items: list[Item] = []
     skipped: list[tuple[str, str]] = []
     first = source_env == ws.config.first
@@ -228,6 +269,18 @@ def plan(
             )
             continue
         _check_source(ws, name, content, source, variables)
+        declared = load_workflow(content, source.workflow(name)).spec.credentials
+        resolves = {
+            c: c in copying or credentials.resolve(c, scoped_creds, shared_creds, only) is not None
+            for c in declared
+        }
+        missing = [c for c, ok in resolves.items() if not ok]
+        if missing and not review:  # a review (dry run) shows it instead
+            raise Refused(
+                f"{name} uses credential {missing[0]}, which does not resolve in {to_env}",
+                hint=f"copy it in the same commit: --copy-credential {missing[0]}, or "
+                f"`loomgit credentials set {missing[0]} --env {to_env}`",
+            )
         if first:
             version = _next_version(ws, name, known_files)
         else:
@@ -259,6 +312,7 @@ def plan(
             version_after=version,
             now=now,
             fire_times=fire_times,
+            resolves=resolves,
         )
         items.append(Item(name, content, before, after, diff))
     if not items:
@@ -283,7 +337,17 @@ def plan(
         for p in dirty
         if p in src_paths
     ]
-    return Plan(source, target, items, notes, skipped, warnings, tgt_env_file)
+    extra: dict[str, bytes | None] = {}
+    if copying:
+        from loomgit.credops import copy_changes  # credops writes through this module
+
+        for cred in sorted(copying):
+            _, changes = copy_changes(ws, cred, source_env, to_env, keys or {})
+            for path, data in changes.items():
+                extra[path] = data
+    return Plan(
+        source, target, items, notes, skipped, warnings, tgt_env_file, extra, tuple(sorted(copying))
+    )
 
 
 @dataclass(frozen=True)

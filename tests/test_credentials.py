@@ -1,0 +1,339 @@
+"""Credentials with the real sops binary and throwaway age keys: encryption, the keyless
+checks, the commands, promotion with credentials, and a canary that must never leak."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, AgeKey, Repo, Result, git, make_key
+
+from loomgit import sops
+
+CANARY = "LOOMGIT-CANARY-7f3a9c"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, AgeKey]:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    return {e: make_key(folder, e) for e in ("development", "staging", "production")}
+
+
+@pytest.fixture
+def creds_repo(
+    repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> Repo:
+    """The `repo` fixture with its own key per environment, made through loomgit itself."""
+    (repo.path / ".sops.yaml").unlink()
+    (repo.path / "credentials.sops.yaml").unlink()
+    git(repo.path, "commit", "-qam", "start over with credentials")
+    for env, key in keys.items():
+        assert (
+            cli("keys", "add", "--env", env, "--recipient", key.recipient, "--repo", repo.path).code
+            == 0
+        )
+    fields = tmp_path / "greeter.json"
+    fields.write_text(json.dumps({"token": CANARY}))
+    assert (
+        cli(
+            "credentials", "set", "greeter", "--global", "--from-json", fields, "--repo", repo.path
+        ).code
+        == 0
+    )
+    return repo
+
+
+def _key_args(keys: dict[str, AgeKey], *envs: str) -> list[str]:
+    out: list[str] = []
+    for env in envs:
+        out += ["--age-key-file", f"{env}={keys[env].path}"]
+    return out
+
+
+# -- the sops module -------------------------------------------------------------------
+
+
+def test_round_trip_and_failures(keys: dict[str, AgeKey]) -> None:
+    data = sops.encrypt({"api": {"token": CANARY}}, [keys["staging"].recipient], what="f")
+    assert CANARY.encode() not in data
+    assert sops.decrypt(data, keys["staging"].path, what="f", env="staging") == {
+        "api": {"token": CANARY}
+    }
+    with pytest.raises(sops.KeyMissing) as wrong:
+        sops.decrypt(data, keys["production"].path, what="f", env="production")
+    tampered = data.replace(b"data:", b"data:AAAA", 1)
+    with pytest.raises(sops.Tampered) as bad:
+        sops.decrypt(tampered, keys["staging"].path, what="f", env="staging")
+    with pytest.raises(sops.KeyMissing) as none:
+        sops.decrypt(data, None, what="f", env="staging")
+    for exc in (wrong.value, bad.value, none.value):
+        assert CANARY not in str(exc) + str(exc.hint)
+    assert "LOOMGIT_AGE_KEY_FILE_STAGING" in str(none.value.hint)
+
+
+def test_key_files_readable_by_others_are_refused(keys: dict[str, AgeKey]) -> None:
+    path = keys["staging"].path
+    path.chmod(0o644)
+    with pytest.raises(sops.KeyMissing, match="can be read by other users"):
+        sops.check_key_file(path, "staging")
+    path.chmod(0o600)
+    assert sops.check_key_file(path, "staging") == path
+
+
+# -- keyless checks --------------------------------------------------------------------
+
+
+def test_extra_recipient_is_caught(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    intruder = make_key(tmp_path, "intruder")
+    recipients = [k.recipient for k in keys.values()] + [intruder.recipient]
+    creds_repo.write(
+        "credentials.sops.yaml", sops.encrypt({"greeter": {"token": "x"}}, recipients, what="x")
+    )
+    result = cli("validate", "--repo", creds_repo.path)
+    assert result.code == 1 and "error[LG704]" in result.out
+    assert intruder.recipient in result.out
+
+
+def test_credentials_list_needs_no_key(creds_repo: Repo, cli: Callable[..., Result]) -> None:
+    rows = json.loads(cli("credentials", "list", "--format", "json", "--repo", creds_repo.path).out)
+    assert rows == [
+        {
+            "name": "greeter",
+            "scope": "global",
+            "fields": ["token"],
+            "resolves_in": ["development", "staging", "production"],
+        }
+    ]
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def test_scoped_set_copy_and_remove(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    fields = tmp_path / "f.json"
+    fields.write_text(json.dumps({"token": CANARY + "-staging"}))
+    assert (
+        cli(
+            "credentials",
+            "set",
+            "greeter",
+            "--env",
+            "staging",
+            "--from-json",
+            fields,
+            "--repo",
+            creds_repo.path,
+        ).code
+        == 0
+    )
+    scoped = creds_repo.path / "environments/staging/credentials.sops.yaml"
+    assert (
+        sops.decrypt(scoped.read_bytes(), keys["staging"].path, what="s", env="staging")["greeter"][
+            "token"
+        ]
+        == CANARY + "-staging"
+    )
+    with pytest.raises(sops.KeyMissing):  # production's key cannot read staging's secrets
+        sops.decrypt(scoped.read_bytes(), keys["production"].path, what="s", env="production")
+    result = cli(
+        "credentials",
+        "copy",
+        "greeter",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        *_key_args(keys, "staging"),
+        "--repo",
+        creds_repo.path,
+    )
+    assert result.code == 0, result.err
+    copied = (creds_repo.path / "environments/production/credentials.sops.yaml").read_bytes()
+    assert (
+        sops.decrypt(copied, keys["production"].path, what="p", env="production")["greeter"][
+            "token"
+        ]
+        == CANARY + "-staging"
+    )
+    assert (
+        cli(
+            "credentials",
+            "rm",
+            "greeter",
+            "--env",
+            "staging",
+            *_key_args(keys, "staging"),
+            "--repo",
+            creds_repo.path,
+        ).code
+        == 0
+    )
+    assert not scoped.exists()
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+    assert git(creds_repo.path, "status", "--porcelain") == ""
+
+
+def test_changing_an_existing_file_needs_its_key(
+    creds_repo: Repo, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    fields = tmp_path / "f.json"
+    fields.write_text(json.dumps({"url": "https://x"}))
+    result = cli(
+        "credentials", "set", "other", "--global", "--from-json", fields, "--repo", creds_repo.path
+    )
+    assert result.code == 1 and "no age key" in result.err
+
+
+def test_keys_generate(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    inside = cli(
+        "keys",
+        "generate",
+        "--env",
+        "staging",
+        "--out",
+        creds_repo.path / "new.key",
+        "--repo",
+        creds_repo.path,
+    )
+    assert inside.code == 1 and "never go into git" in inside.err
+    out = tmp_path / "private" / "staging.key"
+    result = cli(
+        "keys",
+        "generate",
+        "--env",
+        "staging",
+        "--out",
+        out,
+        *_key_args(keys, "staging"),
+        "--repo",
+        creds_repo.path,
+    )
+    assert result.code == 0, result.err
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    shared = (creds_repo.path / "credentials.sops.yaml").read_bytes()
+    assert sops.decrypt(shared, out, what="g", env="staging")["greeter"]["token"] == CANARY
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+    again = cli("keys", "generate", "--env", "staging", "--out", out, "--repo", creds_repo.path)
+    assert again.code == 1 and "will not overwrite" in again.err
+
+
+def test_promotion_checks_and_copies_credentials(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    needs = HELLO.replace("credentials: [greeter]", "credentials: [greeter, shop]")
+    creds_repo.write(creds_repo.wf("development"), needs)
+    fields = tmp_path / "f.json"
+    fields.write_text(json.dumps({"token": CANARY + "-dev"}))
+    assert (
+        cli(
+            "credentials",
+            "set",
+            "shop",
+            "--env",
+            "development",
+            "--from-json",
+            fields,
+            "--repo",
+            creds_repo.path,
+        ).code
+        == 0
+    )
+    git(creds_repo.path, "commit", "-qam", "use shop")
+    refused = cli("promote", "hello", "--to", "staging", "--repo", creds_repo.path)
+    assert refused.code == 1 and "shop, which does not resolve in staging" in refused.err
+    dry = cli("promote", "hello", "--to", "staging", "--dry-run", "--repo", creds_repo.path)
+    assert dry.code == 1 and "credential shop: DOES NOT RESOLVE in staging" in dry.out
+    assert "credential greeter: resolves in staging" in dry.out
+    result = cli(
+        "promote",
+        "hello",
+        "--to",
+        "staging",
+        "--copy-credential",
+        "shop",
+        *_key_args(keys, "development"),
+        "--repo",
+        creds_repo.path,
+    )
+    assert result.code == 0, result.err
+    assert "Loomgit-Credential: staging shop copied from development" in git(
+        creds_repo.path, "log", "-1", "--format=%B"
+    )
+    text = cli("promote", "hello", "--to", "production", "--dry-run", "--repo", creds_repo.path)
+    assert "credential greeter: resolves in production" in text.out
+    assert (
+        "shop, which does not resolve in production"
+        in cli("promote", "hello", "--to", "production", "--repo", creds_repo.path).err
+    )
+
+
+# -- the canary ------------------------------------------------------------------------
+
+
+def test_canary_never_leaks(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    outputs: list[str] = []
+
+    def run(*args: object) -> Result:
+        result = cli(*[str(a) for a in args], "--repo", creds_repo.path)
+        outputs.append(result.out + result.err)
+        return result
+
+    fields = tmp_path / "f.json"
+    for env in ("development", "staging", "production"):
+        fields.write_text(json.dumps({"token": f"{CANARY}-{env}"}))
+        run("credentials", "set", "greeter", "--env", env, "--from-json", fields)
+    bad_fields = tmp_path / "bad.json"
+    bad_fields.write_text(json.dumps({"not an identifier": CANARY}))
+    run("credentials", "set", "x", "--env", "staging", "--from-json", bad_fields)  # CLI error
+    run(
+        "credentials",
+        "copy",
+        "greeter",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "--age-key-file",
+        f"staging={keys['production'].path}",
+    )  # wrong key
+    scoped = creds_repo.path / "environments/staging/credentials.sops.yaml"
+    scoped.write_bytes(scoped.read_bytes().replace(b"data:", b"data:AAAA", 1))
+    git(creds_repo.path, "commit", "-qam", "tamper with staging's credentials")
+    run(
+        "credentials",
+        "copy",
+        "greeter",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        *_key_args(keys, "staging"),
+    )  # tampered file
+    creds_repo.write(
+        creds_repo.wf("development"),
+        HELLO.replace("{{ trigger.body.name }}", "{{ credentials.greeter.nope }}"),
+    )
+    run("validate")
+    run("validate", "--format", "json")
+    run("credentials", "list")
+    run("promote", "hello", "--to", "staging", "--dry-run")
+    run("history")
+    assert any("failed its integrity check" in o for o in outputs)
+    assert any("cannot decrypt" in o for o in outputs)
+    log = git(creds_repo.path, "log", "--format=%B%n%an%n%s")
+    for text in [*outputs, log]:
+        assert CANARY not in text
