@@ -11,6 +11,11 @@ from loomgit.models.base import ENV_NAME
 from loomgit.vcs import CONFIG_FILE, Git, init_repository, toplevel_of
 
 GITIGNORE = "# loomgit's local state (execution history, daemon clone)\n.loomgit/\n"
+SOPS_CONFIG_TEXT = (
+    "# SOPS creation rules: the age recipients of each credentials file. Managed by\n"
+    "# `loomgit keys add` and `loomgit keys generate`; the first matching rule applies.\n"
+    "creation_rules: []\n"
+)
 CI_WORKFLOW = ".github/workflows/loomgit.yml"
 
 
@@ -132,6 +137,7 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
     files = {
         CONFIG_FILE: config_text(layout, environments).encode(),
         ".gitignore": GITIGNORE.encode(),
+        ".sops.yaml": SOPS_CONFIG_TEXT.encode(),
     }
     for env in environments:
         files.update(_env_files(env, f"environments/{env}/"))
@@ -169,7 +175,7 @@ def _init_branches(target: Path, environments: list[str], created: bool) -> Init
     branches = [f"env/{env}" for env in environments]
     in_the_way = [
         n
-        for n in (".gitignore", "environment.yaml", "variables.yaml", "workflows")
+        for n in (".gitignore", ".sops.yaml", "environment.yaml", "variables.yaml", "workflows")
         if (target / n).exists()
     ]
     if created:
@@ -193,6 +199,7 @@ def _init_branches(target: Path, environments: list[str], created: bool) -> Init
         base = {
             CONFIG_FILE: config_text("branches", environments).encode(),
             ".gitignore": GITIGNORE.encode(),
+            ".sops.yaml": SOPS_CONFIG_TEXT.encode(),
             CI_WORKFLOW: ci_workflow("", "origin/${{ github.base_ref }}").encode(),
         }
         parent: list[str] = []

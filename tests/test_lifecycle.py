@@ -216,3 +216,17 @@ def test_init_writes_the_pull_request_workflow(pipe: Pipeline) -> None:
         text = git(pipe.path, "show", "env/production:.github/workflows/loomgit.yml")
     assert "loomgit validate --format github" in text
     assert 'loomgit check-promotion --base "origin/${{ github.base_ref }}" --no-validate' in text
+
+
+def test_credential_commits_pass_the_gate(pipe: Pipeline, tmp_path: Path) -> None:
+    base = pipe.tip("production")
+    fields = tmp_path / "f.json"
+    fields.write_text('{"token": "scoped"}')
+    result = pipe.run(
+        "credentials", "set", "greeter", "--env", "production", "--from-json", str(fields)
+    )
+    assert result.code == 0, result.err
+    assert "Loomgit-Credential: production greeter set" in pipe.message("production")
+    assert _check(pipe, base).code == 0
+    listed = pipe.run("credentials", "list", "--env", "production").out
+    assert "greeter" in listed and "production" in listed
