@@ -225,7 +225,7 @@ def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -
     """The fields of `name` as `env` resolves it (scoped first, then global), decrypted."""
     scoped = open_file(ws, scoped_file(ws, env), {env: keys[env]} if env in keys else {})
     if name in scoped:
-        return dict(scoped[name])
+        return dict(scoped[name])  # values stay SecretStr
     if name not in ws.config.scoped_only:
         shared = open_file(ws, global_files(ws)[0], {env: keys[env]} if env in keys else {})
         if name in shared:

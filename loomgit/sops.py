@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from loomgit.errors import LoomgitError
 
 MIN_VERSION = (3, 11)
@@ -135,10 +137,25 @@ def decrypt(data: bytes, key_file: Path | None, *, what: str, env: str) -> dict[
         doc = json.loads(proc.stdout)
     except ValueError:
         raise SopsError(f"sops returned unreadable output for {what}") from None
-    doc.pop("sops", None)
     if not isinstance(doc, dict):
         raise SopsError(f"{what} does not hold a mapping of credentials")
-    return doc
+    doc.pop("sops", None)
+    return {name: _sealed(value) for name, value in doc.items()}
+
+
+def _sealed(value: Any) -> Any:
+    """Every leaf as a SecretStr, which prints, logs and serialises as '**********'."""
+    if isinstance(value, dict):
+        return {str(k): _sealed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sealed(v) for v in value]
+    return SecretStr("" if value is None else str(value))
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    raise TypeError(f"cannot encrypt a {type(value).__name__}")
 
 
 def encrypt(doc: dict[str, Any], recipients: list[str], *, what: str) -> bytes:
@@ -148,7 +165,7 @@ def encrypt(doc: dict[str, Any], recipients: list[str], *, what: str) -> bytes:
             f"no age recipients are configured for {what}",
             hint="add one with `loomgit keys add` or `loomgit keys generate`",
         )
-    plain = json.dumps(doc).encode()
+    plain = json.dumps(doc, default=_reveal).encode()  # revealed only on the way into sops
     proc = _run(
         [
             "encrypt",

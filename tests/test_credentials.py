@@ -61,9 +61,18 @@ def _key_args(keys: dict[str, AgeKey], *envs: str) -> list[str]:
 def test_round_trip_and_failures(keys: dict[str, AgeKey]) -> None:
     data = sops.encrypt({"api": {"token": CANARY}}, [keys["staging"].recipient], what="f")
     assert CANARY.encode() not in data
-    assert sops.decrypt(data, keys["staging"].path, what="f", env="staging") == {
-        "api": {"token": CANARY}
-    }
+    plain = sops.decrypt(data, keys["staging"].path, what="f", env="staging")
+    assert plain["api"]["token"].get_secret_value() == CANARY
+    # Decrypted values redact themselves wherever they end up.
+    for shown in (
+        str(plain),
+        repr(plain),
+        f"{plain['api']['token']}",
+        json.dumps(plain, default=str),
+    ):
+        assert CANARY not in shown and "**********" in shown
+    again = sops.encrypt(plain, [keys["staging"].recipient], what="f")
+    assert sops.decrypt(again, keys["staging"].path, what="f", env="staging") == plain
     with pytest.raises(sops.KeyMissing) as wrong:
         sops.decrypt(data, keys["production"].path, what="f", env="production")
     tampered = data.replace(b"data:", b"data:AAAA", 1)
@@ -140,7 +149,7 @@ def test_scoped_set_copy_and_remove(
     assert (
         sops.decrypt(scoped.read_bytes(), keys["staging"].path, what="s", env="staging")["greeter"][
             "token"
-        ]
+        ].get_secret_value()
         == CANARY + "-staging"
     )
     with pytest.raises(sops.KeyMissing):  # production's key cannot read staging's secrets
@@ -162,7 +171,7 @@ def test_scoped_set_copy_and_remove(
     assert (
         sops.decrypt(copied, keys["production"].path, what="p", env="production")["greeter"][
             "token"
-        ]
+        ].get_secret_value()
         == CANARY + "-staging"
     )
     assert (
@@ -223,7 +232,8 @@ def test_keys_generate(
     assert result.code == 0, result.err
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     shared = (creds_repo.path / "credentials.sops.yaml").read_bytes()
-    assert sops.decrypt(shared, out, what="g", env="staging")["greeter"]["token"] == CANARY
+    token = sops.decrypt(shared, out, what="g", env="staging")["greeter"]["token"]
+    assert token.get_secret_value() == CANARY
     assert cli("validate", "--repo", creds_repo.path).code == 0
     again = cli("keys", "generate", "--env", "staging", "--out", out, "--repo", creds_repo.path)
     assert again.code == 1 and "will not overwrite" in again.err
