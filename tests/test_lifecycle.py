@@ -230,3 +230,40 @@ def test_credential_commits_pass_the_gate(pipe: Pipeline, tmp_path: Path) -> Non
     assert _check(pipe, base).code == 0
     listed = pipe.run("credentials", "list", "--env", "production").out
     assert "greeter" in listed and "production" in listed
+
+
+def test_keys_add_updates_every_branch_that_needs_it(
+    pipe: Pipeline, tmp_path: Path, age_key: AgeKey
+) -> None:
+    from conftest import make_key
+
+    from loomgit import sops
+
+    new = make_key(tmp_path, "staging-2")
+    result = pipe.run(
+        "keys",
+        "add",
+        "--env",
+        "staging",
+        "--recipient",
+        new.recipient,
+        "--age-key-file",
+        f"staging={age_key.path}",
+    )
+    assert result.code == 0, result.err
+    for env in ENVS:
+        with Git(pipe.path) as g:
+            name = (
+                "credentials.sops.yaml"
+                if pipe.layout == "directories"
+                else "global-credentials.sops.yaml"
+            )
+            shared = g.blob_at(g.resolve(pipe.ref(env)), name)
+        assert shared is not None
+        token = sops.decrypt(shared, new.path, what="g", env=env)["greeter"]["token"]
+        assert token.get_secret_value().startswith("LOOMGIT-CANARY")
+        if pipe.layout == "directories":
+            break  # one global file
+    assert pipe.run("validate").code == 0
+    bad = pipe.run("keys", "add", "--env", "staging", "--recipient", "age1nope")
+    assert bad.code == 2 and "not an age public key" in bad.err
