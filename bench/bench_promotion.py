@@ -16,11 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from generate import generate, workflow
+from generate import prepare, workflow
 
 LOOMGIT = [sys.executable, "-m", "loomgit"]
 # Run loomgit as an installed program runs: with Python's bytecode cache (some sandboxes
@@ -49,17 +48,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=3_000)
     parser.add_argument("--repo", type=Path, help="reuse a generated repository (modified!)")
     args = parser.parse_args()
-    scratch = None
-    repo = args.repo
-    if repo is None or not (repo / ".git").exists():
-        scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-"))
-        repo = repo or scratch / "repo"
-        t = time.perf_counter()
-        generate(repo, args.workflows, args.history)
-        print(
-            f"generated {args.workflows} workflows, {args.history + 2} commits "
-            f"in {time.perf_counter() - t:.1f} s"
-        )
+    repo, scratch = prepare(args.repo, args.workflows, args.history)
     for key, value in (("user.name", "Bench"), ("user.email", "bench@example.com")):
         subprocess.run(["git", "config", key, value], cwd=repo, check=True)
     try:

@@ -17,11 +17,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from generate import generate
+from generate import prepare
 from ruamel.yaml import YAML
 
 # Run loomgit as an installed program runs: with Python's bytecode cache (some sandboxes
@@ -73,17 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    scratch = None
-    repo = args.repo
-    if repo is None or not (repo / ".git").exists():
-        scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-"))
-        repo = repo or scratch / "repo"
-        t = time.perf_counter()
-        generate(repo, args.workflows, args.history)
-        print(
-            f"generated {args.workflows} workflows, {args.history + 2} commits "
-            f"in {time.perf_counter() - t:.1f} s"
-        )
+    repo, scratch = prepare(args.repo, args.workflows, args.history)
     loomgit = [sys.executable, "-m", "loomgit"]
     try:
         blobs = _distinct_workflow_blobs(repo)

@@ -13,6 +13,8 @@ import argparse
 import hashlib
 import random
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 CONFIG = b"""apiVersion: loomgit/v1
@@ -97,6 +99,18 @@ spec:
     ).encode()
 
 
+def _credentials() -> dict[str, bytes]:
+    """`.sops.yaml` and the global credentials file, for a throwaway key made here."""
+    from pyrage import x25519
+
+    from loomgit import sops
+
+    recipient = str(x25519.Identity.generate().to_public())  # the identity is not kept
+    rule = f"creation_rules:\n  - path_regex: credentials\\.sops\\.yaml$\n    age: {recipient}\n"
+    shared = sops.encrypt({"shop_api": {"token": "bench"}}, [recipient], what="bench")
+    return {".sops.yaml": rule.encode(), "credentials.sops.yaml": shared}
+
+
 def _blob(out: list[bytes], data: bytes) -> None:
     out.append(b"data %d\n" % len(data))
     out.append(data)
@@ -133,7 +147,7 @@ def generate(target: Path, count: int, history: int) -> None:
     revision = {i: 0 for i in range(count)}
     base = "environments/development/workflows/"
     out: list[bytes] = []
-    files = {"loomgit.yaml": CONFIG}
+    files = {"loomgit.yaml": CONFIG, **_credentials()}
     for env in ("development", "staging", "production"):
         files[f"environments/{env}/variables.yaml"] = VARIABLES
     files.update({f"{base}wf-{i:05d}.yaml": workflow(i, 0) for i in range(count)})
@@ -178,3 +192,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def prepare(repo: Path | None, count: int, history: int) -> tuple[Path, Path | None]:
+    """A benchmark repository: `repo` if it is one already, else a new one. Returns it and
+    the scratch folder to remove afterwards (None when the caller's repository is used)."""
+    if repo is not None and (repo / ".git").exists():
+        return repo, None
+    scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-"))
+    target = repo or scratch / "repo"
+    start = time.perf_counter()
+    generate(target, count, history)
+    print(
+        f"generated {count} workflows, {history + 2} commits in {time.perf_counter() - start:.1f} s"
+    )
+    return target, scratch

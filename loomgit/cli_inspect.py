@@ -109,29 +109,11 @@ def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> Non
       loomgit diff order-sync --from staging --to production
     """
     from loomgit import diff as semantic
-    from loomgit import envstate
-    from loomgit.errors import LoomgitError
-    from loomgit.promotion import load_workflow, now_utc
+    from loomgit import views
     from loomgit.workspace import Workspace
 
     with Workspace(repo) as ws:
-        src, dst = ws.location(from_env), ws.location(to_env)
-        new = ws.git.blob_at(src.commit, src.workflow(workflow))
-        old = ws.git.blob_at(dst.commit, dst.workflow(workflow))
-        if new is None:
-            raise LoomgitError(f"{workflow} is not in {from_env}")
-        rec_src = envstate.record(ws.git.blob_at(src.commit, src.env_file), workflow)
-        rec_dst = envstate.record(ws.git.blob_at(dst.commit, dst.env_file), workflow)
-        result = semantic.compare(
-            workflow,
-            load_workflow(new, src.workflow(workflow)),
-            load_workflow(old, dst.workflow(workflow)) if old else None,
-            source_env=from_env,
-            target_env=to_env,
-            version_before=rec_dst.version if rec_dst else None,
-            version_after=rec_src.version if rec_src else None,
-            now=now_utc(),
-        )
+        result = views.compare_envs(ws, workflow, from_env, to_env)
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loomgit import envstate
+from loomgit.diff import WorkflowDiff, compare
 from loomgit.errors import LoomgitError, RepositoryError
 from loomgit.lifecycle import versions_run
+from loomgit.promotion import load_workflow, now_utc
 from loomgit.workspace import Location, Workspace
 
 _TRAILER = re.compile(r"^(Loomgit-[A-Za-z-]+):\s*(.*)$")
@@ -249,3 +251,24 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
     if loc.checked_out:
         ws.git.refresh_paths({path: content})
     return Restored(commit, backup)
+
+
+def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> WorkflowDiff:
+    """What would change in `to_env` if `name` as `from_env` has it replaced it."""
+    src, dst = ws.location(from_env), ws.location(to_env)
+    new = ws.git.blob_at(src.commit, src.workflow(name))
+    if new is None:
+        raise LoomgitError(f"{name} is not in {from_env}")
+    old = ws.git.blob_at(dst.commit, dst.workflow(name))
+    rec_src = envstate.record(ws.git.blob_at(src.commit, src.env_file), name)
+    rec_dst = envstate.record(ws.git.blob_at(dst.commit, dst.env_file), name)
+    return compare(
+        name,
+        load_workflow(new, src.workflow(name)),
+        load_workflow(old, dst.workflow(name)) if old else None,
+        source_env=from_env,
+        target_env=to_env,
+        version_before=rec_dst.version if rec_dst else None,
+        version_after=rec_src.version if rec_src else None,
+        now=now_utc(),
+    )

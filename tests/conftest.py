@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,17 @@ def sops_config(recipient: str, envs: list[str], layout: str = "directories") ->
         rules.append(f"  - path_regex: ^credentials\\.sops\\.yaml$\n    age: {recipient}\n")
         rules.append(f"  - path_regex: ^global-credentials\\.sops\\.yaml$\n    age: {recipient}\n")
     return "creation_rules:\n" + "".join(rules)
+
+
+@pytest.fixture(params=["directories", "branches"])
+def pipe(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    cli: Callable[..., Result],
+    age_key: AgeKey,
+    greeter_file: bytes,
+) -> Any:
+    """A loomgit repository of each layout, for scenario tests that must behave alike."""
+    from pipeline import Pipeline  # pipeline.py builds on this module
+
+    return Pipeline.create(tmp_path, request.param, cli, age_key, greeter_file)

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from conftest import HELLO, AgeKey, Result, git
 from pipeline import ENVS, Pipeline
 from test_promotion import V2, V3, refused
 
 from loomgit.vcs import Git
-
-
-@pytest.fixture(params=["directories", "branches"])
-def pipe(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    cli: Callable[..., Result],
-    age_key: AgeKey,
-    greeter_file: bytes,
-) -> Pipeline:
-    return Pipeline.create(tmp_path, request.param, cli, age_key, greeter_file)
 
 
 def _three_versions_in_staging(pipe: Pipeline) -> None:

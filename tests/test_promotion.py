@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Result, git
+from conftest import HELLO, Result, git
 from pipeline import Pipeline
 
 from loomgit import promotion
@@ -16,17 +14,6 @@ from loomgit.workspace import Workspace
 
 V2 = HELLO.replace("      type: log\n", "      type: log\n      timeout: 5s\n")
 V3 = V2.replace("Europe/Berlin", "Europe/Paris")
-
-
-@pytest.fixture(params=["directories", "branches"])
-def pipe(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    cli: Callable[..., Result],
-    age_key: AgeKey,
-    greeter_file: bytes,
-) -> Pipeline:
-    return Pipeline.create(tmp_path, request.param, cli, age_key, greeter_file)
 
 
 def refused(pipe: Pipeline, *args: str, says: str) -> Result:
