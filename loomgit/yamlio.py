@@ -13,7 +13,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 
 from loomgit.problems import Problem
 
@@ -55,6 +57,16 @@ class _CachedResolver(VersionedResolver):
                 table = self._tables[version] = super().versioned_resolver
             self.__dict__["_loomgit_table"] = table
         return table
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # The stock method, with the table fetched once per scalar instead of twice.
+        if kind is ScalarNode and implicit[0]:
+            table = self.versioned_resolver
+            for tag, regexp in [*table.get(value[:1], ()), *table.get(None, ())]:
+                if regexp.match(value):
+                    return Tag(suffix=tag)
+            implicit = (False, implicit[1])
+        return super().resolve(kind, value, implicit)
 
 
 try:
