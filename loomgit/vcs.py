@@ -10,6 +10,7 @@ closed at once, as its README asks of long-running programs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterable
@@ -103,6 +104,10 @@ def find_root(start: Path) -> Root:
         raise RepositoryError(f"{folder / CONFIG_FILE} is outside the git repository {toplevel}")
     rel = folder.relative_to(toplevel).as_posix()
     return Root(toplevel, "" if rel == "." else rel + "/")
+
+
+def _blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _show_toplevel(path: Path) -> Path | None:
@@ -341,14 +346,19 @@ class Git:
     def refresh_paths(self, changes: dict[str, bytes | None]) -> None:
         """After the checked-out branch moved to a commit with `changes`: write them into
         the work tree and the index (the caller made sure nothing uncommitted is there)."""
+        lines = []
         for path, data in changes.items():
             target = self.toplevel / path
             if data is None:
                 target.unlink(missing_ok=True)
+                lines.append(f"0 {'0' * 40}\t{path}")
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-        self.run("update-index", "--add", "--remove", "--", *changes)
+                lines.append(f"100644 {_blob_id(data)}\t{path}")
+        # The blob ids are known: the index is told directly, nothing is hashed again.
+        self.run("update-index", "-z", "--index-info",
+                 input="\0".join(lines).encode() + b"\0")
 
     # -- writing (plumbing: no checkout, no index) ---------------------------------------
 
