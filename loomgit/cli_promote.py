@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -91,7 +91,7 @@ def promote(
       loomgit promote order-sync --to production --dry-run
       loomgit promote --all --to staging --branch promote/staging
     """
-    from loomgit import credops, diff, promotion
+    from loomgit import diff, promotion
     from loomgit.workspace import Workspace
 
     text = _notes(notes, notes_file)
@@ -106,7 +106,7 @@ def promote(
             from_env=from_env,
             fire_times=dry_run or branch is not None,  # only reviews need them
             copy_credentials=copy_credentials,
-            keys=credops.key_files(ws, age_keys) if copy_credentials else {},
+            keys=_keys(ws, age_keys) if copy_credentials else {},
             review=dry_run,
         )
         for warning in plan.warnings:
@@ -153,6 +153,12 @@ def promote(
     click.echo(diff.render_text(diffs))
     if branch:
         click.echo(f"\nPull request title:\n{plan.subject}\n\nPull request body:\n{body}")
+
+
+def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
+    from loomgit import credops  # only when credentials are copied: it loads sops support
+
+    return credops.key_files(ws, age_keys)
 
 
 def _toggle(name: str, env: str, repo: Path, active: bool) -> None:

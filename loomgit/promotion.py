@@ -269,7 +269,8 @@ def plan(
             )
             continue
         _check_source(ws, name, content, source, variables)
-        declared = load_workflow(content, source.workflow(name)).spec.credentials
+        model = load_workflow(content, source.workflow(name))
+        declared = model.spec.credentials
         resolves = {
             c: c in copying or credentials.resolve(c, scoped_creds, shared_creds, only) is not None
             for c in declared
@@ -304,7 +305,7 @@ def plan(
         old = tgt_files[target.workflow(name)]
         diff = compare(
             name,
-            load_workflow(content, source.workflow(name)),
+            model,
             load_workflow(old, target.workflow(name)) if old else None,
             source_env=source_env,
             target_env=to_env,

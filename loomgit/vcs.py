@@ -357,8 +357,7 @@ class Git:
                 target.write_bytes(data)
                 lines.append(f"100644 {_blob_id(data)}\t{path}")
         # The blob ids are known: the index is told directly, nothing is hashed again.
-        self.run("update-index", "-z", "--index-info",
-                 input="\0".join(lines).encode() + b"\0")
+        self.run("update-index", "-z", "--index-info", input="\0".join(lines).encode() + b"\0")
 
     # -- writing (plumbing: no checkout, no index) ---------------------------------------
 
