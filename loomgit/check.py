@@ -51,6 +51,9 @@ class _Context:
         return (env, rel) if rel else None
 
 
+KEEP_FILE = "workflows/.gitkeep"  # written by `loomgit init` so the folder exists
+
+
 def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
     out = ctx.git.run("diff-tree", "-r", "-z", "--no-renames", "--name-status", parent, commit)
     fields = [f.decode("utf-8", "surrogateescape") for f in out.split(b"\0") if f]
@@ -65,7 +68,7 @@ def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
             change.env_file = True
         elif rel.startswith("workflows/") and rel.count("/") == 1 and rel.endswith(".yaml"):
             change.workflows[rel[len("workflows/") : -len(".yaml")]] = status[0]
-        elif rel not in (VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG):
+        elif rel not in (VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG, KEEP_FILE):
             # Variables and credential changes are legal; validate checks the credentials
             # (encrypted, for exactly the recipients .sops.yaml gives) at HEAD.
             change.other.append(rel)
@@ -216,7 +219,9 @@ def _check_records(
 
 
 def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
-    parent = ctx.git.run("rev-parse", f"{commit}^").decode().strip()
+    out = ctx.git.run("rev-parse", "--verify", "--quiet", f"{commit}^", ok=(0, 1, 128))
+    # A root commit (a range from unrelated history) is compared with the empty tree.
+    parent = out.decode().strip() or ctx.git.empty_tree()
     _, _, trailers = parse_message(ctx.git.commit_info(commit)["message"])
     short = commit[:12]
     problems: list[Problem] = []

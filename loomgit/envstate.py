@@ -67,8 +67,14 @@ def split(text: str) -> Blocks | None:
 
 
 def parse_block(name: str, block: str) -> WorkflowState:
-    doc = yamlio.load(("workflows:\n" + block).encode())
-    return WorkflowState.model_validate(doc["workflows"][name])
+    try:
+        doc = yamlio.load(("workflows:\n" + block).encode())
+        return WorkflowState.model_validate(doc["workflows"][name])
+    except (yamlio.YamlFailure, ValidationError, KeyError, TypeError) as exc:
+        raise LoomgitError(
+            f"the record of {name} in environment.yaml is not valid",
+            hint="run `loomgit validate` and fix it first",
+        ) from exc
 
 
 def _plain(state: WorkflowState) -> dict[str, Any]:

@@ -127,11 +127,13 @@ def generate(
         )
     identity = x25519.Identity.generate()
     recipient = str(identity.to_public())
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise Refused(f"{out} already exists; loomgit will not overwrite a key") from None
+    except OSError as exc:
+        raise Refused(f"cannot write {out}: {exc.strerror}") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(
             f"# age identity for loomgit environment {env}\n# public key: {recipient}\n{identity}\n"

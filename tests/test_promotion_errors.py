@@ -82,3 +82,29 @@ def test_option_like_revision_is_refused(pipe: Pipeline) -> None:
     result = pipe.cli("restore", "--repo", pipe.path, "hello", "--", "--output=/tmp/x")
     assert result.code == 2 and "not a valid revision" in result.err
     assert pipe.snapshot() == before
+
+
+def test_invalid_record_is_an_error_not_a_crash(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    state = pipe.path / "environments/staging/environment.yaml"
+    state.write_text(state.read_text().replace("version: 1", "version: abc"))
+    from conftest import commit_all
+
+    commit_all(pipe.path, "break the record")
+    result = pipe.run("activate", "hello", "--env", "staging")
+    assert result.code == 1 and "record of hello in environment.yaml is not valid" in result.err
+
+
+def test_unwritable_key_path_is_an_error(pipe: Pipeline) -> None:
+    result = pipe.run("keys", "generate", "--env", "staging", "--out", "/proc/nope/key")
+    assert result.code == 1 and "cannot write /proc/nope/key" in result.err
+
+
+def test_range_with_a_root_commit(pipe: Pipeline) -> None:
+    from conftest import git
+
+    base = pipe.tip("development")
+    git(pipe.path, "checkout", "-q", "--orphan", "elsewhere")
+    git(pipe.path, "commit", "-q", "-m", "unrelated history")
+    result = pipe.run("check-promotion", "--base", base, "--head", "elsewhere", "--no-validate")
+    assert result.code == 0, result.err
