@@ -166,10 +166,6 @@ def read_config(data: bytes | None) -> SopsConfig:
     return SopsConfig(tuple(rules), tuple(findings))
 
 
-def age_rule_lines(regex: str, recipients: list[str]) -> str:
-    return f"  - path_regex: {regex}\n    age: {','.join(recipients)}\n"
-
-
 def resolve(
     name: str,
     scoped: CredentialFile | None,

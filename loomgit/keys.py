@@ -16,7 +16,6 @@ from pyrage import x25519
 from ruamel.yaml import YAML
 
 from loomgit import credentials, sops
-from loomgit.credentials import GLOBAL_FILE_BRANCHES, GLOBAL_FILE_DIRECTORIES, SCOPED_FILE
 from loomgit.credops import global_files, open_file, scoped_file
 from loomgit.errors import UsageError
 from loomgit.promotion import Refused, Written, write
@@ -39,25 +38,18 @@ def check_recipient(recipient: str) -> str:
     return recipient
 
 
-def _rules(ws: Workspace, env: str | None) -> tuple[str, str]:
-    """(path_regex, path) of the rule for `env`'s scoped file, or the global one (None)."""
+def _rule_regex(ws: Workspace, env: str | None) -> str:
+    """loomgit's path_regex for `env`'s scoped file, or for the global file (None)."""
     if ws.config.layout == "directories":
         if env is None:
-            return r"credentials\.sops\.yaml$", GLOBAL_FILE_DIRECTORIES
-        return (
-            rf"environments/{re.escape(env)}/credentials\.sops\.yaml$",
-            f"environments/{env}/{SCOPED_FILE}",
-        )
-    if env is None:
-        return r"^global-credentials\.sops\.yaml$", GLOBAL_FILE_BRANCHES
-    return r"^credentials\.sops\.yaml$", SCOPED_FILE
+            return r"credentials\.sops\.yaml$"
+        return rf"environments/{re.escape(env)}/credentials\.sops\.yaml$"
+    return r"^global-credentials\.sops\.yaml$" if env is None else r"^credentials\.sops\.yaml$"
 
 
-def with_recipient(
-    config: bytes | None, regex: str, path: str, recipient: str, first: bool
-) -> bytes:
-    """`.sops.yaml` with `recipient` added to the rule that applies to `path` (a new rule,
-    first or last, when none does). Comments and other rules are kept."""
+def with_recipient(config: bytes | None, regex: str, recipient: str, first: bool) -> bytes:
+    """`.sops.yaml` with `recipient` added to loomgit's own rule `regex` (a new rule, first
+    or last, when there is none). Comments and other rules are kept."""
     rt = YAML(typ="rt")
     rt.width = 4096
     doc: Any = rt.load(config.decode()) if config else None
@@ -96,8 +88,8 @@ def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]
         config_path = (ws.root.prefix if ws.config.layout == "directories" else "") + ".sops.yaml"
         config = ws.git.blob_at(loc.commit, config_path)
         for where in files:
-            regex, path = _rules(ws, None if where.label == "global" else env)
-            config = with_recipient(config, regex, path, recipient, first=where.label != "global")
+            regex = _rule_regex(ws, None if where.label == "global" else env)
+            config = with_recipient(config, regex, recipient, first=where.label != "global")
         changes: dict[str, bytes | None] = {config_path: config}
         rules = credentials.read_config(config)
         for where in files:

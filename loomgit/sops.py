@@ -184,10 +184,3 @@ def encrypt(doc: dict[str, Any], recipients: list[str], *, what: str) -> bytes:
     if proc.returncode != 0:
         raise SopsError(f"sops could not encrypt {what} (exit {proc.returncode})")
     return proc.stdout
-
-
-def update_recipients(
-    data: bytes, recipients: list[str], key_file: Path, *, what: str, env: str
-) -> bytes:
-    """The same credentials re-encrypted for a new set of recipients."""
-    return encrypt(decrypt(data, key_file, what=what, env=env), recipients, what=what)

@@ -165,10 +165,3 @@ def jmespath_refs(text: str) -> Refs:
     if not fields:
         return NO_REFS
     return _path_refs([".".join(fields)])
-
-
-def merge_all(refs: list[Refs]) -> Refs:
-    out = NO_REFS
-    for r in refs:
-        out = _merge(out, r)
-    return out
