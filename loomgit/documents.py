@@ -46,6 +46,7 @@ class ParsedWorkflow:
     facts: WorkflowFacts | None
     digest: str
     problems: tuple[Problem, ...] = ()
+    model: Workflow | None = None  # kept for running it; None when it does not validate
 
 
 def _load_mapping(data: bytes, max_bytes: int = yamlio.MAX_FILE_BYTES) -> tuple[Any, list[Finding]]:
@@ -89,7 +90,7 @@ def parse_workflow(data: bytes) -> ParsedWorkflow:
         facts, findings = analyse(wf, doc)
     except RecursionError:
         return ParsedWorkflow(None, dig, (Problem("LG102", _TOO_DEEP, line=1, col=1),))
-    return ParsedWorkflow(facts, dig, resolve(data, findings) if findings else ())
+    return ParsedWorkflow(facts, dig, resolve(data, findings) if findings else (), wf)
 
 
 class DocumentCache:

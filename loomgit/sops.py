@@ -87,7 +87,7 @@ def check_key_file(path: Path, env: str) -> Path:
             f"the age key file for {env} ({path}) can be read by other users",
             hint=f"chmod 600 {path}",
         )
-    return path
+    return path.absolute()  # sops runs in an empty folder of its own
 
 
 def _run(args: list[str], data: bytes, key_file: Path | None) -> subprocess.CompletedProcess[bytes]:

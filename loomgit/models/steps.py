@@ -2,7 +2,9 @@
 
 A plugin registers a step type through the `loomgit.steps` entry point group: the entry
 point's name is the type name, and the object it loads has a `params` attribute holding a
-pydantic model for the step's `with:` mapping (or is that model itself).
+pydantic model for the step's `with:` mapping (or is that model itself), and a `run`
+callable: `run(params, ctx)`, plain or `async`, returning the step's output (see
+`loomgit.runtime.StepContext`).
 """
 
 from __future__ import annotations
@@ -85,11 +87,12 @@ BUILTIN_STEPS: dict[str, type[BaseModel]] = {
 
 
 @functools.cache
-def plugin_steps() -> dict[str, type[BaseModel]]:
-    """Step types registered by installed packages (loaded once per process)."""
+def plugins() -> dict[str, tuple[type[BaseModel], object]]:
+    """Step types registered by installed packages, with the object each entry point
+    loaded (loaded once per process)."""
     from importlib.metadata import entry_points  # only when a non-built-in type is used
 
-    found: dict[str, type[BaseModel]] = {}
+    found: dict[str, tuple[type[BaseModel], object]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN_STEPS:
             continue
@@ -100,8 +103,13 @@ def plugin_steps() -> dict[str, type[BaseModel]]:
         is_model = isinstance(obj, type) and issubclass(obj, BaseModel)
         params = obj if is_model else getattr(obj, "params", None)
         if isinstance(params, type) and issubclass(params, BaseModel):
-            found[ep.name] = params
+            found[ep.name] = (params, obj)
     return found
+
+
+def plugin_steps() -> dict[str, type[BaseModel]]:
+    """The parameter models of the plugin step types."""
+    return {name: params for name, (params, _) in plugins().items()}
 
 
 def params_model(step_type: str) -> type[BaseModel] | None:

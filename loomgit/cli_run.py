@@ -1,0 +1,341 @@
+"""Running workflows by hand (`run`, always in the first environment) and reading the
+execution history (`executions`, `executions show`, `executions prune`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from loomgit.cli import cli, repo_option
+from loomgit.cli_credentials import key_option
+from loomgit.errors import UsageError
+
+TEXT_JSON = click.Choice(["text", "json"])
+# The history module is imported only by the commands; the names are repeated here so that
+# `--help` stays fast. A test keeps the two lists equal.
+STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+STATUS_MARK = {
+    "succeeded": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "timed_out": "⏱",
+    "cancelled": "■",
+    "running": "…",
+    "queued": "…",
+}
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_AGO_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def state_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="LOOMGIT_STATE_DIR",
+        help="Folder of loomgit's local state (the execution history); default: "
+        "$LOOMGIT_STATE_DIR, else the user's state folder.",
+    )(func)
+
+
+def _history(state_dir: Path | None) -> Any:
+    from loomgit.history import DB_NAME, History
+
+    return History(state_dir / DB_NAME if state_dir else None)
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def _input(raw: str | None, path: Path | None) -> Any:
+    if raw is not None and path is not None:
+        raise UsageError("give --input or --input-file, not both")
+    if path is not None:
+        try:
+            raw = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path} is not UTF-8 text") from None
+    if raw is None:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        where = path or "--input"
+        raise UsageError(f"{where} is not valid JSON: {exc}") from None
+
+
+class _Printer:
+    """Prints each step as it finishes, and log lines as they are written."""
+
+    def execution_started(self, ex: Any) -> None:
+        click.echo(f"running {ex.workflow} in {ex.environment} (execution {ex.id})")
+
+    def step_finished(self, step: Any) -> None:
+        mark = STATUS_MARK.get(step.status, "?")
+        tries = f" ({step.attempts} attempts)" if step.attempts > 1 else ""
+        line = f"  {mark} {step.step_id:<20} {step.type:<10} {step.status:<10} "
+        line += _duration(step.duration_ms) + tries
+        click.echo(line)
+        if step.error:
+            click.echo(f"      {step.error}")
+
+    def log(self, step_id: str, level: str, message: str) -> None:
+        click.echo(f"    [{level}] {message}")
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--input", "raw_input", metavar="JSON", help="The trigger body, as JSON.")
+@click.option(
+    "--input-file",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="Read the trigger body (JSON) from a file, or - for standard input.",
+)
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    help="Only the first environment is accepted: manual runs never touch later ones.",
+)
+@click.option(
+    "--timeout",
+    "limit",
+    metavar="DURATION",
+    help="Time limit of the whole execution, e.g. 30s or 5m (default: the workflow's "
+    "spec.timeout, else 5m).",
+)
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@key_option
+@state_option
+@repo_option
+def run(
+    workflow: str,
+    raw_input: str | None,
+    input_file: Path | None,
+    env: str | None,
+    limit: str | None,
+    fmt: str,
+    age_keys: tuple[str, ...],
+    state_dir: Path | None,
+    repo: Path,
+) -> None:
+    """Run WORKFLOW once, by hand, in the first environment.
+
+    Runs the definition in the work tree (uncommitted edits included) with the first
+    environment's variables and credentials; only that environment's key is needed.
+    Prints each step as it finishes, the output and the execution id. Exits 0 when the
+    execution succeeded, 1 when it failed or timed out.
+
+    \b
+    Examples:
+      loomgit run order-sync --input '{"order": {"number": 1001}}'
+      loomgit run order-sync --input-file order.json --age-key-file development=dev.agekey
+      loomgit run nightly-sales-report --format json
+    """
+    from loomgit import runner
+
+    body = _input(raw_input, input_file)
+    seconds = runner.parse_duration(limit) if limit else None
+    printer = None if fmt == "json" else _Printer()
+    with _history(state_dir) as history:
+        result = runner.run_manual(
+            repo, workflow, body, age_keys, history, env=env, time_limit=seconds, listener=printer
+        )
+    ex = result.execution
+    if fmt == "json":
+        click.echo(json.dumps(ex.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(
+            f"{ex.status} in {_duration(ex.duration_ms)} "
+            f"({ex.workflow} in {ex.environment}, execution {ex.id})"
+        )
+        if ex.error:
+            click.echo(f"error: {ex.error}", err=True)
+        if ex.output is not None:
+            click.echo("output:")
+            click.echo(json.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
+        click.echo(f"details: loomgit executions show {ex.id}")
+    sys.exit(0 if ex.status == "succeeded" else 1)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`30m`, `2h`, `7d`, `1w` ago, or an ISO date or time (UTC unless it says otherwise)."""
+    ago = _AGO.match(text)
+    if ago:
+        return (now or time.time()) - float(ago.group(1)) * _AGO_UNIT[ago.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since takes an age such as 30m, 2h or 7d, or an ISO date; not '{text}'"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _short_time(iso: str | None) -> str:
+    return "-" if iso is None else iso[:19].replace("T", " ")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
+@click.option("--workflow", metavar="NAME", help="Only this workflow's executions.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only executions with this status.")
+@click.option("--since", metavar="AGE|DATE", help="Started within 30m, 2h, 7d… or since a date.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@state_option
+@click.pass_context
+def executions(
+    ctx: click.Context,
+    env: str | None,
+    workflow: str | None,
+    status: str | None,
+    since: str | None,
+    limit: int,
+    fmt: str,
+    state_dir: Path | None,
+) -> None:
+    """The execution history, newest first, filtered by environment, workflow, status.
+
+    \b
+    Examples:
+      loomgit executions --env production --status failed --since 1d
+      loomgit executions --workflow order-sync --limit 10 --format json
+      loomgit executions show 01JD3N5Q8W
+      loomgit executions prune --older-than 30d --keep 100000
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = state_dir
+        return
+    from loomgit.history import Query
+
+    query = Query(env, workflow, status, parse_since(since) if since else None, limit)
+    with _history(state_dir) as history:
+        found = history.query(query)
+    if fmt == "json":
+        click.echo(json.dumps([ex.to_json(steps=False) for ex in found], indent=2))
+        return
+    if not found:
+        click.echo("no executions match", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "started (UTC)", "env", "workflow", "ver", "trigger", "status", "took"):
+        table.add_column(column, no_wrap=True)
+    for ex in found:
+        data = ex.to_json(steps=False)
+        table.add_row(
+            ex.id,
+            _short_time(data["started_at"]),
+            ex.environment,
+            ex.workflow,
+            f"v{ex.version}" if ex.version else "-",
+            ex.trigger_type,
+            f"{STATUS_MARK.get(ex.status, '?')} {ex.status}",
+            _duration(ex.duration_ms),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=240)
+    console.print(table)
+
+
+def _block(label: str, value: Any, indent: str = "      ") -> None:
+    if value is None or value == [] or value == {}:
+        return
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    click.echo(f"{indent}{label}: " + text.replace("\n", "\n" + indent))
+
+
+@executions.command("show")
+@click.argument("ident", metavar="ID")
+@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@click.pass_obj
+def show_execution(state_dir: Path | None, ident: str, fmt: str) -> None:
+    """One execution step by step: status, timing, input, output, logs and errors.
+
+    ID may be the first characters of the id, when they match only one execution.
+
+    \b
+    Examples:
+      loomgit executions show 01JD3N5Q8WZ4T0ZJ5J7Q5X9Y1M
+      loomgit executions show 01JD3N5Q --format json
+    """
+    with _history(state_dir) as history:
+        ex = history.get(ident)
+    data = ex.to_json()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    version = f"v{ex.version}" if ex.version else "unversioned"
+    click.echo(f"execution {ex.id}")
+    click.echo(f"  workflow:    {ex.workflow} {version} in {ex.environment}")
+    click.echo(f"  trigger:     {ex.trigger_type}")
+    click.echo(f"  status:      {STATUS_MARK.get(ex.status, '?')} {ex.status}")
+    click.echo(f"  started:     {data['started_at']}")
+    click.echo(f"  ended:       {data['ended_at'] or '-'}  ({_duration(ex.duration_ms)})")
+    if ex.stopped_at:
+        click.echo(f"  stopped at:  {ex.stopped_at}")
+    if ex.error:
+        click.echo(f"  error:       {ex.error}")
+    _block("trigger", ex.trigger, indent="  ")
+    click.echo("steps:")
+    if not ex.steps:
+        click.echo("  (none recorded)")
+    for step in ex.steps:
+        tries = f", {step.attempts} attempts" if step.attempts > 1 else ""
+        click.echo(
+            f"  {STATUS_MARK.get(step.status, '?')} {step.step_id} ({step.type}) "
+            f"{step.status}, {_duration(step.duration_ms)}{tries}"
+        )
+        if step.error:
+            click.echo(f"      error: {step.error}")
+        for line in step.logs:
+            click.echo(f"      [{line.get('level')}] {line.get('message')}")
+        _block("input", step.input)
+        _block("output", step.output)
+    if ex.output is not None:
+        click.echo("output:")
+        click.echo(json.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
+
+
+@executions.command("prune")
+@click.option("--older-than", metavar="AGE", help="Delete executions started before this age.")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Keep only the newest N executions of each environment.",
+)
+@click.pass_obj
+def prune(state_dir: Path | None, older_than: str | None, keep: int | None) -> None:
+    """Delete old executions (retention by age and by count per environment).
+
+    Executions still queued or running are never deleted.
+
+    \b
+    Examples:
+      loomgit executions prune --older-than 30d
+      loomgit executions prune --keep 100000
+    """
+    if older_than is None and keep is None:
+        raise UsageError("give --older-than, --keep or both")
+    age = time.time() - parse_since(older_than) if older_than else None
+    with _history(state_dir) as history:
+        deleted = history.prune(older_than=age, keep=keep)
+    click.echo(f"deleted {deleted} execution{'s' if deleted != 1 else ''}")

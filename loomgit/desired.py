@@ -1,0 +1,125 @@
+"""What an environment runs, read from a snapshot: each workflow's definition, version
+and activation, the environment's variables, and its credentials decrypted with its key.
+The CLI's `run` and the daemon build their deployments here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from loomgit import credentials, sops
+from loomgit.documents import DocumentCache
+from loomgit.errors import LoomgitError, UsageError
+from loomgit.layout import Snapshot
+from loomgit.models.state import EnvironmentState, Variables, WorkflowState
+from loomgit.problems import Problem
+from loomgit.redact import Redactor, secret_values
+from loomgit.runtime import Deployment
+from loomgit.validate import check
+
+
+class NotRunnable(LoomgitError):
+    """The workflow cannot run as it stands (it does not validate, or is not there)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One workflow of one environment, ready to have its credentials decrypted."""
+
+    deployment: Deployment  # without credentials yet
+    path: str
+    state: WorkflowState
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal(v) for v in value]
+    return value
+
+
+def plan(snap: Snapshot, cache: DocumentCache, env: str, name: str) -> Plan:
+    """The deployment of workflow `name` in `env`; refuses one that does not validate."""
+    files = snap.envs[env]
+    ref = next((r for r in files.workflows if r.rel.rsplit("/", 1)[-1].split(".")[0] == name), None)
+    if ref is None:
+        known = sorted(r.rel.rsplit("/", 1)[-1].split(".")[0] for r in files.workflows)
+        raise UsageError(
+            f"there is no workflow '{name}' in {env}",
+            hint=f"workflows in {env}: {', '.join(known)}" if known else None,
+        )
+    mine = {ref.path, *(r.path for r in (files.variables, files.environment) if r)}
+    blocking = [
+        p
+        for p in check(snap, cache, env)
+        if p.severity == "error" and (p.path in mine or not p.path)
+    ]
+    parsed = cache.workflow(ref.blob, snap.bytes_of(ref))
+    if blocking or parsed.model is None:
+        first: Problem | None = blocking[0] if blocking else None
+        more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
+        raise NotRunnable(
+            f"{name} does not validate: {first.render() if first else ref.path}{more}",
+            hint=f"run `loomgit validate --env {env}` for the full list",
+        )
+    variables: dict[str, Any] = {}
+    if files.variables is not None:
+        vars_model = cache.model(Variables, files.variables.blob, snap.bytes_of(files.variables))
+        variables = dict(vars_model.model.variables) if vars_model.model else {}
+    state = WorkflowState()
+    if files.environment is not None:
+        doc = cache.model(
+            EnvironmentState, files.environment.blob, snap.bytes_of(files.environment)
+        )
+        if doc.model is not None:
+            state = doc.model.workflows.get(name, state)
+    dep = Deployment(
+        workflow=parsed.model,
+        environment=env,
+        version=state.version,
+        digest=parsed.digest,
+        variables=variables,
+    )
+    return Plan(dep, ref.path, state)
+
+
+def with_credentials(snap: Snapshot, found: Plan, key_file: Path | None) -> Deployment:
+    """The deployment with the credentials it declares, decrypted with `env`'s key."""
+    dep = found.deployment
+    wanted = dep.workflow.spec.credentials
+    if not wanted:
+        return dep
+    env, files = dep.environment, snap.envs[dep.environment]
+    scoped_ref, shared_ref = files.credentials, files.global_credentials
+    scoped = credentials.read(snap.bytes_of(scoped_ref)) if scoped_ref else None
+    shared = credentials.read(snap.bytes_of(shared_ref)) if shared_ref else None
+    scoped_only = frozenset(snap.config.scoped_only)
+    decrypted: dict[str, dict[str, Any]] = {}
+    values: dict[str, Any] = {}
+    for name in wanted:
+        where = credentials.resolve(name, scoped, shared, scoped_only)
+        if where is None:
+            raise NotRunnable(
+                f"credential {name} does not resolve in {env}",
+                hint=f"loomgit credentials set {name} --env {env}",
+            )
+        ref = scoped_ref if where[0] == "scoped" else shared_ref
+        assert ref is not None  # resolve() found the name in this file
+        if ref.path not in decrypted:
+            decrypted[ref.path] = sops.decrypt(snap.bytes_of(ref), key_file, what=ref.path, env=env)
+        values[name] = _reveal(decrypted[ref.path].get(name, {}))
+    return Deployment(
+        workflow=dep.workflow,
+        environment=env,
+        version=dep.version,
+        digest=dep.digest,
+        variables=dep.variables,
+        credentials=values,
+        redactor=Redactor(secret_values(values)),
+    )

@@ -1,0 +1,596 @@
+"""The execution history: one SQLite database (WAL mode) per state folder. This module is
+the only one that speaks SQL, so a server database can take its place later.
+
+One row per execution and one per step; inputs and outputs are stored as JSON, truncated
+to a configurable size. Writes from many executions at once are grouped into one commit
+(`Writer`), so recording stays durable without one disk flush per execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loomgit.errors import LoomgitError, UsageError
+
+DB_NAME = "history.db"
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
+STEP_STATUSES = ("succeeded", "failed", "skipped", "timed_out", "cancelled")
+DEFAULT_MAX_FIELD_BYTES = 64 * 1024
+BUSY_TIMEOUT_MS = 10_000
+
+# Numbered migrations: each runs once, in order, in its own transaction.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        version INTEGER,
+        digest TEXT,
+        trigger_type TEXT NOT NULL,
+        trigger TEXT NOT NULL DEFAULT '{}',
+        dedupe_key TEXT,
+        status TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        duration_ms REAL,
+        stopped_at TEXT,
+        error TEXT,
+        output TEXT
+    );
+    CREATE UNIQUE INDEX executions_dedupe
+        ON executions (environment, workflow, dedupe_key) WHERE dedupe_key IS NOT NULL;
+    CREATE INDEX executions_env_time ON executions (environment, started_at DESC);
+    CREATE INDEX executions_env_status_time
+        ON executions (environment, status, started_at DESC);
+    CREATE INDEX executions_workflow_time
+        ON executions (workflow, environment, started_at DESC);
+    CREATE INDEX executions_time ON executions (started_at DESC);
+    CREATE TABLE steps (
+        execution_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        duration_ms REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        input TEXT,
+        output TEXT,
+        error TEXT,
+        logs TEXT,
+        PRIMARY KEY (execution_id, position)
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+class HistoryError(LoomgitError):
+    """The history database cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    position: int
+    step_id: str
+    type: str
+    status: str
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    logs: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at) * 1000, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "id": self.step_id,
+            "type": self.type,
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "duration_ms": self.duration_ms,
+            "attempts": self.attempts,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "logs": list(self.logs),
+        }
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    environment: str
+    workflow: str
+    trigger_type: str
+    status: str
+    started_at: float
+    version: int | None = None
+    digest: str | None = None
+    trigger: dict[str, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+    ended_at: float | None = None
+    stopped_at: str | None = None  # the step it was at when it failed, was cancelled or timed out
+    error: str | None = None
+    output: Any = None
+    steps: tuple[StepRecord, ...] = ()
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at) * 1000, 3)
+
+    def to_json(self, steps: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "environment": self.environment,
+            "workflow": self.workflow,
+            "version": self.version,
+            "digest": self.digest,
+            "trigger": {"type": self.trigger_type, **self.trigger},
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "duration_ms": self.duration_ms,
+            "stopped_at": self.stopped_at,
+            "error": self.error,
+            "output": self.output,
+        }
+        if steps:
+            out["steps"] = [s.to_json() for s in self.steps]
+        return out
+
+
+@dataclass(frozen=True)
+class Query:
+    environment: str | None = None
+    workflow: str | None = None
+    status: str | None = None
+    since: float | None = None
+    limit: int = 50
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(now: float | None = None) -> str:
+    """A 26-character id that sorts by time (the ULID layout: 48 bits of milliseconds,
+    80 random bits, Crockford base32)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def default_path() -> Path:
+    """`$LOOMGIT_STATE_DIR/history.db`, else the user's state folder (XDG on Linux)."""
+    folder = os.environ.get("LOOMGIT_STATE_DIR")
+    if not folder:
+        import platformdirs
+
+        folder = platformdirs.user_state_dir("loomgit", appauthor=False)
+    return Path(folder) / DB_NAME
+
+
+def _dump(value: Any, limit: int) -> str | None:
+    """JSON text of `value`; above `limit` bytes, a marked preview of it instead."""
+    if value is None:
+        return None
+    text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    size = len(text.encode())
+    if size <= limit:
+        return text
+    preview = text.encode()[: max(limit - 200, 0)].decode(errors="ignore")
+    return json.dumps({"truncated": True, "bytes": size, "preview": preview}, ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class History:
+    """The history database. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+        durable: bool = True,
+    ) -> None:
+        self.path = path or default_path()
+        self.max_field_bytes = max_field_bytes
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # FULL: each commit is on disk before it returns (survives a power cut).
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise HistoryError(
+                f"cannot open the execution history {self.path}: {exc}",
+                hint="pass --state-dir to use another folder",
+            ) from None
+        except OSError as exc:
+            raise HistoryError(
+                f"cannot create the state folder {self.path.parent}: {exc.strerror}",
+                hint="pass --state-dir or set LOOMGIT_STATE_DIR to a writable folder",
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+        if done and max(done) > len(MIGRATIONS):
+            raise HistoryError(
+                f"{self.path} was written by a newer loomgit (schema {max(done)}, "
+                f"this one knows {len(MIGRATIONS)})",
+                hint="upgrade loomgit, or pass --state-dir to use another folder",
+            )
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number in done:
+                continue
+            with self._transaction() as db:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (number, time.time()))
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _insert(self, db: sqlite3.Connection, ex: Execution) -> None:
+        db.execute(
+            "INSERT INTO executions (id, environment, workflow, version, digest, trigger_type,"
+            " trigger, dedupe_key, status, started_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                ex.id,
+                ex.environment,
+                ex.workflow,
+                ex.version,
+                ex.digest,
+                ex.trigger_type,
+                _dump(ex.trigger, self.max_field_bytes) or "{}",
+                ex.dedupe_key,
+                ex.status,
+                ex.started_at,
+            ),
+        )
+
+    def _finish(self, db: sqlite3.Connection, ex: Execution) -> None:
+        limit = self.max_field_bytes
+        db.execute(
+            "UPDATE executions SET status=?, ended_at=?, duration_ms=?, stopped_at=?, error=?,"
+            " output=? WHERE id=?",
+            (
+                ex.status,
+                ex.ended_at,
+                ex.duration_ms,
+                ex.stopped_at,
+                ex.error,
+                _dump(ex.output, limit),
+                ex.id,
+            ),
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    ex.id,
+                    s.position,
+                    s.step_id,
+                    s.type,
+                    s.status,
+                    s.started_at,
+                    s.ended_at,
+                    s.duration_ms,
+                    s.attempts,
+                    _dump(s.input, limit),
+                    _dump(s.output, limit),
+                    s.error,
+                    _dump(list(s.logs), limit) if s.logs else None,
+                )
+                for s in ex.steps
+            ],
+        )
+
+    def start(self, ex: Execution) -> Execution:
+        """Records a new execution (queued or running). With a `dedupe_key` already used
+        by the same workflow in the same environment, returns that execution instead."""
+        try:
+            with self._transaction() as db:
+                self._insert(db, ex)
+        except sqlite3.IntegrityError:
+            first = self._by_dedupe(ex)
+            if first is None:
+                raise HistoryError(f"execution id {ex.id} is already recorded") from None
+            return first
+        except sqlite3.OperationalError as exc:
+            raise HistoryError(f"cannot write the execution history {self.path}: {exc}") from None
+        return ex
+
+    def finish(self, ex: Execution) -> None:
+        """Stores the final status, output and steps of an execution started before."""
+        try:
+            with self._transaction() as db:
+                self._finish(db, ex)
+        except sqlite3.OperationalError as exc:
+            raise HistoryError(f"cannot write the execution history {self.path}: {exc}") from None
+
+    def apply(self, batch: Sequence[tuple[str, Execution]]) -> list[Execution | Exception]:
+        """Runs many writes ("start" or "finish") in one transaction: a group commit. A
+        duplicate dedupe key fails only its own write."""
+        results: list[Execution | Exception] = []
+        try:
+            with self._transaction() as db:
+                for op, ex in batch:
+                    if op == "finish":
+                        self._finish(db, ex)
+                        results.append(ex)
+                        continue
+                    db.execute("SAVEPOINT one")
+                    try:
+                        self._insert(db, ex)
+                    except sqlite3.IntegrityError:
+                        db.execute("ROLLBACK TO one")
+                        results.append(self._by_dedupe(ex) or HistoryError(f"{ex.id} exists"))
+                    else:
+                        results.append(ex)
+                    db.execute("RELEASE one")
+        except sqlite3.OperationalError as exc:
+            error = HistoryError(f"cannot write the execution history {self.path}: {exc}")
+            return [error] * len(batch)
+        return results
+
+    def prune(
+        self, older_than: float | None = None, keep: int | None = None, now: float | None = None
+    ) -> int:
+        """Deletes finished executions started more than `older_than` seconds ago, and all
+        but the newest `keep` of each environment. Returns how many were deleted."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if older_than is not None:
+            clauses.append("started_at < ?")
+            params.append((now or time.time()) - older_than)
+        if keep is not None:
+            clauses.append(
+                "started_at < coalesce((SELECT e2.started_at FROM executions e2"
+                " WHERE e2.environment = executions.environment"
+                " ORDER BY e2.started_at DESC LIMIT 1 OFFSET ?), -1)"
+            )
+            params.append(keep - 1 if keep > 0 else 0)
+            if keep == 0:
+                clauses[-1] = "1"
+                params.pop()
+        if not clauses:
+            return 0
+        finished = ",".join("?" * len(FINISHED))
+        where = f"status IN ({finished}) AND ({' OR '.join(clauses)})"
+        with self._transaction() as db:
+            doomed = f"SELECT id FROM executions WHERE {where}"
+            db.execute(f"DELETE FROM steps WHERE execution_id IN ({doomed})", (*FINISHED, *params))
+            cur = db.execute(f"DELETE FROM executions WHERE {where}", (*FINISHED, *params))
+            return cur.rowcount
+
+    # -- reading ----------------------------------------------------------------------
+
+    _COLUMNS = (
+        "id, environment, workflow, trigger_type, status, started_at, version, digest,"
+        " trigger, dedupe_key, ended_at, stopped_at, error, output"
+    )
+
+    def _row(self, row: Sequence[Any], steps: tuple[StepRecord, ...] = ()) -> Execution:
+        return Execution(
+            id=row[0],
+            environment=row[1],
+            workflow=row[2],
+            trigger_type=row[3],
+            status=row[4],
+            started_at=row[5],
+            version=row[6],
+            digest=row[7],
+            trigger=_load(row[8]) or {},
+            dedupe_key=row[9],
+            ended_at=row[10],
+            stopped_at=row[11],
+            error=row[12],
+            output=_load(row[13]),
+            steps=steps,
+        )
+
+    def _by_dedupe(self, ex: Execution) -> Execution | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM executions"
+                " WHERE environment=? AND workflow=? AND dedupe_key=?",
+                (ex.environment, ex.workflow, ex.dedupe_key),
+            ).fetchone()
+        return None if row is None else self._row(row)
+
+    def query(self, q: Query) -> list[Execution]:
+        """Executions matching `q`, newest first (without their steps)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("environment", q.environment),
+            ("workflow", q.workflow),
+            ("status", q.status),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if q.since is not None:
+            clauses.append("started_at >= ?")
+            params.append(q.since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT {self._COLUMNS} FROM executions {where}"
+            " ORDER BY started_at DESC, id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*params, q.limit)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, ident: str) -> Execution:
+        """One execution with its steps, by id or a unique prefix of at least 6 characters."""
+        if len(ident) < 6 or not ident.isalnum():
+            raise UsageError(f"'{ident}' is not an execution id", hint="ids are 26 characters")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
+                (ident.upper(), ident.upper() + "\x7f"),
+            ).fetchall()
+            if not rows:
+                raise UsageError(f"no execution {ident} in {self.path}")
+            if len(rows) > 1:
+                raise UsageError(f"'{ident}' matches several executions; give more of the id")
+            steps = self._db.execute(
+                "SELECT position, step_id, type, status, started_at, ended_at, attempts, input,"
+                " output, error, logs FROM steps WHERE execution_id=? ORDER BY position",
+                (rows[0][0],),
+            ).fetchall()
+        return self._row(
+            rows[0],
+            tuple(
+                StepRecord(
+                    position=s[0],
+                    step_id=s[1],
+                    type=s[2],
+                    status=s[3],
+                    started_at=s[4],
+                    ended_at=s[5],
+                    attempts=s[6],
+                    input=_load(s[7]),
+                    output=_load(s[8]),
+                    error=s[9],
+                    logs=tuple(_load(s[10]) or ()),
+                )
+                for s in steps
+            ),
+        )
+
+
+class Writer:
+    """One thread that writes for many executions, committing whatever has queued up
+    together (a group commit). `submit` returns a future of the stored execution."""
+
+    def __init__(self, history: History, max_batch: int = 512) -> None:
+        self.history = history
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[str, Execution, Future[Execution]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, name="loomgit-history", daemon=True)
+        self._thread.start()
+
+    def submit(self, op: str, ex: Execution) -> Future[Execution]:
+        fut: Future[Execution] = Future()
+        self._queue.put((op, ex, fut))
+        return fut
+
+    def close(self) -> None:
+        """Writes everything submitted so far, then stops the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            results = self.history.apply([(op, ex) for op, ex, _ in batch])
+            for (_, _, fut), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+
+class AsyncRecorder:
+    """The engine's recorder: writes through a `Writer`, awaited from the event loop."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.writer = Writer(history)
+
+    async def start(self, ex: Execution) -> Execution:
+        return await asyncio.wrap_future(self.writer.submit("start", ex))
+
+    async def finish(self, ex: Execution) -> None:
+        await asyncio.wrap_future(self.writer.submit("finish", ex))
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,126 @@
+"""Outbound HTTP for the `http` step (aiohttp): one connection pool per engine, bounded
+response sizes, and every failure as one plain sentence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+USER_AGENT = "loomgit"
+
+
+class HttpError(Exception):
+    """The request failed or was answered with an unexpected status."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    json: Any = None
+    form: dict[str, str] | None = None
+    body: str | None = None
+    timeout: float = 30.0
+
+
+def _query_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def query_params(query: dict[str, Any]) -> dict[str, str]:
+    return {k: _query_value(v) for k, v in query.items()}
+
+
+class Client:
+    """A pool of connections, opened on first use inside the running event loop."""
+
+    def __init__(self, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self.max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=100),
+                trust_env=False,
+            )
+        return self._session
+
+    async def send(self, req: Request) -> dict[str, Any]:
+        """The response as {status, headers, json | text}; raises HttpError."""
+        if not req.url.startswith(("http://", "https://")):
+            raise HttpError(f"the url must start with http:// or https://, not {req.url[:40]!r}")
+        kwargs: dict[str, Any] = {}
+        if req.json is not None:
+            kwargs["json"] = req.json
+        elif req.form is not None:
+            kwargs["data"] = req.form
+        elif req.body is not None:
+            kwargs["data"] = req.body.encode()
+        try:
+            async with self._pool().request(
+                req.method,
+                req.url,
+                headers=req.headers,
+                params=req.query or None,
+                timeout=aiohttp.ClientTimeout(total=req.timeout),
+                allow_redirects=True,
+                **kwargs,
+            ) as resp:
+                raw = await resp.content.read(self.max_response_bytes + 1)
+                if len(raw) > self.max_response_bytes:
+                    raise HttpError(
+                        f"{req.method} {req.url}: the response is larger than "
+                        f"{self.max_response_bytes:,} bytes"
+                    )
+                out: dict[str, Any] = {"status": resp.status, "headers": dict(resp.headers)}
+                text = _decode(raw, resp.charset)
+                if "json" in resp.content_type and raw:
+                    try:
+                        out["json"] = json.loads(text)
+                    except ValueError:
+                        out["text"] = text
+                else:
+                    out["text"] = text
+                return out
+        except TimeoutError:
+            raise HttpError(
+                f"{req.method} {req.url}: no response within {req.timeout:g}s"
+            ) from None
+        except aiohttp.InvalidURL:
+            raise HttpError(f"{req.method} {req.url}: not a valid URL") from None
+        except aiohttp.ClientError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise HttpError(f"{req.method} {req.url}: {reason}") from None
+        except (ValueError, TypeError) as exc:  # e.g. a body that does not serialise as JSON
+            raise HttpError(f"{req.method} {req.url}: {exc}") from None
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name in Content-Type
+        return raw.decode("utf-8", errors="replace")
+
+
+def describe(out: dict[str, Any], limit: int = 200) -> str:
+    """A short view of a response body, for error messages."""
+    if "json" in out:
+        text = json.dumps(out["json"], ensure_ascii=False)
+    else:
+        text = str(out.get("text", ""))
+    return text if len(text) <= limit else text[:limit] + "…"

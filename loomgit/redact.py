@@ -1,0 +1,74 @@
+"""Redaction: every credential value an execution could reveal is replaced before
+anything is printed, logged or recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "[redacted]"
+# Shorter values (a region code, "true") would blank out ordinary text everywhere.
+MIN_SECRET_LENGTH = 4
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
+)
+
+
+def _forms(secret: str) -> set[str]:
+    """The secret as it appears raw, JSON-escaped and URL-encoded."""
+    return {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
+
+
+class Redactor:
+    """Replaces known secret values (and their escaped forms) with a mask."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        forms = {form for s in secrets if len(s) >= MIN_SECRET_LENGTH for form in _forms(s) if form}
+        ordered = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def text(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def value(self, value: Any) -> Any:
+        """A copy of `value` with every string redacted, and sensitive headers masked."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                self.text(str(k)): (
+                    MASK
+                    if isinstance(k, str) and k.lower() in SENSITIVE_HEADERS and v
+                    else self.value(v)
+                )
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+
+def secret_values(credentials: dict[str, Any]) -> list[str]:
+    """Every leaf value of a decrypted credentials mapping, as text."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif value is not None:
+            found.append(str(value))
+
+    walk(credentials)
+    return found

@@ -1,0 +1,95 @@
+"""Rendering `{{ … }}` templates and `when:` expressions against an execution's context,
+in Jinja2's sandbox. A string that is one placeholder keeps the value's type (a list stays
+a list); anything else renders to text."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_WHOLE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+_MARKERS = ("{{", "{%", "{#")
+
+
+class RenderError(ValueError):
+    """A template failed while rendering; the message is one plain sentence."""
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """`order.items` is the `items` key of a mapping, never the dict method: workflow data
+    comes from JSON, where such names are ordinary keys."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+@functools.cache
+def _environment() -> ImmutableSandboxedEnvironment:
+    return _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"{exc.message} (not in the context)"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"invalid template: {exc.message}"
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return f"not allowed in a template: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _expression(source: str) -> Callable[..., Any]:
+    return _environment().compile_expression(source, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(source: str) -> jinja2.Template:
+    return _environment().from_string(source)
+
+
+def _defined(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # raises UndefinedError with Jinja's message
+    return value
+
+
+def render_string(text: str, context: dict[str, Any]) -> Any:
+    if not any(m in text for m in _MARKERS):
+        return text
+    try:
+        whole = _WHOLE.match(text)
+        if whole and "{{" not in whole.group(1) and "}}" not in whole.group(1):
+            return _defined(_expression(whole.group(1).strip())(**context))
+        return _template(text).render(context)
+    except Exception as exc:  # a template may raise anything; each becomes a failed step
+        raise RenderError(_reason(exc)) from None
+
+
+def render(value: Any, context: dict[str, Any]) -> Any:
+    """`value` with every string in it rendered (mappings and lists walked)."""
+    if isinstance(value, str):
+        return render_string(value, context)
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """The value of a bare expression (`when:`); `{{ }}` around it is tolerated."""
+    source = expression.strip()
+    if source.startswith("{{") and source.endswith("}}"):
+        source = source[2:-2].strip()
+    try:
+        return _defined(_expression(source)(**context))
+    except Exception as exc:  # as above: the step fails with the reason
+        raise RenderError(_reason(exc)) from None

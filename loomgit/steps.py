@@ -1,0 +1,174 @@
+"""What each step type does at run time: the built-in types and those that plugins add
+through the `loomgit.steps` entry point group. Parameter models live in models/steps.py."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+from pydantic import BaseModel, ValidationError
+
+from loomgit.httpclient import Client, HttpError, Request, describe, query_params
+from loomgit.models import steps as models
+from loomgit.render import render
+
+DEFAULT_HTTP_TIMEOUT = 30.0
+
+
+class StepError(Exception):
+    """A step failed; `retryable` says whether another attempt could succeed."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step sees besides its parameters. Plugins receive it as `ctx`."""
+
+    data: Mapping[str, Any]  # trigger, steps, credentials, vars, env, workflow
+    environment: str
+    client: Client
+    _log: Callable[[str, str], None]
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Adds a line to the execution log (redacted like everything else)."""
+        self._log(level, str(message))
+
+
+def _messages(exc: ValidationError) -> str:
+    # Only locations and messages: the input values may hold secrets.
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"with.{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One step type: its parameter model, which parameters are templates, and its body."""
+
+    name: str
+    params: type[BaseModel]
+    body: Callable[[Any, StepContext], Any]
+    untemplated: tuple[str, ...] = ()  # parameters taken literally (a JMESPath expression)
+    is_async: bool = False
+
+    def render(self, raw: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """The parameters with their templates rendered (raises RenderError)."""
+        return {k: v if k in self.untemplated else render(v, context) for k, v in raw.items()}
+
+    def parse(self, rendered: dict[str, Any]) -> Any:
+        try:
+            return self.params.model_validate(rendered)
+        except ValidationError as exc:
+            raise StepError(_messages(exc), retryable=False) from None
+
+    def timeout(self, params: Any, step_timeout: float | None) -> float | None:
+        if isinstance(params, models.HttpParams):
+            own = params.timeout or DEFAULT_HTTP_TIMEOUT
+            return min(own, step_timeout) if step_timeout else own
+        return step_timeout
+
+    async def run(self, params: Any, ctx: StepContext) -> Any:
+        if self.is_async:
+            return await self.body(params, ctx)
+        if self.name in models.BUILTIN_STEPS:
+            return self.body(params, ctx)
+        # A plugin's plain function may block: keep it off the event loop.
+        return await asyncio.to_thread(self.body, params, ctx)
+
+
+async def _http(p: models.HttpParams, ctx: StepContext) -> Any:
+    req = Request(
+        method=p.method,
+        url=p.url,
+        headers=p.headers,
+        query=query_params(p.query),
+        json=p.json_,
+        form=p.form,
+        body=p.body,
+        timeout=p.timeout or DEFAULT_HTTP_TIMEOUT,
+    )
+    try:
+        out = await ctx.client.send(req)
+    except HttpError as exc:
+        raise StepError(str(exc)) from None
+    status = out["status"]
+    ok = status in p.expect_status if p.expect_status else 200 <= status < 300
+    if not ok:
+        expected = ", ".join(map(str, p.expect_status)) if p.expect_status else "2xx"
+        raise StepError(
+            f"{p.method} {p.url} answered {status}, expected {expected}: {describe(out)}"
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(expression: str) -> jmespath.parser.ParsedResult:
+    return jmespath.compile(expression)
+
+
+def _transform(p: models.TransformParams, ctx: StepContext) -> Any:
+    try:
+        return _compiled(p.expression).search(dict(ctx.data))
+    except jmespath.exceptions.JMESPathError as exc:
+        raise StepError(f"JMESPath: {exc}", retryable=False) from None
+
+
+def _set(p: models.SetParams, ctx: StepContext) -> Any:
+    return dict(p.root)
+
+
+def _log(p: models.LogParams, ctx: StepContext) -> Any:
+    ctx.log(p.message, p.level)
+    return {"message": p.message, "level": p.level}
+
+
+def _respond(p: models.RespondParams, ctx: StepContext) -> Any:
+    return {"status": p.status, "headers": p.headers, "body": p.body}
+
+
+def _fail(p: models.FailParams, ctx: StepContext) -> Any:
+    raise StepError(p.message, retryable=False)
+
+
+BUILTIN: dict[str, Kind] = {
+    "http": Kind("http", models.HttpParams, _http, is_async=True),
+    "transform": Kind("transform", models.TransformParams, _transform, ("expression",)),
+    "set": Kind("set", models.SetParams, _set),
+    "log": Kind("log", models.LogParams, _log),
+    "respond": Kind("respond", models.RespondParams, _respond),
+    "fail": Kind("fail", models.FailParams, _fail),
+}
+
+
+def _missing_run(name: str) -> Callable[[Any, StepContext], Any]:
+    def body(params: Any, ctx: StepContext) -> Any:
+        raise StepError(f"the plugin for step type {name} has no run function", retryable=False)
+
+    return body
+
+
+@functools.cache
+def kind(name: str) -> Kind:
+    """The step type `name`; raises StepError when no installed package provides it."""
+    found = BUILTIN.get(name)
+    if found is not None:
+        return found
+    plugin = models.plugins().get(name)
+    if plugin is None:
+        raise StepError(f"unknown step type '{name}'", retryable=False)
+    params, obj = plugin
+    body = getattr(obj, "run", None)
+    if not callable(body):
+        body = _missing_run(name)
+    return Kind(name, params, body, is_async=inspect.iscoroutinefunction(body))
