@@ -53,12 +53,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX executions_dedupe
         ON executions (environment, workflow, dedupe_key) WHERE dedupe_key IS NOT NULL;
-    CREATE INDEX executions_env_time ON executions (environment, started_at DESC);
+    CREATE INDEX executions_env_time ON executions (environment, started_at DESC, id DESC);
     CREATE INDEX executions_env_status_time
-        ON executions (environment, status, started_at DESC);
-    CREATE INDEX executions_workflow_time
-        ON executions (workflow, environment, started_at DESC);
-    CREATE INDEX executions_time ON executions (started_at DESC);
+        ON executions (environment, status, started_at DESC, id DESC);
+    CREATE INDEX executions_status_time ON executions (status, started_at DESC, id DESC);
+    CREATE INDEX executions_workflow_time ON executions (workflow, started_at DESC, id DESC);
+    CREATE INDEX executions_time ON executions (started_at DESC, id DESC);
     CREATE TABLE steps (
         execution_id TEXT NOT NULL,
         position INTEGER NOT NULL,

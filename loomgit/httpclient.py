@@ -60,6 +60,20 @@ class Client:
             )
         return self._session
 
+    async def _body(self, req: Request, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, read until its end or until it passes the size limit."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise HttpError(
+                    f"{req.method} {req.url}: the response is larger than "
+                    f"{self.max_response_bytes:,} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def send(self, req: Request) -> dict[str, Any]:
         """The response as {status, headers, json | text}; raises HttpError."""
         if not req.url.startswith(("http://", "https://")):
@@ -81,12 +95,7 @@ class Client:
                 allow_redirects=True,
                 **kwargs,
             ) as resp:
-                raw = await resp.content.read(self.max_response_bytes + 1)
-                if len(raw) > self.max_response_bytes:
-                    raise HttpError(
-                        f"{req.method} {req.url}: the response is larger than "
-                        f"{self.max_response_bytes:,} bytes"
-                    )
+                raw = await self._body(req, resp)
                 out: dict[str, Any] = {"status": resp.status, "headers": dict(resp.headers)}
                 text = _decode(raw, resp.charset)
                 if "json" in resp.content_type and raw:

@@ -66,6 +66,12 @@ def _git_identity() -> Iterator[None]:
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes execution history into the user's own state folder."""
+    monkeypatch.setenv("LOOMGIT_STATE_DIR", str(tmp_path / "loomgit-state"))
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, check=True, capture_output=True, text=True

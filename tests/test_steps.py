@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, Repo, Result
+from conftest import HELLO, AgeKey, Repo, Result
 
 from loomgit.models import steps
 
@@ -21,7 +21,19 @@ class Params(BaseModel):
 
 class SlackStep:
     params = Params
+
+    @staticmethod
+    async def run(params, ctx):
+        ctx.log(f"posting to #{params.channel}")
+        return {"posted": params.channel, "env": ctx.environment}
 """
+
+
+def _clear() -> None:
+    from loomgit import steps as kinds
+
+    steps.plugins.cache_clear()
+    kinds.kind.cache_clear()
 
 
 @pytest.fixture
@@ -39,11 +51,11 @@ def plugin(tmp_path: Path) -> Iterator[None]:
         "[loomgit.steps]\nslack = loomgit_slack_test:SlackStep\n"
     )
     sys.path.insert(0, str(site))
-    steps.plugin_steps.cache_clear()
+    _clear()
     yield
     sys.path.remove(str(site))
     sys.modules.pop("loomgit_slack_test", None)
-    steps.plugin_steps.cache_clear()
+    _clear()
 
 
 def _with_slack(channel_key: str) -> str:
@@ -97,3 +109,19 @@ def test_http_parameters(params: dict[str, object], ok: bool) -> None:
         assert not ok
     else:
         assert ok
+
+
+def test_plugin_step_runs(
+    plugin: None, repo: Repo, cli: Callable[..., Result], tmp_path: Path, age_key: AgeKey
+) -> None:
+    repo.write(
+        repo.wf("development"),
+        _with_slack("channel").replace('        unused: "{{ steps.greet.output.text }}"\n', ""),
+    )
+    result = cli(
+        "run", "hello", "--input", '{"name": "Ada"}', "--state-dir", tmp_path / "state",
+        "--age-key-file", f"development={age_key.path}", "--repo", repo.path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "[info] posting to #ops" in result.out
+    assert '"posted": "ops"' in result.out and '"env": "development"' in result.out

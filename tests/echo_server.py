@@ -1,0 +1,89 @@
+"""A real HTTP server on 127.0.0.1 for the `http` step: echoes requests, answers with a
+chosen status, fails a set number of times, answers slowly, or sends a large body."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: EchoServer
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet test output
+        pass
+
+    def _send(self, status: int, payload: object, content_type: str = "application/json") -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        self.server.hits[url.path] += 1
+        if parts[0] == "status":
+            self._send(int(parts[1]), {"status": int(parts[1])})
+        elif parts[0] == "flaky":  # /flaky/<key>/<failures>
+            if self.server.hits[url.path] <= int(parts[2]):
+                self._send(503, {"error": "try again"})
+            else:
+                self._send(200, {"ok": True, "after": self.server.hits[url.path]})
+        elif parts[0] == "slow":  # /slow/<seconds>
+            time.sleep(float(parts[1]))
+            self._send(200, {"slow": True})
+        elif parts[0] == "big":  # /big/<bytes>
+            self._send(200, b"x" * int(parts[1]), "text/plain")
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            self._send(
+                200,
+                {
+                    "method": self.command,
+                    "path": url.path,
+                    "query": dict(parse_qsl(url.query)),
+                    "headers": dict(self.headers),
+                    "body": body,
+                },
+            )
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.hits: Counter[str] = Counter()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up on a slow answer is part of the tests
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def serve() -> Iterator[EchoServer]:
+    server = EchoServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

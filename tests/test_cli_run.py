@@ -1,0 +1,297 @@
+"""`loomgit run` (manual runs, first environment only) and `loomgit executions`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, VARIABLES, AgeKey, Repo, Result
+from echo_server import EchoServer, serve
+
+from loomgit.cli_run import STATUSES, parse_since
+from loomgit.history import STATUSES as STORED_STATUSES
+from loomgit.history import Execution, History, StepRecord, new_id
+
+Cli = Callable[..., Result]
+CANARY = "LOOMGIT-CANARY-greeter"  # the greeter token of the fixture repositories
+
+
+@pytest.fixture
+def server() -> Iterator[EchoServer]:
+    yield from serve()
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "state"
+    monkeypatch.setenv("LOOMGIT_STATE_DIR", str(folder))
+    for env in ("DEVELOPMENT", "STAGING", "PRODUCTION"):
+        monkeypatch.delenv(f"LOOMGIT_AGE_KEY_FILE_{env}", raising=False)
+    return folder
+
+
+def dev_key(age_key: AgeKey) -> str:
+    return f"development={age_key.path}"
+
+
+def test_run_uses_the_first_environment_and_records_it(
+    repo: Repo, cli: Cli, age_key: AgeKey, state: Path
+) -> None:
+    repo.write("environments/development/variables.yaml", VARIABLES.replace("Hello", "Hi-dev"))
+    result = cli(
+        "run", "hello", "--input", '{"name": "Ada"}', "--age-key-file", dev_key(age_key),
+        "--repo", repo.path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "running hello in development" in result.out
+    assert "✓ greet" in result.out and "[info] Hi-dev, Ada" in result.out
+    assert "succeeded in" in result.out
+    listed = json.loads(cli("executions", "--format", "json").out)
+    assert [(e["environment"], e["workflow"], e["status"]) for e in listed] == [
+        ("development", "hello", "succeeded")
+    ]
+    assert listed[0]["trigger"]["type"] == "manual"
+    assert listed[0]["trigger"]["body"] == {"name": "Ada"}
+    assert listed[0]["id"] in result.out
+
+
+def test_manual_runs_never_touch_later_environments(
+    repo: Repo, cli: Cli, age_key: AgeKey, state: Path
+) -> None:
+    result = cli("run", "hello", "--env", "production", "--repo", repo.path)
+    assert result.code == 2
+    assert "manual runs always run in the first environment (development)" in result.err
+    assert not (state / "history.db").exists() or cli("executions").err == "no executions match\n"
+
+
+def test_run_needs_only_the_first_environments_key(repo: Repo, cli: Cli, state: Path) -> None:
+    result = cli("run", "hello", "--repo", repo.path)
+    assert result.code == 1
+    assert "no age key for development" in result.err
+    assert "LOOMGIT_AGE_KEY_FILE_DEVELOPMENT" in result.err
+
+
+def test_a_workflow_without_credentials_needs_no_key(repo: Repo, cli: Cli, state: Path) -> None:
+    repo.write(repo.wf("development"), HELLO.replace("  credentials: [greeter]\n", ""))
+    result = cli("run", "hello", "--input", '{"name": "Bo"}', "--repo", repo.path)
+    assert result.code == 0, result.err
+
+
+def test_an_invalid_workflow_is_refused_and_nothing_recorded(
+    repo: Repo, cli: Cli, age_key: AgeKey, state: Path
+) -> None:
+    repo.write(repo.wf("development"), HELLO.replace("vars.greeting", "vars.greting"))
+    result = cli("run", "hello", "--age-key-file", dev_key(age_key), "--repo", repo.path)
+    assert result.code == 1
+    assert "hello does not validate:" in result.err and "greting" in result.err
+    assert cli("executions").err == "no executions match\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("nope",), "there is no workflow 'nope' in development"),
+        (("hello", "--input", "{bad"), "--input is not valid JSON"),
+        (("hello", "--input-file", "missing.json"), "cannot read missing.json"),
+        (("hello", "--timeout", "soon"), "'soon' is not a duration"),
+        (("hello", "--env", "qa"), "unknown environment 'qa'"),
+    ],
+)
+def test_bad_arguments(
+    repo: Repo, cli: Cli, state: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = cli("run", *args, "--repo", repo.path)
+    assert result.code == 2
+    assert message in result.err
+
+
+def test_a_failed_run_exits_1(repo: Repo, cli: Cli, age_key: AgeKey, state: Path) -> None:
+    result = cli("run", "hello", "--age-key-file", dev_key(age_key), "--repo", repo.path)
+    assert result.code == 1
+    assert "✗ greet" in result.out
+    assert "error: step greet failed: 'dict object' has no attribute 'name'" in result.err
+    [listed] = json.loads(cli("executions", "--format", "json").out)
+    assert listed["status"] == "failed"
+    shown = cli("executions", "show", listed["id"][:10])
+    assert shown.code == 0
+    assert "stopped at:  greet" in shown.out
+
+
+LEAKY = """\
+apiVersion: loomgit/v1
+kind: Workflow
+metadata:
+  name: leaky
+spec:
+  triggers: [{{type: manual}}]
+  credentials: [greeter]
+  steps:
+    - id: call
+      type: http
+      with:
+        url: "{url}/echo"
+        headers: {{X-Token: "{{{{ credentials.greeter.token }}}}"}}
+    - id: note
+      type: log
+      with: {{message: "the token is {{{{ credentials.greeter.token }}}}"}}
+    - id: stop
+      type: fail
+      with: {{message: "{{{{ steps.call.output.json.headers }}}}"}}
+"""
+
+
+def test_the_canary_never_reaches_output_or_history(
+    repo: Repo, cli: Cli, age_key: AgeKey, state: Path, server: EchoServer
+) -> None:
+    repo.write(repo.wf("development", "leaky"), LEAKY.format(url=server.url))
+    outputs = []
+    for fmt in ("text", "json"):
+        result = cli(
+            "run", "leaky", "--format", fmt, "--age-key-file", dev_key(age_key),
+            "--repo", repo.path,
+        )  # fmt: skip
+        assert result.code == 1
+        outputs += [result.out, result.err]
+    assert server.hits["/echo"] == 2  # the real value was sent
+    ident = json.loads(cli("executions", "--format", "json").out)[0]["id"]
+    outputs.append(cli("executions", "show", ident).out)
+    outputs.append(cli("executions", "show", ident, "--format", "json").out)
+    joined = "\n".join(outputs)
+    assert "[redacted]" in joined
+    assert CANARY not in joined
+    for path in state.glob("history.db*"):
+        assert CANARY.encode() not in path.read_bytes()
+
+
+def _seed(history: History) -> list[Execution]:
+    base = time.time() - 3600
+    made = []
+    for i in range(30):
+        env = ("development", "staging", "production")[i % 3]
+        status = "failed" if i % 4 == 0 else "succeeded"
+        ex = Execution(
+            id=new_id(base + i),
+            environment=env,
+            workflow="order-sync" if i % 2 else "nightly",
+            trigger_type="webhook",
+            status="running",
+            started_at=base + i * 60,
+            version=1,
+        )
+        history.start(ex)
+        done = replace(
+            ex,
+            status=status,
+            ended_at=ex.started_at + 1,
+            steps=(StepRecord(0, "a", "set", status),),
+        )
+        history.finish(done)
+        made.append(done)
+    return made
+
+
+def test_executions_filter_per_environment(cli: Cli, state: Path) -> None:
+    with History() as history:
+        made = _seed(history)
+
+    def ids(*args: str) -> list[str]:
+        result = cli("executions", *args, "--format", "json")
+        assert result.code == 0, result.err
+        return [e["id"] for e in json.loads(result.out)]
+
+    staging = [e for e in made if e.environment == "staging"]
+    assert ids("--env", "staging") == [e.id for e in reversed(staging)]
+    failed = [e for e in made if e.environment == "production" and e.status == "failed"]
+    assert ids("--env", "production", "--status", "failed") == [e.id for e in reversed(failed)]
+    assert len(ids("--limit", "4")) == 4
+    assert ids("--workflow", "nightly", "--env", "development") == [
+        e.id for e in reversed(made) if e.workflow == "nightly" and e.environment == "development"
+    ]
+    recent = [e for e in made if e.started_at >= time.time() - 600]
+    assert set(ids("--since", "10m")) == {e.id for e in recent}
+    table = cli("executions", "--env", "staging").out
+    assert staging[-1].id in table and "staging" in table and "production" not in table
+
+
+def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
+    with History() as history:
+        made = _seed(history)
+    shown = cli("executions", "show", made[0].id)
+    assert shown.code == 0 and "a (set) failed" in shown.out
+    assert cli("executions", "show", "ZZZZZZZZ").code == 2
+    assert "is not an execution id" in cli("executions", "show", "0").err
+    assert "matches several" in cli("executions", "show", made[0].id[:6]).err
+    assert cli("executions", "--since", "yesterday").code == 2
+
+
+def test_prune_by_count_and_age(cli: Cli, state: Path) -> None:
+    with History() as history:
+        _seed(history)
+    assert cli("executions", "prune").code == 2
+    assert cli("executions", "prune", "--keep", "5").out == "deleted 15 executions\n"
+    remaining = json.loads(cli("executions", "--format", "json").out)
+    assert len(remaining) == 15
+    assert cli("executions", "prune", "--older-than", "20m").out.startswith("deleted ")
+    remaining = json.loads(cli("executions", "--format", "json").out)
+    assert all(e["started_at"] >= "" for e in remaining) and len(remaining) < 15
+
+
+def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("executions", "--state-dir", blocker / "state")
+    assert result.code == 1
+    assert "cannot create the state folder" in result.err
+
+
+def test_status_names_match_the_store() -> None:
+    assert STATUSES == list(STORED_STATUSES)
+
+
+def test_since_takes_ages_and_dates() -> None:
+    assert parse_since("2h", now=10_000.0) == 10_000.0 - 7200
+    assert parse_since("2026-01-01") == parse_since("2026-01-01T00:00:00Z")
+
+
+SLOW = """\
+apiVersion: loomgit/v1
+kind: Workflow
+metadata:
+  name: slow
+spec:
+  triggers: [{{type: manual}}]
+  steps:
+    - id: wait
+      type: http
+      with: {{url: "{url}/slow/5"}}
+"""
+
+
+def test_ctrl_c_records_the_run_as_cancelled(
+    repo: Repo, cli: Cli, state: Path, server: EchoServer
+) -> None:
+    repo.write(repo.wf("development", "slow"), SLOW.format(url=server.url))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loomgit", "run", "slow", "--repo", str(repo.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LOOMGIT_STATE_DIR": str(state)},
+    )
+    assert proc.stdout is not None
+    assert "running slow in development" in proc.stdout.readline()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    [listed] = json.loads(cli("executions", "--format", "json").out)
+    assert listed["status"] == "cancelled" and listed["stopped_at"] == "wait"

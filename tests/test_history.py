@@ -1,0 +1,113 @@
+"""The history store: migrations, dedupe keys, group commits, retention, queries."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from loomgit.history import (
+    MIGRATIONS,
+    AsyncRecorder,
+    Execution,
+    History,
+    HistoryError,
+    Query,
+    new_id,
+)
+
+
+def execution(env: str = "staging", started: float | None = None, **kw: object) -> Execution:
+    now = time.time() if started is None else started
+    fields: dict[str, object] = {
+        "id": new_id(now),
+        "environment": env,
+        "workflow": "order-sync",
+        "trigger_type": "webhook",
+        "status": "running",
+        "started_at": now,
+    }
+    fields.update(kw)
+    return Execution(**fields)  # type: ignore[arg-type]
+
+
+def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    with History(path) as h:
+        assert h.schema_version() == len(MIGRATIONS)
+        h.start(execution())
+    with History(path) as h:  # reopening applies nothing again and keeps the data
+        assert len(h.query(Query())) == 1
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO schema_migrations VALUES (99, 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(HistoryError, match="written by a newer loomgit"):
+        History(path)
+
+
+def test_wal_mode(tmp_path: Path) -> None:
+    with History(tmp_path / "h.db"):
+        pass
+    mode = sqlite3.connect(tmp_path / "h.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(HistoryError, match="cannot open the execution history"):
+        History(path)
+
+
+def test_a_dedupe_key_returns_the_first_execution(tmp_path: Path) -> None:
+    with History(tmp_path / "h.db") as h:
+        first = h.start(execution(dedupe_key="delivery-1"))
+        again = h.start(execution(dedupe_key="delivery-1"))
+        other_env = h.start(execution("production", dedupe_key="delivery-1"))
+        assert again.id == first.id
+        assert other_env.id != first.id
+        results = h.apply([("start", execution(dedupe_key="delivery-1")), ("start", execution())])
+        assert isinstance(results[0], Execution) and results[0].id == first.id
+        assert len(h.query(Query())) == 3
+
+
+def test_group_commit_records_concurrent_executions(tmp_path: Path) -> None:
+    with History(tmp_path / "h.db") as h:
+        recorder = AsyncRecorder(h)
+
+        async def one(i: int) -> None:
+            ex = await recorder.start(execution(workflow=f"wf{i % 5}"))
+            await recorder.finish(replace(ex, status="succeeded", ended_at=time.time()))
+
+        async def many() -> None:
+            await asyncio.gather(*(one(i) for i in range(500)))
+
+        asyncio.run(many())
+        recorder.close()
+        found = h.query(Query(status="succeeded", limit=1000))
+        assert len(found) == 500
+
+
+def test_prune_keeps_running_executions(tmp_path: Path) -> None:
+    old = time.time() - 90 * 86400
+    with History(tmp_path / "h.db") as h:
+        running = h.start(execution(started=old))
+        done = h.start(execution(started=old + 1))
+        h.finish(replace(done, status="failed", ended_at=old + 2))
+        assert h.prune(older_than=30 * 86400) == 1
+        assert [e.id for e in h.query(Query())] == [running.id]
+
+
+def test_query_uses_the_environment_status_index(tmp_path: Path) -> None:
+    with History(tmp_path / "h.db") as h:
+        plan = h._db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM executions WHERE environment=? AND status=?"
+            " ORDER BY started_at DESC, id DESC LIMIT 50",
+            ("production", "failed"),
+        ).fetchall()
+    assert "executions_env_status_time" in str(plan)

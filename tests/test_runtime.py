@@ -1,0 +1,378 @@
+"""The execution engine: steps, templates, http against a real server on 127.0.0.1,
+retries, timeouts, `when`, `on_error`, time limits, cancellation, truncation, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from echo_server import EchoServer, serve
+
+from loomgit import yamlio
+from loomgit.history import History
+from loomgit.models.workflow import Workflow
+from loomgit.redact import Redactor
+from loomgit.runner import execute
+from loomgit.runtime import Deployment, TriggerEvent
+
+CANARY = "LOOMGIT-CANARY-runtime-7f3a9c"
+
+
+@pytest.fixture
+def server() -> Iterator[EchoServer]:
+    yield from serve()
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[History]:
+    with History(tmp_path / "history.db") as h:
+        yield h
+
+
+def deployment(
+    steps: str,
+    *,
+    timeout: str | None = None,
+    variables: dict[str, Any] | None = None,
+    credentials: dict[str, dict[str, Any]] | None = None,
+) -> Deployment:
+    spec = "spec:\n  triggers: [{type: manual}]\n"
+    if timeout:
+        spec += f"  timeout: {timeout}\n"
+    spec += "  steps:\n" + textwrap.indent(textwrap.dedent(steps), "    ")
+    doc = f"apiVersion: loomgit/v1\nkind: Workflow\nmetadata: {{name: demo}}\n{spec}"
+    wf = Workflow.model_validate(yamlio.load(doc.encode()))
+    creds = credentials or {}
+    secrets = [str(v) for fields in creds.values() for v in fields.values()]
+    return Deployment(
+        wf,
+        "development",
+        variables=variables or {},
+        credentials=creds,
+        redactor=Redactor(secrets),
+    )
+
+
+def run(dep: Deployment, history: History, body: Any = None, **kw: Any) -> Any:
+    trigger = TriggerEvent("manual", body=body)
+    return asyncio.run(execute(dep, trigger, history, **kw))
+
+
+def test_set_then_transform_sees_earlier_outputs_with_their_types(history: History) -> None:
+    dep = deployment(
+        """
+        - id: order
+          type: set
+          with:
+            items: "{{ trigger.body.order.items }}"
+            label: "order {{ trigger.body.order.number }} for {{ vars.shop }}"
+        - id: count
+          type: transform
+          with: {expression: "length(steps.order.output.items)"}
+        """,
+        variables={"shop": "north"},
+    )
+    ex = run(dep, history, {"order": {"number": 7, "items": [1, 2, 3]}})
+    assert ex.status == "succeeded"
+    assert ex.steps[0].output == {"items": [1, 2, 3], "label": "order 7 for north"}
+    assert ex.output == 3
+    stored = history.get(ex.id)
+    assert [s.status for s in stored.steps] == ["succeeded", "succeeded"]
+    assert stored.output == 3 and stored.steps[0].output["items"] == [1, 2, 3]
+
+
+def test_http_sends_json_headers_and_query(server: EchoServer, history: History) -> None:
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with:
+            method: POST
+            url: "{server.url}/orders"
+            headers: {{X-Env: "{{{{ env }}}}"}}
+            query: {{page: 2, full: true}}
+            json: {{number: "{{{{ trigger.body.n }}}}"}}
+        """
+    )
+    ex = run(dep, history, {"n": 5})
+    assert ex.status == "succeeded", ex.error
+    out = ex.output
+    assert out["status"] == 200
+    assert out["json"]["method"] == "POST"
+    assert out["json"]["body"] == {"number": 5}
+    assert out["json"]["query"] == {"page": "2", "full": "true"}
+    assert out["json"]["headers"]["X-Env"] == "development"
+
+
+def test_unexpected_status_fails_the_step_and_stops(server: EchoServer, history: History) -> None:
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with: {{url: "{server.url}/status/404"}}
+        - id: after
+          type: log
+          with: {{message: never}}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "failed" and ex.stopped_at == "call"
+    assert "answered 404, expected 2xx" in ex.error
+    assert [s.step_id for s in history.get(ex.id).steps] == ["call"]
+
+
+def test_retry_succeeds_after_failures(server: EchoServer, history: History) -> None:
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with: {{url: "{server.url}/flaky/a/2"}}
+          retry: {{attempts: 3, backoff: 10ms}}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "succeeded"
+    assert ex.steps[0].attempts == 3 and server.hits["/flaky/a/2"] == 3
+    assert [line["level"] for line in ex.steps[0].logs] == ["warning", "warning"]
+
+
+def test_retry_gives_up_after_its_attempts(server: EchoServer, history: History) -> None:
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with: {{url: "{server.url}/flaky/b/5"}}
+          retry: {{attempts: 2, backoff: 10ms}}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "failed" and ex.steps[0].attempts == 2
+    assert server.hits["/flaky/b/5"] == 2
+
+
+def test_step_timeout_with_on_error_continue(server: EchoServer, history: History) -> None:
+    dep = deployment(
+        f"""
+        - id: slow
+          type: http
+          with: {{url: "{server.url}/slow/2"}}
+          timeout: 200ms
+          on_error: continue
+        - id: report
+          type: set
+          with: {{was: "{{{{ steps.slow.status }}}}", output: "{{{{ steps.slow.output }}}}"}}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "succeeded"
+    assert ex.steps[0].status == "timed_out" and "within 0.2s" in ex.steps[0].error
+    assert ex.output == {"was": "timed_out", "output": None}
+
+
+def test_execution_time_limit_records_where_it_stopped(
+    server: EchoServer, history: History
+) -> None:
+    dep = deployment(
+        f"""
+        - id: first
+          type: set
+          with: {{a: 1}}
+        - id: slow
+          type: http
+          with: {{url: "{server.url}/slow/3", timeout: 10s}}
+        """,
+        timeout="300ms",
+    )
+    ex = run(dep, history)
+    assert ex.status == "timed_out" and ex.stopped_at == "slow"
+    assert "time limit of 0.3s" in ex.error
+    stored = history.get(ex.id)
+    assert [(s.step_id, s.status) for s in stored.steps] == [
+        ("first", "succeeded"),
+        ("slow", "timed_out"),
+    ]
+    assert stored.duration_ms is not None and stored.duration_ms < 2000
+
+
+def test_cancelling_records_cancelled(server: EchoServer, history: History) -> None:
+    dep = deployment(
+        f"""
+        - id: slow
+          type: http
+          with: {{url: "{server.url}/slow/3"}}
+        """
+    )
+
+    async def cancel_soon() -> None:
+        task = asyncio.create_task(execute(dep, TriggerEvent("manual"), history))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_soon())
+    [ex] = history.query(__import__("loomgit.history").history.Query())
+    stored = history.get(ex.id)
+    assert stored.status == "cancelled" and stored.stopped_at == "slow"
+    assert stored.steps[-1].status == "cancelled"
+
+
+def test_when_skips_and_runs(history: History) -> None:
+    dep = deployment(
+        """
+        - id: big
+          type: set
+          with: {label: big}
+          when: trigger.body.amount > 100
+        - id: small
+          type: set
+          with: {label: small}
+          when: "{{ trigger.body.amount <= 100 }}"
+        """
+    )
+    ex = run(dep, history, {"amount": 5})
+    assert [s.status for s in ex.steps] == ["skipped", "succeeded"]
+
+
+def test_template_error_at_run_time_is_a_failed_step(history: History) -> None:
+    dep = deployment(
+        """
+        - id: greet
+          type: set
+          with: {text: "hello {{ trigger.body.customer.name }}"}
+        """
+    )
+    ex = run(dep, history, {"order": 1})
+    assert ex.status == "failed" and ex.stopped_at == "greet"
+    assert "'dict object' has no attribute 'customer'" in ex.error
+
+
+def test_when_error_is_a_failed_step(history: History) -> None:
+    dep = deployment(
+        """
+        - id: greet
+          type: set
+          with: {a: 1}
+          when: trigger.body.flags.vip
+          on_error: continue
+        - id: fallback
+          type: set
+          with: {b: "{{ steps.greet.error }}"}
+        """
+    )
+    ex = run(dep, history, {})
+    assert ex.status == "succeeded"
+    assert ex.steps[0].status == "failed"
+    assert "has no attribute 'flags'" in ex.output["b"]
+
+
+def test_rendered_parameters_are_validated(history: History) -> None:
+    dep = deployment(
+        """
+        - id: answer
+          type: respond
+          with: {status: "{{ trigger.body.code }}"}
+        """
+    )
+    ex = run(dep, history, {"code": "nope"})
+    assert ex.status == "failed"
+    assert "with.status:" in ex.error and "nope" not in ex.error
+
+
+def test_fail_step_and_respond_output(history: History) -> None:
+    failing = deployment(
+        """
+        - id: stop
+          type: fail
+          with: {message: "order {{ trigger.body.n }} rejected"}
+          retry: {attempts: 3}
+        """
+    )
+    ex = run(failing, history, {"n": 4})
+    assert ex.status == "failed" and ex.error == "step stop failed: order 4 rejected"
+    assert ex.steps[0].attempts == 1  # a fail step is never retried
+    answering = deployment(
+        """
+        - id: answer
+          type: respond
+          with: {status: 201, body: {id: "{{ trigger.body.n }}"}}
+        - id: after
+          type: set
+          with: {x: 1}
+        """
+    )
+    ex = run(answering, history, {"n": 4})
+    assert ex.output == {"status": 201, "headers": {}, "body": {"id": 4}}
+
+
+def test_large_outputs_are_truncated_in_the_record_only(server: EchoServer, tmp_path: Path) -> None:
+    dep = deployment(
+        f"""
+        - id: big
+          type: http
+          with: {{url: "{server.url}/big/200000"}}
+        - id: size
+          type: transform
+          with: {{expression: "length(steps.big.output.text)"}}
+        """
+    )
+    with History(tmp_path / "small.db", max_field_bytes=2048) as small:
+        ex = run(dep, small)
+        stored = small.get(ex.id)
+    assert ex.output == 200000  # the next step saw all of it
+    big = stored.steps[0].output
+    assert big["truncated"] is True and big["bytes"] > 200000
+    assert len(big["preview"]) < 2048
+
+
+def test_unreachable_host_fails_cleanly(history: History) -> None:
+    dep = deployment(
+        """
+        - id: call
+          type: http
+          with: {url: "http://127.0.0.1:9/nothing", timeout: 2s}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "failed" and "127.0.0.1:9" in ex.error
+
+
+def test_secrets_are_redacted_everywhere(
+    server: EchoServer, history: History, tmp_path: Path
+) -> None:
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with:
+            url: "{server.url}/echo"
+            headers: {{Authorization: "Bearer {{{{ credentials.api.token }}}}"}}
+            query: {{key: "{{{{ credentials.api.token }}}}"}}
+        - id: note
+          type: log
+          with: {{message: "token is {{{{ credentials.api.token }}}}"}}
+        - id: copy
+          type: set
+          with: {{leak: "{{{{ credentials.api.token }}}}"}}
+        - id: stop
+          type: fail
+          with: {{message: "refused {{{{ credentials.api.token }}}}"}}
+        """,
+        credentials={"api": {"token": CANARY}},
+    )
+    ex = run(dep, history)
+    assert ex.status == "failed"
+    # The server did receive the real token: redaction is only in what is recorded.
+    echoed = server.hits["/echo"]
+    assert echoed == 1
+    stored = history.get(ex.id)
+    text = repr(ex) + repr(stored) + repr(stored.to_json())
+    assert CANARY not in text
+    assert "[redacted]" in text
+    history.close()
+    for path in tmp_path.glob("history.db*"):
+        assert CANARY.encode() not in path.read_bytes()
