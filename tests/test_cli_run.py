@@ -253,7 +253,7 @@ def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_pat
 
 
 def test_status_names_match_the_store() -> None:
-    assert STATUSES == list(STORED_STATUSES)
+    assert list(STORED_STATUSES) == STATUSES
 
 
 def test_since_takes_ages_and_dates() -> None:
@@ -290,7 +290,7 @@ def test_ctrl_c_records_the_run_as_cancelled(
     assert "running slow in development" in proc.stdout.readline()
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     [listed] = json.loads(cli("executions", "--format", "json").out)
