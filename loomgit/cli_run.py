@@ -44,10 +44,11 @@ def state_option(func: Any) -> Any:
     )(func)
 
 
-def _history(state_dir: Path | None) -> Any:
-    from loomgit.history import DB_NAME, History
+def _history(state_dir: Path | None, record_limit: int | None = None) -> Any:
+    from loomgit.history import DB_NAME, DEFAULT_MAX_FIELD_BYTES, History
 
-    return History(state_dir / DB_NAME if state_dir else None)
+    path = state_dir / DB_NAME if state_dir else None
+    return History(path, max_field_bytes=record_limit or DEFAULT_MAX_FIELD_BYTES)
 
 
 def _duration(ms: float | None) -> str:
@@ -115,6 +116,15 @@ class _Printer:
     help="Time limit of the whole execution, e.g. 30s or 5m (default: the workflow's "
     "spec.timeout, else 5m).",
 )
+@click.option(
+    "--record-limit",
+    type=click.IntRange(min=1024),
+    default=64 * 1024,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest input or output of a step kept in the history; larger ones are kept as "
+    "a marked preview.",
+)
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
 @key_option
 @state_option
@@ -125,6 +135,7 @@ def run(
     input_file: Path | None,
     env: str | None,
     limit: str | None,
+    record_limit: int,
     fmt: str,
     age_keys: tuple[str, ...],
     state_dir: Path | None,
@@ -148,7 +159,7 @@ def run(
     body = _input(raw_input, input_file)
     seconds = runner.parse_duration(limit) if limit else None
     printer = None if fmt == "json" else _Printer()
-    with _history(state_dir) as history:
+    with _history(state_dir, record_limit) as history:
         result = runner.run_manual(
             repo, workflow, body, age_keys, history, env=env, time_limit=seconds, listener=printer
         )

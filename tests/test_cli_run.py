@@ -295,3 +295,16 @@ def test_ctrl_c_records_the_run_as_cancelled(
     assert "Traceback" not in err
     [listed] = json.loads(cli("executions", "--format", "json").out)
     assert listed["status"] == "cancelled" and listed["stopped_at"] == "wait"
+
+
+def test_record_limit_keeps_a_preview(repo: Repo, cli: Cli, age_key: AgeKey, state: Path) -> None:
+    body = json.dumps({"name": "x" * 5000})
+    result = cli(
+        "run", "hello", "--input", body, "--record-limit", "1024",
+        "--age-key-file", dev_key(age_key), "--repo", repo.path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    ident = json.loads(cli("executions", "--format", "json").out)[0]["id"]
+    shown = json.loads(cli("executions", "show", ident, "--format", "json").out)
+    greet = shown["steps"][0]
+    assert greet["output"]["truncated"] is True and greet["output"]["bytes"] > 5000
