@@ -22,8 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from loomgit import yamlio
-from loomgit.history import AsyncRecorder, Execution, History, Query, StepRecord, new_id
+from loomgit.history import History
 from loomgit.models.workflow import Workflow
+from loomgit.recorder import AsyncRecorder
+from loomgit.records import Execution, Query, StepRecord, new_id
 from loomgit.runtime import Deployment, Engine, TriggerEvent
 
 TRIVIAL = b"""\

@@ -231,7 +231,7 @@ def executions(
     if ctx.invoked_subcommand is not None:
         ctx.obj = state_dir
         return
-    from loomgit.history import Query
+    from loomgit.records import Query
 
     query = Query(env, workflow, status, parse_since(since) if since else None, limit)
     with _history(state_dir) as history:

@@ -8,26 +8,20 @@ to a configurable size. Writes from many executions at once are grouped into one
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loomgit.errors import LoomgitError, UsageError
+from loomgit.records import FINISHED, Execution, Query, StepRecord
 
 DB_NAME = "history.db"
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
-FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
-STEP_STATUSES = ("succeeded", "failed", "skipped", "timed_out", "cancelled")
 DEFAULT_MAX_FIELD_BYTES = 64 * 1024
 BUSY_TIMEOUT_MS = 10_000
 
@@ -81,114 +75,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 class HistoryError(LoomgitError):
     """The history database cannot be opened or written."""
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    position: int
-    step_id: str
-    type: str
-    status: str
-    started_at: float | None = None
-    ended_at: float | None = None
-    attempts: int = 0
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    logs: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def duration_ms(self) -> float | None:
-        if self.started_at is None or self.ended_at is None:
-            return None
-        return round((self.ended_at - self.started_at) * 1000, 3)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "position": self.position,
-            "id": self.step_id,
-            "type": self.type,
-            "status": self.status,
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
-            "duration_ms": self.duration_ms,
-            "attempts": self.attempts,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "logs": list(self.logs),
-        }
-
-
-@dataclass(frozen=True)
-class Execution:
-    id: str
-    environment: str
-    workflow: str
-    trigger_type: str
-    status: str
-    started_at: float
-    version: int | None = None
-    digest: str | None = None
-    trigger: dict[str, Any] = field(default_factory=dict)
-    dedupe_key: str | None = None
-    ended_at: float | None = None
-    stopped_at: str | None = None  # the step it was at when it failed, was cancelled or timed out
-    error: str | None = None
-    output: Any = None
-    steps: tuple[StepRecord, ...] = ()
-
-    @property
-    def duration_ms(self) -> float | None:
-        if self.ended_at is None:
-            return None
-        return round((self.ended_at - self.started_at) * 1000, 3)
-
-    def to_json(self, steps: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "environment": self.environment,
-            "workflow": self.workflow,
-            "version": self.version,
-            "digest": self.digest,
-            "trigger": {"type": self.trigger_type, **self.trigger},
-            "status": self.status,
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
-            "duration_ms": self.duration_ms,
-            "stopped_at": self.stopped_at,
-            "error": self.error,
-            "output": self.output,
-        }
-        if steps:
-            out["steps"] = [s.to_json() for s in self.steps]
-        return out
-
-
-@dataclass(frozen=True)
-class Query:
-    environment: str | None = None
-    workflow: str | None = None
-    status: str | None = None
-    since: float | None = None
-    limit: int = 50
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
-
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def new_id(now: float | None = None) -> str:
-    """A 26-character id that sorts by time (the ULID layout: 48 bits of milliseconds,
-    80 random bits, Crockford base32)."""
-    ms = int((time.time() if now is None else now) * 1000)
-    n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def default_path() -> Path:
@@ -530,67 +416,3 @@ class History:
                 for s in steps
             ),
         )
-
-
-class Writer:
-    """One thread that writes for many executions, committing whatever has queued up
-    together (a group commit). `submit` returns a future of the stored execution."""
-
-    def __init__(self, history: History, max_batch: int = 512) -> None:
-        self.history = history
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[str, Execution, Future[Execution]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._loop, name="loomgit-history", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: str, ex: Execution) -> Future[Execution]:
-        fut: Future[Execution] = Future()
-        self._queue.put((op, ex, fut))
-        return fut
-
-    def close(self) -> None:
-        """Writes everything submitted so far, then stops the thread."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            results = self.history.apply([(op, ex) for op, ex, _ in batch])
-            for (_, _, fut), result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-
-
-class AsyncRecorder:
-    """The engine's recorder: writes through a `Writer`, awaited from the event loop."""
-
-    def __init__(self, history: History) -> None:
-        self.history = history
-        self.writer = Writer(history)
-
-    async def start(self, ex: Execution) -> Execution:
-        return await asyncio.wrap_future(self.writer.submit("start", ex))
-
-    async def finish(self, ex: Execution) -> None:
-        await asyncio.wrap_future(self.writer.submit("finish", ex))
-
-    def close(self) -> None:
-        self.writer.close()

@@ -14,9 +14,11 @@ from pydantic import TypeAdapter, ValidationError
 from loomgit import desired
 from loomgit.credops import key_files
 from loomgit.errors import UsageError
-from loomgit.history import AsyncRecorder, Execution, History
+from loomgit.history import History
 from loomgit.layout import snapshot
 from loomgit.models.base import Duration
+from loomgit.recorder import AsyncRecorder
+from loomgit.records import Execution
 from loomgit.runtime import Deployment, Engine, Listener, TriggerEvent
 from loomgit.workspace import Workspace
 

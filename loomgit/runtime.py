@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from loomgit import steps as step_kinds
-from loomgit.history import Execution, StepRecord, new_id
 from loomgit.httpclient import Client
 from loomgit.models.workflow import Step, Workflow
+from loomgit.records import Execution, StepRecord, new_id
 from loomgit.redact import Redactor
 from loomgit.render import RenderError, evaluate
 from loomgit.steps import StepContext, StepError

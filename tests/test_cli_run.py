@@ -17,8 +17,9 @@ from conftest import HELLO, VARIABLES, AgeKey, Repo, Result
 from echo_server import EchoServer, serve
 
 from loomgit.cli_run import STATUSES, parse_since
-from loomgit.history import STATUSES as STORED_STATUSES
-from loomgit.history import Execution, History, StepRecord, new_id
+from loomgit.history import History
+from loomgit.records import STATUSES as STORED_STATUSES
+from loomgit.records import Execution, StepRecord, new_id
 
 Cli = Callable[..., Result]
 CANARY = "LOOMGIT-CANARY-greeter"  # the greeter token of the fixture repositories

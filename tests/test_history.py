@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from loomgit.history import (
-    MIGRATIONS,
-    AsyncRecorder,
-    Execution,
-    History,
-    HistoryError,
-    Query,
-    new_id,
-)
+from loomgit.history import MIGRATIONS, History, HistoryError
+from loomgit.recorder import AsyncRecorder
+from loomgit.records import Execution, Query, new_id
 
 
 def execution(env: str = "staging", started: float | None = None, **kw: object) -> Execution:

@@ -15,6 +15,7 @@ from echo_server import EchoServer, serve
 from loomgit import yamlio
 from loomgit.history import History
 from loomgit.models.workflow import Workflow
+from loomgit.records import Query
 from loomgit.redact import Redactor
 from loomgit.runner import execute
 from loomgit.runtime import Deployment, TriggerEvent
@@ -215,7 +216,7 @@ def test_cancelling_records_cancelled(server: EchoServer, history: History) -> N
             await task
 
     asyncio.run(cancel_soon())
-    [ex] = history.query(__import__("loomgit.history").history.Query())
+    [ex] = history.query(Query())
     stored = history.get(ex.id)
     assert stored.status == "cancelled" and stored.stopped_at == "slow"
     assert stored.steps[-1].status == "cancelled"

@@ -1,0 +1,121 @@
+"""What the history records: executions and their steps, as immutable values, and their
+ids. The store that keeps them is `history`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
+STEP_STATUSES = ("succeeded", "failed", "skipped", "timed_out", "cancelled")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    position: int
+    step_id: str
+    type: str
+    status: str
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    logs: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at) * 1000, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "id": self.step_id,
+            "type": self.type,
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "duration_ms": self.duration_ms,
+            "attempts": self.attempts,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "logs": list(self.logs),
+        }
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    environment: str
+    workflow: str
+    trigger_type: str
+    status: str
+    started_at: float
+    version: int | None = None
+    digest: str | None = None
+    trigger: dict[str, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+    ended_at: float | None = None
+    stopped_at: str | None = None  # the step it was at when it failed, was cancelled or timed out
+    error: str | None = None
+    output: Any = None
+    steps: tuple[StepRecord, ...] = ()
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at) * 1000, 3)
+
+    def to_json(self, steps: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "environment": self.environment,
+            "workflow": self.workflow,
+            "version": self.version,
+            "digest": self.digest,
+            "trigger": {"type": self.trigger_type, **self.trigger},
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "duration_ms": self.duration_ms,
+            "stopped_at": self.stopped_at,
+            "error": self.error,
+            "output": self.output,
+        }
+        if steps:
+            out["steps"] = [s.to_json() for s in self.steps]
+        return out
+
+
+@dataclass(frozen=True)
+class Query:
+    environment: str | None = None
+    workflow: str | None = None
+    status: str | None = None
+    since: float | None = None
+    limit: int = 50
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(now: float | None = None) -> str:
+    """A 26-character id that sorts by time (the ULID layout: 48 bits of milliseconds,
+    80 random bits, Crockford base32)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
