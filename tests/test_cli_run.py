@@ -286,6 +286,8 @@ def test_ctrl_c_records_the_run_as_cancelled(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "LOOMGIT_STATE_DIR": str(state)},
+        # A job started in the background inherits SIGINT ignored; a terminal does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     assert "running slow in development" in proc.stdout.readline()
