@@ -150,7 +150,7 @@ def schema(folder: Path | None, kind: str | None) -> None:
 
 
 # Commands defined in other modules register themselves on `cli` when imported.
-from loomgit import cli_credentials, cli_inspect, cli_promote, cli_run  # noqa: E402, F401
+from loomgit import cli_credentials, cli_inspect, cli_promote, cli_run, cli_serve  # noqa: E402, F401
 
 
 def _crash_report(exc: BaseException) -> str | None:

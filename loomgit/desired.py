@@ -44,8 +44,11 @@ def _reveal(value: Any) -> Any:
     return value
 
 
-def plan(snap: Snapshot, cache: DocumentCache, env: str, name: str) -> Plan:
-    """The deployment of workflow `name` in `env`; refuses one that does not validate."""
+def plan(
+    snap: Snapshot, cache: DocumentCache, env: str, name: str, *, validated: bool = False
+) -> Plan:
+    """The deployment of workflow `name` in `env`; refuses one that does not validate
+    (`validated`: the caller has checked the whole environment already)."""
     files = snap.envs[env]
     ref = next((r for r in files.workflows if r.rel.rsplit("/", 1)[-1].split(".")[0] == name), None)
     if ref is None:
@@ -55,11 +58,15 @@ def plan(snap: Snapshot, cache: DocumentCache, env: str, name: str) -> Plan:
             hint=f"workflows in {env}: {', '.join(known)}" if known else None,
         )
     mine = {ref.path, *(r.path for r in (files.variables, files.environment) if r)}
-    blocking = [
-        p
-        for p in check(snap, cache, env)
-        if p.severity == "error" and (p.path in mine or not p.path)
-    ]
+    blocking = (
+        []
+        if validated
+        else [
+            p
+            for p in check(snap, cache, env)
+            if p.severity == "error" and (p.path in mine or not p.path)
+        ]
+    )
     parsed = cache.workflow(ref.blob, snap.bytes_of(ref))
     if blocking or parsed.model is None:
         first: Problem | None = blocking[0] if blocking else None
@@ -89,8 +96,14 @@ def plan(snap: Snapshot, cache: DocumentCache, env: str, name: str) -> Plan:
     return Plan(dep, ref.path, state)
 
 
-def with_credentials(snap: Snapshot, found: Plan, key_file: Path | None) -> Deployment:
-    """The deployment with the credentials it declares, decrypted with `env`'s key."""
+def with_credentials(
+    snap: Snapshot,
+    found: Plan,
+    key_file: Path | None,
+    decrypted: dict[str, dict[str, Any]] | None = None,
+) -> Deployment:
+    """The deployment with the credentials it declares, decrypted with its environment's
+    key. `decrypted` caches decrypted files across calls (by path)."""
     dep = found.deployment
     wanted = dep.workflow.spec.credentials
     if not wanted:
@@ -100,7 +113,7 @@ def with_credentials(snap: Snapshot, found: Plan, key_file: Path | None) -> Depl
     scoped = credentials.read(snap.bytes_of(scoped_ref)) if scoped_ref else None
     shared = credentials.read(snap.bytes_of(shared_ref)) if shared_ref else None
     scoped_only = frozenset(snap.config.scoped_only)
-    decrypted: dict[str, dict[str, Any]] = {}
+    decrypted = {} if decrypted is None else decrypted
     values: dict[str, Any] = {}
     for name in wanted:
         where = credentials.resolve(name, scoped, shared, scoped_only)

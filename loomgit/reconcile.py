@@ -1,0 +1,179 @@
+"""Reconciling: what git says each environment runs, made into what the daemon serves.
+
+A cycle is an ordered list of small steps (read the source → validate → decrypt → build →
+swap), after Flux: an environment whose new commit fails any step keeps serving its last
+good state, and its status says which step failed and why. Status keeps the last applied
+and the last attempted commit, and conditions with a reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loomgit import desired
+from loomgit.documents import DocumentCache
+from loomgit.errors import LoomgitError
+from loomgit.layout import Snapshot, snapshot
+from loomgit.models.workflow import ApiTrigger, WebhookTrigger
+from loomgit.runtime import Deployment
+from loomgit.sops import SopsError
+from loomgit.validate import check
+from loomgit.vcs import Git, find_root
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one environment serves: every workflow it holds, and the triggers of the
+    active ones. Swapped as a whole, so a request sees one commit or the next."""
+
+    commit: str
+    deployments: dict[str, Deployment]
+    active: frozenset[str]
+    routes: dict[tuple[str, str], str]  # (method, path) -> workflow
+    api: frozenset[str]
+
+
+@dataclass
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": "True" if self.status else "False",
+            "reason": self.reason,
+            "message": self.message,
+            "last_transition": self.at,
+        }
+
+
+@dataclass
+class EnvStatus:
+    name: str
+    last_applied_commit: str | None = None
+    last_attempted_commit: str | None = None
+    applied_at: float | None = None
+    conditions: list[Condition] = field(default_factory=list)
+
+    def set_ready(self, ok: bool, reason: str, message: str, now: float) -> None:
+        self.conditions = [Condition("Ready", ok, reason, message, now)]
+
+
+class Failed(Exception):
+    """A step of the cycle failed for one environment; `reason` is the condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Reconciler:
+    """Reads the repository at `path` and keeps `served` and `status` per environment."""
+
+    path: Path
+    keys: dict[str, Path]
+    environments: list[str] | None = None  # None: all of loomgit.yaml's
+    clock: Callable[[], float] = time.time
+    served: dict[str, Served] = field(default_factory=dict)
+    status: dict[str, EnvStatus] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    last_environment: str | None = None
+    cache: DocumentCache = field(default_factory=DocumentCache)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cycle(self) -> dict[str, EnvStatus]:
+        """One reconcile of every served environment; never raises for bad input."""
+        with self._lock:
+            now = self.clock()
+            try:
+                snap, git = self._read()
+            except LoomgitError as exc:
+                # The last applied state keeps running; the status says why nothing new is.
+                for name in self.names or self.environments or []:
+                    st = self.status.setdefault(name, EnvStatus(name))
+                    st.set_ready(False, "FetchFailed", exc.message, now)
+                return self.status
+            try:
+                for name in self.names:
+                    self._environment(snap, name, now)
+            finally:
+                git.close()
+            return self.status
+
+    def _read(self) -> tuple[Snapshot, Git]:
+        root = find_root(self.path)
+        git = Git(root.toplevel)
+        try:
+            head = git.resolve("HEAD")
+            snap = snapshot(root, git, self.cache, head)
+            if snap.config.layout == "branches":
+                first = snap.config.names[0]
+                branch = snap.config.branch_of(first)
+                snap = snapshot(root, git, self.cache, branch, env_hint=first)
+        except BaseException:
+            git.close()
+            raise
+        wanted = self.environments or snap.config.names
+        unknown = [n for n in wanted if n not in snap.config.names]
+        if unknown:
+            git.close()
+            raise LoomgitError(f"unknown environment '{unknown[0]}' in --environments")
+        self.names = list(wanted)
+        self.last_environment = snap.config.names[-1]
+        return snap, git
+
+    def _environment(self, snap: Snapshot, name: str, now: float) -> None:
+        st = self.status.setdefault(name, EnvStatus(name))
+        commit = snap.envs[name].commit or snap.source
+        st.last_attempted_commit = commit
+        current = self.served.get(name)
+        if current is not None and current.commit == commit:
+            return  # nothing changed since the last applied commit
+        try:
+            served = self._build(snap, name, commit)
+        except Failed as exc:
+            st.set_ready(False, exc.reason, str(exc), now)
+            return
+        self.served[name] = served  # one assignment: requests see the old or the new
+        st.last_applied_commit = commit
+        st.applied_at = now
+        st.set_ready(True, "Ready", f"serving {len(served.active)} active workflows", now)
+
+    def _build(self, snap: Snapshot, name: str, commit: str) -> Served:
+        errors = [p for p in check(snap, self.cache, name) if p.severity == "error"]
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise Failed("ValidationFailed", errors[0].render() + more)
+        deployments: dict[str, Deployment] = {}
+        active: set[str] = set()
+        routes: dict[tuple[str, str], str] = {}
+        api: set[str] = set()
+        decrypted: dict[str, dict[str, Any]] = {}  # each credentials file once per cycle
+        for ref in snap.envs[name].workflows:
+            stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            plan = desired.plan(snap, self.cache, name, stem, validated=True)
+            if not plan.state.active:
+                deployments[stem] = plan.deployment
+                continue
+            try:
+                dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
+            except (SopsError, desired.NotRunnable) as exc:
+                raise Failed("DecryptionFailed", exc.message) from None
+            deployments[stem] = dep
+            active.add(stem)
+            for trigger in dep.workflow.spec.triggers:
+                if isinstance(trigger, WebhookTrigger):
+                    routes[(trigger.method, trigger.route)] = stem
+                elif isinstance(trigger, ApiTrigger):
+                    api.add(stem)
+        return Served(commit, deployments, frozenset(active), routes, frozenset(api))
