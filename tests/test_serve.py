@@ -20,6 +20,7 @@ from conftest import HELLO, AgeKey, Repo, Result, commit_all, promoted, state_ya
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-1234"
+LOOMGIT = [sys.executable, "-m", "loomgit"]
 
 
 @dataclass
@@ -66,8 +67,7 @@ def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Callable[[Repo], Daemon]]
         keys = [a for env in ("development", "staging", "production")
                 for a in ("--age-key-file", f"{env}={age_key.path}")]  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loomgit", "serve", "--repo", str(repo.path), "--port", "0",
-             "--interval", "1h", *keys],  # fmt: skip
+            [*LOOMGIT, "serve", "--repo", str(repo.path), "--port", "0", "--interval", "1h", *keys],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -111,9 +111,7 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})[0] == 404
 
 
-def test_a_bad_commit_leaves_the_last_good_state_running(
-    repo: Repo, cli: Cli, start: Any
-) -> None:
+def test_a_bad_commit_leaves_the_last_good_state_running(repo: Repo, cli: Cli, start: Any) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
     envs = daemon.reconcile()
