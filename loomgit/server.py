@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from loomgit.history import History
-from loomgit.reconcile import Reconciler
+from loomgit.reconcile import Reconciler, Served
 from loomgit.recorder import AsyncRecorder
 from loomgit.records import STATUSES, Query
 from loomgit.runtime import Deployment, Engine, TriggerEvent
@@ -107,7 +107,8 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         response: web.StreamResponse = await handler(request)
         return response
     except Refused as exc:
-        return _error(exc.status, str(exc))
+        extra = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_SECONDS}}
+        return _error(exc.status, str(exc), **extra.get(exc.status, {}))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -145,14 +146,31 @@ def app(daemon: Daemon) -> web.Application:
         token = given.removeprefix("Bearer ").encode()
         return any(hmac.compare_digest(token, t.encode()) for t in daemon.settings.tokens)
 
+    def require_token(request: web.Request) -> None:
+        if not authorised(request):
+            raise Refused(401, "a valid bearer token is required")
+
+    def serving(env: str) -> Served:
+        if env not in rec.names:
+            raise Refused(404, f"no environment {env}")
+        served = rec.served.get(env)
+        if served is None:
+            raise Refused(503, f"{env} is not reconciled yet")
+        return served
+
+    async def accept(
+        served: Served, env: str, name: str, trigger: TriggerEvent, key: str | None
+    ) -> web.Response:
+        ident, new = await daemon.start(served.deployments[name], trigger, key)
+        return web.json_response(
+            {"execution": ident, "environment": env, "workflow": name},
+            status=202 if new else 200,
+        )
+
     @routes.route("*", "/hooks/{env}/{path:.+}")
     async def hook(request: web.Request) -> web.Response:
         env, path = request.match_info["env"], request.match_info["path"].strip("/")
-        if env not in rec.names:
-            return _error(404, f"no environment {env}")
-        served = rec.served.get(env)
-        if served is None:
-            return _error(503, f"{env} is not reconciled yet", **{"Retry-After": "5"})
+        served = serving(env)
         name = served.routes.get((request.method, path))
         if name is None:
             return _error(404, f"no active webhook {request.method} /{path} in {env}")
@@ -165,41 +183,26 @@ def app(daemon: Daemon) -> web.Application:
             details={"path": path, "method": request.method},
         )
         key = request.headers.get("Idempotency-Key") or request.headers.get("X-GitHub-Delivery")
-        ident, new = await daemon.start(served.deployments[name], trigger, key)
-        return web.json_response(
-            {"execution": ident, "environment": env, "workflow": name},
-            status=202 if new else 200,
-        )
+        return await accept(served, env, name, trigger, key)
 
     @routes.post("/api/v1/workflows/{name}/executions")
     async def api_run(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+        require_token(request)
         body = await _body(request, daemon.settings.max_body)
         if body is not None and not isinstance(body, dict):
             return _error(400, 'the body is {"environment": …, "input": …}')
         body = body or {}
         env = body.get("environment") or rec.last_environment
         name = request.match_info["name"]
-        if env not in rec.names:
-            return _error(404, f"no environment {env}")
-        served = rec.served.get(env)
-        if served is None:
-            return _error(503, f"{env} is not reconciled yet", **{"Retry-After": "5"})
+        served = serving(str(env))
         if name not in served.api:
             return _error(404, f"{name} has no active api trigger in {env}")
         trigger = TriggerEvent("api", body=body.get("input"), details={"environment": env})
-        key = request.headers.get("Idempotency-Key")
-        ident, new = await daemon.start(served.deployments[name], trigger, key)
-        return web.json_response(
-            {"execution": ident, "environment": env, "workflow": name},
-            status=202 if new else 200,
-        )
+        return await accept(served, str(env), name, trigger, request.headers.get("Idempotency-Key"))
 
     @routes.post("/api/v1/reconcile")
     async def reconcile(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+        require_token(request)
         await daemon.reconcile_once()
         return web.json_response(_environments(daemon))
 
@@ -240,7 +243,7 @@ def app(daemon: Daemon) -> web.Application:
     async def readyz(request: web.Request) -> web.Response:
         waiting = [n for n in rec.names if n not in rec.served]
         if waiting or not rec.names:
-            return _error(503, f"not reconciled yet: {', '.join(waiting)}", **{"Retry-After": "5"})
+            raise Refused(503, f"not reconciled yet: {', '.join(waiting)}")
         return web.json_response({"status": "ready"})
 
     application = web.Application(
