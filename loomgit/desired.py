@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from loomgit import credentials, sops
 from loomgit.documents import DocumentCache
 from loomgit.errors import LoomgitError, UsageError
-from loomgit.layout import Snapshot
+from loomgit.layout import FileRef, Snapshot
 from loomgit.models.state import EnvironmentState, Variables, WorkflowState
 from loomgit.problems import Problem
 from loomgit.redact import Redactor, secret_values
@@ -45,12 +45,16 @@ def _reveal(value: Any) -> Any:
 
 
 def plan(
-    snap: Snapshot, cache: DocumentCache, env: str, name: str, *, validated: bool = False
+    snap: Snapshot, cache: DocumentCache, env: str, name: str, *, ref: FileRef | None = None
 ) -> Plan:
-    """The deployment of workflow `name` in `env`; refuses one that does not validate
-    (`validated`: the caller has checked the whole environment already)."""
+    """The deployment of workflow `name` in `env`; refuses one that does not validate.
+    Given its file `ref`, the caller has validated the whole environment already."""
     files = snap.envs[env]
-    ref = next((r for r in files.workflows if r.rel.rsplit("/", 1)[-1].split(".")[0] == name), None)
+    validated = ref is not None
+    if ref is None:
+        ref = next(
+            (r for r in files.workflows if r.rel.rsplit("/", 1)[-1].split(".")[0] == name), None
+        )
     if ref is None:
         known = sorted(r.rel.rsplit("/", 1)[-1].split(".")[0] for r in files.workflows)
         raise UsageError(

@@ -138,7 +138,10 @@ class Reconciler:
         st.last_attempted_commit = commit
         current = self.served.get(name)
         if current is not None and current.commit == commit:
-            return  # nothing changed since the last applied commit
+            # Nothing to apply; after a failed newer commit was reverted, it is Ready again.
+            if not st.conditions or not st.conditions[0].status:
+                st.set_ready(True, "Ready", f"serving {len(current.active)} active workflows", now)
+            return
         try:
             served = self._build(snap, name, commit)
         except Failed as exc:
@@ -161,7 +164,7 @@ class Reconciler:
         decrypted: dict[str, dict[str, Any]] = {}  # each credentials file once per cycle
         for ref in snap.envs[name].workflows:
             stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            plan = desired.plan(snap, self.cache, name, stem, validated=True)
+            plan = desired.plan(snap, self.cache, name, stem, ref=ref)
             if not plan.state.active:
                 deployments[stem] = plan.deployment
                 continue

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, Result, commit_all, promoted, state_yaml
+from conftest import HELLO, AgeKey, Repo, Result, commit_all, git, promoted, state_yaml
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-1234"
@@ -127,6 +127,10 @@ def test_a_bad_commit_leaves_the_last_good_state_running(repo: Repo, cli: Cli, s
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Cy"})
     assert code == 202
     assert daemon.finished(body["execution"])["status"] == "succeeded"
+    git(repo.path, "reset", "-q", "--hard", good)  # back to what runs: Ready again
+    staging = daemon.reconcile()["staging"]
+    assert staging["conditions"][0]["reason"] == "Ready"
+    assert staging["last_attempted_commit"] == good
 
 
 def test_a_tampered_credential_file_is_refused(repo: Repo, cli: Cli, start: Any) -> None:
