@@ -83,7 +83,7 @@ def serve(
 
     with Workspace(repo) as ws:
         keys = key_files(ws, age_keys)
-    names = [n.strip() for n in environments.split(",")] if environments else None
+        names = [ws.check_env(n.strip()) for n in environments.split(",")] if environments else None
     settings = Settings(
         interval=parse_duration(interval),
         grace=parse_duration(grace),

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from loomgit.errors import UsageError
 from loomgit.history import History
 from loomgit.reconcile import Reconciler, Served
 from loomgit.recorder import AsyncRecorder
@@ -227,8 +228,6 @@ def app(daemon: Daemon) -> web.Application:
 
     @routes.get("/api/v1/executions/{ident}")
     async def execution(request: web.Request) -> web.Response:
-        from loomgit.errors import UsageError
-
         try:
             ex = await asyncio.to_thread(daemon.history.get, request.match_info["ident"])
         except UsageError as exc:
@@ -281,7 +280,14 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     runner = web.AppRunner(app(daemon), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pass another --port, or stop what is using it",
+        ) from None
     bound = runner.addresses[0][1] if runner.addresses else port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

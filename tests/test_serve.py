@@ -198,3 +198,29 @@ def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
     _, err = daemon.proc.communicate(timeout=30)
     assert daemon.proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
+    result = cli("serve", "--environments", "staging,qa", "--repo", repo.path)
+    assert result.code == 2 and "unknown environment 'qa'" in result.err
+    result = cli("serve", "--interval", "often", "--repo", repo.path)
+    assert result.code == 2 and "'often' is not a duration" in result.err
+
+
+def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [*LOOMGIT, "serve", "--repo", str(repo.path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "LOOMGIT_STATE_DIR": str(tmp_path / "state")},
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
