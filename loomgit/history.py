@@ -300,16 +300,16 @@ class History:
         if older_than is not None:
             clauses.append("started_at < ?")
             params.append((now or time.time()) - older_than)
-        if keep is not None:
+        if keep == 0:
+            clauses.append("1")
+        elif keep is not None:
+            # Older than the environment's keep-th newest execution.
             clauses.append(
                 "started_at < coalesce((SELECT e2.started_at FROM executions e2"
                 " WHERE e2.environment = executions.environment"
                 " ORDER BY e2.started_at DESC LIMIT 1 OFFSET ?), -1)"
             )
-            params.append(keep - 1 if keep > 0 else 0)
-            if keep == 0:
-                clauses[-1] = "1"
-                params.pop()
+            params.append(keep - 1)
         if not clauses:
             return 0
         finished = ",".join("?" * len(FINISHED))

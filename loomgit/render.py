@@ -31,7 +31,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
 
 @functools.cache
-def _environment() -> ImmutableSandboxedEnvironment:
+def sandbox() -> ImmutableSandboxedEnvironment:
+    """The one Jinja2 environment: templates are checked and rendered by the same rules."""
     return _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
@@ -47,12 +48,12 @@ def _reason(exc: Exception) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _expression(source: str) -> Callable[..., Any]:
-    return _environment().compile_expression(source, undefined_to_none=False)
+    return sandbox().compile_expression(source, undefined_to_none=False)
 
 
 @functools.lru_cache(maxsize=4096)
 def _template(source: str) -> jinja2.Template:
-    return _environment().from_string(source)
+    return sandbox().from_string(source)
 
 
 def _defined(value: Any) -> Any:

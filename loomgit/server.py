@@ -7,7 +7,6 @@ An execution is recorded before `202` is returned, so an accepted request is nev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import signal
@@ -45,7 +44,6 @@ class Daemon:
     engine: Engine = field(init=False)
     recorder: AsyncRecorder = field(init=False)
     running: set[asyncio.Task[Any]] = field(default_factory=set)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.recorder = AsyncRecorder(self.history)
@@ -59,9 +57,7 @@ class Daemon:
 
     async def reconcile_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.interval)
-            self.wake.clear()
+            await asyncio.sleep(self.settings.interval)
             await self.reconcile_once()
 
     # -- starting executions ---------------------------------------------------------

@@ -11,7 +11,8 @@ import jinja2
 import jmespath
 import jmespath.exceptions
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from loomgit.render import sandbox
 
 CONTEXT_ROOTS = frozenset({"steps", "credentials", "vars", "trigger", "env", "workflow"})
 # Roots whose first member is a name we can check: a step id, a credential, a variable.
@@ -38,11 +39,6 @@ class Refs:
 
 
 NO_REFS = Refs(frozenset(), frozenset())
-
-
-@functools.cache
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 def _path_refs(paths: list[str]) -> Refs:
@@ -78,7 +74,7 @@ def _chain(node: nodes.Node) -> list[str] | None:
 
 
 def _jinja_refs(ast: nodes.Template) -> Refs:
-    env = _environment()
+    env = sandbox()
     roots = {
         name
         for name in meta.find_undeclared_variables(ast)
@@ -110,7 +106,7 @@ def template_refs(text: str) -> Refs:
         # Fast path: only `{{ dotted.path }}` placeholders, which Jinja reads the same way.
         return _path_refs(paths)
     try:
-        ast = _environment().parse(text)
+        ast = sandbox().parse(text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxError(exc.message or "invalid template", exc.lineno) from None
     return _jinja_refs(ast)
@@ -125,7 +121,7 @@ def expression_refs(text: str) -> Refs:
     if "{{" in stripped or "}}" in stripped or "{%" in stripped:
         raise TemplateSyntaxError("write `when:` as a bare expression, without {{ }}")
     try:
-        ast = _environment().parse("{{ (" + stripped + ") }}")
+        ast = sandbox().parse("{{ (" + stripped + ") }}")
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxError(exc.message or "invalid expression") from None
     return _jinja_refs(ast)

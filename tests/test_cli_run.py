@@ -240,9 +240,11 @@ def test_prune_by_count_and_age(cli: Cli, state: Path) -> None:
     assert cli("executions", "prune", "--keep", "5").out == "deleted 15 executions\n"
     remaining = json.loads(cli("executions", "--format", "json").out)
     assert len(remaining) == 15
-    assert cli("executions", "prune", "--older-than", "20m").out.startswith("deleted ")
+    # The seeded executions started 60 to 31 minutes ago, one a minute.
+    assert cli("executions", "prune", "--older-than", "41m").out == "deleted 4 executions\n"
     remaining = json.loads(cli("executions", "--format", "json").out)
-    assert all(e["started_at"] >= "" for e in remaining) and len(remaining) < 15
+    cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 41 * 60))
+    assert len(remaining) == 11 and all(e["started_at"] >= cutoff for e in remaining)
 
 
 def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:
