@@ -241,10 +241,10 @@ def test_prune_by_count_and_age(cli: Cli, state: Path) -> None:
     remaining = json.loads(cli("executions", "--format", "json").out)
     assert len(remaining) == 15
     # The seeded executions started 60 to 31 minutes ago, one a minute.
-    assert cli("executions", "prune", "--older-than", "41m").out == "deleted 4 executions\n"
+    assert cli("executions", "prune", "--older-than", "40.5m").out == "deleted 5 executions\n"
     remaining = json.loads(cli("executions", "--format", "json").out)
-    cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 41 * 60))
-    assert len(remaining) == 11 and all(e["started_at"] >= cutoff for e in remaining)
+    cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 40.5 * 60))
+    assert len(remaining) == 10 and all(e["started_at"] >= cutoff for e in remaining)
 
 
 def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:
