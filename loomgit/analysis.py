@@ -136,6 +136,16 @@ def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], l
                 findings.append(Finding("LG312", str(exc), (*where, "timezone")))
         elif isinstance(trigger, WebhookTrigger):
             hooks.append((trigger.method, trigger.route, (*where, "path")))
+            sig = trigger.signature
+            if sig is not None and sig.credential not in wf.spec.credentials:
+                findings.append(
+                    Finding(
+                        "LG313",
+                        f"the signature's credential '{sig.credential}' is not declared in "
+                        "spec.credentials",
+                        (*where, "signature", "credential"),
+                    )
+                )
     return hooks, schedules
 
 

@@ -34,6 +34,7 @@ CODES: dict[str, str] = {
     "LG310": "invalid cron expression",
     "LG311": "cron expression never fires",
     "LG312": "unknown time zone",
+    "LG313": "webhook signature credential not declared",
     "LG320": "duplicate step id",
     "LG321": "unknown step type",
     "LG322": "invalid step parameters",

@@ -125,6 +125,12 @@ CASES = [
     Case("never-fires", {DEV: hello("0 9 * * 1-5", "0 0 30 2 *")}, [("LG311", DEV, 10)]),
     Case("bad-timezone", {DEV: hello("Europe/Berlin", "Europe/Atlantis")}, [("LG312", DEV, 11)]),
     Case(
+        "undeclared-signature-credential",
+        {DEV: hello("      path: hello\n", "      path: hello\n      signature: {credential: shop}\n")},
+        [("LG313", DEV, 9)],
+        "'shop'",
+    ),
+    Case(
         "duplicate-step-id", {DEV: hello("    - id: say", "    - id: greet")}, [("LG320", DEV, 18)]
     ),
     Case(

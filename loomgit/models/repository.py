@@ -21,6 +21,11 @@ class EnvironmentDecl(StrictModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
     )
     description: str = ""
+    allow_empty: bool = Field(
+        default=False,
+        description="let the daemon apply a commit that leaves this environment with no "
+        "workflows (refused by default, as a likely mistake)",
+    )
 
     @field_validator("branch")
     @classmethod

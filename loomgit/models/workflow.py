@@ -25,12 +25,35 @@ class Metadata(StrictModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class WebhookSignature(StrictModel):
+    """HMAC-SHA256 of the raw body, hex, optionally prefixed `sha256=` (GitHub's format)."""
+
+    credential: Annotated[str, Field(pattern=IDENTIFIER)] = Field(
+        description="a credential the workflow declares; its `field` is the shared secret"
+    )
+    field: str = Field(default="secret", min_length=1, description="the field holding the secret")
+    header: str = Field(
+        default="X-Hub-Signature-256", pattern=r"^[A-Za-z0-9-]+$", max_length=100
+    )
+
+
 class WebhookTrigger(StrictModel):
     """Served at /hooks/<environment>/<path> in every environment where the workflow is active."""
 
     type: Literal["webhook"]
     path: str = Field(pattern=WEBHOOK_PATH, max_length=200)
     method: HttpMethod = "POST"
+    respond: Literal["async", "sync"] = Field(
+        default="async",
+        description="async: 202 with the execution id; sync: the output of the respond "
+        "step (or the last step), waiting up to respond_timeout",
+    )
+    respond_timeout: Duration = Field(
+        default=30.0, description="sync only: after this long, 202 with the execution id"
+    )
+    signature: WebhookSignature | None = Field(
+        default=None, description="refuse requests without a valid HMAC-SHA256 signature (401)"
+    )
 
     @field_validator("path")
     @classmethod
@@ -50,6 +73,12 @@ class ScheduleTrigger(StrictModel):
     type: Literal["schedule"]
     cron: str = Field(min_length=1, description="five-field cron expression or @hourly/@daily/…")
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin")
+    overlap: Literal["skip", "allow"] = Field(
+        default="skip", description="skip: no new run while this schedule's last one runs"
+    )
+    catchup: Literal["none", "latest"] = Field(
+        default="none", description="after downtime: none, or run the latest missed time once"
+    )
 
 
 class ApiTrigger(StrictModel):
