@@ -20,13 +20,14 @@ from loomgit.errors import UsageError
 TEXT_JSON = click.Choice(["text", "json"])
 # The history module is imported only by the commands; the names are repeated here so that
 # `--help` stays fast. A test keeps the two lists equal.
-STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 STATUS_MARK = {
     "succeeded": "✓",
     "failed": "✗",
     "skipped": "-",
     "timed_out": "⏱",
     "cancelled": "■",
+    "interrupted": "■",
     "running": "…",
     "queued": "…",
 }

@@ -10,9 +10,10 @@ import click
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.cli_run import state_option
-from loomgit.errors import UsageError
+from loomgit.errors import LoomgitError, UsageError
 
 TOKENS_ENV = "LOOMGIT_API_TOKENS"
+GIT_SECRET_ENV = "LOOMGIT_GIT_WEBHOOK_SECRET"
 
 
 def _tokens(path: Path | None) -> tuple[str, ...]:
@@ -26,7 +27,26 @@ def _tokens(path: Path | None) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _git_secret(path: Path | None) -> bytes | None:
+    if path is None:
+        value = os.environ.get(GIT_SECRET_ENV, "").strip()
+        return value.encode() if value else None
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the git webhook secret {path}: {exc.strerror}") from None
+    if not value:
+        raise UsageError(f"the git webhook secret file {path} is empty")
+    return value.encode()
+
+
 @cli.command()
+@click.option(
+    "--remote",
+    metavar="URL",
+    help="Keep a clone of this https://, ssh:// or local repository and fetch it each cycle.",
+)
+@click.option("--branch", metavar="NAME", help="With --remote: the branch to follow.")
 @click.option("--environments", metavar="A,B", help="Serve only these (default: all).")
 @click.option("--interval", default="60s", show_default=True, metavar="DURATION")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -43,16 +63,28 @@ def _tokens(path: Path | None) -> tuple[str, ...]:
     metavar="DURATION",
     help="How long running executions may go on after SIGTERM.",
 )
+@click.option(
+    "--git-webhook-secret-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"HMAC secret of POST /api/v1/git-webhook (also: ${GIT_SECRET_ENV}).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @key_option
 @state_option
 @repo_option
 def serve(
+    remote: str | None,
+    branch: str | None,
     environments: str | None,
     interval: str,
     host: str,
     port: int,
     api_token_file: Path | None,
     grace: str,
+    git_webhook_secret_file: Path | None,
+    log_format: str,
     age_keys: tuple[str, ...],
     state_dir: Path | None,
     repo: Path,
@@ -61,26 +93,44 @@ def serve(
 
     Reads the committed state of the repository, validates and decrypts each
     environment's credentials with its own key, and serves the webhooks of active
-    workflows at /hooks/ENV/PATH and API triggers at
+    workflows at /hooks/ENV/PATH, their schedules, and API triggers at
     POST /api/v1/workflows/NAME/executions. A commit that does not validate or decrypt
-    changes nothing that runs; GET /api/v1/environments says why. SIGTERM lets running
-    executions finish within --grace.
+    changes nothing that runs; GET /api/v1/environments says why. A push webhook at
+    POST /api/v1/git-webhook starts a cycle at once; --interval is the fallback.
+    SIGTERM lets running executions finish within --grace and records the rest as
+    interrupted. The API is described at /openapi.json; metrics are at /metrics.
 
     \b
     Examples:
       loomgit serve --repo sample-repo --age-key-file production=prod.agekey
       loomgit serve --environments staging,production --port 9000 --interval 30s
+      loomgit serve --remote https://git.example.com/ops/flows.git --branch main \\
+          --git-webhook-secret-file hook.secret --log-format json
     """
     import asyncio
 
+    from loomgit import log
     from loomgit.credops import key_files
-    from loomgit.history import DB_NAME, History
+    from loomgit.daemon import Daemon, Settings
+    from loomgit.history import DB_NAME, History, default_path
     from loomgit.reconcile import Reconciler
     from loomgit.runner import parse_duration
-    from loomgit.server import Daemon, Settings
     from loomgit.server import serve as run_server
+    from loomgit.source import RemoteSource, check_branch, check_url
     from loomgit.workspace import Workspace
 
+    log.configure(log_format)
+    source = None
+    if remote is not None or branch is not None:
+        if remote is None or branch is None:
+            raise UsageError("--remote and --branch go together")
+        state = state_dir or default_path().parent
+        source = RemoteSource(check_url(remote), check_branch(branch), state / "source")
+        try:
+            source.sync()
+        except LoomgitError as exc:
+            raise UsageError(f"cannot fetch {remote}: {exc.message}") from None
+        repo = source.path
     with Workspace(repo) as ws:
         keys = key_files(ws, age_keys)
         names = [ws.check_env(n.strip()) for n in environments.split(",")] if environments else None
@@ -88,8 +138,9 @@ def serve(
         interval=parse_duration(interval),
         grace=parse_duration(grace),
         tokens=_tokens(api_token_file),
+        git_webhook_secret=_git_secret(git_webhook_secret_file),
     )
-    reconciler = Reconciler(repo, keys, names)
+    reconciler = Reconciler(repo, keys, names, source=source)
 
     def ready(urls: list[str]) -> None:
         base = urls[0]
@@ -100,7 +151,7 @@ def serve(
             state = f"{cond.reason}: {cond.message}" if cond else "not reconciled"
             click.echo(f"{name}: {state}", err=True)
             served = reconciler.served.get(name)
-            for (method, path), wf in sorted((served.routes if served else {}).items()):
+            for (method, path), wf in sorted((served.hooks if served else {}).items()):
                 click.echo(f"  {method} {base}/hooks/{name}/{path}  -> {wf}", err=True)
 
     with History(state_dir / DB_NAME if state_dir else None) as history:

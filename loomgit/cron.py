@@ -1,8 +1,20 @@
-"""Cron expressions and time zones: checked without searching the calendar."""
+"""Cron expressions and time zones: checked without searching the calendar, and the
+instants a schedule fires at.
+
+Daylight-saving rule: a cron expression names wall-clock times in its time zone.
+- Spring (the clock skips an hour): a time inside the gap fires once, when the clock
+  resumes (in Europe/Berlin, 02:30 on the last Sunday of March fires at 03:00 CEST).
+  Times that land on the same instant fire once.
+- Autumn (the clock shows an hour twice): a time inside the repeated hour fires once, at
+  its first occurrence (02:30 CEST, not again at 02:30 CET).
+So a daily schedule fires exactly once every day, and no instant fires twice.
+"""
 
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MACROS = frozenset(
@@ -75,3 +87,50 @@ def check_timezone(name: str) -> None:
         raise ValueError(
             f"unknown time zone '{name}'; use an IANA name such as Europe/Berlin"
         ) from None
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The UTC instant the naive wall-clock time `wall` names in `zone`, by the rule above."""
+    probe = wall
+    for _ in range(2 * 24 * 60):  # the longest gap on record is a day
+        at = probe.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        if at.astimezone(zone).replace(tzinfo=None) == probe:
+            return at
+        probe = probe.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    raise CronError(f"no wall-clock time near {wall} exists in {zone.key}")
+
+
+class Schedule:
+    """The instants one cron expression fires at in one time zone."""
+
+    def __init__(self, expr: str, timezone: str) -> None:
+        from croniter import croniter
+
+        self.expr = expr
+        self.zone = ZoneInfo(timezone)
+        self._croniter: Any = croniter
+
+    def _walls(self, start: datetime, forward: bool) -> Any:
+        it = self._croniter(self.expr, start)
+        step = it.get_next if forward else it.get_prev
+        while True:
+            yield step(datetime)
+
+    def next_after(self, after: datetime) -> datetime:
+        """The first fire instant strictly after `after` (an aware datetime), in UTC."""
+        wall = after.astimezone(self.zone).replace(tzinfo=None)
+        for candidate in self._walls(wall, forward=True):
+            at = _instant(candidate, self.zone)
+            if at > after:
+                return at
+        raise AssertionError("unreachable")
+
+    def latest_until(self, until: datetime) -> datetime:
+        """The last fire instant at or before `until`, in UTC."""
+        wall = until.astimezone(self.zone).replace(tzinfo=None)
+        # Start an hour late: in a repeated hour, later wall times may already have passed.
+        for candidate in self._walls(wall + timedelta(hours=1, seconds=1), forward=False):
+            at = _instant(candidate, self.zone)
+            if at <= until:
+                return at
+        raise AssertionError("unreachable")

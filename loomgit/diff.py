@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from loomgit import cron
 from loomgit.models import ScheduleTrigger, WebhookTrigger, Workflow
 from loomgit.models.workflow import Trigger
 
@@ -69,12 +69,13 @@ def webhook_url(env: str, trigger: WebhookTrigger) -> str:
     return f"/hooks/{env}/{trigger.route}"
 
 
-def next_fires(cron: str, timezone: str, now: datetime, count: int = 3) -> list[str]:
-    from croniter import croniter
-
-    start = now.astimezone(ZoneInfo(timezone))
-    it = croniter(cron, start)
-    return [it.get_next(datetime).isoformat() for _ in range(count)]
+def next_fires(expr: str, timezone: str, now: datetime, count: int = 3) -> list[str]:
+    schedule = cron.Schedule(expr, timezone)
+    out = []
+    for _ in range(count):
+        now = schedule.next_after(now)
+        out.append(now.astimezone(schedule.zone).isoformat())
+    return out
 
 
 def _changed_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

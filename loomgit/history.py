@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,9 @@ MIGRATIONS: tuple[str, ...] = (
         logs TEXT,
         PRIMARY KEY (execution_id, position)
     ) WITHOUT ROWID;
+    """,
+    """
+    ALTER TABLE executions ADD COLUMN owner TEXT;
     """,
 )
 
@@ -190,7 +193,7 @@ class History:
     def _insert(self, db: sqlite3.Connection, ex: Execution) -> None:
         db.execute(
             "INSERT INTO executions (id, environment, workflow, version, digest, trigger_type,"
-            " trigger, dedupe_key, status, started_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " trigger, dedupe_key, status, started_at, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 ex.id,
                 ex.environment,
@@ -202,6 +205,7 @@ class History:
                 ex.dedupe_key,
                 ex.status,
                 ex.started_at,
+                ex.owner,
             ),
         )
 
@@ -289,6 +293,36 @@ class History:
             error = HistoryError(f"cannot write the execution history {self.path}: {exc}")
             return [error] * len(batch)
         return results
+
+    def recover(self, gone: Callable[[str | None], bool], now: float | None = None) -> list[str]:
+        """Records as interrupted the executions left queued or running by a process that
+        has stopped (`gone(owner)`); returns their ids."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, owner FROM executions WHERE status IN ('queued', 'running')"
+            ).fetchall()
+        lost = [ident for ident, owner in rows if gone(owner)]
+        if lost:
+            error = "interrupted: the process running it stopped before it finished"
+            with self._transaction() as db:
+                db.executemany(
+                    "UPDATE executions SET status='interrupted', ended_at=?,"
+                    " duration_ms=(? - started_at) * 1000, error=? WHERE id=?",
+                    [(now or time.time(), now or time.time(), error, i) for i in lost],
+                )
+        return lost
+
+    def last_dedupe_key(self, environment: str, workflow: str, trigger_type: str) -> str | None:
+        """The dedupe key of the newest execution of `workflow` in `environment` started
+        by `trigger_type` with one (for schedules: which time fired last)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT dedupe_key FROM executions WHERE workflow=? AND environment=?"
+                " AND trigger_type=? AND dedupe_key IS NOT NULL"
+                " ORDER BY started_at DESC, id DESC LIMIT 1",
+                (workflow, environment, trigger_type),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def prune(
         self, older_than: float | None = None, keep: int | None = None, now: float | None = None

@@ -8,20 +8,23 @@ and the last attempted commit, and conditions with a reason.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loomgit import desired
+from loomgit import desired, log
 from loomgit.documents import DocumentCache
 from loomgit.errors import LoomgitError
 from loomgit.layout import Snapshot, snapshot
-from loomgit.models.workflow import ApiTrigger, WebhookTrigger
+from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.runtime import Deployment
 from loomgit.sops import SopsError
+from loomgit.source import RemoteSource
 from loomgit.validate import check
 from loomgit.vcs import Git, find_root
 
@@ -34,8 +37,10 @@ class Served:
     commit: str
     deployments: dict[str, Deployment]
     active: frozenset[str]
-    routes: dict[tuple[str, str], str]  # (method, path) -> workflow
+    routes: dict[tuple[str, str], WebhookTrigger]  # (method, path) -> its trigger
+    hooks: dict[tuple[str, str], str]  # (method, path) -> workflow
     api: frozenset[str]
+    schedules: tuple[tuple[str, ScheduleTrigger], ...]  # (workflow, trigger)
 
 
 @dataclass
@@ -56,6 +61,9 @@ class Condition:
         }
 
 
+MAX_EVENTS = 20
+
+
 @dataclass
 class EnvStatus:
     name: str
@@ -63,9 +71,15 @@ class EnvStatus:
     last_attempted_commit: str | None = None
     applied_at: float | None = None
     conditions: list[Condition] = field(default_factory=list)
+    events: deque[Condition] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
 
     def set_ready(self, ok: bool, reason: str, message: str, now: float) -> None:
         self.conditions = [Condition("Ready", ok, reason, message, now)]
+
+    def note(self, reason: str, message: str, now: float) -> None:
+        """Something the operator should know that did not stop the apply."""
+        self.events.append(Condition("Event", True, reason, message, now))
+        log.event(reason, logging.WARNING, environment=self.name, message=message)
 
 
 class Failed(Exception):
@@ -83,6 +97,7 @@ class Reconciler:
     path: Path
     keys: dict[str, Path]
     environments: list[str] | None = None  # None: all of loomgit.yaml's
+    source: RemoteSource | None = None  # --remote: fetched into `path` first
     clock: Callable[[], float] = time.time
     served: dict[str, Served] = field(default_factory=dict)
     status: dict[str, EnvStatus] = field(default_factory=dict)
@@ -96,6 +111,8 @@ class Reconciler:
         with self._lock:
             now = self.clock()
             try:
+                if self.source is not None:
+                    self.source.sync()
                 snap, git = self._read()
             except LoomgitError as exc:
                 # The last applied state keeps running; the status says why nothing new is.
@@ -105,7 +122,7 @@ class Reconciler:
                 return self.status
             try:
                 for name in self.names:
-                    self._environment(snap, name, now)
+                    self._environment(snap, git, name, now)
             finally:
                 git.close()
             return self.status
@@ -132,7 +149,7 @@ class Reconciler:
         self.last_environment = snap.config.names[-1]
         return snap, git
 
-    def _environment(self, snap: Snapshot, name: str, now: float) -> None:
+    def _environment(self, snap: Snapshot, git: Git, name: str, now: float) -> None:
         st = self.status.setdefault(name, EnvStatus(name))
         commit = snap.envs[name].commit or snap.source
         st.last_attempted_commit = commit
@@ -144,9 +161,25 @@ class Reconciler:
             return
         try:
             served = self._build(snap, name, commit)
+            if not served.deployments and current is not None and current.deployments:
+                decl = next(e for e in snap.config.environments if e.name == name)
+                if not decl.allow_empty:
+                    raise Failed(
+                        "EmptyEnvironment",
+                        f"{commit[:12]} leaves {name} with no workflows (it serves "
+                        f"{len(current.deployments)}); set allow_empty: true for {name} in "
+                        "loomgit.yaml if that is meant",
+                    )
         except Failed as exc:
             st.set_ready(False, exc.reason, str(exc), now)
             return
+        old = st.last_applied_commit
+        if old is not None and old != commit and not git.is_ancestor(old, commit):
+            st.note(
+                "HistoryRewritten",
+                f"{commit[:12]} does not descend from the last applied {old[:12]}; applied anyway",
+                now,
+            )
         self.served[name] = served  # one assignment: requests see the old or the new
         st.last_applied_commit = commit
         st.applied_at = now
@@ -159,8 +192,10 @@ class Reconciler:
             raise Failed("ValidationFailed", errors[0].render() + more)
         deployments: dict[str, Deployment] = {}
         active: set[str] = set()
-        routes: dict[tuple[str, str], str] = {}
+        routes: dict[tuple[str, str], WebhookTrigger] = {}
+        hooks: dict[tuple[str, str], str] = {}
         api: set[str] = set()
+        schedules: list[tuple[str, ScheduleTrigger]] = []
         decrypted: dict[str, dict[str, Any]] = {}  # each credentials file once per cycle
         for ref in snap.envs[name].workflows:
             stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
@@ -172,11 +207,32 @@ class Reconciler:
                 dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
             except (SopsError, desired.NotRunnable) as exc:
                 raise Failed("DecryptionFailed", exc.message) from None
+            _check_signature_secrets(dep)
             deployments[stem] = dep
             active.add(stem)
             for trigger in dep.workflow.spec.triggers:
                 if isinstance(trigger, WebhookTrigger):
-                    routes[(trigger.method, trigger.route)] = stem
+                    routes[(trigger.method, trigger.route)] = trigger
+                    hooks[(trigger.method, trigger.route)] = stem
                 elif isinstance(trigger, ApiTrigger):
                     api.add(stem)
-        return Served(commit, deployments, frozenset(active), routes, frozenset(api))
+                elif isinstance(trigger, ScheduleTrigger):
+                    schedules.append((stem, trigger))
+        return Served(
+            commit, deployments, frozenset(active), routes, hooks, frozenset(api), tuple(schedules)
+        )
+
+
+def _check_signature_secrets(dep: Deployment) -> None:
+    """A webhook that checks signatures needs its secret; without one it is refused here,
+    so it can never run unchecked."""
+    for trigger in dep.workflow.spec.triggers:
+        if isinstance(trigger, WebhookTrigger) and trigger.signature is not None:
+            sig = trigger.signature
+            value = dep.credentials.get(sig.credential, {}).get(sig.field)
+            if not isinstance(value, str) or not value:
+                raise Failed(
+                    "DecryptionFailed",
+                    f"{dep.name}: the webhook signature needs a text field '{sig.field}' in "
+                    f"credential {sig.credential}",
+                )

@@ -4,13 +4,16 @@ ids. The store that keeps them is `history`."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
-FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
-STEP_STATUSES = ("succeeded", "failed", "skipped", "timed_out", "cancelled")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
+STEP_STATUSES = ("succeeded", "failed", "skipped", "timed_out", "cancelled", "interrupted")
+# interrupted: the process running it stopped first (SIGTERM past the grace period, or a
+# crash found when the next daemon starts).
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Execution:
     error: str | None = None
     output: Any = None
     steps: tuple[StepRecord, ...] = ()
+    owner: str | None = None  # the process running it: see `owner_id`
 
     @property
     def duration_ms(self) -> float | None:
@@ -119,3 +123,36 @@ def new_id(now: float | None = None) -> str:
     ms = int((time.time() if now is None else now) * 1000)
     n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
+
+
+_INSTANCE = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+
+
+def owner_id() -> str:
+    """This process, as recorded on the executions it runs: host, pid and a random part
+    (a restarted container often gets the same pid)."""
+    return _INSTANCE
+
+
+def owner_gone(owner: str | None) -> bool:
+    """Whether the process that recorded `owner` has certainly stopped: it ran on this
+    host and its pid is gone, or the pid is ours but the run is an earlier one. Executions
+    of other hosts are never judged here."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    if owner == _INSTANCE:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user
+    return False

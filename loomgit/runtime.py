@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from loomgit import steps as step_kinds
 from loomgit.httpclient import Client
 from loomgit.models.workflow import Step, Workflow
-from loomgit.records import Execution, StepRecord, new_id
+from loomgit.records import Execution, StepRecord, new_id, owner_id
 from loomgit.redact import Redactor
 from loomgit.render import RenderError, evaluate
 from loomgit.steps import StepContext, StepError
@@ -117,6 +117,7 @@ class Engine:
         self.time_limit = time_limit
         self.client = client or Client()
         self.clock = clock
+        self.stopping = False  # set by a shutting-down daemon: cancels are interruptions
 
     async def close(self) -> None:
         await self.client.close()
@@ -155,6 +156,7 @@ class Engine:
             dedupe_key=dedupe_key,
             status="running",
             started_at=now,
+            owner=owner_id(),
         )
 
     async def run(
@@ -209,9 +211,14 @@ class Engine:
             status, error = "timed_out", f"the execution exceeded its time limit of {limit:g}s"
             stopped = self._interrupted(current, done, "timed_out", error, redact, listener)
         except asyncio.CancelledError:
-            error = "the execution was cancelled"
-            stopped = self._interrupted(current, done, "cancelled", error, redact, listener)
-            final = self._final(ex, "cancelled", error, stopped, output, response, done, redact)
+            reason = "interrupted" if self.stopping else "cancelled"
+            error = (
+                "interrupted: the daemon stopped before it finished"
+                if reason == "interrupted"
+                else "the execution was cancelled"
+            )
+            stopped = self._interrupted(current, done, reason, error, redact, listener)
+            final = self._final(ex, reason, error, stopped, output, response, done, redact)
             await asyncio.shield(self.recorder.finish(final))
             raise
         final = self._final(ex, status, error, stopped, output, response, done, redact)

@@ -1,5 +1,5 @@
-"""The daemon's HTTP side (aiohttp): webhooks per environment, the API trigger, the
-environment and execution views, health, and the reconcile loop that feeds them.
+"""The daemon's HTTP side (aiohttp): webhooks per environment, the API trigger, the push
+webhook of the git host, the environment and execution views, health and metrics.
 
 An execution is recorded before `202` is returned, so an accepted request is never lost.
 """
@@ -7,84 +7,27 @@ An execution is recorded before `202` is returned, so an accepted request is nev
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
 from typing import Any
 
 from aiohttp import web
 
+from loomgit import log
+from loomgit.daemon import Daemon, describe_served
 from loomgit.errors import UsageError
-from loomgit.history import History
-from loomgit.reconcile import Reconciler, Served
-from loomgit.recorder import AsyncRecorder
-from loomgit.records import STATUSES, Query
-from loomgit.runtime import Deployment, Engine, TriggerEvent
+from loomgit.metrics import CONTENT_TYPE
+from loomgit.models.workflow import WebhookTrigger
+from loomgit.openapi import spec as openapi_spec
+from loomgit.reconcile import Served
+from loomgit.records import STATUSES, Execution, Query
+from loomgit.runtime import TriggerEvent
 
-MAX_BODY_BYTES = 1024 * 1024
 RETRY_AFTER_SECONDS = "5"
-
-
-@dataclass
-class Settings:
-    interval: float = 60.0
-    grace: float = 30.0
-    max_body: int = MAX_BODY_BYTES
-    tokens: tuple[str, ...] = ()
-
-
-@dataclass
-class Daemon:
-    reconciler: Reconciler
-    history: History
-    settings: Settings
-    on_ready: Callable[[list[str]], None] | None = None
-    engine: Engine = field(init=False)
-    recorder: AsyncRecorder = field(init=False)
-    running: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.recorder = AsyncRecorder(self.history)
-        self.engine = Engine(self.recorder)
-
-    # -- reconcile -------------------------------------------------------------------
-
-    async def reconcile_once(self) -> None:
-        # Parsing and decrypting happen in a worker thread, off the event loop.
-        await asyncio.to_thread(self.reconciler.cycle)
-
-    async def reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.interval)
-            await self.reconcile_once()
-
-    # -- starting executions ---------------------------------------------------------
-
-    async def start(
-        self, dep: Deployment, trigger: TriggerEvent, dedupe_key: str | None
-    ) -> tuple[str, bool]:
-        """Records the execution, then runs it in the background. (id, started anew)."""
-        proposed = self.engine.new_execution(dep, trigger, dedupe_key)
-        recorded = await self.recorder.start(proposed)
-        if recorded.id != proposed.id:
-            return recorded.id, False
-        task = asyncio.create_task(self.engine.run(dep, trigger, recorded))
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
-        return recorded.id, True
-
-    async def stop(self) -> None:
-        """Lets running executions finish within the grace period, cancels the rest
-        (they are recorded as cancelled), and flushes the history."""
-        if self.running:
-            _, pending = await asyncio.wait(set(self.running), timeout=self.settings.grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        await self.engine.close()
-        self.recorder.close()
+SIGNATURE_PREFIX = "sha256="
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -112,8 +55,8 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return _error(exc.status, (exc.reason or "refused").lower())
 
 
-async def _body(request: web.Request, limit: int) -> Any:
-    """The body, parsed as JSON when it says so; 413 past `limit` without reading on."""
+async def _raw_body(request: web.Request, limit: int) -> bytes:
+    """The raw body; 413 past `limit` without reading on."""
     too_large = f"the body is larger than {limit:,} bytes"
     if request.content_length is not None and request.content_length > limit:
         raise Refused(413, too_large)
@@ -122,6 +65,11 @@ async def _body(request: web.Request, limit: int) -> Any:
         raw += chunk
         if len(raw) > limit:
             raise Refused(413, too_large)
+    return bytes(raw)
+
+
+def _parse(request: web.Request, raw: bytes) -> Any:
+    """The body, parsed as JSON when it says so."""
     if not raw:
         return None
     if "json" in request.content_type:
@@ -130,6 +78,49 @@ async def _body(request: web.Request, limit: int) -> Any:
         except ValueError:
             raise Refused(400, "the body is not valid JSON") from None
     return raw.decode(errors="replace")
+
+
+async def _body(request: web.Request, limit: int) -> Any:
+    return _parse(request, await _raw_body(request, limit))
+
+
+def _signed(secret: bytes, raw: bytes, given: str | None) -> bool:
+    """Whether `given` is the hex HMAC-SHA256 of `raw` (with or without `sha256=`)."""
+    if not given:
+        return False
+    expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(
+        given.strip().removeprefix(SIGNATURE_PREFIX).encode(), expected.encode()
+    )
+
+
+def _signature_secret(served: Served, name: str, trigger: WebhookTrigger) -> bytes:
+    assert trigger.signature is not None
+    fields = served.deployments[name].credentials.get(trigger.signature.credential, {})
+    return str(fields.get(trigger.signature.field, "")).encode()
+
+
+def _sync_answer(ex: Execution) -> web.Response:
+    """A `respond: sync` webhook's answer: the respond step's response, else the output."""
+    if ex.status != "succeeded":
+        failed = {"execution": ex.id, "status": ex.status, "error": ex.error}
+        return web.json_response(failed, status=504 if ex.status == "timed_out" else 500)
+    responded = any(s.type == "respond" and s.status == "succeeded" for s in ex.steps)
+    if responded and isinstance(ex.output, dict):
+        status = int(ex.output.get("status", 200))
+        headers = {
+            k: str(v)
+            for k, v in (ex.output.get("headers") or {}).items()
+            if k.lower() not in ("content-length", "transfer-encoding", "connection")
+        }
+        content = ex.output.get("body")
+        if isinstance(content, str):
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            return web.Response(text=content, status=status, headers=headers)
+        if content is None:
+            return web.Response(status=status, headers=headers)
+        return web.json_response(content, status=status, headers=headers)
+    return web.json_response({"execution": ex.id, "output": ex.output})
 
 
 def app(daemon: Daemon) -> web.Application:
@@ -156,31 +147,51 @@ def app(daemon: Daemon) -> web.Application:
         return served
 
     async def accept(
-        served: Served, env: str, name: str, trigger: TriggerEvent, key: str | None
+        served: Served,
+        env: str,
+        name: str,
+        trigger: TriggerEvent,
+        key: str | None,
+        sync_timeout: float | None = None,
     ) -> web.Response:
-        ident, new = await daemon.start(served.deployments[name], trigger, key)
+        ident, task = await daemon.start(served.deployments[name], trigger, key)
+        if task is not None and sync_timeout is not None:
+            try:
+                return _sync_answer(await asyncio.wait_for(asyncio.shield(task), sync_timeout))
+            except TimeoutError:
+                pass  # it goes on; the caller gets its id
         return web.json_response(
             {"execution": ident, "environment": env, "workflow": name},
-            status=202 if new else 200,
+            status=202 if task is not None else 200,
         )
 
     @routes.route("*", "/hooks/{env}/{path:.+}")
     async def hook(request: web.Request) -> web.Response:
+        began = time.perf_counter()
         env, path = request.match_info["env"], request.match_info["path"].strip("/")
         served = serving(env)
-        name = served.routes.get((request.method, path))
-        if name is None:
+        route = (request.method, path)
+        trigger = served.routes.get(route)
+        if trigger is None:
             return _error(404, f"no active webhook {request.method} /{path} in {env}")
-        body = await _body(request, daemon.settings.max_body)
-        trigger = TriggerEvent(
+        name = served.hooks[route]
+        raw = await _raw_body(request, daemon.settings.max_body)
+        if trigger.signature is not None:
+            given = request.headers.get(trigger.signature.header)
+            if not _signed(_signature_secret(served, name, trigger), raw, given):
+                return _error(401, f"missing or wrong {trigger.signature.header} signature")
+        event = TriggerEvent(
             "webhook",
-            body=body,
+            body=_parse(request, raw),
             headers=dict(request.headers),
             query=dict(request.query),
             details={"path": path, "method": request.method},
         )
         key = request.headers.get("Idempotency-Key") or request.headers.get("X-GitHub-Delivery")
-        return await accept(served, env, name, trigger, key)
+        sync = trigger.respond_timeout if trigger.respond == "sync" else None
+        answer = await accept(served, env, name, event, key, sync)
+        daemon.metrics.webhook_seconds.labels(env).observe(time.perf_counter() - began)
+        return answer
 
     @routes.post("/api/v1/workflows/{name}/executions")
     async def api_run(request: web.Request) -> web.Response:
@@ -196,6 +207,28 @@ def app(daemon: Daemon) -> web.Application:
             return _error(404, f"{name} has no active api trigger in {env}")
         trigger = TriggerEvent("api", body=body.get("input"), details={"environment": env})
         return await accept(served, str(env), name, trigger, request.headers.get("Idempotency-Key"))
+
+    @routes.post("/api/v1/git-webhook")
+    async def git_webhook(request: web.Request) -> web.Response:
+        secret = daemon.settings.git_webhook_secret
+        if secret is None:
+            return _error(404, "the git webhook is off; start serve with --git-webhook-secret-file")
+        raw = await _raw_body(request, daemon.settings.max_body)
+        if not _signed(secret, raw, request.headers.get("X-Hub-Signature-256")):
+            return _error(401, "missing or wrong X-Hub-Signature-256 signature")
+        if request.headers.get("X-GitHub-Event") == "ping":
+            return web.json_response({"status": "pong"})
+        log.event("git webhook", delivery=request.headers.get("X-GitHub-Delivery", ""))
+        daemon.request_reconcile()
+        return web.json_response({"status": "reconcile started"}, status=202)
+
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=daemon.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    @routes.get("/openapi.json")
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(openapi_spec())
 
     @routes.post("/api/v1/reconcile")
     async def reconcile(request: web.Request) -> web.Response:
@@ -254,10 +287,6 @@ def _environments(daemon: Daemon) -> list[dict[str, Any]]:
     for name in rec.names:
         st = rec.status.get(name)
         served = rec.served.get(name)
-        workflows = {}
-        if served is not None:
-            for wf, dep in sorted(served.deployments.items()):
-                workflows[wf] = {"version": dep.version, "active": wf in served.active}
         out.append(
             {
                 "name": name,
@@ -265,7 +294,8 @@ def _environments(daemon: Daemon) -> list[dict[str, Any]]:
                 "last_applied_commit": st.last_applied_commit if st else None,
                 "last_attempted_commit": st.last_attempted_commit if st else None,
                 "conditions": [c.to_json() for c in st.conditions] if st else [],
-                "workflows": workflows,
+                "events": [c.to_json() for c in st.events] if st else [],
+                "workflows": describe_served(served),
             }
         )
     return out
@@ -289,12 +319,22 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await daemon.recover()
     await daemon.reconcile_once()
+    url = f"http://{host}:{bound}"
+    log.event("listening", url=url)
     if daemon.on_ready:
-        daemon.on_ready([f"http://{host}:{bound}"])
-    loop_task = asyncio.create_task(daemon.reconcile_loop())
+        daemon.on_ready([url])
+    tasks = [
+        asyncio.create_task(daemon.reconcile_loop()),
+        asyncio.create_task(daemon.scheduler.run()),
+    ]
     await stop.wait()
-    loop_task.cancel()
+    log.event("stopping", grace=daemon.settings.grace)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await site.stop()  # stop accepting; running executions go on within the grace period
     await daemon.stop()
     await runner.cleanup()
+    log.event("stopped")

@@ -67,7 +67,7 @@ _REDIRECTS = (
 )
 
 
-def _git_env() -> dict[str, str]:
+def git_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _REDIRECTS}
     env.update(SAFE_ENV)
     return env
@@ -116,7 +116,7 @@ def _show_toplevel(path: Path) -> Path | None:
         proc = subprocess.run(
             ["git", "rev-parse", "--show-toplevel"],
             cwd=path,
-            env=_git_env(),
+            env=git_env(),
             capture_output=True,
             check=False,
         )
@@ -131,7 +131,7 @@ class Git:
 
     def __init__(self, toplevel: Path) -> None:
         self.toplevel = toplevel
-        self._env = _git_env()
+        self._env = git_env()
 
     def close(self) -> None:
         """Nothing stays open between calls: every git process has exited when it returns."""
@@ -197,6 +197,11 @@ class Git:
             ok=(0, 1, 128),
         )
         return out.decode().strip() or None
+
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether `commit` descends from `ancestor` (false when `ancestor` is gone)."""
+        base = self.run("merge-base", ancestor, commit, ok=(0, 1, 128)).decode().strip()
+        return base == ancestor
 
     def current_branch(self) -> str | None:
         out = self.run("symbolic-ref", "--quiet", "--short", "HEAD", ok=(0, 1, 128))

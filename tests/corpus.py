@@ -126,7 +126,11 @@ CASES = [
     Case("bad-timezone", {DEV: hello("Europe/Berlin", "Europe/Atlantis")}, [("LG312", DEV, 11)]),
     Case(
         "undeclared-signature-credential",
-        {DEV: hello("      path: hello\n", "      path: hello\n      signature: {credential: shop}\n")},
+        {
+            DEV: hello(
+                "      path: hello\n", "      path: hello\n      signature: {credential: shop}\n"
+            )
+        },
         [("LG313", DEV, 9)],
         "'shop'",
     ),

@@ -28,69 +28,109 @@ class Daemon:
     proc: subprocess.Popen[str]
     url: str
     banner: str
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
     ) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
+                return resp.status, _json_or_text(resp.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, _json_or_text(exc.read())
 
-    def reconcile(self) -> list[dict[str, Any]]:
+    def reconcile(self) -> dict[str, dict[str, Any]]:
         code, body = self.request(
             "POST", "/api/v1/reconcile", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         assert code == 200, body
-        return {e["name"]: e for e in body}  # type: ignore[return-value]
+        return {e["name"]: e for e in body}
 
     def finished(self, ident: str) -> dict[str, Any]:
-        for _ in range(100):
+        for _ in range(200):
             code, ex = self.request("GET", f"/api/v1/executions/{ident}")
             if code == 200 and ex["status"] not in ("queued", "running"):
                 return ex  # type: ignore[no-any-return]
             time.sleep(0.05)
         raise AssertionError(f"execution {ident} did not finish")
 
+    def executions(self, **query: str) -> list[dict[str, Any]]:
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        code, body = self.request("GET", f"/api/v1/executions?{qs}")
+        assert code == 200, body
+        return body  # type: ignore[no-any-return]
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+        return self.log
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return json.loads(data or b"null")
+    except ValueError:
+        return data.decode()
+
+
+Start = Callable[..., Daemon]
+
 
 @pytest.fixture
-def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Callable[[Repo], Daemon]]:
+def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Start]:
     started: list[subprocess.Popen[str]] = []
 
-    def run(repo: Repo) -> Daemon:
+    def run(
+        repo: Repo, *extra: str, state: Path | None = None, env: dict[str, str] | None = None
+    ) -> Daemon:
         keys = [a for env in ("development", "staging", "production")
                 for a in ("--age-key-file", f"{env}={age_key.path}")]  # fmt: skip
-        proc = subprocess.Popen(
-            [*LOOMGIT, "serve", "--repo", str(repo.path), "--port", "0", "--interval", "1h", *keys],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "LOOMGIT_API_TOKENS": TOKEN},
-        )
+        log_path = tmp_path / f"daemon-{len(started)}.log"
+        environ = {**os.environ, "LOOMGIT_API_TOKENS": TOKEN, **(env or {})}
+        if state is not None:
+            environ["LOOMGIT_STATE_DIR"] = str(state)
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [*LOOMGIT, "serve", "--repo", str(repo.path), "--port", "0", "--interval", "1h",
+                 *keys, *extra],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                text=True,
+                env=environ,
+            )  # fmt: skip
         started.append(proc)
-        assert proc.stderr is not None
-        first = proc.stderr.readline()
-        assert first.startswith("listening on "), first + proc.stderr.read()
-        url = first.split()[-1]
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/readyz", timeout=2)
+        deadline = time.monotonic() + 30
+        banner = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            banner = next(
+                (ln for ln in log_path.read_text().splitlines() if ln.startswith("listening on ")),
+                "",
+            )
+            if banner:
                 break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.05)
-        return Daemon(proc, url, first)
+            time.sleep(0.05)
+        assert banner, log_path.read_text()
+        return Daemon(proc, banner.split()[-1], banner, log_path)
 
     yield run
     for proc in started:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        proc.wait()
 
 
 def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> None:
@@ -194,8 +234,7 @@ def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
     code, _ = daemon.request("POST", "/hooks/staging/hello", {"name": "x" * (1024 * 1024 + 10)})
     assert code == 413
     assert daemon.request("GET", "/healthz")[0] == 200
-    daemon.proc.send_signal(signal.SIGTERM)
-    _, err = daemon.proc.communicate(timeout=30)
+    err = daemon.stop()
     assert daemon.proc.returncode == 0, err
     assert "Traceback" not in err
 

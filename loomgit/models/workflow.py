@@ -32,9 +32,7 @@ class WebhookSignature(StrictModel):
         description="a credential the workflow declares; its `field` is the shared secret"
     )
     field: str = Field(default="secret", min_length=1, description="the field holding the secret")
-    header: str = Field(
-        default="X-Hub-Signature-256", pattern=r"^[A-Za-z0-9-]+$", max_length=100
-    )
+    header: str = Field(default="X-Hub-Signature-256", pattern=r"^[A-Za-z0-9-]+$", max_length=100)
 
 
 class WebhookTrigger(StrictModel):

@@ -1,0 +1,246 @@
+"""The daemon's core, apart from HTTP: the reconcile loop, the schedule timer, starting
+executions and shutting down.
+
+An execution is recorded before anything reports it accepted, so an accepted request or a
+fired schedule is never lost; executions a killed daemon left running are recorded as
+interrupted when the next one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from loomgit import log
+from loomgit.history import History
+from loomgit.metrics import Metrics
+from loomgit.reconcile import Reconciler, Served
+from loomgit.recorder import AsyncRecorder
+from loomgit.records import Execution, owner_gone
+from loomgit.runtime import Deployment, Engine, TriggerEvent
+from loomgit.scheduler import Entry, Scheduler, dedupe_key, parse_dedupe_key
+
+FETCH_BACKOFF_START = 2.0
+
+
+@dataclass
+class Settings:
+    interval: float = 60.0
+    grace: float = 30.0
+    max_body: int = 1024 * 1024
+    tokens: tuple[str, ...] = ()
+    git_webhook_secret: bytes | None = None
+
+
+@dataclass
+class Daemon:
+    reconciler: Reconciler
+    history: History
+    settings: Settings
+    on_ready: Callable[[list[str]], None] | None = None
+    clock: Callable[[], float] = time.time
+    engine: Engine = field(init=False)
+    recorder: AsyncRecorder = field(init=False)
+    metrics: Metrics = field(default_factory=Metrics)
+    running: set[asyncio.Task[Execution]] = field(default_factory=set)
+    _scheduler: Scheduler | None = None
+    _synced: dict[str, Served] = field(default_factory=dict)
+    _schedule_runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    _wake: asyncio.Event | None = None
+    _fetch_failures: int = 0
+
+    def __post_init__(self) -> None:
+        self.recorder = AsyncRecorder(self.history)
+        self.engine = Engine(self.recorder)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self._fire, self.clock)
+        return self._scheduler
+
+    # -- start-up --------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Records as interrupted what a killed daemon on this host left running."""
+        lost = await asyncio.to_thread(self.history.recover, owner_gone)
+        if lost:
+            log.event("executions interrupted", logging.WARNING, count=len(lost), ids=lost[:20])
+
+    # -- reconcile -------------------------------------------------------------------
+
+    async def reconcile_once(self) -> None:
+        """One cycle. Parsing and decrypting run in a worker thread, off the event loop;
+        the swap of what is served and of the schedules happens on the loop."""
+        started = time.perf_counter()
+        before = {name: st.last_applied_commit for name, st in self.reconciler.status.items()}
+        statuses = await asyncio.to_thread(self.reconciler.cycle)
+        self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        fetch_failed = False
+        for name, st in statuses.items():
+            cond = st.conditions[0] if st.conditions else None
+            reason = cond.reason if cond else "Unknown"
+            self.metrics.reconciles.labels(name, reason).inc()
+            fetch_failed |= reason == "FetchFailed"
+            if st.last_applied_commit != before.get(name):
+                log.event("applied", environment=name, commit=st.last_applied_commit)
+            elif cond is not None and not cond.status and cond.at >= self.clock() - 1:
+                log.event(
+                    "not applied",
+                    logging.WARNING,
+                    environment=name,
+                    commit=st.last_attempted_commit,
+                    reason=reason,
+                    message=cond.message,
+                )
+        self._fetch_failures = self._fetch_failures + 1 if fetch_failed else 0
+        await self._sync_schedules()
+
+    def request_reconcile(self) -> None:
+        """Starts a cycle now (a push webhook); cycles asked for while one runs coalesce."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def next_wait(self) -> float:
+        """The interval; after fetch failures, a doubling backoff up to the interval."""
+        if not self._fetch_failures:
+            return self.settings.interval
+        backoff: float = FETCH_BACKOFF_START * 2.0 ** (self._fetch_failures - 1)
+        return min(backoff, self.settings.interval)
+
+    async def reconcile_loop(self) -> None:
+        self._wake = asyncio.Event()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.next_wait())
+            self._wake.clear()
+            await self.reconcile_once()
+
+    async def _sync_schedules(self) -> None:
+        scheduler = self.scheduler
+        for name in self.reconciler.names:
+            served = self.reconciler.served.get(name)
+            previous = self._synced.get(name)
+            if served is None or served is previous:
+                continue
+            self._synced[name] = served
+            self.metrics.active.labels(name).set(len(served.active))
+            added = scheduler.update(name, list(served.schedules))
+            if previous is None:  # first time this environment is served: catch up
+                await self._catch_up(added)
+        self.metrics.schedules.set(len(scheduler))
+
+    async def _catch_up(self, entries: list[Entry]) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        for entry in entries:
+            if entry.trigger.catchup != "latest":
+                continue
+            missed = entry.schedule.latest_until(now)
+            key = await asyncio.to_thread(
+                self.history.last_dedupe_key, entry.environment, entry.workflow, "schedule"
+            )
+            last = parse_dedupe_key(key) if key else None
+            # Only a schedule that fired before can have missed a time; a new one has not.
+            if last is not None and last < missed:
+                log.event(
+                    "schedule catch-up",
+                    environment=entry.environment,
+                    workflow=entry.workflow,
+                    scheduled_time=missed.isoformat(),
+                )
+                self.scheduler.fire_now(entry, missed)
+
+    # -- starting executions ---------------------------------------------------------
+
+    async def start(
+        self, dep: Deployment, trigger: TriggerEvent, dedupe: str | None
+    ) -> tuple[str, asyncio.Task[Execution] | None]:
+        """Records the execution, then runs it in the background. Returns its id and its
+        task; no task when the dedupe key named an earlier execution."""
+        proposed = self.engine.new_execution(dep, trigger, dedupe)
+        recorded = await self.recorder.start(proposed)
+        if recorded.id != proposed.id:
+            return recorded.id, None
+        self.metrics.started.labels(dep.environment, trigger.type).inc()
+        task = asyncio.create_task(self.engine.run(dep, trigger, recorded))
+        self.running.add(task)
+        task.add_done_callback(self._finished)
+        return recorded.id, task
+
+    def _finished(self, task: asyncio.Task[Execution]) -> None:
+        self.running.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            return
+        ex = task.result()
+        self.metrics.finished.labels(ex.environment, ex.status).inc()
+
+    async def _fire(self, entry: Entry, at: datetime) -> None:
+        served = self.reconciler.served.get(entry.environment)
+        if served is None or entry.workflow not in served.active:
+            return
+        slot = (entry.environment, entry.workflow)
+        if entry.trigger.overlap == "skip" and self._schedule_runs.get(slot):
+            self.metrics.schedules_skipped.labels(entry.environment).inc()
+            log.event(
+                "schedule skipped: still running",
+                environment=entry.environment,
+                workflow=entry.workflow,
+                scheduled_time=at.isoformat(),
+            )
+            return
+        trigger = TriggerEvent(
+            "schedule",
+            scheduled_time=at.isoformat(),
+            details={"cron": entry.trigger.cron, "timezone": entry.trigger.timezone},
+        )
+        self._schedule_runs[slot] = self._schedule_runs.get(slot, 0) + 1
+        try:
+            _, task = await self.start(served.deployments[entry.workflow], trigger, dedupe_key(at))
+        except BaseException:
+            self._release(slot)
+            raise
+        self.metrics.schedule_lateness.observe(max(self.clock() - at.timestamp(), 0.0))
+        if task is None:
+            self._release(slot)  # fired already, by an earlier run or another daemon
+        else:
+            task.add_done_callback(lambda _: self._release(slot))
+
+    def _release(self, slot: tuple[str, str]) -> None:
+        left = self._schedule_runs.get(slot, 1) - 1
+        if left > 0:
+            self._schedule_runs[slot] = left
+        else:
+            self._schedule_runs.pop(slot, None)
+
+    # -- shutting down ---------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Lets running executions finish within the grace period, records the rest as
+        interrupted, and flushes the history."""
+        if self._scheduler is not None:
+            await self._scheduler.close()
+        if self.running:
+            _, pending = await asyncio.wait(set(self.running), timeout=self.settings.grace)
+            self.engine.stopping = True
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.event("executions interrupted", logging.WARNING, count=len(pending))
+        await self.engine.close()
+        self.recorder.close()
+
+
+def describe_served(served: Served | None) -> dict[str, Any]:
+    if served is None:
+        return {}
+    return {
+        wf: {"version": dep.version, "active": wf in served.active}
+        for wf, dep in sorted(served.deployments.items())
+    }

@@ -1,0 +1,66 @@
+"""The daemon's Prometheus metrics, served at /metrics (prometheus_client, one registry
+per daemon)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.reconcile_seconds = Histogram(
+            "loomgit_reconcile_duration_seconds",
+            "Time one reconcile cycle took",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.reconciles = Counter(
+            "loomgit_reconcile",
+            "Reconciles of an environment by result (the condition's reason)",
+            ["environment", "result"],
+            registry=r,
+        )
+        self.started = Counter(
+            "loomgit_executions_started",
+            "Executions started, by environment and trigger type",
+            ["environment", "trigger"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "loomgit_executions",
+            "Executions finished, by environment and status",
+            ["environment", "status"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "loomgit_webhook_duration_seconds",
+            "Time from a webhook request to its answer (recorded, then 202)",
+            ["environment"],
+            registry=r,
+            buckets=_FAST,
+        )
+        self.schedule_lateness = Histogram(
+            "loomgit_schedule_lateness_seconds",
+            "Time from a schedule's due instant to its execution being recorded",
+            registry=r,
+            buckets=_FAST,
+        )
+        self.schedules_skipped = Counter(
+            "loomgit_schedule_skipped",
+            "Scheduled times skipped because the previous run still ran (overlap: skip)",
+            ["environment"],
+            registry=r,
+        )
+        self.active = Gauge(
+            "loomgit_active_workflows", "Active workflows served", ["environment"], registry=r
+        )
+        self.schedules = Gauge("loomgit_schedules", "Schedules the timer holds", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,221 @@
+"""The daemon's HTTP API as an OpenAPI 3.1 document, served at /openapi.json. A test
+checks that every route the server registers is described here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loomgit import __version__
+from loomgit.records import STATUSES
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    out["content"] = {"application/json": {"schema": schema or _ERROR}}
+    return out
+
+
+_ACCEPTED = _answer("Recorded and started", {"$ref": "#/components/schemas/Accepted"})
+_REPEAT = _answer(
+    "The Idempotency-Key was seen before: the first execution",
+    {"$ref": "#/components/schemas/Accepted"},
+)
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "loomgit daemon",
+            "version": __version__,
+            "description": "Webhooks, API triggers and the live state of `loomgit serve`.",
+        },
+        "paths": {
+            "/hooks/{environment}/{path}": {
+                "post": {
+                    "summary": "A workflow's webhook trigger (any method the trigger names)",
+                    "parameters": [_path("environment"), _path("path")],
+                    "requestBody": {"content": {"*/*": {}}},
+                    "responses": {
+                        "200": _REPEAT,
+                        "202": _ACCEPTED,
+                        "401": _answer("The trigger's signature check failed"),
+                        "404": _answer("No active webhook there; nothing recorded"),
+                        "413": _answer("The body is over the limit"),
+                        "503": _answer("The environment is not reconciled yet (Retry-After)"),
+                    },
+                }
+            },
+            "/api/v1/workflows/{name}/executions": {
+                "post": {
+                    "summary": "Start a workflow with an api trigger",
+                    "security": _AUTH,
+                    "parameters": [_path("name")],
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "environment": {
+                                            "type": "string",
+                                            "description": "default: the last environment",
+                                        },
+                                        "input": {"description": "trigger.body"},
+                                    },
+                                }
+                            }
+                        }
+                    },
+                    "responses": {
+                        "200": _REPEAT,
+                        "202": _ACCEPTED,
+                        "401": _answer("No valid bearer token"),
+                        "404": _answer("No such active api trigger"),
+                    },
+                }
+            },
+            "/api/v1/git-webhook": {
+                "post": {
+                    "summary": "The git host's push webhook: reconcile now",
+                    "parameters": [
+                        {
+                            "name": "X-Hub-Signature-256",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _answer("A ping", {"type": "object"}),
+                        "202": _answer("A cycle was started", {"type": "object"}),
+                        "401": _answer("Missing or wrong signature"),
+                        "404": _answer("No --git-webhook-secret-file was given"),
+                    },
+                }
+            },
+            "/api/v1/reconcile": {
+                "post": {
+                    "summary": "Run a reconcile cycle and return the environments",
+                    "security": _AUTH,
+                    "responses": {
+                        "200": _answer("The environments after the cycle", _ENVIRONMENTS),
+                        "401": _answer("No valid bearer token"),
+                    },
+                }
+            },
+            "/api/v1/environments": {
+                "get": {
+                    "summary": "Each environment's commit, conditions, events and workflows",
+                    "responses": {"200": _answer("The environments", _ENVIRONMENTS)},
+                }
+            },
+            "/api/v1/executions": {
+                "get": {
+                    "summary": "Executions, newest first",
+                    "parameters": [
+                        _query("environment"),
+                        _query("workflow"),
+                        _query("status", {"type": "string", "enum": list(STATUSES)}),
+                        _query("since", {"type": "number", "description": "Unix time"}),
+                        _query("limit", {"type": "integer", "maximum": 1000, "default": 50}),
+                    ],
+                    "responses": {
+                        "200": _answer(
+                            "Executions without their steps",
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
+                        ),
+                        "400": _answer("A bad filter"),
+                    },
+                }
+            },
+            "/api/v1/executions/{id}": {
+                "get": {
+                    "summary": "One execution with its steps (a unique id prefix works)",
+                    "parameters": [_path("id")],
+                    "responses": {
+                        "200": _answer("The execution", {"$ref": "#/components/schemas/Execution"}),
+                        "404": _answer("No such execution"),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": _answer("ok", {})}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Every served environment is reconciled",
+                    "responses": {"200": _answer("ready", {}), "503": _answer("not yet")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": _answer("it", {})}}
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}},
+                    "required": ["error"],
+                },
+                "Accepted": {
+                    "type": "object",
+                    "properties": {
+                        "execution": {"type": "string"},
+                        "environment": {"type": "string"},
+                        "workflow": {"type": "string"},
+                    },
+                },
+                "Execution": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "environment": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "version": {"type": ["integer", "null"]},
+                        "status": {"type": "string", "enum": list(STATUSES)},
+                        "trigger": {"type": "object"},
+                        "started_at": {"type": "string"},
+                        "ended_at": {"type": ["string", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "output": {},
+                        "steps": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+        },
+    }
+
+
+_ENVIRONMENTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "commit": {"type": ["string", "null"]},
+            "last_applied_commit": {"type": ["string", "null"]},
+            "last_attempted_commit": {"type": ["string", "null"]},
+            "conditions": {"type": "array", "items": {"type": "object"}},
+            "events": {"type": "array", "items": {"type": "object"}},
+            "workflows": {"type": "object"},
+        },
+    },
+}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema or {"type": "string"}}
