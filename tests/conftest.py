@@ -154,6 +154,21 @@ def repo(tmp_path: Path, age_key: AgeKey, greeter_file: bytes) -> Repo:
     return r
 
 
+def put_everywhere(repo: Repo, content: str, active: dict[str, bool], name: str = "hello") -> str:
+    """Commits `content` as workflow `name` in every environment (v1 past development),
+    active where `active` says; returns the commit."""
+    for env, source in (
+        ("development", None),
+        ("staging", "development"),
+        ("production", "staging"),
+    ):
+        repo.write(repo.wf(env, name), content)
+        if source is not None:
+            entry = promoted(content, 1, source, repo.source_commit, active.get(env, False))
+            repo.write(f"environments/{env}/environment.yaml", state_yaml(env, {name: entry}))
+    return commit_all(repo.path, f"{name} everywhere")
+
+
 @dataclass
 class Result:
     code: int

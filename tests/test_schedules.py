@@ -1,0 +1,203 @@
+"""Schedules: the daylight-saving rule, and the daemon's timer in-process against a real
+repository and a real history file, with a clock shifted to just before a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import HELLO, AgeKey, Repo, put_everywhere
+from echo_server import serve
+
+from loomgit.cron import Schedule
+from loomgit.daemon import Daemon, Settings
+from loomgit.diff import next_fires
+from loomgit.history import History
+from loomgit.reconcile import Reconciler
+from loomgit.records import Execution, Query
+from loomgit.runtime import TriggerEvent
+from loomgit.scheduler import dedupe_key
+
+BERLIN = "Europe/Berlin"
+
+
+def walk(schedule: Schedule, start: datetime, count: int) -> list[str]:
+    out = []
+    for _ in range(count):
+        start = schedule.next_after(start)
+        out.append(start.astimezone(schedule.zone).isoformat())
+    return out
+
+
+def test_spring_forward_fires_a_skipped_time_once_when_the_clock_resumes() -> None:
+    daily = Schedule("30 2 * * *", BERLIN)
+    assert walk(daily, datetime(2026, 3, 28, 12, tzinfo=UTC), 3) == [
+        "2026-03-29T03:00:00+02:00",  # 02:30 does not exist that night
+        "2026-03-30T02:30:00+02:00",
+        "2026-03-31T02:30:00+02:00",
+    ]
+    hourly = Schedule("0 * * * *", BERLIN)
+    assert walk(hourly, datetime(2026, 3, 29, 0, 30, tzinfo=UTC), 3) == [
+        "2026-03-29T03:00:00+02:00",  # 02:00 and 03:00 are one instant: fired once
+        "2026-03-29T04:00:00+02:00",
+        "2026-03-29T05:00:00+02:00",
+    ]
+
+
+def test_autumn_back_fires_a_repeated_time_once_at_its_first_occurrence() -> None:
+    half_hourly = Schedule("*/30 * * * *", BERLIN)
+    assert walk(half_hourly, datetime(2026, 10, 24, 23, 10, tzinfo=UTC), 5) == [
+        "2026-10-25T01:30:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-25T03:00:00+01:00",  # 02:00 and 02:30 CET are not fired again
+        "2026-10-25T03:30:00+01:00",
+    ]
+    daily = Schedule("30 2 * * *", BERLIN)
+    assert walk(daily, datetime(2026, 10, 24, 12, tzinfo=UTC), 2) == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+    ]
+    # Started inside the repeated hour, after the first 02:30: that time already passed.
+    inside = datetime(2026, 10, 25, 1, 10, tzinfo=UTC)  # 02:10 CET, the second pass
+    assert walk(daily, inside, 1) == ["2026-10-26T02:30:00+01:00"]
+    assert half_hourly.latest_until(inside).isoformat() == "2026-10-25T00:30:00+00:00"
+
+
+def test_a_daily_schedule_fires_once_every_day_of_a_year() -> None:
+    daily = Schedule("30 2 * * *", BERLIN)
+    fires = walk(daily, datetime(2026, 1, 1, tzinfo=UTC), 365)
+    assert len({f[:10] for f in fires}) == 365
+
+
+def test_the_promotion_diff_shows_the_times_the_daemon_fires() -> None:
+    now = datetime(2026, 3, 28, 12, tzinfo=UTC)
+    assert next_fires("30 2 * * *", BERLIN, now, 2) == walk(Schedule("30 2 * * *", BERLIN), now, 2)
+
+
+# -- the daemon's timer ----------------------------------------------------------------
+
+EVERY_MINUTE = HELLO.replace('cron: "0 9 * * 1-5"', 'cron: "* * * * *"').replace(
+    "trigger.body.name", "trigger.scheduled_time"
+)
+
+
+class ShiftedClock:
+    """A clock set a few seconds short of the next whole minute (while the daemons
+    reconcile), then moved to just short of it (to watch the timer fire)."""
+
+    def __init__(self) -> None:
+        self.minute = datetime.fromtimestamp((time.time() // 60 + 2) * 60, UTC)
+        self.approach(5.0)
+
+    def approach(self, seconds: float) -> None:
+        self.offset = self.minute.timestamp() - seconds - time.time()
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def keys(age_key: AgeKey) -> dict[str, Path]:
+    return {env: age_key.path for env in ("development", "staging", "production")}
+
+
+async def run_daemons(daemons: list[Daemon], clock: ShiftedClock, seconds: float) -> None:
+    for d in daemons:
+        await d.reconcile_once()
+    clock.approach(0.5)
+    timers = [asyncio.create_task(d.scheduler.run()) for d in daemons]
+    await asyncio.sleep(seconds)
+    for t in timers:
+        t.cancel()
+    await asyncio.gather(*timers, return_exceptions=True)
+    for d in daemons:
+        await d.stop()
+
+
+def scheduled(history: History) -> list[Execution]:
+    return [e for e in history.query(Query(limit=100)) if e.trigger_type == "schedule"]
+
+
+def test_a_schedule_fires_where_active_once_per_time_even_with_two_daemons(
+    repo: Repo, age_key: AgeKey, tmp_path: Path
+) -> None:
+    put_everywhere(repo, EVERY_MINUTE, {"staging": True, "production": True})
+    clock = ShiftedClock()
+    minute = clock.minute
+    with History(tmp_path / "history.db") as history:
+        daemons = [
+            Daemon(
+                Reconciler(repo.path, keys(age_key), clock=clock), history, Settings(), clock=clock
+            )
+            for _ in range(2)  # a second daemon on the same history, or a restart
+        ]
+        asyncio.run(run_daemons(daemons, clock, 1.5))
+        fired = [history.get(e.id) for e in scheduled(history)]
+    assert sorted(e.environment for e in fired) == ["production", "staging"]  # not development
+    for ex in fired:
+        assert ex.dedupe_key == dedupe_key(minute)
+        assert ex.trigger["scheduled_time"] == minute.isoformat()
+        assert ex.status == "succeeded", ex.error
+        assert ex.steps[1].logs[0]["message"] == f"Hello, {minute.isoformat()}"
+
+
+async def _fire_twice(daemon: Daemon, minute: datetime) -> None:
+    await daemon.reconcile_once()
+    entry = next(e for e in daemon.scheduler._entries.values() if e.environment == "staging")
+    await daemon._fire(entry, minute)
+    await daemon._fire(entry, minute.replace(minute=(minute.minute + 1) % 60))
+    await asyncio.sleep(0.1)
+    await daemon.stop()
+
+
+@pytest.mark.parametrize("overlap, runs", [("skip", 1), ("allow", 2)])
+def test_overlap_skip_leaves_out_a_time_while_the_last_run_goes_on(
+    repo: Repo, age_key: AgeKey, tmp_path: Path, overlap: str, runs: int
+) -> None:
+    for server in serve():
+        wait = f"    - id: wait\n      type: http\n      with: {{url: '{server.url}/slow/1'}}\n"
+        slow = EVERY_MINUTE.replace("  steps:\n", "  steps:\n" + wait).replace(
+            "timezone: Europe/Berlin", f"timezone: Europe/Berlin\n      overlap: {overlap}"
+        )
+        put_everywhere(repo, slow, {"staging": True})
+        with History(tmp_path / "history.db") as history:
+            daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings(grace=0.2))
+            asyncio.run(_fire_twice(daemon, datetime(2026, 5, 4, 7, 0, tzinfo=UTC)))
+            fired = scheduled(history)
+        assert len(fired) == runs
+        # Cut short by the shutdown's grace period: recorded as interrupted.
+        assert {e.status for e in fired} == {"interrupted"}
+        skipped = 'loomgit_schedule_skipped_total{environment="staging"} 1.0'
+        assert (skipped in daemon.metrics.render().decode()) == (overlap == "skip")
+
+
+@pytest.mark.parametrize("catchup, fired_again", [("none", False), ("latest", True)])
+def test_after_downtime_only_catchup_latest_runs_the_latest_missed_time(
+    repo: Repo, age_key: AgeKey, tmp_path: Path, catchup: str, fired_again: bool
+) -> None:
+    content = HELLO.replace("timezone: Europe/Berlin", f"timezone: UTC\n      catchup: {catchup}")
+    content = content.replace('cron: "0 9 * * 1-5"', 'cron: "0 3 * * *"')
+    put_everywhere(repo, content, {"staging": True})
+    with History(tmp_path / "history.db") as history:
+        # The last run the history knows of is from three days ago.
+        last = Schedule("0 3 * * *", "UTC").latest_until(datetime.now(UTC) - timedelta(days=3))
+        seeded = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings())
+
+        async def seed_then_restart() -> None:
+            await seeded.reconcile_once()
+            dep = seeded.reconciler.served["staging"].deployments["hello"]
+            trigger = TriggerEvent("schedule", scheduled_time=last.isoformat())
+            await seeded.start(dep, trigger, dedupe_key(last))
+            await seeded.stop()
+            restarted = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings())
+            await restarted.reconcile_once()
+            await asyncio.sleep(0.2)
+            await restarted.stop()
+
+        asyncio.run(seed_then_restart())
+        fired = sorted(e.dedupe_key or "" for e in scheduled(history))
+    missed = dedupe_key(Schedule("0 3 * * *", "UTC").latest_until(datetime.now(UTC)))
+    assert fired == sorted([dedupe_key(last), missed] if fired_again else [dedupe_key(last)])
