@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -16,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, Result, commit_all, git, promoted, state_yaml
+from conftest import (
+    HELLO,
+    AgeKey,
+    Repo,
+    Result,
+    commit_all,
+    git,
+    promoted,
+    put_everywhere,
+    state_yaml,
+)
+from echo_server import serve
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-1234"
@@ -263,3 +276,190 @@ def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+SECRET = "LOOMGIT-CANARY-greeter"  # greeter.token in the fixture's credentials
+
+
+def sign(secret: str, raw: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def test_a_signed_webhook_refuses_a_wrong_signature(repo: Repo, start: Start) -> None:
+    signed = HELLO.replace(
+        "      path: hello\n",
+        "      path: hello\n      signature: {credential: greeter, field: token}\n",
+    )
+    put_everywhere(repo, signed, {"staging": True})
+    daemon = start(repo)
+    raw = json.dumps({"name": "Sig"}).encode()
+    path = "/hooks/staging/hello"
+    assert daemon.request("POST", path, raw=raw)[0] == 401
+    bad = {"X-Hub-Signature-256": sign("wrong", raw)}
+    assert daemon.request("POST", path, raw=raw, headers=bad)[0] == 401
+    good = {"X-Hub-Signature-256": sign(SECRET, raw)}
+    code, body = daemon.request("POST", path, raw=raw, headers=good)
+    assert code == 202, body
+    assert daemon.finished(body["execution"])["status"] == "succeeded"
+    assert len(daemon.executions()) == 1  # the refused ones were not recorded
+    assert SECRET not in daemon.stop()
+
+
+def test_respond_sync_answers_with_the_respond_step(repo: Repo, start: Start) -> None:
+    sync = HELLO.replace("      path: hello\n", "      path: hello\n      respond: sync\n")
+    sync += (
+        "    - id: answer\n      type: respond\n"
+        "      with: {status: 201, body: {greeting: '{{ steps.greet.output.text }}'}}\n"
+    )
+    put_everywhere(repo, sync, {"staging": True})
+    daemon = start(repo)
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Syd"})
+    assert (code, body) == (201, {"greeting": "Hello, Syd"})
+
+
+def slow_hello(url: str) -> str:
+    wait = f"    - id: wait\n      type: http\n      with: {{url: '{url}/slow/30'}}\n"
+    return HELLO.replace("  steps:\n", "  steps:\n" + wait)
+
+
+def test_sigkill_and_restart_loses_no_accepted_execution(
+    repo: Repo, start: Start, tmp_path: Path
+) -> None:
+    for server in serve():
+        put_everywhere(repo, slow_hello(server.url), {"staging": True})
+        state = tmp_path / "state"
+        daemon = start(repo, state=state)
+        code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Kim"})
+        assert code == 202
+        daemon.stop(signal.SIGKILL)
+        again = start(repo, state=state)
+        ex = again.finished(body["execution"])  # recorded before 202, found after the kill
+        assert ex["status"] == "interrupted" and "stopped before it finished" in ex["error"]
+        assert len(again.executions()) == 1
+
+
+def test_sigterm_records_what_outlives_the_grace_period_as_interrupted(
+    repo: Repo, start: Start
+) -> None:
+    for server in serve():
+        put_everywhere(repo, slow_hello(server.url), {"staging": True})
+        daemon = start(repo, "--grace", "0.5s")
+        code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Lou"})
+        assert code == 202
+        time.sleep(0.2)
+        log = daemon.stop()
+        assert daemon.proc.returncode == 0, log
+        state = Path(os.environ["LOOMGIT_STATE_DIR"])
+        from loomgit.history import History
+
+        with History(state / "history.db") as history:
+            ex = history.get(body["execution"])
+        assert ex.status == "interrupted" and ex.stopped_at == "wait"
+
+
+def test_git_push_webhook_starts_a_cycle_and_history_rewrites_are_reported(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "hook.secret"
+    secret_file.write_text("push-secret-1234\n")
+    commit_all(repo.path, "a commit to be dropped")
+    daemon = start(repo, "--git-webhook-secret-file", str(secret_file))
+    raw = b'{"ref": "refs/heads/main"}'
+    path = "/api/v1/git-webhook"
+    assert daemon.request("POST", path, raw=raw)[0] == 401
+    ping = {"X-Hub-Signature-256": sign("push-secret-1234", raw), "X-GitHub-Event": "ping"}
+    assert daemon.request("POST", path, raw=raw, headers=ping)[0] == 200
+    assert daemon.request("POST", "/hooks/staging/hello", {})[0] == 404
+    # Drop the applied commit, then activate staging (history rewritten).
+    git(repo.path, "reset", "-q", "--hard", "HEAD~1")
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    push = {"X-Hub-Signature-256": sign("push-secret-1234", raw), "X-GitHub-Event": "push"}
+    assert daemon.request("POST", path, raw=raw, headers=push)[0] == 202
+    for _ in range(100):
+        if daemon.request("POST", "/hooks/staging/hello", {"name": "Pu"})[0] == 202:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the push did not activate the webhook")
+    _, envs = daemon.request("GET", "/api/v1/environments")
+    staging = next(e for e in envs if e["name"] == "staging")
+    assert [e["reason"] for e in staging["events"]] == ["HistoryRewritten"]
+    assert "HistoryRewritten" in daemon.log
+
+
+def test_an_environment_emptied_by_a_commit_is_refused(repo: Repo, cli: Cli, start: Start) -> None:
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon = start(repo)
+    (repo.path / repo.wf("staging")).unlink()
+    repo.write("environments/staging/environment.yaml", state_yaml("staging", {}))
+    commit_all(repo.path, "empty staging")
+    staging = daemon.reconcile()["staging"]
+    assert staging["conditions"][0]["reason"] == "EmptyEnvironment"
+    assert "allow_empty" in staging["conditions"][0]["message"]
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 202
+    config = (repo.path / "loomgit.yaml").read_text()
+    repo.write(
+        "loomgit.yaml",
+        config.replace("  - name: staging\n", "  - name: staging\n    allow_empty: true\n"),
+    )
+    commit_all(repo.path, "staging may be empty")
+    assert daemon.reconcile()["staging"]["conditions"][0]["reason"] == "Ready"
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 404
+
+
+def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: Start) -> None:
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon = start(repo)
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Mo"})
+    daemon.finished(body["execution"])
+    with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert 'loomgit_executions_total{environment="staging",status="succeeded"} 1.0' in text
+    assert 'loomgit_reconcile_total{environment="staging",result="Ready"}' in text
+    assert "loomgit_webhook_duration_seconds_bucket" in text
+    assert "loomgit_schedule_lateness_seconds" in text
+    code, spec = daemon.request("GET", "/openapi.json")
+    assert code == 200 and spec["openapi"].startswith("3.")
+    from loomgit.daemon import Daemon as Core
+    from loomgit.daemon import Settings
+    from loomgit.history import History
+    from loomgit.reconcile import Reconciler
+    from loomgit.server import app
+
+    with History(None) as history:
+        routes = app(Core(Reconciler(repo.path, {}), history, Settings())).router.routes()
+        paths = {r.resource.canonical.replace("{path:.+}", "{path}") for r in routes if r.resource}
+    paths = {p.replace("{ident}", "{id}").replace("{env}", "{environment}") for p in paths}
+    assert paths == set(spec["paths"])
+
+
+def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    branch = git(repo.path, "rev-parse", "--abbrev-ref", "HEAD")
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo.path), str(origin))
+    daemon = start(repo, "--remote", str(origin), "--branch", branch)
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Re"})[0] == 202
+    origin.rename(tmp_path / "gone.git")
+    staging = daemon.reconcile()["staging"]
+    assert staging["conditions"][0]["reason"] == "FetchFailed"
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Re"})[0] == 202
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("--upload-pack=touch /tmp/x", "not an accepted --remote"),
+        ("ext::sh -c touch% /tmp/x", "not an accepted --remote"),
+        ("https://example.com/$(id).git", "not an accepted --remote"),
+        ("git://example.com/flows.git", "use an https:// or ssh:// URL"),
+        ("/no/such/folder", "no such folder"),
+    ],
+)
+def test_remote_urls_git_could_misread_are_refused(cli: Cli, url: str, message: str) -> None:
+    result = cli("serve", "--remote", url, "--branch", "main")
+    assert result.code == 2 and message in result.err, result.err
+    assert cli("serve", "--remote", "https://example.com/f.git", "--branch", "-x").code == 2
+    assert cli("serve", "--remote", "https://example.com/f.git").code == 2
