@@ -17,24 +17,41 @@ TEXT_JSON = click.Choice(["text", "json"])
 
 @cli.command()
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Show what a running `loomgit serve` applied instead: commits, conditions, "
+    "versions and activation as it serves them.",
+)
 @repo_option
-def status(fmt: str, repo: Path) -> None:
+def status(fmt: str, server: str | None, repo: Path) -> None:
     """The environment bar: each workflow's version and activation per environment.
 
     The first column says whether the first environment holds committed changes that are
-    not promoted yet ("changed") or a workflow never promoted ("new").
+    not promoted yet ("changed") or a workflow never promoted ("new"). With --server, the
+    live view of a daemon: what each environment serves and whether its last reconcile
+    succeeded.
 
     \b
     Examples:
       loomgit status
       loomgit status --format json
+      loomgit status --server http://127.0.0.1:8080
     """
-    from rich.console import Console
     from rich.table import Table
 
     from loomgit import views
     from loomgit.workspace import Workspace
 
+    if server is not None:
+        from loomgit.live import fetch_environments, live_table
+
+        envs = fetch_environments(server)
+        if fmt == "json":
+            click.echo(json.dumps(envs, indent=2))
+        else:
+            _print(live_table(envs, server))
+        return
     with Workspace(repo) as ws:
         view = views.status(ws)
     if fmt == "json":
@@ -62,10 +79,16 @@ def status(fmt: str, repo: Path) -> None:
         table.add_row(row.name, *cells)
     table.add_section()
     table.add_row("commit", *[f"{e['commit'][:12]} ({e['branch']})" for e in view.environments])
+    _print(table)
+
+
+def _print(renderable: object) -> None:
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=240)  # piped or in CI: never cut names to 80 columns
-    console.print(table)
+    console.print(renderable)
 
 
 @cli.command()

@@ -463,3 +463,21 @@ def test_remote_urls_git_could_misread_are_refused(cli: Cli, url: str, message: 
     assert result.code == 2 and message in result.err, result.err
     assert cli("serve", "--remote", "https://example.com/f.git", "--branch", "-x").code == 2
     assert cli("serve", "--remote", "https://example.com/f.git").code == 2
+
+
+def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start) -> None:
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon = start(repo)
+    repo.write(repo.wf("production"), "not: [valid")
+    commit_all(repo.path, "break production")
+    daemon.reconcile()
+    result = cli("status", "--server", daemon.url)
+    assert result.code == 0, result.err
+    assert "v1 ● active" in result.out and "v1 ○ inactive" in result.out
+    assert "ValidationFailed" in result.out and "Ready" in result.out
+    result = cli("status", "--server", daemon.url, "--format", "json")
+    envs = {e["name"]: e for e in json.loads(result.out)}
+    assert envs["staging"]["workflows"]["hello"] == {"version": 1, "active": True}
+    result = cli("status", "--server", "http://127.0.0.1:9")
+    assert result.code == 2 and "cannot reach the daemon at http://127.0.0.1:9" in result.err
+    assert cli("status", "--server", "ftp://x").code == 2

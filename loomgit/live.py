@@ -1,0 +1,71 @@
+"""`loomgit status --server`: the live view of a running daemon, from its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.table import Table
+
+from loomgit.errors import UsageError
+
+TIMEOUT = 10
+
+
+def fetch_environments(server: str) -> list[dict[str, Any]]:
+    base = server.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise UsageError(f"--server {server}: give an http:// or https:// URL")
+    url = base + "/api/v1/environments"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise UsageError(f"{url} answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(
+            f"cannot reach the daemon at {base}: {reason}",
+            hint="is `loomgit serve` running there? it prints its URL when it starts",
+        ) from None
+    except ValueError:
+        raise UsageError(f"{url} did not answer JSON; is it a loomgit daemon?") from None
+    if not isinstance(body, list):
+        raise UsageError(f"{url} did not answer a list of environments")
+    return body
+
+
+def live_table(envs: list[dict[str, Any]], server: str) -> Table:
+    table = Table(title=f"loomgit serve at {server}", title_justify="left")
+    table.add_column("workflow", style="bold", no_wrap=True)
+    for env in envs:
+        table.add_column(env["name"])
+    names = sorted({wf for env in envs for wf in env.get("workflows", {})})
+    for name in names:
+        cells = []
+        for env in envs:
+            wf = env.get("workflows", {}).get(name)
+            if wf is None:
+                cells.append("-")
+                continue
+            dot = "[green]● active[/]" if wf.get("active") else "[dim]○ inactive[/]"
+            version = wf.get("version")
+            cells.append(f"v{version} {dot}" if version else dot)
+        table.add_row(name, *cells)
+    table.add_section()
+    table.add_row("serving", *[(e.get("commit") or "-")[:12] for e in envs])
+    table.add_row("condition", *[_condition(e) for e in envs])
+    return table
+
+
+def _condition(env: dict[str, Any]) -> str:
+    conds = env.get("conditions") or []
+    if not conds:
+        return "[yellow]not reconciled[/]"
+    cond = conds[0]
+    if cond.get("status") == "True":
+        return "[green]Ready[/]"
+    attempted = (env.get("last_attempted_commit") or "")[:12]
+    return f"[red]{cond.get('reason')}[/] at {attempted}: {cond.get('message')}"
