@@ -71,6 +71,11 @@ def _git_secret(path: Path | None) -> bytes | None:
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--age-key-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A folder of keys named ENV.agekey, for every environment that has one.",
+)
 @key_option
 @state_option
 @repo_option
@@ -85,6 +90,7 @@ def serve(
     grace: str,
     git_webhook_secret_file: Path | None,
     log_format: str,
+    age_key_dir: Path | None,
     age_keys: tuple[str, ...],
     state_dir: Path | None,
     repo: Path,
@@ -102,7 +108,8 @@ def serve(
 
     \b
     Examples:
-      loomgit serve --repo sample-repo --age-key-file production=prod.agekey
+      loomgit serve --repo sample-repo --age-key-dir sample-repo/demo-keys
+      loomgit serve --age-key-file production=/run/secrets/production.agekey
       loomgit serve --environments staging,production --port 9000 --interval 30s
       loomgit serve --remote https://git.example.com/ops/flows.git --branch main \\
           --git-webhook-secret-file hook.secret --log-format json
@@ -132,6 +139,11 @@ def serve(
             raise UsageError(f"cannot fetch {remote}: {exc.message}") from None
         repo = source.path
     with Workspace(repo) as ws:
+        if age_key_dir is not None:
+            if not age_key_dir.is_dir():
+                raise UsageError(f"--age-key-dir {age_key_dir}: no such folder")
+            found = [f"{n}={age_key_dir / n}.agekey" for n in ws.config.names]
+            age_keys = tuple(k for k in found if Path(k.split("=", 1)[1]).is_file()) + age_keys
         keys = key_files(ws, age_keys)
         names = [ws.check_env(n.strip()) for n in environments.split(",")] if environments else None
     settings = Settings(
@@ -151,8 +163,15 @@ def serve(
             state = f"{cond.reason}: {cond.message}" if cond else "not reconciled"
             click.echo(f"{name}: {state}", err=True)
             served = reconciler.served.get(name)
-            for (method, path), wf in sorted((served.hooks if served else {}).items()):
+            if served is None:
+                continue
+            for (method, path), wf in sorted(served.hooks.items()):
                 click.echo(f"  {method} {base}/hooks/{name}/{path}  -> {wf}", err=True)
+            for wf, trigger in sorted(served.schedules, key=lambda s: s[0]):
+                when = f"schedule '{trigger.cron}' ({trigger.timezone})"
+                click.echo(f"  {when}  -> {wf}", err=True)
+            for wf in sorted(served.api):
+                click.echo(f"  POST {base}/api/v1/workflows/{wf}/executions  -> {wf}", err=True)
 
     with History(state_dir / DB_NAME if state_dir else None) as history:
         daemon = Daemon(reconciler, history, settings, on_ready=ready)

@@ -157,7 +157,7 @@ class Reconciler:
         if current is not None and current.commit == commit:
             # Nothing to apply; after a failed newer commit was reverted, it is Ready again.
             if not st.conditions or not st.conditions[0].status:
-                st.set_ready(True, "Ready", f"serving {len(current.active)} active workflows", now)
+                st.set_ready(True, "Ready", _serving(current), now)
             return
         try:
             served = self._build(snap, name, commit)
@@ -183,7 +183,7 @@ class Reconciler:
         self.served[name] = served  # one assignment: requests see the old or the new
         st.last_applied_commit = commit
         st.applied_at = now
-        st.set_ready(True, "Ready", f"serving {len(served.active)} active workflows", now)
+        st.set_ready(True, "Ready", _serving(served), now)
 
     def _build(self, snap: Snapshot, name: str, commit: str) -> Served:
         errors = [p for p in check(snap, self.cache, name) if p.severity == "error"]
@@ -236,3 +236,8 @@ def _check_signature_secrets(dep: Deployment) -> None:
                     f"{dep.name}: the webhook signature needs a text field '{sig.field}' in "
                     f"credential {sig.credential}",
                 )
+
+
+def _serving(served: Served) -> str:
+    n = len(served.active)
+    return f"serving {n} active workflow{'' if n == 1 else 's'}"
