@@ -99,13 +99,18 @@ spec:
     ).encode()
 
 
-def _credentials() -> dict[str, bytes]:
-    """`.sops.yaml` and the global credentials file, for a throwaway key made here."""
+def _credentials(key_file: Path | None = None) -> dict[str, bytes]:
+    """`.sops.yaml` and the global credentials file, for a throwaway key made here. The
+    key is kept only if `key_file` (outside the repository) is given."""
     from pyrage import x25519
 
     from loomgit import sops
 
-    recipient = str(x25519.Identity.generate().to_public())  # the identity is not kept
+    identity = x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    if key_file is not None:
+        key_file.write_text(f"# throwaway benchmark key\n{identity}\n")
+        key_file.chmod(0o600)
     rule = f"creation_rules:\n  - path_regex: credentials\\.sops\\.yaml$\n    age: {recipient}\n"
     shared = sops.encrypt({"shop_api": {"token": "bench"}}, [recipient], what="bench")
     return {".sops.yaml": rule.encode(), "credentials.sops.yaml": shared}
@@ -141,13 +146,13 @@ def _state(env: str, names: list[str], contents: dict[str, bytes], source: str) 
     return ("\n".join(lines) + "\n").encode()
 
 
-def generate(target: Path, count: int, history: int) -> None:
+def generate(target: Path, count: int, history: int, key_file: Path | None = None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q", "--initial-branch=main", str(target)], check=True)
     revision = {i: 0 for i in range(count)}
     base = "environments/development/workflows/"
     out: list[bytes] = []
-    files = {"loomgit.yaml": CONFIG, **_credentials()}
+    files = {"loomgit.yaml": CONFIG, **_credentials(key_file)}
     for env in ("development", "staging", "production"):
         files[f"environments/{env}/variables.yaml"] = VARIABLES
     files.update({f"{base}wf-{i:05d}.yaml": workflow(i, 0) for i in range(count)})

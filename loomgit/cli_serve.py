@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -152,7 +153,8 @@ def serve(
         tokens=_tokens(api_token_file),
         git_webhook_secret=_git_secret(git_webhook_secret_file),
     )
-    reconciler = Reconciler(repo, keys, names, source=source)
+    pool = parse_pool()
+    reconciler = Reconciler(repo, keys, names, source=source, pool=pool)
 
     def ready(urls: list[str]) -> None:
         base = urls[0]
@@ -173,6 +175,20 @@ def serve(
             for wf in sorted(served.api):
                 click.echo(f"  POST {base}/api/v1/workflows/{wf}/executions  -> {wf}", err=True)
 
-    with History(state_dir / DB_NAME if state_dir else None) as history:
-        daemon = Daemon(reconciler, history, settings, on_ready=ready)
-        asyncio.run(run_server(daemon, host, port))
+    try:
+        with History(state_dir / DB_NAME if state_dir else None) as history:
+            daemon = Daemon(reconciler, history, settings, on_ready=ready)
+            asyncio.run(run_server(daemon, host, port))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def parse_pool() -> ProcessPoolExecutor:
+    """Worker processes that parse large changes, so a big commit does not hold the CPU
+    the event loop needs for webhooks and schedules. Started from a fork server (forking
+    the daemon itself, with its threads, is unsafe); a fixed number, reused every cycle."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["loomgit.documents"])
+    return ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), mp_context=ctx)

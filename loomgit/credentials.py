@@ -4,6 +4,7 @@ gives, and which credential a reference resolves to in an environment."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +31,11 @@ class CredentialFile:
     findings: tuple[Finding, ...] = ()
 
 
+@functools.lru_cache(maxsize=64)
 def read(data: bytes) -> CredentialFile:
     """Names, field names and recipients of an encrypted credentials file, and every way
-    in which it is not a proper SOPS/age file."""
+    in which it is not a proper SOPS/age file. Cached by content: the daemon asks for the
+    same file once per workflow."""
     try:
         doc = yamlio.load(data)
     except yamlio.YamlFailure as exc:

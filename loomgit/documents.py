@@ -7,6 +7,7 @@ however many environments hold it. Cached results carry no file path.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -93,14 +94,39 @@ def parse_workflow(data: bytes) -> ParsedWorkflow:
     return ParsedWorkflow(facts, dig, resolve(data, findings) if findings else (), wf)
 
 
+PARALLEL_MIN = 64  # fewer new workflows than this are parsed in-process
+CHUNK = 200
+
+
+def _parse_many(items: list[tuple[str, bytes]]) -> list[tuple[str, ParsedWorkflow]]:
+    return [(blob, parse_workflow(data)) for blob, data in items]
+
+
 class DocumentCache:
     """Parsed documents by blob id. One per process; the daemon keeps it across cycles."""
+
+    def preload(self, items: dict[str, bytes], pool: Executor | None) -> int:
+        """Parses the workflows not cached yet in `pool`'s worker processes, so a large
+        change does not hold this process's CPU (and the daemon's event loop) for long.
+        Returns how many were parsed."""
+        todo = [(blob, data) for blob, data in items.items() if blob not in self._workflows]
+        if pool is None or len(todo) < PARALLEL_MIN:
+            return 0
+        chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+        for results in pool.map(_parse_many, chunks):
+            for blob, parsed in results:
+                self._workflows[blob] = parsed
+        self.misses += len(todo)
+        return len(todo)
 
     def __init__(self) -> None:
         self._workflows: dict[str, ParsedWorkflow] = {}
         self._models: dict[tuple[type[BaseModel], str], Parsed[Any]] = {}
         self.hits = 0
         self.misses = 0
+
+    def has_workflow(self, blob: str) -> bool:
+        return blob in self._workflows
 
     def workflow(self, blob: str, data: bytes) -> ParsedWorkflow:
         found = self._workflows.get(blob)

@@ -13,19 +13,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loomgit import desired, log
-from loomgit.documents import DocumentCache
+from loomgit.documents import PARALLEL_MIN, DocumentCache
 from loomgit.errors import LoomgitError
 from loomgit.layout import Snapshot, snapshot
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
+from loomgit.problems import Problem, sort_key
 from loomgit.runtime import Deployment
 from loomgit.sops import SopsError
 from loomgit.source import RemoteSource
-from loomgit.validate import check
+from loomgit.validate import check_by_env, positions
 from loomgit.vcs import Git, find_root
 
 
@@ -98,6 +100,7 @@ class Reconciler:
     keys: dict[str, Path]
     environments: list[str] | None = None  # None: all of loomgit.yaml's
     source: RemoteSource | None = None  # --remote: fetched into `path` first
+    pool: Executor | None = None  # worker processes that parse large changes
     clock: Callable[[], float] = time.time
     served: dict[str, Served] = field(default_factory=dict)
     status: dict[str, EnvStatus] = field(default_factory=dict)
@@ -121,8 +124,12 @@ class Reconciler:
                     st.set_ready(False, "FetchFailed", exc.message, now)
                 return self.status
             try:
+                problems: dict[str, list[Problem]] | None = None
                 for name in self.names:
-                    self._environment(snap, git, name, now)
+                    if self._changed(snap, name) and problems is None:
+                        self._preload(snap)
+                        problems = check_by_env(snap, self.cache)  # once for every environment
+                    self._environment(snap, git, name, problems or {}, now)
             finally:
                 git.close()
             return self.status
@@ -149,7 +156,24 @@ class Reconciler:
         self.last_environment = snap.config.names[-1]
         return snap, git
 
-    def _environment(self, snap: Snapshot, git: Git, name: str, now: float) -> None:
+    def _preload(self, snap: Snapshot) -> None:
+        refs = {ref.blob: ref for name in self.names for ref in snap.envs[name].workflows}
+        new = [ref for blob, ref in refs.items() if not self.cache.has_workflow(blob)]
+        if len(new) >= PARALLEL_MIN and self.pool is not None:
+            self.cache.preload({ref.blob: snap.bytes_of(ref) for ref in new}, self.pool)
+
+    def _changed(self, snap: Snapshot, name: str) -> bool:
+        current = self.served.get(name)
+        return current is None or current.commit != (snap.envs[name].commit or snap.source)
+
+    def _environment(
+        self,
+        snap: Snapshot,
+        git: Git,
+        name: str,
+        problems: dict[str, list[Problem]],
+        now: float,
+    ) -> None:
         st = self.status.setdefault(name, EnvStatus(name))
         commit = snap.envs[name].commit or snap.source
         st.last_attempted_commit = commit
@@ -160,7 +184,7 @@ class Reconciler:
                 st.set_ready(True, "Ready", _serving(current), now)
             return
         try:
-            served = self._build(snap, name, commit)
+            served = self._build(snap, name, commit, problems.get(name, []))
             if not served.deployments and current is not None and current.deployments:
                 decl = next(e for e in snap.config.environments if e.name == name)
                 if not decl.allow_empty:
@@ -185,11 +209,12 @@ class Reconciler:
         st.applied_at = now
         st.set_ready(True, "Ready", _serving(served), now)
 
-    def _build(self, snap: Snapshot, name: str, commit: str) -> Served:
-        errors = [p for p in check(snap, self.cache, name) if p.severity == "error"]
+    def _build(self, snap: Snapshot, name: str, commit: str, problems: list[Problem]) -> Served:
+        errors = [p for p in problems if p.severity == "error"]
         if errors:
+            first = sorted(positions(snap, errors), key=sort_key)[0]
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise Failed("ValidationFailed", errors[0].render() + more)
+            raise Failed("ValidationFailed", first.render() + more)
         deployments: dict[str, Deployment] = {}
         active: set[str] = set()
         routes: dict[tuple[str, str], WebhookTrigger] = {}

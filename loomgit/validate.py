@@ -48,11 +48,11 @@ class _Env:
 def _located(
     snap: Snapshot, ref: FileRef, keypath: Sequence[str | int], code: str, message: str
 ) -> Problem:
-    """A problem at a key of `ref`; its line is filled in by _positions."""
+    """A problem at a key of `ref`; its line is filled in by positions."""
     return Problem(code, message, ref.path, keypath=tuple(keypath))
 
 
-def _positions(snap: Snapshot, problems: list[Problem]) -> list[Problem]:
+def positions(snap: Snapshot, problems: list[Problem]) -> list[Problem]:
     """Looks up the lines of key-path problems, reading each file once."""
     refs = {
         ref.path: ref
@@ -263,18 +263,24 @@ def _check_version(
     )
 
 
-def check(snap: Snapshot, cache: DocumentCache, only: str | None = None) -> list[Problem]:
-    """All problems of the snapshot; with `only`, just that environment's."""
+def check_by_env(snap: Snapshot, cache: DocumentCache) -> dict[str, list[Problem]]:
+    """The problems of each environment of the snapshot (one that two environments
+    share, such as a bad loomgit.yaml, is in both)."""
     envs = [_read_env(snap, cache, name) for name in snap.config.names]
     for i, env in enumerate(envs):
         _check_variables(snap, env)
         env.problems.extend(credrules.check(snap, env.name, env.workflows))
         _check_state(snap, cache, env, i, envs[i - 1] if i else None)
-    chosen = [e for e in envs if only in (None, e.name)]
+    return {e.name: list(dict.fromkeys(e.problems)) for e in envs}
+
+
+def check(snap: Snapshot, cache: DocumentCache, only: str | None = None) -> list[Problem]:
+    """All problems of the snapshot; with `only`, just that environment's."""
     seen: dict[Problem, None] = {}
-    for env in chosen:
-        seen.update(dict.fromkeys(env.problems))
-    return sorted(_positions(snap, list(seen)), key=sort_key)
+    for name, problems in check_by_env(snap, cache).items():
+        if only in (None, name):
+            seen.update(dict.fromkeys(problems))
+    return sorted(positions(snap, list(seen)), key=sort_key)
 
 
 def validate(
