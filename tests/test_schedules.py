@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, put_everywhere
+from conftest import HELLO, AgeKey, Repo, commit_all, put_everywhere
 from echo_server import serve
 
 from loomgit.cron import Schedule
@@ -201,3 +201,34 @@ def test_after_downtime_only_catchup_latest_runs_the_latest_missed_time(
         fired = sorted(e.dedupe_key or "" for e in scheduled(history))
     missed = dedupe_key(Schedule("0 3 * * *", "UTC").latest_until(datetime.now(UTC)))
     assert fired == sorted([dedupe_key(last), missed] if fired_again else [dedupe_key(last)])
+
+
+def test_a_large_change_is_parsed_in_worker_processes(
+    repo: Repo, age_key: AgeKey, tmp_path: Path
+) -> None:
+    from loomgit.cli_serve import parse_pool
+    from loomgit.documents import PARALLEL_MIN
+
+    count = PARALLEL_MIN + 6
+    for i in range(count):
+        content = EVERY_MINUTE.replace("name: hello", f"name: hello{i}").replace(
+            "path: hello", f"path: hello{i}"
+        )
+        repo.write(repo.wf("development", f"hello{i}"), content)
+    commit_all(repo.path, "many workflows")
+    pool = parse_pool()
+    used: list[int] = []
+    original = pool.map
+    pool.map = lambda fn, chunks: used.append(len(chunks)) or original(fn, chunks)  # type: ignore[method-assign,assignment]
+    try:
+        reconciler = Reconciler(repo.path, keys(age_key), ["development"], pool=pool)
+        status = reconciler.cycle()
+        assert status["development"].conditions[0].reason == "Ready"
+        assert len(reconciler.served["development"].deployments) == count + 1
+        assert used == [1]  # one chunk of new workflows went to the worker processes
+        before = reconciler.cache.misses
+        reconciler.served.clear()  # a second cycle finds every workflow cached
+        reconciler.cycle()
+        assert reconciler.cache.misses == before
+    finally:
+        pool.shutdown()
