@@ -13,6 +13,7 @@ So a daily schedule fires exactly once every day, and no instant fires twice.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -109,19 +110,25 @@ class Schedule:
         self.expr = expr
         self.zone = ZoneInfo(timezone)
         self._croniter: Any = croniter
+        self._resume: tuple[datetime, Iterator[datetime]] | None = None
 
-    def _walls(self, start: datetime, forward: bool) -> Any:
+    def _walls(self, start: datetime, forward: bool) -> Iterator[datetime]:
         it = self._croniter(self.expr, start)
         step = it.get_next if forward else it.get_prev
         while True:
             yield step(datetime)
 
     def next_after(self, after: datetime) -> datetime:
-        """The first fire instant strictly after `after` (an aware datetime), in UTC."""
-        wall = after.astimezone(self.zone).replace(tzinfo=None)
-        for candidate in self._walls(wall, forward=True):
+        """The first fire instant strictly after `after` (an aware datetime), in UTC.
+        Asked again from the instant it returned, it goes on from where it was."""
+        if self._resume is not None and self._resume[0] == after:
+            walls = self._resume[1]
+        else:
+            walls = self._walls(after.astimezone(self.zone).replace(tzinfo=None), forward=True)
+        for candidate in walls:
             at = _instant(candidate, self.zone)
             if at > after:
+                self._resume = (at, walls)
                 return at
         raise AssertionError("unreachable")
 

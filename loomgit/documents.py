@@ -125,6 +125,12 @@ class DocumentCache:
         self.hits = 0
         self.misses = 0
 
+    def retain(self, blobs: set[str]) -> None:
+        """Forgets the workflows whose blob is not in `blobs` (the daemon keeps what its
+        current snapshot holds). Other documents stay: the checks read older
+        environment.yaml versions every cycle."""
+        self._workflows = {b: p for b, p in self._workflows.items() if b in blobs}
+
     def has_workflow(self, blob: str) -> bool:
         return blob in self._workflows
 

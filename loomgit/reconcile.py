@@ -130,6 +130,8 @@ class Reconciler:
                         self._preload(snap)
                         problems = check_by_env(snap, self.cache)  # once for every environment
                     self._environment(snap, git, name, problems or {}, now)
+                if problems is not None:
+                    self.cache.retain(set(snap.data))
             finally:
                 git.close()
             return self.status

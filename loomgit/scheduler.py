@@ -124,6 +124,8 @@ class Scheduler:
                 due.append((entry, entry.due))
             for entry, at in due:  # start them all before computing the next times
                 self.fire_now(entry, at)
+            if due:
+                await asyncio.sleep(0)  # let them record their executions first
             current = datetime.fromtimestamp(now, UTC)
             for entry, at in due:
                 # After a stall, the next time is computed from now: no burst of missed runs.

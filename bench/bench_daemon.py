@@ -1,0 +1,383 @@
+"""Benchmark of the daemon, `loomgit serve`, run as a separate process on 127.0.0.1.
+
+Prints, against the daemon targets:
+  * webhook ingress: accepted requests per second (execution recorded, 202 returned) and
+    p50/p99 latency, 64 connections (target >= 5,000/s, p99 <= 20 ms)
+  * end to end: webhook-triggered executions of a trivial workflow, from the first
+    request to the last execution recorded as finished (target >= 1,000/s)
+  * schedule lateness p99 with 1,000 schedules due at the same second (target <= 100 ms)
+  * on the 10,000-workflow repository (bench/generate.py; 14,000 active in staging and
+    production): start-up to /readyz (target <= 10 s), resident memory (target <= 300 MiB),
+    commit -> trigger active after a push webhook, p95 (target <= 1 s)
+  * open file descriptors and child processes before and after 1,000 reconcile cycles
+
+No request leaves 127.0.0.1: the generated workflows' URLs point at a closed local port.
+
+    python bench/bench_daemon.py [--requests 20000] [--workflows 10000] [--cycles 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+from generate import generate
+
+LOOMGIT = [sys.executable, "-m", "loomgit"]
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+TOKEN = "bench-token-0000"
+HOOK_SECRET = "bench-push-secret"
+ENVS = ("development", "staging", "production")
+TRIVIAL = """\
+apiVersion: loomgit/v1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  triggers:
+    - {{type: webhook, path: {name}}}
+{extra}  steps:
+    - id: order
+      type: set
+      with: {{number: "{{{{ trigger.body.number }}}}", lines: "{{{{ trigger.body.lines }}}}"}}
+    - id: total
+      type: transform
+      with: {{expression: "sum(steps.order.output.lines[].qty)"}}
+"""
+LOCAL_VARIABLES = b"""apiVersion: loomgit/v1
+kind: Variables
+variables:
+  shop_url: http://127.0.0.1:9
+  warehouse_url: http://127.0.0.1:9
+  crm_url: http://127.0.0.1:9
+  threshold: 90
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, repo: Path, key: Path | None, state: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = state / "daemon.log"
+        state.mkdir(parents=True, exist_ok=True)
+        keys = [a for e in ENVS for a in ("--age-key-file", f"{e}={key}")] if key else []
+        secret = state / "push.secret"
+        secret.write_text(HOOK_SECRET)
+        args = [*LOOMGIT, "serve", "--repo", str(repo), "--port", str(self.port),
+                "--interval", "1h", "--state-dir", str(state),
+                "--git-webhook-secret-file", str(secret), *keys, *extra]  # fmt: skip
+        self.started = time.perf_counter()
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**ENV, "LOOMGIT_API_TOKENS": TOKEN},
+            )
+        self.ready_after = self._wait_ready()
+        self.db = state / "history.db"
+
+    def _wait_ready(self) -> float:
+        while self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5):
+                    return time.perf_counter() - self.started
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        sys.exit(f"the daemon stopped:\n{self.log.read_text()}")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def workers_rss_mib(self) -> float:
+        total = 0.0
+        for pid in self.children(recursive=True):
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+            except OSError:
+                pass
+        return total
+
+    def children(self, recursive: bool = False) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=,ppid=", "-e"], capture_output=True, text=True)
+        pairs = [tuple(map(int, ln.split())) for ln in out.stdout.splitlines() if ln.strip()]
+        found, frontier = [], {self.proc.pid}
+        while frontier:
+            kids = [p for p, pp in pairs if pp in frontier]
+            found += kids
+            frontier = set(kids) if recursive else set()
+        return found
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        req = urllib.request.Request(self.url + path, data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                resp.read()
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def push(self) -> None:
+        body = b'{"ref": "refs/heads/main"}'
+        sig = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        code = self.post("/api/v1/git-webhook", body, {"X-Hub-Signature-256": sig})
+        assert code == 202, code
+
+    def reconcile(self) -> None:
+        code = self.post("/api/v1/reconcile", b"", {"Authorization": f"Bearer {TOKEN}"})
+        assert code == 200, code
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- a small repository of trivial workflows ------------------------------------------
+
+
+def trivial_repo(path: Path, schedules: int) -> Path:
+    """`trivial` (a webhook) and `schedules` workflows firing every minute, all active
+    in staging; no credentials."""
+    subprocess.run([*LOOMGIT, "init", str(path)], check=True, capture_output=True, env=ENV)
+    names = ["trivial"] + [f"tick-{i:04d}" for i in range(schedules)]
+    records = []
+    for name in names:
+        extra = '    - {type: schedule, cron: "* * * * *"}\n' if name != "trivial" else ""
+        text = TRIVIAL.format(name=name, extra=extra)
+        for env in ("development", "staging"):
+            target = path / f"environments/{env}/workflows/{name}.yaml"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        records.append(
+            f"  {name}:\n    version: 1\n    active: true\n    digest: sha256:{digest}\n"
+            "    promoted_from: development\n"
+        )
+    state = "apiVersion: loomgit/v1\nkind: Environment\nenvironment: staging\nworkflows:\n"
+    (path / "environments/staging/environment.yaml").write_text(state + "".join(records))
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "trivial workflows")
+    return path
+
+
+async def _ingress(url: str, count: int, connections: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    left = iter(range(count))
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for i in left:
+                body = {"number": i, "lines": [{"qty": 1}, {"qty": i % 7}]}
+                began = time.perf_counter()
+                async with session.post(url, json=body) as resp:
+                    await resp.read()
+                    if resp.status != 202:
+                        raise SystemExit(f"webhook answered {resp.status}")
+                latencies.append(time.perf_counter() - began)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return time.perf_counter() - start, latencies
+
+
+def bench_webhooks(scratch: Path, requests: int) -> None:
+    repo = trivial_repo(scratch / "trivial", 0)
+    daemon = Daemon(repo, None, scratch / "state-trivial")
+    try:
+        url = daemon.url + "/hooks/staging/trivial"
+        asyncio.run(_ingress(url, 500, 16))  # warm up
+        start = time.time()
+        elapsed, lat = asyncio.run(_ingress(url, requests, 64))
+        # End to end: until the last execution is recorded as finished.
+        with sqlite3.connect(daemon.db) as db:
+            while True:
+                row = db.execute(
+                    "SELECT count(*), max(ended_at) FROM executions WHERE started_at >= ?"
+                    " AND status NOT IN ('queued', 'running')",
+                    (start,),
+                ).fetchone()
+                if row[0] >= requests:
+                    break
+                time.sleep(0.05)
+            failed = db.execute(
+                "SELECT count(*) FROM executions WHERE started_at >= ? AND status != 'succeeded'",
+                (start,),
+            ).fetchone()[0]
+        e2e = row[1] - start
+        print(f"webhook ingress: {requests / elapsed:,.0f} accepted/s over {requests:,} requests")
+        print(
+            f"  latency p50 {statistics.median(lat) * 1000:.1f} ms, "
+            f"p99 {percentile(lat, 0.99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
+        )
+        print(
+            f"end to end: {requests / e2e:,.0f} executions/s ({requests:,} in {e2e:.2f} s, "
+            f"{failed} not succeeded)"
+        )
+    finally:
+        daemon.stop()
+
+
+def bench_schedules(scratch: Path, count: int) -> None:
+    repo = trivial_repo(scratch / "ticks", count)
+    daemon = Daemon(repo, None, scratch / "state-ticks")
+    try:
+        now = time.time()
+        due = (now // 60 + 1) * 60
+        if due - now < 5:
+            due += 60
+        print(f"{count} schedules due in {due - now:.0f} s …", flush=True)
+        time.sleep(due - time.time() + 3)
+        with sqlite3.connect(daemon.db) as db:
+            rows = db.execute(
+                "SELECT started_at FROM executions WHERE trigger_type='schedule'"
+                " AND dedupe_key = ?",
+                ("schedule:" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due)),),
+            ).fetchall()
+        late = [r[0] - due for r in rows]
+        p50, p99 = statistics.median(late) * 1000, percentile(late, 0.99) * 1000
+        print(
+            f"schedule lateness ({len(rows)} fired of {count}): "
+            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(late) * 1000:.0f} ms"
+        )
+    finally:
+        daemon.stop()
+
+
+# -- the 10,000-workflow repository ----------------------------------------------------
+
+
+def big_repo(scratch: Path, workflows: int) -> tuple[Path, Path]:
+    repo, key = scratch / "big", scratch / "big.agekey"
+    start = time.perf_counter()
+    generate(repo, workflows, 100, key)
+    for env in ENVS:
+        (repo / f"environments/{env}/variables.yaml").write_bytes(LOCAL_VARIABLES)
+    git(repo, "commit", "-qam", "local URLs only")
+    print(f"generated {workflows:,} workflows in {time.perf_counter() - start:.1f} s")
+    return repo, key
+
+
+def toggle(repo: Path, verb: str, name: str) -> None:
+    subprocess.run(
+        [*LOOMGIT, verb, name, "--env", "staging", "--repo", str(repo)],
+        check=True,
+        capture_output=True,
+        env=ENV,
+    )
+
+
+def bench_big(scratch: Path, workflows: int, rounds: int) -> None:
+    repo, key = big_repo(scratch, workflows)
+    daemon = Daemon(repo, key, scratch / "state-big")
+    try:
+        print(f"start-up to /readyz: {daemon.ready_after:.2f} s")
+        print(
+            f"resident memory: {daemon.rss_mib():.0f} MiB (the daemon), "
+            f"{daemon.workers_rss_mib():.0f} MiB (its parse workers, together)"
+        )
+        name = "wf-00001"  # a webhook workflow, active in staging
+        hook = f"/hooks/staging/hooks/{name}"
+        samples = []
+        for i in range(rounds):
+            verb, want = ("deactivate", 404) if i % 2 == 0 else ("activate", 202)
+            toggle(repo, verb, name)
+            start = time.perf_counter()
+            daemon.push()
+            while daemon.post(hook, b"{}", {"Content-Type": "application/json"}) != want:
+                time.sleep(0.01)
+            samples.append(time.perf_counter() - start)
+        print(
+            f"commit -> trigger {rounds} times after a push webhook: "
+            f"p50 {statistics.median(samples):.2f} s, p95 {percentile(samples, 0.95):.2f} s"
+        )
+        print(f"resident memory after: {daemon.rss_mib():.0f} MiB")
+    finally:
+        daemon.stop()
+
+
+def bench_cycles(scratch: Path, cycles: int) -> None:
+    repo = trivial_repo(scratch / "cycles", 0)
+    daemon = Daemon(repo, None, scratch / "state-cycles")
+    try:
+        before = (daemon.fds(), len(daemon.children(recursive=True)))
+        start = time.perf_counter()
+        for i in range(cycles):
+            if i % 10 == 0:  # a new commit every tenth cycle: read, validate, swap
+                git(repo, "commit", "-q", "--allow-empty", "-m", f"cycle {i}")
+            daemon.reconcile()
+        elapsed = time.perf_counter() - start
+        after = (daemon.fds(), len(daemon.children(recursive=True)))
+        print(
+            f"{cycles} reconcile cycles ({cycles // 10} with a new commit) in {elapsed:.1f} s: "
+            f"open fds {before[0]} -> {after[0]}, child processes {before[1]} -> {after[1]}"
+        )
+    finally:
+        daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--schedules", type=int, default=1_000)
+    parser.add_argument("--workflows", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--cycles", type=int, default=1_000)
+    parser.add_argument(
+        "--only", choices=["webhooks", "schedules", "big", "cycles"], help="one part only"
+    )
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-daemon-"))
+    try:
+        if args.only in (None, "webhooks"):
+            bench_webhooks(scratch, args.requests)
+        if args.only in (None, "schedules"):
+            bench_schedules(scratch, args.schedules)
+        if args.only in (None, "big"):
+            bench_big(scratch, args.workflows, args.rounds)
+        if args.only in (None, "cycles"):
+            bench_cycles(scratch, args.cycles)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
