@@ -20,7 +20,7 @@ from typing import Any
 from loomgit import log
 from loomgit.history import History
 from loomgit.metrics import Metrics
-from loomgit.reconcile import Reconciler, Served
+from loomgit.reconcile import EnvStatus, Reconciler, Served
 from loomgit.recorder import AsyncRecorder
 from loomgit.records import Execution, owner_gone
 from loomgit.runtime import Deployment, Engine, TriggerEvent
@@ -79,7 +79,7 @@ class Daemon:
         """One cycle. Parsing and decrypting run in a worker thread, off the event loop;
         the swap of what is served and of the schedules happens on the loop."""
         started = time.perf_counter()
-        before = {name: st.last_applied_commit for name, st in self.reconciler.status.items()}
+        before = {name: _seen(st) for name, st in self.reconciler.status.items()}
         statuses = await asyncio.to_thread(self.reconciler.cycle)
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
         fetch_failed = False
@@ -88,9 +88,11 @@ class Daemon:
             reason = cond.reason if cond else "Unknown"
             self.metrics.reconciles.labels(name, reason).inc()
             fetch_failed |= reason == "FetchFailed"
-            if st.last_applied_commit != before.get(name):
+            if _seen(st) == before.get(name):
+                continue  # nothing new to say: the same commit, the same outcome
+            if st.last_applied_commit != (before.get(name) or (None,))[0]:
                 log.event("applied", environment=name, commit=st.last_applied_commit)
-            elif cond is not None and not cond.status and cond.at >= self.clock() - 1:
+            elif cond is not None and not cond.status:
                 log.event(
                     "not applied",
                     logging.WARNING,
@@ -235,6 +237,12 @@ class Daemon:
                 log.event("executions interrupted", logging.WARNING, count=len(pending))
         await self.engine.close()
         self.recorder.close()
+
+
+def _seen(st: EnvStatus) -> tuple[str | None, str | None, str | None]:
+    """What a log line would report of an environment's status."""
+    reason = st.conditions[0].reason if st.conditions else None
+    return st.last_applied_commit, st.last_attempted_commit, reason
 
 
 def describe_served(served: Served | None) -> dict[str, Any]:

@@ -177,6 +177,9 @@ def test_a_bad_commit_leaves_the_last_good_state_running(repo: Repo, cli: Cli, s
     assert staging["last_applied_commit"] == good
     assert staging["conditions"][0]["reason"] == "ValidationFailed"
     assert "staging/workflows/hello.yaml" in staging["conditions"][0]["message"]
+    daemon.reconcile()  # the same failure again is not logged twice
+    refused = [ln for ln in daemon.log.splitlines() if "not applied environment=staging" in ln]
+    assert len(refused) == 1 and "reason=ValidationFailed" in refused[0], daemon.log
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Cy"})
     assert code == 202
     assert daemon.finished(body["execution"])["status"] == "succeeded"
