@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import signal
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from loomgit.runtime import TriggerEvent
 
 RETRY_AFTER_SECONDS = "5"
 SIGNATURE_PREFIX = "sha256="
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -108,10 +110,14 @@ def _sync_answer(ex: Execution) -> web.Response:
     responded = any(s.type == "respond" and s.status == "succeeded" for s in ex.steps)
     if responded and isinstance(ex.output, dict):
         status = int(ex.output.get("status", 200))
+        # A header built from caller input could carry a line break (header injection):
+        # such headers are dropped, as are those the server sets itself.
         headers = {
             k: str(v)
             for k, v in (ex.output.get("headers") or {}).items()
             if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            and _HEADER_NAME.match(k)
+            and not any(c in str(v) for c in "\r\n\0")
         }
         content = ex.output.get("body")
         if isinstance(content, str):

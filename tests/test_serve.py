@@ -312,12 +312,18 @@ def test_respond_sync_answers_with_the_respond_step(repo: Repo, start: Start) ->
     sync = HELLO.replace("      path: hello\n", "      path: hello\n      respond: sync\n")
     sync += (
         "    - id: answer\n      type: respond\n"
-        "      with: {status: 201, body: {greeting: '{{ steps.greet.output.text }}'}}\n"
+        "      with:\n        status: 201\n"
+        "        headers: {X-Greeting: '{{ trigger.body.name }}'}\n"
+        "        body: {greeting: '{{ steps.greet.output.text }}'}\n"
     )
     put_everywhere(repo, sync, {"staging": True})
     daemon = start(repo)
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Syd"})
     assert (code, body) == (201, {"greeting": "Hello, Syd"})
+    # A caller's line break in a header value is dropped, not sent nor crashing the answer.
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Syd\r\nSet-Cookie: x"})
+    assert code == 201 and body["greeting"].startswith("Hello, Syd")
+    assert "Traceback" not in daemon.log and "Error handling request" not in daemon.log
 
 
 def slow_hello(url: str) -> str:
@@ -464,8 +470,13 @@ def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
 def test_remote_urls_git_could_misread_are_refused(cli: Cli, url: str, message: str) -> None:
     result = cli("serve", "--remote", url, "--branch", "main")
     assert result.code == 2 and message in result.err, result.err
-    assert cli("serve", "--remote", "https://example.com/f.git", "--branch", "-x").code == 2
-    assert cli("serve", "--remote", "https://example.com/f.git").code == 2
+
+
+def test_remote_needs_a_valid_branch(cli: Cli) -> None:
+    result = cli("serve", "--remote", "https://example.com/f.git", "--branch", "-x")
+    assert result.code == 2 and "not a valid --branch" in result.err
+    result = cli("serve", "--remote", "https://example.com/f.git")
+    assert result.code == 2 and "--remote and --branch go together" in result.err
 
 
 def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start) -> None:
