@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,10 @@ from loomgit.runtime import Deployment, Engine, TriggerEvent
 from loomgit.scheduler import Entry, Scheduler, dedupe_key, parse_dedupe_key
 
 FETCH_BACKOFF_START = 2.0
+# Objects alive after a cycle (the parsed repository, hundreds of thousands of them) are
+# moved out of the collector's reach, so a full collection does not pause the event loop
+# for half a second every few cycles; a real full collection runs this often instead.
+FULL_COLLECTION_EVERY = 3600.0
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Daemon:
     _schedule_runs: dict[tuple[str, str], int] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
     _fetch_failures: int = 0
+    _collected: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.recorder = AsyncRecorder(self.history)
@@ -103,6 +109,17 @@ class Daemon:
                 )
         self._fetch_failures = self._fetch_failures + 1 if fetch_failed else 0
         await self._sync_schedules()
+        self._settle_memory()
+
+    def _settle_memory(self) -> None:
+        """Freezes what the cycle left alive (see FULL_COLLECTION_EVERY); hourly, first
+        collects everything, so cyclic garbage among frozen objects is freed too."""
+        now = time.monotonic()
+        if now - self._collected >= FULL_COLLECTION_EVERY:
+            gc.unfreeze()
+            gc.collect()
+            self._collected = now
+        gc.freeze()
 
     def request_reconcile(self) -> None:
         """Starts a cycle now (a push webhook); cycles asked for while one runs coalesce."""

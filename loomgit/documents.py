@@ -7,6 +7,7 @@ however many environments hold it. Cached results carry no file path.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -50,9 +51,14 @@ class ParsedWorkflow:
     model: Workflow | None = None  # kept for running it; None when it does not validate
 
 
-def _load_mapping(data: bytes, max_bytes: int = yamlio.MAX_FILE_BYTES) -> tuple[Any, list[Finding]]:
+def _load_mapping(
+    data: bytes, max_bytes: int = yamlio.MAX_FILE_BYTES, entries: yamlio.EntryCache | None = None
+) -> tuple[Any, list[Finding]]:
     try:
-        doc = yamlio.load(data, max_bytes)
+        if entries is None:
+            doc = yamlio.load(data, max_bytes)
+        else:
+            doc = yamlio.load_block_entries(data, "workflows", entries, max_bytes)
     except yamlio.YamlFailure as exc:
         p = exc.problem
         return None, [Finding(p.code, p.message, (), p.line or 1, p.col or 1)]
@@ -64,10 +70,12 @@ def _load_mapping(data: bytes, max_bytes: int = yamlio.MAX_FILE_BYTES) -> tuple[
     return doc, []
 
 
-def parse_model(model: type[M], data: bytes) -> Parsed[M]:
-    """Safe load plus schema validation; problems point at the offending key."""
-    limit = yamlio.MAX_STATE_BYTES if model is EnvironmentState else yamlio.MAX_FILE_BYTES
-    doc, findings = _load_mapping(data, limit)
+def parse_model(model: type[M], data: bytes, entries: yamlio.EntryCache | None = None) -> Parsed[M]:
+    """Safe load plus schema validation; problems point at the offending key. With
+    `entries`, environment.yaml's records are read one by one and cached there."""
+    state = model is EnvironmentState
+    limit = yamlio.MAX_STATE_BYTES if state else yamlio.MAX_FILE_BYTES
+    doc, findings = _load_mapping(data, limit, entries if state else None)
     if findings:
         return Parsed(None, resolve(data, findings))
     try:
@@ -122,14 +130,48 @@ class DocumentCache:
     def __init__(self) -> None:
         self._workflows: dict[str, ParsedWorkflow] = {}
         self._models: dict[tuple[type[BaseModel], str], Parsed[Any]] = {}
+        self._entries = yamlio.EntryCache()
+        self._highest: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
         self.hits = 0
         self.misses = 0
 
     def retain(self, blobs: set[str]) -> None:
-        """Forgets the workflows whose blob is not in `blobs` (the daemon keeps what its
-        current snapshot holds). Other documents stay: the checks read older
-        environment.yaml versions every cycle."""
+        """Forgets the workflows and environment.yaml versions whose blob is not in
+        `blobs` (the daemon keeps what its current snapshot holds), and the environment.yaml
+        records no recent reading used. Highest versions over an environment's history
+        stay, as a summary; small documents (loomgit.yaml, variables) stay too."""
         self._workflows = {b: p for b, p in self._workflows.items() if b in blobs}
+        self._models = {
+            k: p for k, p in self._models.items() if k[0] is not EnvironmentState or k[1] in blobs
+        }
+        self._entries.next_generation()
+
+    def highest_versions(
+        self, key: str, blobs: list[str], read: Callable[[list[str]], dict[str, bytes]]
+    ) -> dict[str, int]:
+        """The highest version each workflow has in any of the environment.yaml `blobs`
+        (one environment's history, `key` naming it). A maximum over a set, so the one
+        computed for an earlier history is extended by the blobs it lacks; only a history
+        that lost blobs (rewritten) is read again in full."""
+        known = self._highest.get(key)
+        wanted = frozenset(blobs)
+        if known is not None and known[0] <= wanted:
+            found = dict(known[1])
+            todo = [b for b in blobs if b not in known[0]]
+        else:
+            found, todo = {}, blobs
+        if todo:
+            for blob, data in read(todo).items():
+                parsed = self._models.get((EnvironmentState, blob))
+                if parsed is None:  # an older version: read, not kept
+                    parsed = parse_model(EnvironmentState, data, self._entries)
+                for name, state in parsed.model.workflows.items() if parsed.model else ():
+                    if state.version and state.version > found.get(name, 0):
+                        found[name] = state.version
+        elif known is not None:
+            found = known[1]
+        self._highest[key] = (wanted, found)
+        return found
 
     def has_workflow(self, blob: str) -> bool:
         return blob in self._workflows
@@ -148,7 +190,7 @@ class DocumentCache:
         found = self._models.get(key)
         if found is None:
             self.misses += 1
-            found = self._models[key] = parse_model(model, data)
+            found = self._models[key] = parse_model(model, data, self._entries)
         else:
             self.hits += 1
         return found

@@ -89,16 +89,14 @@ class Snapshot:
     def _highest_versions(self, env: str, cache: DocumentCache) -> dict[str, int]:
         found = self._history.get(env)
         if found is None:
-            found = self._history[env] = {}
             files = self.envs[env]
+            found = {}
             if files.commit is not None:
-                log = self.git.path_log(files.commit, files.base + ENV_FILE)
+                path = files.base + ENV_FILE
+                log = self.git.path_log(files.commit, path)
                 blobs = [blob for _, blob in log if blob]
-                for blob, data in self.git.read_blobs(blobs).items():
-                    parsed = cache.model(EnvironmentState, blob, data).model
-                    for name, state in parsed.workflows.items() if parsed else ():
-                        if state.version and state.version > found.get(name, 0):
-                            found[name] = state.version
+                found = cache.highest_versions(f"{env}:{path}", blobs, self.git.read_blobs)
+            self._history[env] = found
         return found
 
 

@@ -21,7 +21,9 @@ from typing import Any
 from loomgit import desired, log
 from loomgit.documents import PARALLEL_MIN, DocumentCache
 from loomgit.errors import LoomgitError
+from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, snapshot
+from loomgit.models.state import EnvironmentState, WorkflowState
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.problems import Problem, sort_key
 from loomgit.runtime import Deployment
@@ -43,6 +45,7 @@ class Served:
     hooks: dict[tuple[str, str], str]  # (method, path) -> workflow
     api: frozenset[str]
     schedules: tuple[tuple[str, ScheduleTrigger], ...]  # (workflow, trigger)
+    inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # what each was built from
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Reconciler:
     names: list[str] = field(default_factory=list)
     last_environment: str | None = None
     cache: DocumentCache = field(default_factory=DocumentCache)
+    gitcache: GitCache = field(default_factory=GitCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cycle(self) -> dict[str, EnvStatus]:
@@ -134,11 +138,12 @@ class Reconciler:
                     self.cache.retain(set(snap.data))
             finally:
                 git.close()
+                self.gitcache.retain()
             return self.status
 
     def _read(self) -> tuple[Snapshot, Git]:
         root = find_root(self.path)
-        git = Git(root.toplevel)
+        git = CachingGit(root.toplevel, self.gitcache)
         try:
             head = git.resolve("HEAD")
             snap = snapshot(root, git, self.cache, head)
@@ -224,18 +229,28 @@ class Reconciler:
         api: set[str] = set()
         schedules: list[tuple[str, ScheduleTrigger]] = []
         decrypted: dict[str, dict[str, Any]] = {}  # each credentials file once per cycle
+        inputs: dict[str, tuple[Any, ...]] = {}
+        current = self.served.get(name)
+        shared = _shared_inputs(snap, name, self.keys.get(name))
+        states = _states(snap, self.cache, name)
         for ref in snap.envs[name].workflows:
             stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            plan = desired.plan(snap, self.cache, name, stem, ref=ref)
-            if not plan.state.active:
-                deployments[stem] = plan.deployment
-                continue
-            try:
-                dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
-            except (SopsError, desired.NotRunnable) as exc:
-                raise Failed("DecryptionFailed", exc.message) from None
-            _check_signature_secrets(dep)
+            state = states.get(stem) or WorkflowState()
+            made_from = inputs[stem] = (ref.blob, state, shared)
+            if current is not None and current.inputs.get(stem) == made_from:
+                dep = current.deployments[stem]  # nothing it is made from changed
+            else:
+                plan = desired.plan(snap, self.cache, name, stem, ref=ref)
+                dep = plan.deployment
+                if state.active:
+                    try:
+                        dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
+                    except (SopsError, desired.NotRunnable) as exc:
+                        raise Failed("DecryptionFailed", exc.message) from None
+                    _check_signature_secrets(dep)
             deployments[stem] = dep
+            if not state.active:
+                continue
             active.add(stem)
             for trigger in dep.workflow.spec.triggers:
                 if isinstance(trigger, WebhookTrigger):
@@ -246,8 +261,35 @@ class Reconciler:
                 elif isinstance(trigger, ScheduleTrigger):
                     schedules.append((stem, trigger))
         return Served(
-            commit, deployments, frozenset(active), routes, hooks, frozenset(api), tuple(schedules)
+            commit,
+            deployments,
+            frozenset(active),
+            routes,
+            hooks,
+            frozenset(api),
+            tuple(schedules),
+            inputs,
         )
+
+
+def _shared_inputs(snap: Snapshot, name: str, key: Path | None) -> tuple[Any, ...]:
+    """What every deployment of environment `name` is made from besides its own workflow
+    and record: variables, credentials files and the key that opens them."""
+    files = snap.envs[name]
+    return (
+        tuple(r.blob if r else None for r in (files.variables, files.credentials)),
+        files.global_credentials.blob if files.global_credentials else None,
+        tuple(snap.config.scoped_only),
+        key,
+    )
+
+
+def _states(snap: Snapshot, cache: DocumentCache, name: str) -> dict[str, WorkflowState]:
+    ref = snap.envs[name].environment
+    if ref is None:
+        return {}
+    doc = cache.model(EnvironmentState, ref.blob, snap.bytes_of(ref)).model
+    return dict(doc.workflows) if doc is not None else {}
 
 
 def _check_signature_secrets(dep: Deployment) -> None:

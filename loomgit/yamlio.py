@@ -221,6 +221,114 @@ def load(data: bytes, max_bytes: int = MAX_FILE_BYTES) -> Any:
     return doc
 
 
+class EntryCache:
+    """Parsed entries of large block mappings, by their text, kept for two generations:
+    what the current and the previous reading used. A commit that changes one record of
+    an environment.yaml holding thousands then parses one entry, not the file."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, Any] = {}
+        self._old: dict[str, Any] = {}
+
+    def get(self, text: str) -> Any:
+        found = self._live.get(text)
+        if found is None:
+            found = self._old.get(text)
+            if found is not None:
+                self._live[text] = found
+        return found
+
+    def put(self, text: str, value: Any) -> None:
+        self._live[text] = value
+
+    def next_generation(self) -> None:
+        """Forgets what neither this generation nor the last one used."""
+        self._old, self._live = self._live, {}
+
+    def __len__(self) -> int:
+        return len(self._live.keys() | self._old.keys())
+
+
+_TOP_KEY = r"^{key}:[ ]*(?:#.*)?$"
+
+
+def split_block(text: str, key: str) -> tuple[str, list[str]] | None:
+    """The text without the entries of the block mapping under top-level `key`, and
+    those entries, each from its key's line to the next one's. None when the file is not
+    laid out so that the entries can be read apart (then it is read whole).
+
+    Splitting is safe because a line indented like the mapping's keys can only start a
+    key of that mapping: a block scalar or a nested collection ends before it, and a
+    quoted or flow value left open across it fails to parse on its own, which sends the
+    file to the whole reading (the same holds for an alias whose anchor is elsewhere)."""
+    if "\r" in text:
+        return None
+    end_of_line = "\n" if text.endswith("\n") else ""
+    lines = (text[:-1] if end_of_line else text).split("\n")
+    header = re.compile(_TOP_KEY.format(key=re.escape(key)))
+    starts = [i for i, line in enumerate(lines) if header.match(line)]
+    if len(starts) != 1:
+        return None
+    start = starts[0]
+    end, indent = start + 1, 0
+    entries: list[list[str]] = []
+    while end < len(lines):
+        line = lines[end]
+        body = line.lstrip(" ")
+        if body and body[0] != "#":
+            width = len(line) - len(body)
+            if width == 0:
+                break  # the next top-level key: the mapping ends
+            if not indent:
+                indent = width
+            if width < indent:
+                return None
+            if width == indent:
+                entries.append([])
+        if entries:
+            entries[-1].append(line)
+        end += 1
+    if not entries:
+        return None
+    texts = ["\n".join(entry) + "\n" for entry in entries]
+    if end == len(lines):
+        texts[-1] = texts[-1][:-1] + end_of_line
+    rest = "\n".join([*lines[: start + 1], *lines[end:]])
+    return rest + end_of_line, texts
+
+
+def load_block_entries(
+    data: bytes, key: str, cache: EntryCache, max_bytes: int = MAX_FILE_BYTES
+) -> Any:
+    """`load`, reading the block mapping under top-level `key` entry by entry, each
+    entry's result cached by its text. The result is the same as `load`'s; any file the
+    split does not fit, or that fails, is read whole by `load` (for its errors)."""
+    text = decode(data, max_bytes)
+    split = None if _ANCHOR.search(text) else split_block(text, key)
+    if split is None:
+        return load(data, max_bytes)
+    rest, entries = split
+    try:
+        doc = _safe_load(rest)
+        if not isinstance(doc, dict) or key not in doc or doc[key] is not None:
+            return load(data, max_bytes)
+        merged: dict[Any, Any] = {}
+        for entry in entries:
+            value = cache.get(entry)
+            if value is None:
+                value = _safe_load(entry)
+                if not isinstance(value, dict):
+                    return load(data, max_bytes)
+                cache.put(entry, value)
+            if any(k in merged for k in value):
+                return load(data, max_bytes)  # a duplicate key: the whole reading says where
+            merged.update(value)
+    except (YAMLError, RecursionError, ValueError, TypeError):
+        return load(data, max_bytes)
+    doc[key] = merged
+    return doc
+
+
 def locate(data: bytes, keypaths: Sequence[Sequence[str | int]]) -> list[tuple[int, int]]:
     """Line and column (1-based) of the deepest existing key on each key path in the file.
 

@@ -111,3 +111,134 @@ def test_pure_fallback_loader_gives_the_same_answers(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(yamlio, "CParser", None)
     assert yamlio.load(SCALARS.encode()) == expected
     assert _fail(b"a: 1\na: 2\n").problem.code == "LG103"
+
+
+# -- reading environment.yaml record by record ----------------------------------------
+
+STATE = """\
+apiVersion: loomgit/v1
+kind: Environment
+# what staging runs
+environment: staging
+workflows:
+  orders:
+    version: 3
+    active: true
+    notes: |
+      first line
+
+      third line
+  invoices:  # a comment
+    version: 1
+    active: false
+    notes: "quoted
+      over two lines"
+
+# a comment at the margin
+  reports: {version: 2, active: true}
+  "quoted-key":
+    version: 4
+    tags: [a,
+      b]
+trailer: 1
+"""
+
+TRICKY = [
+    STATE,
+    STATE.replace("workflows:\n", "workflows:  # records\n"),
+    "workflows:\n  a: 1\n  a: 2\n",  # duplicate across entries
+    "workflows:\n  a:\n    x: 1\n    x: 2\n",  # duplicate inside one
+    "workflows:\n  a: &r {x: 1}\n  b: *r\n",  # an alias across entries
+    "workflows:\n  a: *nowhere\n",
+    'workflows:\n  a: "open\n  b: shut"\n',  # a quoted value left open over a key line
+    "workflows:\n  a: [1,\n  b: 2]\n",  # a flow value left open
+    "workflows:\n    a: 1\n  b: 2\n",  # less indented than the first key
+    "workflows:\n  - a\n  - b\n",  # a sequence, not a mapping
+    "workflows:\n  a: 1\nworkflows:\n  b: 2\n",
+    "workflows: {}\n",
+    "workflows:\n",
+    "workflows:\n  a: 1\n---\nb: 2\n",
+    "workflows:\n  a: !!binary aGk=\n",
+    "workflows:\n  a: 1\n\tb: 2\n",
+    "workflows:\r\n  a: 1\r\n",
+    "  workflows:\n    a: 1\n",
+    "- workflows:\n  a: 1\n",
+    "workflows:\n  ? complex\n  : 1\n  b: 2\n",
+    "workflows:\n  1: one\n  true: yes\n  null: nothing\n",
+    "%YAML 1.2\n---\nworkflows:\n  a: 1\n",
+    "workflows:\n  a: 1\n...\n",
+]
+
+
+def _outcome(read: object, data: bytes) -> object:
+    try:
+        return ("ok", read(data))  # type: ignore[operator]
+    except yamlio.YamlFailure as exc:
+        return ("failed", exc.problem)
+
+
+def _by_entries(cache: yamlio.EntryCache) -> object:
+    return lambda data: yamlio.load_block_entries(data, "workflows", cache)
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_reading_by_entries_gives_what_reading_whole_gives(text: str) -> None:
+    data = text.encode()
+    cache = yamlio.EntryCache()
+    expected = _outcome(yamlio.load, data)
+    assert _outcome(_by_entries(cache), data) == expected
+    assert _outcome(_by_entries(cache), data) == expected  # and again, from the cache
+
+
+def test_reading_by_entries_matches_on_mangled_files() -> None:
+    """Random edits of a state file (a character, an indent, a line moved) read the same
+    record by record as whole, results and errors alike."""
+    import random
+
+    rng = random.Random(11)
+    lines = STATE.splitlines(keepends=True)
+    cache = yamlio.EntryCache()
+    for _ in range(600):
+        mangled = list(lines)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(mangled))
+            line = mangled[i]
+            action = rng.randrange(5)
+            if action == 0:
+                mangled[i] = " " + line
+            elif action == 1:
+                mangled[i] = line[1:]
+            elif action == 2:
+                pos = rng.randrange(len(line) + 1)
+                mangled[i] = line[:pos] + rng.choice("&*\"'[]{}:#|>- ab1") + line[pos:]
+            elif action == 3:
+                mangled.insert(rng.randrange(len(mangled) + 1), mangled.pop(i))
+            else:
+                mangled.insert(i, line)
+        data = "".join(mangled).encode()
+        assert _outcome(_by_entries(cache), data) == _outcome(yamlio.load, data), data
+
+
+def test_a_changed_record_is_the_only_one_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = "".join(f"  wf-{i}:\n    version: 1\n    active: true\n" for i in range(50))
+    before = f"apiVersion: loomgit/v1\nkind: Environment\nworkflows:\n{records}"
+    after = before.replace("  wf-7:\n    version: 1\n    active: true", "  wf-7:\n    version: 2")
+    cache = yamlio.EntryCache()
+    yamlio.load_block_entries(before.encode(), "workflows", cache)
+    texts: list[str] = []
+    original = yamlio._safe_load
+    monkeypatch.setattr(yamlio, "_safe_load", lambda t: texts.append(t) or original(t))
+    doc = yamlio.load_block_entries(after.encode(), "workflows", cache)
+    assert doc["workflows"]["wf-7"] == {"version": 2}
+    assert len(doc["workflows"]) == 50
+    assert texts[1:] == ["  wf-7:\n    version: 2\n"]  # the rest of the file, then one record
+
+
+def test_entries_not_read_for_two_generations_are_forgotten() -> None:
+    cache = yamlio.EntryCache()
+    yamlio.load_block_entries(b"workflows:\n  a: 1\n  b: 2\n", "workflows", cache)
+    cache.next_generation()
+    yamlio.load_block_entries(b"workflows:\n  a: 1\n", "workflows", cache)
+    assert len(cache) == 2
+    cache.next_generation()
+    assert len(cache) == 1  # b: 2 was not read in the last generation

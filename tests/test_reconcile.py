@@ -1,0 +1,133 @@
+"""A cycle rebuilds what changed and keeps the rest; what it keeps is what a fresh
+reconciler would build from the same commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import HELLO, AgeKey, Repo, Result, commit_all, promoted, state_yaml
+
+from loomgit import sops
+from loomgit.reconcile import Reconciler
+
+ENVS = ("development", "staging", "production")
+OTHER = HELLO.replace("name: hello", "name: other").replace("path: hello", "path: other")
+
+
+def _keys(age_key: AgeKey) -> dict[str, Path]:
+    return dict.fromkeys(ENVS, age_key.path)
+
+
+def _two_workflows(repo: Repo) -> None:
+    for env, source in (("staging", "development"), ("production", "staging")):
+        records = {}
+        for name, text in (("hello", HELLO), ("other", OTHER)):
+            repo.write(repo.wf(env, name), text)
+            records[name] = promoted(text, 1, source, repo.source_commit, active=True)
+        repo.write(f"environments/{env}/environment.yaml", state_yaml(env, records))
+    repo.write(repo.wf("development", "other"), OTHER)
+    commit_all(repo.path, "two active workflows")
+
+
+def _same_as_fresh(reconciler: Reconciler, repo: Repo, age_key: AgeKey) -> None:
+    fresh = Reconciler(repo.path, _keys(age_key))
+    fresh.cycle()
+    for env in ENVS:
+        kept, built = reconciler.served[env], fresh.served[env]
+        assert (kept.commit, kept.active, kept.hooks, kept.api) == (
+            built.commit,
+            built.active,
+            built.hooks,
+            built.api,
+        )
+        for name, dep in built.deployments.items():
+            mine = kept.deployments[name]
+            assert (mine.version, mine.digest, mine.variables, mine.credentials) == (
+                dep.version,
+                dep.digest,
+                dep.variables,
+                dep.credentials,
+            )
+
+
+def test_a_commit_rebuilds_only_the_workflows_it_changed(repo: Repo, age_key: AgeKey) -> None:
+    _two_workflows(repo)
+    reconciler = Reconciler(repo.path, _keys(age_key))
+    reconciler.cycle()
+    before = {env: dict(reconciler.served[env].deployments) for env in ENVS}
+    state = (repo.path / "environments/staging/environment.yaml").read_text()
+    staged = state.replace(
+        "  other:\n    version: 1\n    active: true", "  other:\n    version: 1\n    active: false"
+    )
+    repo.write("environments/staging/environment.yaml", staged)
+    commit_all(repo.path, "deactivate other in staging")
+    reconciler.cycle()
+    after = reconciler.served
+    assert after["staging"].active == {"hello"}
+    assert after["staging"].deployments["hello"] is before["staging"]["hello"]
+    assert after["staging"].deployments["other"] is not before["staging"]["other"]
+    for env in ("development", "production"):  # a new commit, nothing of theirs changed
+        assert all(after[env].deployments[n] is d for n, d in before[env].items())
+    _same_as_fresh(reconciler, repo, age_key)
+
+
+def test_a_changed_credentials_file_rebuilds_every_active_workflow(
+    repo: Repo, age_key: AgeKey
+) -> None:
+    _two_workflows(repo)
+    reconciler = Reconciler(repo.path, _keys(age_key))
+    reconciler.cycle()
+    assert reconciler.served["production"].deployments["other"].credentials == {
+        "greeter": {"token": "LOOMGIT-CANARY-greeter"}
+    }
+    rotated = sops.encrypt(
+        {"greeter": {"token": "LOOMGIT-CANARY-rotated"}},
+        [age_key.recipient],
+        what="credentials.sops.yaml",
+    )
+    repo.write("credentials.sops.yaml", rotated)
+    commit_all(repo.path, "rotate the greeter token")
+    reconciler.cycle()
+    for env in ("staging", "production"):
+        for name in ("hello", "other"):
+            dep = reconciler.served[env].deployments[name]
+            assert dep.credentials == {"greeter": {"token": "LOOMGIT-CANARY-rotated"}}
+    _same_as_fresh(reconciler, repo, age_key)
+
+
+def test_changes_one_after_another_end_where_a_fresh_reconciler_starts(
+    repo: Repo, age_key: AgeKey, cli: Callable[..., Result]
+) -> None:
+    reconciler = Reconciler(repo.path, _keys(age_key))
+    reconciler.cycle()
+
+    def edit_and_promote() -> None:
+        repo.write(repo.wf("development"), HELLO.replace("}}, {{", "}}! {{"))
+        commit_all(repo.path, "edit hello")
+        assert cli("promote", "hello", "--to", "staging", "--repo", repo.path).code == 0
+
+    def new_variables() -> None:
+        repo.write(
+            "environments/production/variables.yaml",
+            "apiVersion: loomgit/v1\nkind: Variables\nvariables:\n  greeting: Hi\n",
+        )
+        commit_all(repo.path, "variables")
+
+    steps = [
+        lambda: cli("activate", "hello", "--env", "staging", "--repo", repo.path),
+        lambda: cli("activate", "hello", "--env", "production", "--repo", repo.path),
+        edit_and_promote,
+        new_variables,
+        lambda: cli("promote", "hello", "--to", "production", "--repo", repo.path),
+        lambda: cli("deactivate", "hello", "--env", "staging", "--repo", repo.path),
+    ]
+    for step in steps:
+        step()
+        reconciler.cycle()
+        assert all(st.conditions[0].reason == "Ready" for st in reconciler.status.values()), [
+            st.conditions[0].message for st in reconciler.status.values()
+        ]
+        _same_as_fresh(reconciler, repo, age_key)
+    assert reconciler.served["production"].deployments["hello"].version == 2
+    assert reconciler.served["production"].deployments["hello"].variables == {"greeting": "Hi"}
