@@ -4,6 +4,7 @@ The CLI's `run` and the daemon build their deployments here."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def plan(
             if p.severity == "error" and (p.path in mine or not p.path)
         ]
     )
-    parsed = cache.workflow(ref.blob, snap.bytes_of(ref))
+    parsed = cache.workflow(ref.blob, functools.partial(snap.bytes_of, ref))
     if blocking or parsed.model is None:
         first: Problem | None = blocking[0] if blocking else None
         more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""

@@ -7,10 +7,9 @@ however many environments hold it. Cached results carry no file path.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -110,10 +109,16 @@ def _parse_many(items: list[tuple[str, bytes]]) -> list[tuple[str, ParsedWorkflo
     return [(blob, parse_workflow(data)) for blob, data in items]
 
 
+class Mapper(Protocol):
+    """Runs a function over items in worker processes: an executor's `map`."""
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], /) -> Iterator[Any]: ...
+
+
 class DocumentCache:
     """Parsed documents by blob id. One per process; the daemon keeps it across cycles."""
 
-    def preload(self, items: dict[str, bytes], pool: Executor | None) -> int:
+    def preload(self, items: dict[str, bytes], pool: Mapper | None) -> int:
         """Parses the workflows not cached yet in `pool`'s worker processes, so a large
         change does not hold this process's CPU (and the daemon's event loop) for long.
         Returns how many were parsed."""
@@ -176,11 +181,13 @@ class DocumentCache:
     def has_workflow(self, blob: str) -> bool:
         return blob in self._workflows
 
-    def workflow(self, blob: str, data: bytes) -> ParsedWorkflow:
+    def workflow(self, blob: str, data: bytes | Callable[[], bytes]) -> ParsedWorkflow:
+        """The parsed workflow of `blob`; `data` (or what it returns) is read on a miss."""
         found = self._workflows.get(blob)
         if found is None:
             self.misses += 1
-            found = self._workflows[blob] = parse_workflow(data)
+            content = data if isinstance(data, bytes) else data()
+            found = self._workflows[blob] = parse_workflow(content)
         else:
             self.hits += 1
         return found

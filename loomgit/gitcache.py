@@ -1,16 +1,16 @@
-"""A repository read again and again, as the daemon does each cycle: tree listings and
-blob contents are kept from one cycle to the next, so reading a new commit costs what
-changed since the last one, not the size of the repository.
+"""A repository read again and again, as the daemon does each cycle: tree listings are
+kept from one cycle to the next, so listing a new commit costs what changed since the
+last one, not the size of the repository.
 
 A listing at a new commit is the last listing patched with `git diff-tree` between the
-two commits; only blobs not read before are read. Objects in git never change under their
-id, so nothing kept can be stale; a listing whose commit git no longer has (history
-rewritten and collected) is read again in full.
+two commits. Objects in git never change under their id, so nothing kept can be stale; a
+listing whose commit git no longer has (history rewritten and collected) is read again in
+full. (Blob contents are not kept here: a snapshot reads only those not parsed already;
+see `layout.Blobs`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from loomgit.errors import GitError
@@ -25,25 +25,19 @@ class GitCache:
     def __init__(self) -> None:
         # path -> (commit, entries by path), the most recently read first
         self.listings: dict[str, list[tuple[str, dict[str, TreeEntry]]]] = {}
-        self.blobs: dict[str, bytes] = {}
         self.used: set[tuple[str, str]] = set()  # (path, commit) listed since `retain`
         self.patched = 0  # listings read as a diff against the last one
         self.listed = 0  # listings read in full
 
     def retain(self) -> None:
-        """Keeps the listings read since the last call (at least the latest per path) and
-        the contents of the blobs they hold; forgets the rest."""
+        """Keeps the listings read since the last call (at least the latest per path)."""
         for path, kept in self.listings.items():
             kept[:] = [(c, e) for c, e in kept if (path, c) in self.used] or kept[:1]
         self.used.clear()
-        current = {
-            e.sha for kept in self.listings.values() for _, found in kept for e in found.values()
-        }
-        self.blobs = {sha: data for sha, data in self.blobs.items() if sha in current}
 
 
 class CachingGit(Git):
-    """`Git`, with `ls_tree` and `read_blobs` served from a `GitCache` where they can be."""
+    """`Git`, with `ls_tree` served from a `GitCache` where it can be."""
 
     def __init__(self, toplevel: Path, cache: GitCache) -> None:
         super().__init__(toplevel)
@@ -86,11 +80,3 @@ class CachingGit(Git):
             changed = {p: changed[p] for p in ordered}
         self.cache.patched += 1
         return changed
-
-    def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(shas))
-        kept = self.cache.blobs
-        missing = [sha for sha in wanted if sha not in kept]
-        fetched = super().read_blobs(missing) if missing else {}
-        kept.update(fetched)
-        return {sha: kept[sha] for sha in wanted}

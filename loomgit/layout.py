@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,49 @@ class EnvFiles:
         return [*self.workflows, *(r for r in optional if r is not None), *self.secret_like]
 
 
+class Blobs(Mapping[str, bytes]):
+    """A snapshot's file contents by blob id, read from git in one batch when the first
+    one is needed. Those `later` says can wait (workflows parsed already) are read only
+    if one of them is asked for, so a cycle that finds everything parsed reads only what
+    changed."""
+
+    def __init__(
+        self,
+        git: Git,
+        loaded: dict[str, bytes],
+        wanted: Iterable[str],
+        later: Callable[[str], bool] = lambda blob: False,
+    ) -> None:
+        self._git = git
+        self._loaded = loaded
+        self._wanted = dict.fromkeys([*loaded, *wanted])
+        todo = [b for b in self._wanted if b not in loaded]
+        self._waiting = [b for b in todo if later(b)]
+        self._pending = [b for b in todo if not later(b)]
+
+    def __getitem__(self, blob: str) -> bytes:
+        found = self._loaded.get(blob)
+        if found is not None:
+            return found
+        if blob not in self._wanted:
+            raise KeyError(blob)
+        batch = self._pending
+        if blob not in batch:
+            batch, self._waiting = batch + self._waiting, []
+        self._pending = []
+        self._loaded.update(self._git.read_blobs(batch))
+        return self._loaded[blob]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._wanted)
+
+    def __len__(self) -> int:
+        return len(self._wanted)
+
+    def __contains__(self, blob: object) -> bool:
+        return blob in self._wanted
+
+
 @dataclass
 class Snapshot:
     """Every environment as one reading of the repository sees it."""
@@ -74,7 +117,7 @@ class Snapshot:
     root: Root
     config: Repository
     envs: dict[str, EnvFiles]
-    data: dict[str, bytes]
+    data: Mapping[str, bytes]
     git: Git
     source: str  # "work tree" or a commit id
     _history: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -427,8 +470,6 @@ def snapshot(
         envs, data = _directories(root, git, config, commit, head)
     else:
         envs, data = _branches(root, git, config, cache, commit, rev, env_hint, head)
-    missing = [
-        ref.blob for env in envs.values() for ref in env.refs() if ref.blob and ref.blob not in data
-    ]
-    data.update(git.read_blobs(missing))
-    return Snapshot(root, config, envs, data, git, commit or "work tree")
+    wanted = [ref.blob for env in envs.values() for ref in env.refs() if ref.blob]
+    blobs = Blobs(git, data, wanted, cache.has_workflow)
+    return Snapshot(root, config, envs, blobs, git, commit or "work tree")

@@ -13,13 +13,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loomgit import desired, log
-from loomgit.documents import PARALLEL_MIN, DocumentCache
+from loomgit.documents import PARALLEL_MIN, DocumentCache, Mapper
 from loomgit.errors import LoomgitError
 from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, snapshot
@@ -103,7 +102,7 @@ class Reconciler:
     keys: dict[str, Path]
     environments: list[str] | None = None  # None: all of loomgit.yaml's
     source: RemoteSource | None = None  # --remote: fetched into `path` first
-    pool: Executor | None = None  # worker processes that parse large changes
+    pool: Mapper | None = None  # worker processes that parse large changes
     clock: Callable[[], float] = time.time
     served: dict[str, Served] = field(default_factory=dict)
     status: dict[str, EnvStatus] = field(default_factory=dict)

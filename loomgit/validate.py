@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,7 @@ def _read_env(snap: Snapshot, cache: DocumentCache, name: str) -> _Env:
     env = _Env(name, problems=list(files.problems))
     hooks: dict[tuple[str, str], str] = {}
     for ref in files.workflows:
-        parsed = cache.workflow(ref.blob, snap.bytes_of(ref))
+        parsed = cache.workflow(ref.blob, functools.partial(snap.bytes_of, ref))
         env.problems.extend(p.at(ref.path) for p in parsed.problems)
         stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if stem in env.workflows:

@@ -1,4 +1,4 @@
-"""Listings and blobs kept across the daemon's cycles read the same as fresh ones."""
+"""Listings kept across the daemon's cycles read the same as fresh ones."""
 
 from __future__ import annotations
 
@@ -73,26 +73,3 @@ def test_a_listing_whose_commit_is_gone_is_read_again_in_full(tmp_path: Path) ->
     with CachingGit(repo, cache) as cached:
         assert _cached(cached, rewritten, "f/") == _fresh(repo, rewritten, "f/")
     assert (cache.listed, cache.patched) == (2, 0)
-
-
-def test_blobs_are_read_once_and_only_the_current_ones_are_kept(tmp_path: Path) -> None:
-    repo = tmp_path / "r"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    _write(repo, "f/a.yaml", "old\n")
-    first = commit_all(repo, "first")
-    cache = GitCache()
-    with CachingGit(repo, cache) as cached:
-        old = cached.ls_tree(first, "f/")[0].sha
-        assert cached.read_blobs([old]) == {old: b"old\n"}
-    cache.retain()  # the end of a cycle
-    _write(repo, "f/a.yaml", "new\n")
-    second = commit_all(repo, "second")
-    with CachingGit(repo, cache) as cached:
-        new = cached.ls_tree(second, "f/")[0].sha
-        cached.read_blobs([new])
-    cache.retain()
-    assert set(cache.blobs) == {new}
-    (repo / ".git/objects" / new[:2] / new[2:]).unlink()  # served from the cache now
-    with CachingGit(repo, cache) as cached:
-        assert cached.read_blobs([new]) == {new: b"new\n"}

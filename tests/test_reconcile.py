@@ -3,13 +3,16 @@ reconciler would build from the same commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import pytest
 from conftest import HELLO, AgeKey, Repo, Result, commit_all, promoted, state_yaml
 
 from loomgit import sops
+from loomgit.documents import blob_id
 from loomgit.reconcile import Reconciler
+from loomgit.vcs import Git
 
 ENVS = ("development", "staging", "production")
 OTHER = HELLO.replace("name: hello", "name: other").replace("path: hello", "path: other")
@@ -131,3 +134,27 @@ def test_changes_one_after_another_end_where_a_fresh_reconciler_starts(
         _same_as_fresh(reconciler, repo, age_key)
     assert reconciler.served["production"].deployments["hello"].version == 2
     assert reconciler.served["production"].deployments["hello"].variables == {"greeting": "Hi"}
+
+
+def test_a_cycle_reads_only_the_files_it_has_not_parsed(
+    repo: Repo, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_workflows(repo)
+    reconciler = Reconciler(repo.path, _keys(age_key))
+    reconciler.cycle()
+    read: list[str] = []
+    original = Git.read_blobs
+
+    def counting(self: Git, shas: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(shas)
+        read.extend(wanted)
+        return original(self, wanted)
+
+    monkeypatch.setattr(Git, "read_blobs", counting)
+    edited = HELLO.replace("}}, {{", "}}! {{")
+    repo.write(repo.wf("development"), edited)
+    commit_all(repo.path, "edit hello in development")
+    reconciler.cycle()
+    assert reconciler.status["development"].conditions[0].reason == "Ready"
+    workflows = {e.sha for e in Git(repo.path).ls_tree("HEAD") if "/workflows/" in e.path}
+    assert set(read) & workflows == {blob_id(edited.encode())}

@@ -1,0 +1,51 @@
+"""The document cache: parsed once by blob, trimmed to what the current snapshot holds."""
+
+from __future__ import annotations
+
+from conftest import state_yaml
+
+from loomgit.documents import DocumentCache, blob_id
+
+
+def _state(versions: dict[str, int]) -> bytes:
+    entries = {n: {"version": v, "active": "true"} for n, v in versions.items()}
+    return state_yaml("staging", entries).encode()
+
+
+def test_highest_versions_grow_with_history_and_start_over_when_it_is_rewritten() -> None:
+    docs = [_state({"a": 1}), _state({"a": 2, "b": 1}), _state({"a": 1, "b": 3})]
+    blobs = {blob_id(d): d for d in docs}
+    ids = list(blobs)
+    reads: list[list[str]] = []
+
+    def read(wanted: list[str]) -> dict[str, bytes]:
+        reads.append(wanted)
+        return {b: blobs[b] for b in wanted}
+
+    cache = DocumentCache()
+    assert cache.highest_versions("staging", ids[:2], read) == {"a": 2, "b": 1}
+    assert cache.highest_versions("staging", ids, read) == {"a": 2, "b": 3}
+    assert reads[-1] == [ids[2]]  # only the new version was read
+    assert cache.highest_versions("staging", ids, read) == {"a": 2, "b": 3}
+    assert len(reads) == 2  # nothing new: nothing read
+    # A rewritten history lost the version holding a v2: the maximum is read again.
+    assert cache.highest_versions("staging", [ids[0], ids[2]], read) == {"a": 1, "b": 3}
+    assert reads[-1] == [ids[0], ids[2]]
+
+
+def test_retain_drops_old_environment_files_but_keeps_small_documents() -> None:
+    from loomgit.models import EnvironmentState, Variables
+
+    cache = DocumentCache()
+    old, new = _state({"a": 1}), _state({"a": 2})
+    variables = b"apiVersion: loomgit/v1\nkind: Variables\nvariables: {x: 1}\n"
+    for data in (old, new):
+        cache.model(EnvironmentState, blob_id(data), data)
+    cache.model(Variables, blob_id(variables), variables)
+    cache.retain({blob_id(new)})
+    misses = cache.misses
+    cache.model(EnvironmentState, blob_id(new), new)
+    cache.model(Variables, blob_id(variables), variables)
+    assert cache.misses == misses
+    cache.model(EnvironmentState, blob_id(old), old)
+    assert cache.misses == misses + 1
