@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +15,9 @@ from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.cli_run import state_option
 from loomgit.errors import LoomgitError, UsageError
+
+if TYPE_CHECKING:
+    from loomgit.reconcile import Reconciler
 
 TOKENS_ENV = "LOOMGIT_API_TOKENS"
 GIT_SECRET_ENV = "LOOMGIT_GIT_WEBHOOK_SECRET"
@@ -159,23 +163,7 @@ def serve(
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool)
 
     def ready(urls: list[str]) -> None:
-        base = urls[0]
-        click.echo(f"listening on {base}", err=True)
-        for name in reconciler.names:
-            st = reconciler.status[name]
-            cond = st.conditions[0] if st.conditions else None
-            state = f"{cond.reason}: {cond.message}" if cond else "not reconciled"
-            click.echo(f"{name}: {state}", err=True)
-            served = reconciler.served.get(name)
-            if served is None:
-                continue
-            for (method, path), wf in sorted(served.hooks.items()):
-                click.echo(f"  {method} {base}/hooks/{name}/{path}  -> {wf}", err=True)
-            for wf, trigger in sorted(served.schedules, key=lambda s: s[0]):
-                when = f"schedule '{trigger.cron}' ({trigger.timezone})"
-                click.echo(f"  {when}  -> {wf}", err=True)
-            for wf in sorted(served.api):
-                click.echo(f"  POST {base}/api/v1/workflows/{wf}/executions  -> {wf}", err=True)
+        click.echo("\n".join(banner(reconciler, urls[0])), err=True)
 
     try:
         with History(state_dir / DB_NAME if state_dir else None) as history:
@@ -183,6 +171,41 @@ def serve(
             asyncio.run(run_server(daemon, host, port))
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+BANNER_LINES = 20  # per kind of trigger and environment; the API lists them all
+
+
+def banner(reconciler: Reconciler, base: str) -> list[str]:
+    """What the daemon serves, per environment: its status, then the URL of each webhook,
+    each schedule and each API trigger (the first BANNER_LINES of each kind)."""
+    lines = [f"listening on {base}"]
+    for name in reconciler.names:
+        st = reconciler.status[name]
+        cond = st.conditions[0] if st.conditions else None
+        lines.append(f"{name}: {f'{cond.reason}: {cond.message}' if cond else 'not reconciled'}")
+        served = reconciler.served.get(name)
+        if served is None:
+            continue
+        kinds = [
+            [
+                f"  {m} {base}/hooks/{name}/{path}  -> {wf}"
+                for (m, path), wf in served.hooks.items()
+            ],
+            [
+                f"  schedule '{trigger.cron}' ({trigger.timezone})  -> {wf}"
+                for wf, trigger in served.schedules
+            ],
+            [f"  POST {base}/api/v1/workflows/{wf}/executions  -> {wf}" for wf in served.api],
+        ]
+        for kind in kinds:
+            shown = heapq.nsmallest(BANNER_LINES, kind, key=lambda line: line.rsplit(" ", 1)[1])
+            lines += shown
+            if len(kind) > len(shown):
+                lines.append(
+                    f"  … and {len(kind) - len(shown):,} more: GET {base}/api/v1/environments"
+                )
+    return lines
 
 
 def parse_pool() -> ParsePool:

@@ -84,8 +84,8 @@ class Blobs(Mapping[str, bytes]):
         self._loaded = loaded
         self._wanted = dict.fromkeys([*loaded, *wanted])
         todo = [b for b in self._wanted if b not in loaded]
-        self._waiting = [b for b in todo if later(b)]
-        self._pending = [b for b in todo if not later(b)]
+        self._waiting = {b for b in todo if later(b)}
+        self._pending = set(todo) - self._waiting
 
     def __getitem__(self, blob: str) -> bytes:
         found = self._loaded.get(blob)
@@ -95,8 +95,8 @@ class Blobs(Mapping[str, bytes]):
             raise KeyError(blob)
         batch = self._pending
         if blob not in batch:
-            batch, self._waiting = batch + self._waiting, []
-        self._pending = []
+            batch, self._waiting = batch | self._waiting, set()
+        self._pending = set()
         self._loaded.update(self._git.read_blobs(batch))
         return self._loaded[blob]
 

@@ -96,6 +96,9 @@ def _safe_load(text: str) -> Any:
             return loader.get_single_data()
         finally:
             loader.dispose()
+            # The loader refers to itself (as parser, composer, resolver's owner): without
+            # this it would wait for the cycle collector, one per file read.
+            loader.__dict__.clear()
     fallback: YAML | None = getattr(_local, "safe", None)
     if fallback is None:
         fallback = _local.safe = YAML(typ="safe")

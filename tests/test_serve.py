@@ -495,3 +495,24 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
     result = cli("status", "--server", "http://127.0.0.1:9")
     assert result.code == 2 and "cannot reach the daemon at http://127.0.0.1:9" in result.err
     assert cli("status", "--server", "ftp://x").code == 2
+
+
+def test_the_banner_lists_the_first_triggers_of_each_kind_and_counts_the_rest() -> None:
+    from types import SimpleNamespace
+
+    from loomgit.cli_serve import BANNER_LINES, banner
+    from loomgit.reconcile import EnvStatus, Served
+
+    hooks = {("POST", f"hooks/wf-{i:03d}"): f"wf-{i:03d}" for i in range(BANNER_LINES + 5)}
+    served = Served("c" * 40, {}, frozenset(hooks.values()), {}, hooks, frozenset(), ())
+    st = EnvStatus("staging")
+    st.set_ready(True, "Ready", "serving 25 active workflows", 0.0)
+    view = SimpleNamespace(names=["staging"], status={"staging": st}, served={"staging": served})
+    lines = banner(view, "http://127.0.0.1:1")  # type: ignore[arg-type]
+    assert lines[:3] == [
+        "listening on http://127.0.0.1:1",
+        "staging: Ready: serving 25 active workflows",
+        "  POST http://127.0.0.1:1/hooks/staging/hooks/wf-000  -> wf-000",
+    ]
+    assert len(lines) == 2 + BANNER_LINES + 1
+    assert lines[-1] == "  … and 5 more: GET http://127.0.0.1:1/api/v1/environments"
