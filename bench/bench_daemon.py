@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -138,6 +139,11 @@ class Daemon:
             frontier = set(kids) if recursive else set()
         return found
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the daemon has used."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
@@ -163,6 +169,11 @@ class Daemon:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=120)
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -226,7 +237,9 @@ def bench_webhooks(scratch: Path, requests: int) -> None:
         url = daemon.url + "/hooks/staging/trivial"
         asyncio.run(_ingress(url, 500, 16))  # warm up
         start = time.time()
+        daemon_cpu, client_cpu = daemon.cpu_seconds(), _own_cpu_seconds()
         elapsed, lat = asyncio.run(_ingress(url, requests, 64))
+        client_cpu = _own_cpu_seconds() - client_cpu
         # End to end: until the last execution is recorded as finished.
         with sqlite3.connect(daemon.db) as db:
             while True:
@@ -243,6 +256,7 @@ def bench_webhooks(scratch: Path, requests: int) -> None:
                 (start,),
             ).fetchone()[0]
         e2e = row[1] - start
+        daemon_cpu = daemon.cpu_seconds() - daemon_cpu
         print(f"webhook ingress: {requests / elapsed:,.0f} accepted/s over {requests:,} requests")
         print(
             f"  latency p50 {statistics.median(lat) * 1000:.1f} ms, "
@@ -251,6 +265,11 @@ def bench_webhooks(scratch: Path, requests: int) -> None:
         print(
             f"end to end: {requests / e2e:,.0f} executions/s ({requests:,} in {e2e:.2f} s, "
             f"{failed} not succeeded)"
+        )
+        print(
+            f"  CPU per request: the daemon {daemon_cpu / requests * 1e6:.0f} us (accepting, "
+            f"recording, running), this client {client_cpu / requests * 1e6:.0f} us; "
+            f"{os.cpu_count()} cores"
         )
     finally:
         daemon.stop()
