@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,15 +175,19 @@ class Reconciler:
         one reads the environment.yaml files (which grow with the number of workflows)."""
         refs = {ref.blob: ref for name in self.names for ref in snap.envs[name].workflows}
         new = [ref for blob, ref in refs.items() if not self.cache.has_workflow(blob)]
-        states = [f.environment for f in snap.envs.values() if f.environment is not None]
         if len(new) < PARALLEL_MIN or self.pool is None:
             return
         items = {ref.blob: snap.bytes_of(ref) for ref in new}
+        states = [f.environment for f in snap.envs.values() if f.environment is not None]
         with ThreadPoolExecutor(1, thread_name_prefix="loomgit-parse") as waiter:
             parsed = waiter.submit(self.cache.preload, items, self.pool)
             for ref in states:
                 self.cache.model(EnvironmentState, ref.blob, snap.bytes_of(ref))
-            parsed.result()
+            try:
+                parsed.result()
+            except (OSError, BrokenExecutor) as exc:
+                # The cycle goes on: what the workers did not parse is parsed here.
+                log.event("parse workers failed", logging.WARNING, error=str(exc))
 
     def _changed(self, snap: Snapshot, name: str) -> bool:
         current = self.served.get(name)

@@ -3,7 +3,7 @@ reconciler would build from the same commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -158,3 +158,24 @@ def test_a_cycle_reads_only_the_files_it_has_not_parsed(
     assert reconciler.status["development"].conditions[0].reason == "Ready"
     workflows = {e.sha for e in Git(repo.path).ls_tree("HEAD") if "/workflows/" in e.path}
     assert set(read) & workflows == {blob_id(edited.encode())}
+
+
+def test_a_large_change_is_parsed_here_when_the_workers_fail(repo: Repo, age_key: AgeKey) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from loomgit.documents import PARALLEL_MIN
+
+    class Broken:
+        def map(
+            self, fn: Callable[[object], object], items: Iterable[object], /
+        ) -> Iterator[object]:
+            raise BrokenProcessPool("a worker was killed")
+
+    for i in range(PARALLEL_MIN + 2):
+        text = OTHER.replace("name: other", f"name: other{i}").replace("path: other", f"path: o{i}")
+        repo.write(repo.wf("development", f"other{i}"), text)
+    commit_all(repo.path, "many workflows")
+    reconciler = Reconciler(repo.path, _keys(age_key), ["development"], pool=Broken())
+    status = reconciler.cycle()
+    assert status["development"].conditions[0].reason == "Ready"
+    assert len(reconciler.served["development"].deployments) == PARALLEL_MIN + 3
