@@ -83,6 +83,22 @@ def _git_secret(path: Path | None) -> bytes | None:
     type=click.Path(path_type=Path, file_okay=False),
     help="A folder of keys named ENV.agekey, for every environment that has one.",
 )
+@click.option(
+    "--runners",
+    type=click.IntRange(0, 64),
+    metavar="N",
+    help="Processes that run executions (default: one per core but one, at least one); "
+    "0 runs them in the daemon's own process.",
+)
+@click.option(
+    "--max-backlog",
+    type=click.IntRange(1),
+    default=50_000,
+    show_default=True,
+    metavar="N",
+    help="Accepted executions waiting to run or running, past which webhooks and API "
+    "triggers are answered 503 with Retry-After.",
+)
 @key_option
 @state_option
 @repo_option
@@ -98,6 +114,8 @@ def serve(
     git_webhook_secret_file: Path | None,
     log_format: str,
     age_key_dir: Path | None,
+    runners: int | None,
+    max_backlog: int,
     age_keys: tuple[str, ...],
     state_dir: Path | None,
     repo: Path,
@@ -110,8 +128,10 @@ def serve(
     POST /api/v1/workflows/NAME/executions. A commit that does not validate or decrypt
     changes nothing that runs; GET /api/v1/environments says why. A push webhook at
     POST /api/v1/git-webhook starts a cycle at once; --interval is the fallback.
-    SIGTERM lets running executions finish within --grace and records the rest as
-    interrupted. The API is described at /openapi.json; metrics are at /metrics.
+    Executions are recorded before they are acknowledged, then run in --runners
+    processes, so running them does not slow down accepting webhooks. SIGTERM lets
+    running executions finish within --grace and records the rest as interrupted. The
+    API is described at /openapi.json; metrics are at /metrics.
 
     \b
     Examples:
@@ -158,6 +178,9 @@ def serve(
         grace=parse_duration(grace),
         tokens=_tokens(api_token_file),
         git_webhook_secret=_git_secret(git_webhook_secret_file),
+        runners=default_runners() if runners is None else runners,
+        max_backlog=max_backlog,
+        log_format=log_format,
     )
     pool = parse_pool()
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool)
@@ -171,6 +194,11 @@ def serve(
             asyncio.run(run_server(daemon, host, port))
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def default_runners() -> int:
+    """One runner process per core but the one the daemon accepts requests on."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 BANNER_LINES = 20  # per kind of trigger and environment; the API lists them all

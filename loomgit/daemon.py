@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -19,11 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loomgit import log
+from loomgit.dispatch import Dispatcher, InProcess, Outcome, RunnerPool
 from loomgit.history import History
 from loomgit.metrics import Metrics
 from loomgit.reconcile import EnvStatus, Reconciler, Served
 from loomgit.recorder import AsyncRecorder
-from loomgit.records import Execution, owner_gone
+from loomgit.records import owner_gone
 from loomgit.runtime import Deployment, Engine, TriggerEvent
 from loomgit.scheduler import Entry, Scheduler, dedupe_key, parse_dedupe_key
 
@@ -41,6 +43,9 @@ class Settings:
     max_body: int = 1024 * 1024
     tokens: tuple[str, ...] = ()
     git_webhook_secret: bytes | None = None
+    runners: int = 0  # runner processes; 0 runs executions in the daemon's event loop
+    max_backlog: int = 50_000  # accepted executions not yet ended, past which 503
+    log_format: str = "text"
 
 
 @dataclass
@@ -52,8 +57,8 @@ class Daemon:
     clock: Callable[[], float] = time.time
     engine: Engine = field(init=False)
     recorder: AsyncRecorder = field(init=False)
+    dispatch: Dispatcher = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
-    running: set[asyncio.Task[Execution]] = field(default_factory=set)
     _scheduler: Scheduler | None = None
     _synced: dict[str, Served] = field(default_factory=dict)
     _schedule_runs: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -64,6 +69,11 @@ class Daemon:
     def __post_init__(self) -> None:
         self.recorder = AsyncRecorder(self.history)
         self.engine = Engine(self.recorder)
+        self.dispatch = (
+            RunnerPool(self.settings.runners, self.history, self.settings.log_format)
+            if self.settings.runners
+            else InProcess(self.engine, self.recorder)
+        )
 
     @property
     def scheduler(self) -> Scheduler:
@@ -74,7 +84,9 @@ class Daemon:
     # -- start-up --------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Records as interrupted what a killed daemon on this host left running."""
+        """Records as interrupted what a killed daemon on this host left running, and
+        starts the runner processes."""
+        await self.dispatch.start()
         lost = await asyncio.to_thread(self.history.recover, owner_gone)
         if lost:
             log.event("executions interrupted", logging.WARNING, count=len(lost), ids=lost[:20])
@@ -143,6 +155,7 @@ class Daemon:
 
     async def _sync_schedules(self) -> None:
         scheduler = self.scheduler
+        changed = False
         for name in self.reconciler.names:
             served = self.reconciler.served.get(name)
             previous = self._synced.get(name)
@@ -153,6 +166,11 @@ class Daemon:
             added = scheduler.update(name, list(served.schedules))
             if previous is None:  # first time this environment is served: catch up
                 await self._catch_up(added)
+            changed = True
+        if changed:
+            self.dispatch.retain(
+                dep for served in self._synced.values() for dep in served.deployments.values()
+            )
         self.metrics.schedules.set(len(scheduler))
 
     async def _catch_up(self, entries: list[Entry]) -> None:
@@ -178,26 +196,34 @@ class Daemon:
     # -- starting executions ---------------------------------------------------------
 
     async def start(
-        self, dep: Deployment, trigger: TriggerEvent, dedupe: str | None
-    ) -> tuple[str, asyncio.Task[Execution] | None]:
-        """Records the execution, then runs it in the background. Returns its id and its
-        task; no task when the dedupe key named an earlier execution."""
-        proposed = self.engine.new_execution(dep, trigger, dedupe)
-        recorded = await self.recorder.start(proposed)
-        if recorded.id != proposed.id:
-            return recorded.id, None
+        self,
+        dep: Deployment,
+        trigger: TriggerEvent,
+        dedupe: str | None,
+        want_record: bool = False,
+    ) -> tuple[str, asyncio.Future[Outcome] | None]:
+        """Records the execution, then has it run. Returns its id and a future of how it
+        ended (with its whole record if `want_record`); no future when the dedupe key
+        named an earlier execution."""
+        status = self.dispatch.initial_status
+        proposed = self.engine.new_execution(dep, trigger, dedupe, status)
+        ident = await self.dispatch.record(proposed)
+        if ident != proposed.id:
+            return ident, None
         self.metrics.started.labels(dep.environment, trigger.type).inc()
-        task = asyncio.create_task(self.engine.run(dep, trigger, recorded))
-        self.running.add(task)
-        task.add_done_callback(self._finished)
-        return recorded.id, task
+        fut = self.dispatch.submit(dep, trigger, proposed, want_record)
+        fut.add_done_callback(functools.partial(self._finished, dep.environment))
+        return ident, fut
 
-    def _finished(self, task: asyncio.Task[Execution]) -> None:
-        self.running.discard(task)
-        if task.cancelled() or task.exception() is not None:
+    def overloaded(self) -> bool:
+        """Whether so many accepted executions wait or run that webhooks and API
+        triggers should be refused for now (schedules still fire)."""
+        return self.dispatch.backlog() >= self.settings.max_backlog
+
+    def _finished(self, environment: str, fut: asyncio.Future[Outcome]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
             return
-        ex = task.result()
-        self.metrics.finished.labels(ex.environment, ex.status).inc()
+        self.metrics.finished.labels(environment, fut.result()[0]).inc()
 
     async def _fire(self, entry: Entry, at: datetime) -> None:
         served = self.reconciler.served.get(entry.environment)
@@ -244,14 +270,9 @@ class Daemon:
         interrupted, and flushes the history."""
         if self._scheduler is not None:
             await self._scheduler.close()
-        if self.running:
-            _, pending = await asyncio.wait(set(self.running), timeout=self.settings.grace)
-            self.engine.stopping = True
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if pending:
-                log.event("executions interrupted", logging.WARNING, count=len(pending))
+        interrupted = await self.dispatch.stop(self.settings.grace)
+        if interrupted:
+            log.event("executions interrupted", logging.WARNING, count=interrupted)
         await self.engine.close()
         self.recorder.close()
 

@@ -106,6 +106,44 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+# The final state of an execution as the history stores it: its row's new values, and
+# one row per step. Made where the execution ran, so the process that writes only binds.
+FinishRows = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
+
+
+def finish_rows(ex: Execution, limit: int = DEFAULT_MAX_FIELD_BYTES) -> FinishRows:
+    """What `History` writes for a finished execution (fields above `limit` bytes are
+    stored as a preview)."""
+    execution = (
+        ex.status,
+        ex.ended_at,
+        ex.duration_ms,
+        ex.stopped_at,
+        ex.error,
+        _dump(ex.output, limit),
+        ex.id,
+    )
+    steps = [
+        (
+            ex.id,
+            s.position,
+            s.step_id,
+            s.type,
+            s.status,
+            s.started_at,
+            s.ended_at,
+            s.duration_ms,
+            s.attempts,
+            _dump(s.input, limit),
+            _dump(s.output, limit),
+            s.error,
+            _dump(list(s.logs), limit) if s.logs else None,
+        )
+        for s in ex.steps
+    ]
+    return execution, steps
+
+
 class History:
     """The history database. Thread-safe: one connection guarded by a lock."""
 
@@ -209,42 +247,16 @@ class History:
             ),
         )
 
-    def _finish(self, db: sqlite3.Connection, ex: Execution) -> None:
-        limit = self.max_field_bytes
-        db.execute(
+    def _finish(self, db: sqlite3.Connection, rows: FinishRows, unfinished: bool = False) -> None:
+        """Writes a finish; with `unfinished`, only if the execution has not ended yet."""
+        execution, steps = rows
+        changed = db.execute(
             "UPDATE executions SET status=?, ended_at=?, duration_ms=?, stopped_at=?, error=?,"
-            " output=? WHERE id=?",
-            (
-                ex.status,
-                ex.ended_at,
-                ex.duration_ms,
-                ex.stopped_at,
-                ex.error,
-                _dump(ex.output, limit),
-                ex.id,
-            ),
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    ex.id,
-                    s.position,
-                    s.step_id,
-                    s.type,
-                    s.status,
-                    s.started_at,
-                    s.ended_at,
-                    s.duration_ms,
-                    s.attempts,
-                    _dump(s.input, limit),
-                    _dump(s.output, limit),
-                    s.error,
-                    _dump(list(s.logs), limit) if s.logs else None,
-                )
-                for s in ex.steps
-            ],
-        )
+            " output=? WHERE id=?" + (" AND status IN ('queued', 'running')" if unfinished else ""),
+            execution,
+        ).rowcount
+        if changed:
+            db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", steps)
 
     def start(self, ex: Execution) -> Execution:
         """Records a new execution (queued or running). With a `dedupe_key` already used
@@ -265,30 +277,41 @@ class History:
         """Stores the final status, output and steps of an execution started before."""
         try:
             with self._transaction() as db:
-                self._finish(db, ex)
+                self._finish(db, finish_rows(ex, self.max_field_bytes))
         except sqlite3.OperationalError as exc:
             raise HistoryError(f"cannot write the execution history {self.path}: {exc}") from None
 
-    def apply(self, batch: Sequence[tuple[str, Execution]]) -> list[Execution | Exception]:
-        """Runs many writes ("start" or "finish") in one transaction: a group commit. A
-        duplicate dedupe key fails only its own write."""
-        results: list[Execution | Exception] = []
+    def apply(self, batch: Sequence[tuple[str, Any]]) -> list[Any]:
+        """Runs many writes in one transaction (a group commit): "start" an `Execution`,
+        "finish" an `Execution`, "rows" of a finish made by `finish_rows` (in a runner
+        process), "interrupt" an `Execution` unless it has ended, "running" a list of
+        queued execution ids.
+        Returns each write's result: the stored execution for "start" and "finish", else
+        None; a duplicate dedupe key fails only its own write."""
+        results: list[Any] = []
         try:
             with self._transaction() as db:
-                for op, ex in batch:
-                    if op == "finish":
-                        self._finish(db, ex)
-                        results.append(ex)
-                        continue
-                    db.execute("SAVEPOINT one")
-                    try:
-                        self._insert(db, ex)
-                    except sqlite3.IntegrityError:
-                        db.execute("ROLLBACK TO one")
-                        results.append(self._by_dedupe(ex) or HistoryError(f"{ex.id} exists"))
+                for op, item in batch:
+                    if op == "start":
+                        try:
+                            self._insert(db, item)
+                        except sqlite3.IntegrityError:  # only this statement is undone
+                            item = self._by_dedupe(item) or HistoryError(f"{item.id} exists")
+                    elif op == "finish":
+                        self._finish(db, finish_rows(item, self.max_field_bytes))
+                    elif op == "rows":
+                        self._finish(db, item)
+                        item = None
+                    elif op == "interrupt":
+                        self._finish(db, finish_rows(item, self.max_field_bytes), True)
+                        item = None
                     else:
-                        results.append(ex)
-                    db.execute("RELEASE one")
+                        db.executemany(
+                            "UPDATE executions SET status='running' WHERE id=? AND status='queued'",
+                            [(ident,) for ident in item],
+                        )
+                        item = None
+                    results.append(item)
         except sqlite3.OperationalError as exc:
             error = HistoryError(f"cannot write the execution history {self.path}: {exc}")
             return [error] * len(batch)

@@ -115,6 +115,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value, two digits
 
 
 def new_id(now: float | None = None) -> str:
@@ -122,7 +123,7 @@ def new_id(now: float | None = None) -> str:
     80 random bits, Crockford base32)."""
     ms = int((time.time() if now is None else now) * 1000)
     n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
+    return "".join([_PAIRS[(n >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 _INSTANCE = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"

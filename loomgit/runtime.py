@@ -142,7 +142,11 @@ class Engine:
         return await self.run(dep, trigger, started, time_limit=time_limit, listener=listener)
 
     def new_execution(
-        self, dep: Deployment, trigger: TriggerEvent, dedupe_key: str | None = None
+        self,
+        dep: Deployment,
+        trigger: TriggerEvent,
+        dedupe_key: str | None = None,
+        status: str = "running",
     ) -> Execution:
         now = self.clock()
         return Execution(
@@ -154,7 +158,7 @@ class Engine:
             trigger_type=trigger.type,
             trigger=dep.redactor.value(trigger.record()),
             dedupe_key=dedupe_key,
-            status="running",
+            status=status,
             started_at=now,
             owner=owner_id(),
         )

@@ -60,8 +60,14 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
 async def _raw_body(request: web.Request, limit: int) -> bytes:
     """The raw body; 413 past `limit` without reading on."""
     too_large = f"the body is larger than {limit:,} bytes"
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise Refused(413, too_large)
+    if length is not None:
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise Refused(400, "the body is shorter than its Content-Length") from None
     raw = bytearray()
     async for chunk in request.content.iter_chunked(64 * 1024):
         raw += chunk
@@ -160,10 +166,15 @@ def app(daemon: Daemon) -> web.Application:
         key: str | None,
         sync_timeout: float | None = None,
     ) -> web.Response:
-        ident, task = await daemon.start(served.deployments[name], trigger, key)
+        if daemon.overloaded():
+            raise Refused(503, "too many executions are waiting to run; retry later")
+        sync = sync_timeout is not None
+        ident, task = await daemon.start(served.deployments[name], trigger, key, sync)
         if task is not None and sync_timeout is not None:
             try:
-                return _sync_answer(await asyncio.wait_for(asyncio.shield(task), sync_timeout))
+                _, record = await asyncio.wait_for(asyncio.shield(task), sync_timeout)
+                assert record is not None  # asked for with want_record
+                return _sync_answer(record)
             except TimeoutError:
                 pass  # it goes on; the caller gets its id
         return web.json_response(

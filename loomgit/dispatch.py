@@ -1,0 +1,710 @@
+"""Where the daemon's executions run: in its own event loop (`InProcess`), or in runner
+processes (`RunnerPool`, what `loomgit serve` uses), so that running workflows does not
+take the CPU that accepting webhooks and firing schedules needs.
+
+With runner processes, one more process writes the execution history: the writer. SQLite
+takes one writer at a time, and a writer thread in the daemon would contend for the
+interpreter lock with the event loop on every row. The daemon sends the writer each
+accepted execution and answers the caller once the writer has committed it (queued);
+then sends it to the runner with the fewest executions in hand. The runner records it
+running, runs it, and sends how it ended; those records pass through the daemon to the
+writer untouched. The writer commits whatever has arrived together (a group commit) and
+tells the daemon what ended, which answers a `respond: sync` webhook, counts it, and lets
+the next run of an `overlap: skip` schedule go.
+
+Each runner receives a deployment (workflow, variables, decrypted credentials) once, over
+a socket pair only the two processes hold, and forgets it when no environment serves it
+any more. A runner runs up to `MAX_RUNNING` executions at once and queues the rest, at a
+lower CPU priority than the daemon. A runner that stops (killed, out of memory) is
+replaced, and what it held is recorded as interrupted; a runner or writer whose daemon is
+gone stops at once, and the next daemon records what was left as interrupted
+(`History.recover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from loomgit import log
+from loomgit.history import FinishRows, History, HistoryError, finish_rows
+from loomgit.recorder import AsyncRecorder
+from loomgit.records import Execution
+from loomgit.runtime import Deployment, Engine, TriggerEvent
+
+MAX_RUNNING = 256  # executions a runner runs at once; the rest wait their turn, queued
+# Runners run at the lowest CPU priority: accepting a request, firing a schedule and
+# recording come before running what was accepted (measured: at nice 5, a runner took
+# enough CPU to cut webhook ingress by a fifth). What waits is bounded by --max-backlog.
+RUNNER_NICE = 19
+_HEADER = struct.Struct("!IB")  # size, and whom the message is for
+FOR_RECEIVER, FOR_WRITER = 0, 1
+INTERRUPTED = "interrupted: its runner process stopped before it finished"
+NOT_STARTED = "interrupted: the daemon stopped before it started"
+STOP_MARGIN = 30.0  # past the grace period, a runner that has not exited is killed
+
+
+# How an execution ended: its status, and its whole record when it was asked for.
+Outcome = tuple[str, Execution | None]
+
+
+class Dispatcher(Protocol):
+    """Records accepted executions and runs them."""
+
+    initial_status: str  # what an execution is recorded as when accepted
+
+    async def start(self) -> None: ...
+
+    async def record(self, ex: Execution) -> str:
+        """Records `ex`; returns its id, or the id of the execution recorded first with
+        the same dedupe key."""
+        ...
+
+    def submit(
+        self, dep: Deployment, trigger: TriggerEvent, ex: Execution, want_record: bool
+    ) -> asyncio.Future[Outcome]:
+        """Runs a recorded execution; the future says how it ended."""
+        ...
+
+    def retain(self, deployments: Iterable[Deployment]) -> None: ...
+
+    def backlog(self) -> int:
+        """Executions submitted that have not ended."""
+        ...
+
+    async def stop(self, grace: float) -> int: ...
+
+
+class InProcess:
+    """Executions as tasks of the daemon's own event loop, recorded by its writer thread."""
+
+    initial_status = "running"
+
+    def __init__(self, engine: Engine, recorder: AsyncRecorder) -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self.running: set[asyncio.Task[Outcome]] = set()
+
+    async def start(self) -> None:
+        pass
+
+    async def record(self, ex: Execution) -> str:
+        return (await self.recorder.start(ex)).id
+
+    async def _run(self, dep: Deployment, trigger: TriggerEvent, ex: Execution) -> Outcome:
+        final = await self.engine.run(dep, trigger, ex)
+        return final.status, final
+
+    def submit(
+        self, dep: Deployment, trigger: TriggerEvent, ex: Execution, want_record: bool
+    ) -> asyncio.Future[Outcome]:
+        task = asyncio.create_task(self._run(dep, trigger, ex))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return task
+
+    def retain(self, deployments: Iterable[Deployment]) -> None:
+        pass
+
+    def backlog(self) -> int:
+        return len(self.running)
+
+    async def stop(self, grace: float) -> int:
+        """Lets running executions finish within `grace`; cancels the rest, which the
+        engine records as interrupted. Returns how many were."""
+        if not self.running:
+            return 0
+        _, pending = await asyncio.wait(set(self.running), timeout=grace)
+        self.engine.stopping = True
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+
+# -- messages between the processes ---------------------------------------------------
+
+
+def _frame(message: Any, tag: int = FOR_RECEIVER) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data), tag) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
+    """The next message: whom it is for, its header and its pickled body."""
+    header = await reader.readexactly(_HEADER.size)
+    size, tag = _HEADER.unpack(header)
+    return tag, header, await reader.readexactly(size)
+
+
+class _Channel:
+    """Messages to one process, sent together once per turn of the event loop."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._out: list[bytes] = []
+
+    def send(self, message: Any, tag: int = FOR_RECEIVER) -> None:
+        self.send_frame(_frame(message, tag))
+
+    def send_frame(self, frame: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(frame)
+
+    def flush(self) -> None:
+        out, self._out = self._out, []
+        if out and not self.writer.is_closing():
+            self.writer.write(b"".join(out))
+
+
+async def _child(kind: str, *args: str) -> tuple[asyncio.subprocess.Process, _Channel, Any]:
+    """Starts `python -m loomgit.dispatch KIND FD ARGS…` with one end of a socket pair;
+    returns the process, a channel to it and a reader of what it sends."""
+    ours, theirs = socket.socketpair()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loomgit.dispatch",
+            kind,
+            str(theirs.fileno()),
+            *args,
+            pass_fds=(theirs.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+    finally:
+        theirs.close()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    return proc, _Channel(writer), reader
+
+
+# A run, as sent: plain values pickle several times faster than the dataclasses.
+def _run_message(token: int, trigger: TriggerEvent, ex: Execution, want: bool) -> tuple[Any, ...]:
+    t = trigger
+    return (
+        "run",
+        token,
+        (t.type, t.body, t.headers, t.query, t.scheduled_time, t.details),
+        (ex.id, ex.started_at, ex.dedupe_key, ex.owner),
+        want,
+    )
+
+
+def _execution(dep: Deployment, trigger: TriggerEvent, fields: tuple[Any, ...]) -> Execution:
+    ident, started_at, dedupe_key, owner = fields
+    return Execution(
+        id=ident,
+        environment=dep.environment,
+        workflow=dep.name,
+        version=dep.version,
+        digest=dep.digest,
+        trigger_type=trigger.type,
+        dedupe_key=dedupe_key,
+        status="running",
+        started_at=started_at,
+        owner=owner,
+    )
+
+
+def _row(ex: Execution) -> tuple[Any, ...]:
+    return (
+        ex.id,
+        ex.environment,
+        ex.workflow,
+        ex.trigger_type,
+        ex.status,
+        ex.started_at,
+        ex.version,
+        ex.digest,
+        ex.trigger,
+        ex.dedupe_key,
+        ex.owner,
+    )
+
+
+def _from_row(row: tuple[Any, ...]) -> Execution:
+    ident, env, workflow, trigger_type, status, started_at, version, digest = row[:8]
+    trigger, dedupe_key, owner = row[8:]
+    return Execution(
+        id=ident,
+        environment=env,
+        workflow=workflow,
+        trigger_type=trigger_type,
+        status=status,
+        started_at=started_at,
+        version=version,
+        digest=digest,
+        trigger=trigger,
+        dedupe_key=dedupe_key,
+        owner=owner,
+    )
+
+
+# -- the daemon's side ------------------------------------------------------------------
+
+
+@dataclass
+class _Runner:
+    number: int
+    proc: asyncio.subprocess.Process
+    channel: _Channel
+    reader: asyncio.StreamReader
+    sent: set[int] = field(default_factory=set)  # deployment tokens it holds
+    held: set[str] = field(default_factory=set)  # executions sent to it, not ended
+    listening: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Writer:
+    proc: asyncio.subprocess.Process
+    channel: _Channel
+    listening: asyncio.Task[None] | None = None
+
+
+class RunnerPool:
+    """`count` runner processes and the history's writer process; see the module's
+    description."""
+
+    initial_status = "queued"
+
+    def __init__(self, count: int, history: History, log_format: str = "text") -> None:
+        self.count = count
+        self.history = history
+        self.log_format = log_format
+        self.runners: list[_Runner] = []
+        self.writer: _Writer | None = None
+        self.stopping = False
+        self._recording: dict[str, asyncio.Future[str]] = {}
+        self._held: dict[str, tuple[Execution, asyncio.Future[Outcome]]] = {}
+        self._tokens: dict[int, tuple[Deployment, int]] = {}  # id(deployment) -> (it, token)
+        self._next_token = 0
+
+    async def start(self) -> None:
+        self.writer = await self._spawn_writer()
+        for number in range(self.count):
+            self.runners.append(await self._spawn(number))
+
+    async def _spawn_writer(self) -> _Writer:
+        proc, channel, reader = await _child(
+            "writer", str(self.history.path), str(self.history.max_field_bytes), self.log_format
+        )
+        writer = _Writer(proc, channel)
+        writer.listening = asyncio.create_task(self._listen_writer(writer, reader))
+        return writer
+
+    async def _spawn(self, number: int) -> _Runner:
+        proc, channel, reader = await _child(
+            "runner", str(self.history.max_field_bytes), self.log_format
+        )
+        runner = _Runner(number, proc, channel, reader)
+        runner.listening = asyncio.create_task(self._listen(runner))
+        log.event("runner started", runner=number, pid=proc.pid)
+        return runner
+
+    def _to_writer(self, message: Any) -> None:
+        if self.writer is None:
+            raise HistoryError("the execution history's writer is not running")
+        self.writer.channel.send(message)
+
+    async def record(self, ex: Execution) -> str:
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._to_writer(("start", _row(ex)))
+        self._recording[ex.id] = fut
+        return await fut
+
+    def _token(self, dep: Deployment) -> int:
+        known = self._tokens.get(id(dep))
+        if known is not None:
+            return known[1]
+        self._next_token += 1
+        self._tokens[id(dep)] = (dep, self._next_token)
+        return self._next_token
+
+    def submit(
+        self, dep: Deployment, trigger: TriggerEvent, ex: Execution, want_record: bool
+    ) -> asyncio.Future[Outcome]:
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._held[ex.id] = (ex, fut)
+        if self.stopping or not self.runners:
+            self._interrupt([ex.id], NOT_STARTED)
+            return fut
+        runner = min(self.runners, key=lambda r: len(r.held))
+        token = self._token(dep)
+        if token not in runner.sent:
+            runner.channel.send(("deploy", token, dep))
+            runner.sent.add(token)
+        runner.channel.send(_run_message(token, trigger, ex, want_record))
+        runner.held.add(ex.id)
+        return fut
+
+    def retain(self, deployments: Iterable[Deployment]) -> None:
+        """Forgets, here and in the runners, deployments no environment serves now."""
+        live = {id(dep) for dep in deployments}
+        gone = [key for key in self._tokens if key not in live]
+        tokens = [self._tokens.pop(key)[1] for key in gone]
+        if not tokens:
+            return
+        for runner in self.runners:
+            dropped = runner.sent.intersection(tokens)
+            if dropped:
+                runner.sent -= dropped
+                runner.channel.send(("forget", sorted(dropped)))
+
+    def backlog(self) -> int:
+        return len(self._held)
+
+    async def _listen(self, runner: _Runner) -> None:
+        """A runner sends only records for the writer: passed on as they are."""
+        try:
+            while True:
+                _, header, body = await _read_frame(runner.reader)
+                if self.writer is not None:
+                    self.writer.channel.send_frame(header + body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        await runner.proc.wait()
+        self._lost(runner)
+
+    async def _listen_writer(self, writer: _Writer, reader: asyncio.StreamReader) -> None:
+        """What the writer has committed: accepted executions, and ended ones."""
+        try:
+            while True:
+                _, _, body = await _read_frame(reader)
+                kind, items = pickle.loads(body)
+                if kind == "recorded":
+                    for ident, stored, error in items:
+                        fut = self._recording.pop(ident, None)
+                        if fut is None or fut.done():
+                            continue
+                        if error:
+                            fut.set_exception(HistoryError(error))
+                        else:
+                            fut.set_result(stored)
+                else:
+                    for ident, status, record in items:
+                        self._ended(ident, status, record)
+        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
+            pass
+        await writer.proc.wait()
+        if self.writer is writer:
+            self.writer = None
+        error = f"the execution history's writer stopped (exit {writer.proc.returncode})"
+        for fut in self._recording.values():
+            if not fut.done():
+                fut.set_exception(HistoryError(error))
+        self._recording.clear()
+        if not self.stopping:
+            log.event("history writer stopped", logging.ERROR, exit=writer.proc.returncode)
+            self.writer = await self._spawn_writer()
+
+    def _ended(self, ident: str, status: str, record: Execution | None) -> None:
+        held = self._held.pop(ident, None)
+        if held is None:
+            return
+        for runner in self.runners:
+            runner.held.discard(ident)
+        if not held[1].done():
+            held[1].set_result((status, record))
+
+    def _lost(self, runner: _Runner) -> None:
+        """A runner ended: what it held is interrupted; unless stopping, a new one takes
+        its place."""
+        if runner.held:
+            level = logging.INFO if self.stopping else logging.WARNING
+            log.event(
+                "runner stopped",
+                level,
+                runner=runner.number,
+                exit=runner.proc.returncode,
+                interrupted=len(runner.held),
+            )
+        self._interrupt(list(runner.held), INTERRUPTED)
+        runner.held.clear()
+        if self.stopping or runner not in self.runners:
+            return
+        self.runners.remove(runner)
+
+        async def replace_it() -> None:
+            self.runners.append(await self._spawn(runner.number))
+
+        def failed(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.event("runner not replaced", logging.ERROR, error=str(task.exception()))
+
+        asyncio.create_task(replace_it()).add_done_callback(failed)
+
+    def _interrupt(self, idents: list[str], error: str) -> None:
+        """Has the writer record these executions as interrupted, unless they ended
+        already (their records were on the way)."""
+        now = time.time()
+        finals = []
+        for ident in idents:
+            held = self._held.get(ident)
+            if held is not None:
+                finals.append(replace(held[0], status="interrupted", ended_at=now, error=error))
+        if not finals:
+            return
+        try:
+            self._to_writer(("interrupt", finals))
+        except HistoryError:
+            for ex in finals:
+                self._ended(ex.id, ex.status, ex)
+
+    async def stop(self, grace: float) -> int:
+        """Asks every runner to finish what runs within `grace` (the rest is recorded as
+        interrupted), waits for them to exit, then for the writer to commit everything.
+        Returns how many executions were interrupted."""
+        self.stopping = True
+        waiting = [fut for _, fut in self._held.values()]
+        for runner in self.runners:
+            runner.channel.send(("stop", grace))
+        for runner in self.runners:
+            try:
+                await asyncio.wait_for(runner.proc.wait(), grace + STOP_MARGIN)
+            except TimeoutError:
+                runner.proc.kill()
+            if runner.listening is not None:
+                await runner.listening
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        if self.writer is not None:
+            self.writer.channel.send(("stop", None))
+            await self.writer.proc.wait()
+            if self.writer.listening is not None:
+                await self.writer.listening
+        return sum(1 for o in outcomes if isinstance(o, tuple) and o[0] == "interrupted")
+
+
+# -- the writer process ---------------------------------------------------------------
+
+
+def _frames(sock: socket.socket) -> Iterator[list[Any]]:
+    """Every message that has arrived, in batches: blocks for the first, then takes what
+    else is there. Ends when the daemon closes its end."""
+    buffer = bytearray()
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return
+        buffer += chunk
+        batch, at = [], 0
+        while len(buffer) - at >= _HEADER.size:
+            size, _ = _HEADER.unpack_from(buffer, at)
+            if len(buffer) - at - _HEADER.size < size:
+                break
+            start = at + _HEADER.size
+            batch.append(pickle.loads(buffer[start : start + size]))
+            at = start + size
+        del buffer[:at]
+        if batch:
+            yield batch
+
+
+def _write(sock: socket.socket, history: History) -> None:
+    """The writer: commits each batch of messages in one transaction, then says what it
+    committed."""
+    for batch in _frames(sock):
+        ops: list[tuple[str, Any]] = []
+        stop = False
+        for kind, items in batch:
+            if kind == "start":
+                ops.append(("start", _from_row(items)))
+            elif kind == "rows":
+                ops += [("rows", rows) for rows, _ in items]
+            elif kind == "running":
+                ops.append(("running", items))
+            elif kind == "interrupt":
+                ops += [("interrupt", ex) for ex in items]
+            else:
+                stop = True
+        results = history.apply(ops)
+        recorded: list[tuple[str, str | None, str | None]] = []
+        ended: list[tuple[str, str, Execution | None]] = []
+        at = 0
+        for kind, items in batch:
+            if kind == "start":
+                result = results[at]
+                if isinstance(result, Exception):
+                    recorded.append((items[0], None, str(result)))
+                else:
+                    recorded.append((items[0], result.id, None))
+                at += 1
+            elif kind == "rows":
+                failed = [r for r in results[at : at + len(items)] if isinstance(r, Exception)]
+                if failed:
+                    log.event("history write failed", logging.ERROR, error=str(failed[0]))
+                ended += [(rows[0][-1], rows[0][0], record) for rows, record in items]
+                at += len(items)
+            elif kind == "running":
+                at += 1
+            elif kind == "interrupt":
+                ended += [(ex.id, ex.status, ex) for ex in items]
+                at += len(items)
+        out = b""
+        if recorded:
+            out += _frame(("recorded", recorded))
+        if ended:
+            out += _frame(("ended", ended))
+        if out:
+            sock.sendall(out)
+        if stop:
+            return
+
+
+# -- the runner process -------------------------------------------------------------------
+
+
+class _Reporter:
+    """The runner's recorder: what it records goes to the writer, through the daemon,
+    once per turn of the event loop."""
+
+    def __init__(self, channel: _Channel, max_field_bytes: int) -> None:
+        self.channel = channel
+        self.max_field_bytes = max_field_bytes
+        self.wanted: set[str] = set()  # executions whose whole record the daemon waits for
+        self._started: list[str] = []
+        self._ended: list[tuple[FinishRows, Execution | None]] = []
+
+    def _later(self) -> None:
+        if not self._started and not self._ended:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._started:
+            self.channel.send(("running", self._started), FOR_WRITER)
+            self._started = []
+        if self._ended:
+            self.channel.send(("rows", self._ended), FOR_WRITER)
+            self._ended = []
+
+    def started(self, ident: str) -> None:
+        self._later()
+        self._started.append(ident)
+
+    async def start(self, ex: Execution) -> Execution:
+        return ex  # recorded before it was sent here
+
+    async def finish(self, ex: Execution) -> None:
+        self._later()
+        record = ex if ex.id in self.wanted else None
+        self.wanted.discard(ex.id)
+        self._ended.append((finish_rows(ex, self.max_field_bytes), record))
+
+
+class _Work:
+    """What one runner process holds: deployments, queued and running executions."""
+
+    def __init__(self, reporter: _Reporter) -> None:
+        self.reporter = reporter
+        self.engine = Engine(reporter)
+        self.deployments: dict[int, Deployment] = {}
+        self.queued: deque[tuple[Deployment, TriggerEvent, Execution]] = deque()
+        self.running: set[asyncio.Task[Execution]] = set()
+        self.accepting = True
+
+    def handle(self, message: tuple[Any, ...]) -> float | None:
+        """Acts on one message; returns the grace period when it says stop."""
+        kind = message[0]
+        if kind == "run":
+            _, token, trigger_fields, ex_fields, want_record = message
+            dep = self.deployments[token]
+            trigger = TriggerEvent(*trigger_fields)
+            ex = _execution(dep, trigger, ex_fields)
+            if want_record:
+                self.reporter.wanted.add(ex.id)
+            self.queued.append((dep, trigger, ex))
+            self.pump()
+        elif kind == "deploy":
+            self.deployments[message[1]] = message[2]
+        elif kind == "forget":
+            for token in message[1]:
+                self.deployments.pop(token, None)
+        else:
+            return float(message[1])
+        return None
+
+    def pump(self) -> None:
+        while self.accepting and self.queued and len(self.running) < MAX_RUNNING:
+            dep, trigger, ex = self.queued.popleft()
+            self.reporter.started(ex.id)
+            task = asyncio.create_task(self.engine.run(dep, trigger, ex))
+            self.running.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Execution]) -> None:
+        self.running.discard(task)
+        self.pump()
+
+    async def stop(self, grace: float) -> None:
+        """Records what never started as interrupted, lets what runs finish within
+        `grace`, then cancels the rest (the engine records it as interrupted)."""
+        self.accepting = False
+        while self.queued:
+            _, _, ex = self.queued.popleft()
+            final = replace(ex, status="interrupted", ended_at=time.time(), error=NOT_STARTED)
+            await self.reporter.finish(final)
+        if self.running:
+            _, pending = await asyncio.wait(set(self.running), timeout=grace)
+            self.engine.stopping = True
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.engine.close()
+
+
+async def _run_runner(sock: socket.socket, max_field_bytes: int) -> None:
+    reader, writer = await asyncio.open_connection(sock=sock)
+    channel = _Channel(writer)
+    work = _Work(_Reporter(channel, max_field_bytes))
+    try:
+        while True:
+            _, _, body = await _read_frame(reader)
+            grace = work.handle(pickle.loads(body))
+            if grace is not None:
+                break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return  # the daemon is gone; the next one records what was left as interrupted
+    await work.stop(grace)
+    work.reporter.flush()
+    channel.flush()
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+def main(argv: list[str]) -> None:
+    """`python -m loomgit.dispatch runner FD MAX_FIELD_BYTES LOG_FORMAT`, or
+    `… writer FD HISTORY MAX_FIELD_BYTES LOG_FORMAT`: a process started by the daemon with
+    one end of a socket pair. It stops when told to or when the daemon is gone; SIGINT
+    and SIGTERM are the daemon's to act on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    kind, fd, *rest = argv
+    log.configure(rest[-1])
+    sock = socket.socket(fileno=int(fd))
+    if kind == "writer":
+        with History(Path(rest[0]), max_field_bytes=int(rest[1])) as history:
+            _write(sock, history)
+        return
+    with contextlib.suppress(OSError):
+        os.nice(RUNNER_NICE)
+    asyncio.run(_run_runner(sock, int(rest[0])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
