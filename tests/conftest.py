@@ -259,3 +259,19 @@ def pipe(
     from pipeline import Pipeline  # pipeline.py builds on this module
 
     return Pipeline.create(tmp_path, request.param, cli, age_key, greeter_file)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc, so Linux only)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found += frontier
+    return found

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from loomgit.history import MIGRATIONS, History, HistoryError
+from loomgit.history import MIGRATIONS, History, HistoryError, finish_rows
 from loomgit.recorder import AsyncRecorder
-from loomgit.records import Execution, Query, new_id
+from loomgit.records import Execution, Query, StepRecord, new_id
 
 
 def execution(env: str = "staging", started: float | None = None, **kw: object) -> Execution:
@@ -68,6 +68,27 @@ def test_a_dedupe_key_returns_the_first_execution(tmp_path: Path) -> None:
         results = h.apply([("start", execution(dedupe_key="delivery-1")), ("start", execution())])
         assert isinstance(results[0], Execution) and results[0].id == first.id
         assert len(h.query(Query())) == 3
+
+
+def test_the_writes_of_runner_processes(tmp_path: Path) -> None:
+    """Queued, then running, then the rows a runner made; an interruption never
+    overwrites an execution that has ended."""
+    with History(tmp_path / "h.db") as h:
+        queued = [execution(status="queued") for _ in range(3)]
+        h.apply([("start", ex) for ex in queued])
+        h.apply([("running", [queued[0].id, queued[1].id])])
+        assert [h.get(ex.id).status for ex in queued] == ["running", "running", "queued"]
+        step = StepRecord(0, "greet", "set", "succeeded", 1.0, 2.0, 1, {"a": 1}, {"b": 2})
+        done = replace(queued[0], status="succeeded", ended_at=time.time(), steps=(step,))
+        late = replace(queued[0], status="interrupted", ended_at=time.time(), error="late")
+        cut = replace(queued[1], status="interrupted", ended_at=time.time(), error="runner died")
+        h.apply([("rows", finish_rows(done)), ("interrupt", late), ("interrupt", cut)])
+        first, second = h.get(queued[0].id), h.get(queued[1].id)
+        assert first.status == "succeeded" and first.error is None
+        assert first.steps[0].output == {"b": 2}
+        assert second.status == "interrupted" and second.error == "runner died"
+        h.apply([("running", [queued[0].id])])  # too late: it has ended
+        assert h.get(queued[0].id).status == "succeeded"
 
 
 def test_group_commit_records_concurrent_executions(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, commit_all, put_everywhere
+from conftest import HELLO, AgeKey, Repo, commit_all, descendants, put_everywhere
 from echo_server import serve
 
 from loomgit.cron import Schedule
@@ -204,21 +204,6 @@ def test_after_downtime_only_catchup_latest_runs_the_latest_missed_time(
     assert fired == sorted([dedupe_key(last), missed] if fired_again else [dedupe_key(last)])
 
 
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found += frontier
-    return found
-
-
 def test_a_large_change_is_parsed_in_worker_processes(
     repo: Repo, age_key: AgeKey, tmp_path: Path
 ) -> None:
@@ -243,7 +228,7 @@ def test_a_large_change_is_parsed_in_worker_processes(
         assert len(reconciler.served["development"].deployments) == count + 1
         assert used == [1]  # one chunk of new workflows went to the worker processes
         # The workers stopped; the fork server and its resource tracker stay.
-        assert len(_descendants(os.getpid())) <= 2
+        assert len(descendants(os.getpid())) <= 2
         before = reconciler.cache.misses
         reconciler.served.clear()  # a second cycle finds every workflow cached
         reconciler.cycle()

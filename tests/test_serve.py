@@ -24,6 +24,7 @@ from conftest import (
     Repo,
     Result,
     commit_all,
+    descendants,
     git,
     promoted,
     put_everywhere,
@@ -340,11 +341,90 @@ def test_sigkill_and_restart_loses_no_accepted_execution(
         daemon = start(repo, state=state)
         code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Kim"})
         assert code == 202
+        children = descendants(daemon.proc.pid)
+        assert len(children) == 2  # a runner and the history's writer
         daemon.stop(signal.SIGKILL)
+        _wait_gone(children)  # they notice their daemon is gone and stop
         again = start(repo, state=state)
         ex = again.finished(body["execution"])  # recorded before 202, found after the kill
         assert ex["status"] == "interrupted" and "stopped before it finished" in ex["error"]
         assert len(again.executions()) == 1
+
+
+def _wait_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes {pids} did not stop")
+
+
+def _runner_pids(daemon: Daemon) -> list[int]:
+    out = []
+    for pid in descendants(daemon.proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"loomgit.dispatch" in cmdline and b"runner" in cmdline:
+            out.append(pid)
+    return out
+
+
+def _running(daemon: Daemon) -> str:
+    """Triggers the slow hello; returns its id once a runner runs it."""
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Kai"})
+    assert code == 202
+    for _ in range(100):
+        code, ex = daemon.request("GET", f"/api/v1/executions/{body['execution']}")
+        if ex["status"] == "running":  # recorded queued, then running by a runner
+            return str(body["execution"])
+        time.sleep(0.05)
+    raise AssertionError(f"{body['execution']} did not start running")
+
+
+def test_a_killed_runner_is_replaced_and_what_it_ran_is_interrupted(
+    repo: Repo, start: Start
+) -> None:
+    for server in serve():
+        put_everywhere(repo, slow_hello(server.url), {"staging": True})
+        daemon = start(repo, "--grace", "0.2s")
+        first = _running(daemon)
+        (runner,) = _runner_pids(daemon)
+        os.kill(runner, signal.SIGKILL)
+        ex = daemon.finished(first)
+        assert ex["status"] == "interrupted" and "runner process stopped" in ex["error"]
+        _running(daemon)  # a new runner took its place
+        (replacement,) = _runner_pids(daemon)
+        assert replacement != runner
+        log = daemon.stop()
+        assert daemon.proc.returncode == 0
+        assert "runner stopped" in log and "Traceback" not in log
+
+
+def test_past_the_backlog_webhooks_are_refused_with_retry_after(repo: Repo, start: Start) -> None:
+    for server in serve():
+        put_everywhere(repo, slow_hello(server.url), {"staging": True})
+        daemon = start(repo, "--max-backlog", "1", "--grace", "0.2s")
+        assert daemon.request("POST", "/hooks/staging/hello", {"name": "Ada"})[0] == 202
+        req = urllib.request.Request(daemon.url + "/hooks/staging/hello", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+        assert "waiting to run" in json.loads(refused.value.read())["error"]
+        assert len(daemon.executions()) == 1  # nothing recorded for the refused one
+        daemon.stop()
+        assert daemon.proc.returncode == 0
+
+
+def test_executions_can_run_in_the_daemons_own_process(repo: Repo, start: Start) -> None:
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo, "--runners", "0")
+    assert descendants(daemon.proc.pid) == []
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})
+    assert code == 202
+    assert daemon.finished(body["execution"])["status"] == "succeeded"
 
 
 def test_sigterm_records_what_outlives_the_grace_period_as_interrupted(
