@@ -7,6 +7,7 @@ An execution is recorded before `202` is returned, so an accepted request is nev
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -345,8 +346,13 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     tasks = [
         asyncio.create_task(daemon.reconcile_loop()),
         asyncio.create_task(daemon.scheduler.run()),
+        asyncio.create_task(daemon.collect_loop()),
     ]
-    await stop.wait()
+    gc.disable()  # see daemon.YOUNG_COLLECTION_EVERY
+    try:
+        await stop.wait()
+    finally:
+        gc.enable()
     log.event("stopping", grace=daemon.settings.grace)
     for task in tasks:
         task.cancel()
