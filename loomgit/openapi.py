@@ -45,7 +45,10 @@ def spec() -> dict[str, Any]:
                         "401": _answer("The trigger's signature check failed"),
                         "404": _answer("No active webhook there; nothing recorded"),
                         "413": _answer("The body is over the limit"),
-                        "503": _answer("The environment is not reconciled yet (Retry-After)"),
+                        "503": _answer(
+                            "The environment is not reconciled yet, or the backlog of"
+                            " executions is full (Retry-After)"
+                        ),
                     },
                 }
             },
@@ -75,6 +78,7 @@ def spec() -> dict[str, Any]:
                         "202": _ACCEPTED,
                         "401": _answer("No valid bearer token"),
                         "404": _answer("No such active api trigger"),
+                        "503": _answer("The backlog of executions is full (Retry-After)"),
                     },
                 }
             },
