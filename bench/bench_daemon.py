@@ -406,8 +406,8 @@ def bench_big(scratch: Path, workflows: int, rounds: int) -> None:
         print(f"start-up to /readyz: {daemon.ready_after:.2f} s")
         print(
             f"resident memory: {daemon.rss_mib():.0f} MiB (the daemon), "
-            f"{daemon.workers_rss_mib():.0f} MiB (its child processes, together: between "
-            "large changes, the fork server that parse workers start from)"
+            f"{daemon.workers_rss_mib():.0f} MiB (its child processes together: the history "
+            "writer, the runner, and the fork server parse workers start from)"
         )
         name = "wf-00001"  # a webhook workflow, active in staging
         hook = f"/hooks/staging/hooks/{name}"
