@@ -480,13 +480,20 @@ class RunnerPool:
                 runner.proc.kill()
             if runner.listening is not None:
                 await runner.listening
-        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
-        if self.writer is not None:
-            self.writer.channel.send(("stop", None))
-            await self.writer.proc.wait()
-            if self.writer.listening is not None:
-                await self.writer.listening
-        return sum(1 for o in outcomes if isinstance(o, tuple) and o[0] == "interrupted")
+        # Bounded: an outcome the writer never confirms must not keep the daemon running.
+        if waiting:
+            await asyncio.wait(waiting, timeout=STOP_MARGIN)
+        outcomes = [f.result() for f in waiting if f.done() and not f.cancelled()]
+        writer = self.writer  # its listener clears self.writer once it has exited
+        if writer is not None:
+            writer.channel.send(("stop", None))
+            try:
+                await asyncio.wait_for(writer.proc.wait(), STOP_MARGIN)
+            except TimeoutError:
+                writer.proc.kill()
+            if writer.listening is not None:
+                await writer.listening
+        return sum(1 for status, _ in outcomes if status == "interrupted")
 
 
 # -- the writer process ---------------------------------------------------------------
