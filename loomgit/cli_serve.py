@@ -141,9 +141,7 @@ def serve(
       loomgit serve --remote https://git.example.com/ops/flows.git --branch main \\
           --git-webhook-secret-file hook.secret --log-format json
     """
-    import asyncio
-
-    from loomgit import log
+    from loomgit import eventloop, log
     from loomgit.credops import key_files
     from loomgit.daemon import Daemon, Settings
     from loomgit.history import DB_NAME, History, default_path
@@ -191,7 +189,7 @@ def serve(
     try:
         with History(state_dir / DB_NAME if state_dir else None) as history:
             daemon = Daemon(reconciler, history, settings, on_ready=ready)
-            asyncio.run(run_server(daemon, host, port))
+            eventloop.run(run_server(daemon, host, port))
     finally:
         pool.shutdown(cancel_futures=True)
 

@@ -398,6 +398,8 @@ def test_a_killed_runner_is_replaced_and_what_it_ran_is_interrupted(
         _running(daemon)  # a new runner took its place
         (replacement,) = _runner_pids(daemon)
         assert replacement != runner
+        # runners take the CPU only when the daemon and the writer leave it idle
+        assert os.sched_getscheduler(replacement) == os.SCHED_IDLE
         log = daemon.stop()
         assert daemon.proc.returncode == 0
         assert "runner stopped" in log and "Traceback" not in log
@@ -596,3 +598,15 @@ def test_the_banner_lists_the_first_triggers_of_each_kind_and_counts_the_rest() 
     ]
     assert len(lines) == 2 + BANNER_LINES + 1
     assert lines[-1] == "  … and 5 more: GET http://127.0.0.1:1/api/v1/environments"
+
+
+def test_the_event_loop_is_uvloops_where_it_is_installed() -> None:
+    import asyncio
+
+    from loomgit import eventloop
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    expected = "asyncio" if sys.platform == "win32" else "uvloop"
+    assert eventloop.run(loop_module()).split(".")[0] == expected
