@@ -36,10 +36,13 @@ FETCH_BACKOFF_START = 2.0
 FULL_COLLECTION_EVERY = 3600.0
 # While serving, the collector does not run on its own: accepting a request leaves no
 # cyclic garbage (measured: under 1,000 objects after 60,000 requests), and the
-# collections that its allocations set off cost a sixth of the CPU per request and, in
-# full collections over a large backlog, tens of milliseconds at a time. The young
-# generations are collected on this timer instead.
-YOUNG_COLLECTION_EVERY = 10.0
+# collections that its allocations set off cost a sixth of the CPU per request. The young
+# generations are collected on this timer instead, and what survives is frozen like the
+# cycle's objects, so each collection looks only at what is new since the one before.
+# Measured: collected every 10 s without freezing, the executions waiting in a burst made
+# one collection of 284,000 objects pause the event loop for 110 ms (webhook p99 62 ms);
+# every second, with freezing, a collection looks at a tenth of that.
+YOUNG_COLLECTION_EVERY = 1.0
 
 
 @dataclass
@@ -140,11 +143,14 @@ class Daemon:
         gc.freeze()
 
     async def collect_loop(self) -> None:
-        """Collects the young generations every YOUNG_COLLECTION_EVERY seconds; with
-        the collector's own runs off while serving (see `server.serve`)."""
+        """Collects the young generations every YOUNG_COLLECTION_EVERY seconds and
+        freezes what survives; with the collector's own runs off while serving (see
+        `server.serve`). Cyclic garbage among frozen objects waits for the hourly full
+        collection (FULL_COLLECTION_EVERY)."""
         while True:
             await asyncio.sleep(YOUNG_COLLECTION_EVERY)
             gc.collect(1)
+            gc.freeze()
 
     def request_reconcile(self) -> None:
         """Starts a cycle now (a push webhook); cycles asked for while one runs coalesce."""

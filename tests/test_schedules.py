@@ -235,3 +235,39 @@ def test_a_large_change_is_parsed_in_worker_processes(
         assert reconciler.cache.misses == before
     finally:
         pool.shutdown()
+
+
+def test_the_collector_frees_cycles_and_freezes_what_lives_on(
+    repo: Repo, age_key: AgeKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import weakref
+
+    import loomgit.daemon
+
+    class Node:
+        ref: object = None
+
+    monkeypatch.setattr(loomgit.daemon, "YOUNG_COLLECTION_EVERY", 0.01)
+    garbage = Node()
+    garbage.ref = garbage  # a cycle: only the collector frees it
+    freed = weakref.ref(garbage)
+    del garbage
+    kept = [Node()]
+    gc.disable()  # as while serving
+    try:
+        with History(tmp_path / "history.db") as history:
+            daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings())
+
+            async def a_few_rounds() -> None:
+                task = asyncio.create_task(daemon.collect_loop())
+                await asyncio.sleep(0.1)
+                task.cancel()
+
+            asyncio.run(a_few_rounds())
+        assert freed() is None
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects(0))  # frozen: not looked at again
+    finally:
+        gc.unfreeze()
+        gc.enable()
