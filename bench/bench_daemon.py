@@ -314,7 +314,7 @@ def bench_webhooks(scratch: Path, requests: int, seconds: int) -> None:
         processes = {"daemon": daemon.proc.pid}
         for pid in daemon.children():
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            processes[cmd[cmd.index(b"loomgit.dispatch") + 1].decode()] = pid
+            processes["writer" if b"loomgit.writer" in cmd else "runner"] = pid
         use_wrk = shutil.which("wrk") is not None
         if use_wrk:
             _wrk(scratch, url, 2, 64)  # warm up

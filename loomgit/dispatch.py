@@ -2,7 +2,8 @@
 processes (`RunnerPool`, what `loomgit serve` uses), so that running workflows does not
 take the CPU that accepting webhooks and firing schedules needs.
 
-With runner processes, one more process writes the execution history: the writer. SQLite
+With runner processes, one more process writes the execution history: the writer
+(`loomgit.writer`, which imports only the history, to stay small). SQLite
 takes one writer at a time, and a writer thread in the daemon would contend for the
 interpreter lock with the event loop on every row. The daemon sends the writer each
 accepted execution and answers the caller once the writer has committed it (queued);
@@ -30,13 +31,11 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from loomgit import eventloop, log
@@ -44,6 +43,7 @@ from loomgit.history import FinishRows, History, HistoryError, finish_rows
 from loomgit.recorder import AsyncRecorder
 from loomgit.records import Execution
 from loomgit.runtime import Deployment, Engine, TriggerEvent
+from loomgit.writer import FOR_RECEIVER, FOR_WRITER, HEADER, execution_row, frame
 
 MAX_RUNNING = 256  # executions a runner runs at once; the rest wait their turn, queued
 # Runners get the CPU only when nothing else wants it (SCHED_IDLE; where that is missing,
@@ -52,8 +52,6 @@ MAX_RUNNING = 256  # executions a runner runs at once; the rest wait their turn,
 # still took most of the second core, and the daemon's p50 latency at 5,000 requests/s
 # was 21 ms against 7 ms with SCHED_IDLE. What waits is bounded by --max-backlog.
 RUNNER_NICE = 19
-_HEADER = struct.Struct("!IB")  # size, and whom the message is for
-FOR_RECEIVER, FOR_WRITER = 0, 1
 INTERRUPTED = "interrupted: its runner process stopped before it finished"
 NOT_STARTED = "interrupted: the daemon stopped before it started"
 STOP_MARGIN = 30.0  # past the grace period, a runner that has not exited is killed
@@ -140,15 +138,10 @@ class InProcess:
 # -- messages between the processes ---------------------------------------------------
 
 
-def _frame(message: Any, tag: int = FOR_RECEIVER) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data), tag) + data
-
-
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
     """The next message: whom it is for, its header and its pickled body."""
-    header = await reader.readexactly(_HEADER.size)
-    size, tag = _HEADER.unpack(header)
+    header = await reader.readexactly(HEADER.size)
+    size, tag = HEADER.unpack(header)
     return tag, header, await reader.readexactly(size)
 
 
@@ -160,7 +153,7 @@ class _Channel:
         self._out: list[bytes] = []
 
     def send(self, message: Any, tag: int = FOR_RECEIVER) -> None:
-        self.send_frame(_frame(message, tag))
+        self.send_frame(frame(message, tag))
 
     def send_frame(self, frame: bytes) -> None:
         if not self._out:
@@ -173,16 +166,15 @@ class _Channel:
             self.writer.write(b"".join(out))
 
 
-async def _child(kind: str, *args: str) -> tuple[asyncio.subprocess.Process, _Channel, Any]:
-    """Starts `python -m loomgit.dispatch KIND FD ARGS…` with one end of a socket pair;
-    returns the process, a channel to it and a reader of what it sends."""
+async def _child(module: str, *args: str) -> tuple[asyncio.subprocess.Process, _Channel, Any]:
+    """Starts `python -m MODULE FD ARGS…` with one end of a socket pair; returns the
+    process, a channel to it and a reader of what it sends."""
     ours, theirs = socket.socketpair()
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "loomgit.dispatch",
-            kind,
+            module,
             str(theirs.fileno()),
             *args,
             pass_fds=(theirs.fileno(),),
@@ -219,40 +211,6 @@ def _execution(dep: Deployment, trigger: TriggerEvent, fields: tuple[Any, ...]) 
         dedupe_key=dedupe_key,
         status="running",
         started_at=started_at,
-        owner=owner,
-    )
-
-
-def _row(ex: Execution) -> tuple[Any, ...]:
-    return (
-        ex.id,
-        ex.environment,
-        ex.workflow,
-        ex.trigger_type,
-        ex.status,
-        ex.started_at,
-        ex.version,
-        ex.digest,
-        ex.trigger,
-        ex.dedupe_key,
-        ex.owner,
-    )
-
-
-def _from_row(row: tuple[Any, ...]) -> Execution:
-    ident, env, workflow, trigger_type, status, started_at, version, digest = row[:8]
-    trigger, dedupe_key, owner = row[8:]
-    return Execution(
-        id=ident,
-        environment=env,
-        workflow=workflow,
-        trigger_type=trigger_type,
-        status=status,
-        started_at=started_at,
-        version=version,
-        digest=digest,
-        trigger=trigger,
-        dedupe_key=dedupe_key,
         owner=owner,
     )
 
@@ -303,7 +261,10 @@ class RunnerPool:
 
     async def _spawn_writer(self) -> _Writer:
         proc, channel, reader = await _child(
-            "writer", str(self.history.path), str(self.history.max_field_bytes), self.log_format
+            "loomgit.writer",
+            str(self.history.path),
+            str(self.history.max_field_bytes),
+            self.log_format,
         )
         writer = _Writer(proc, channel)
         writer.listening = asyncio.create_task(self._listen_writer(writer, reader))
@@ -311,7 +272,7 @@ class RunnerPool:
 
     async def _spawn(self, number: int) -> _Runner:
         proc, channel, reader = await _child(
-            "runner", str(self.history.max_field_bytes), self.log_format
+            "loomgit.dispatch", str(self.history.max_field_bytes), self.log_format
         )
         runner = _Runner(number, proc, channel, reader)
         runner.listening = asyncio.create_task(self._listen(runner))
@@ -325,7 +286,7 @@ class RunnerPool:
 
     async def record(self, ex: Execution) -> str:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._to_writer(("start", _row(ex)))
+        self._to_writer(("start", execution_row(ex)))
         self._recording[ex.id] = fut
         return await fut
 
@@ -498,82 +459,6 @@ class RunnerPool:
         return sum(1 for status, _ in outcomes if status == "interrupted")
 
 
-# -- the writer process ---------------------------------------------------------------
-
-
-def _frames(sock: socket.socket) -> Iterator[list[Any]]:
-    """Every message that has arrived, in batches: blocks for the first, then takes what
-    else is there. Ends when the daemon closes its end."""
-    buffer = bytearray()
-    while True:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            return
-        buffer += chunk
-        batch, at = [], 0
-        while len(buffer) - at >= _HEADER.size:
-            size, _ = _HEADER.unpack_from(buffer, at)
-            if len(buffer) - at - _HEADER.size < size:
-                break
-            start = at + _HEADER.size
-            batch.append(pickle.loads(buffer[start : start + size]))
-            at = start + size
-        del buffer[:at]
-        if batch:
-            yield batch
-
-
-def _write(sock: socket.socket, history: History) -> None:
-    """The writer: commits each batch of messages in one transaction, then says what it
-    committed."""
-    for batch in _frames(sock):
-        ops: list[tuple[str, Any]] = []
-        stop = False
-        for kind, items in batch:
-            if kind == "start":
-                ops.append(("start", _from_row(items)))
-            elif kind == "rows":
-                ops += [("rows", rows) for rows, _ in items]
-            elif kind == "running":
-                ops.append(("running", items))
-            elif kind == "interrupt":
-                ops += [("interrupt", ex) for ex in items]
-            else:
-                stop = True
-        results = history.apply(ops)
-        recorded: list[tuple[str, str | None, str | None]] = []
-        ended: list[tuple[str, str, Execution | None]] = []
-        at = 0
-        for kind, items in batch:
-            if kind == "start":
-                result = results[at]
-                if isinstance(result, Exception):
-                    recorded.append((items[0], None, str(result)))
-                else:
-                    recorded.append((items[0], result.id, None))
-                at += 1
-            elif kind == "rows":
-                failed = [r for r in results[at : at + len(items)] if isinstance(r, Exception)]
-                if failed:
-                    log.event("history write failed", logging.ERROR, error=str(failed[0]))
-                ended += [(rows[0][-1], rows[0][0], record) for rows, record in items]
-                at += len(items)
-            elif kind == "running":
-                at += 1
-            elif kind == "interrupt":
-                ended += [(ex.id, ex.status, ex) for ex in items]
-                at += len(items)
-        out = b""
-        if recorded:
-            out += _frame(("recorded", recorded))
-        if ended:
-            out += _frame(("ended", ended))
-        if out:
-            sock.sendall(out)
-        if stop:
-            return
-
-
 # -- the runner process -------------------------------------------------------------------
 
 
@@ -697,21 +582,16 @@ async def _run_runner(sock: socket.socket, max_field_bytes: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m loomgit.dispatch runner FD MAX_FIELD_BYTES LOG_FORMAT`, or
-    `… writer FD HISTORY MAX_FIELD_BYTES LOG_FORMAT`: a process started by the daemon with
-    one end of a socket pair. It stops when told to or when the daemon is gone; SIGINT
-    and SIGTERM are the daemon's to act on."""
+    """`python -m loomgit.dispatch FD MAX_FIELD_BYTES LOG_FORMAT`: a runner process,
+    started by the daemon with one end of a socket pair. It stops when told to or when the
+    daemon is gone; SIGINT and SIGTERM are the daemon's to act on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    kind, fd, *rest = argv
-    log.configure(rest[-1])
+    fd, max_field_bytes, log_format = argv
+    log.configure(log_format)
     sock = socket.socket(fileno=int(fd))
-    if kind == "writer":
-        with History(Path(rest[0]), max_field_bytes=int(rest[1])) as history:
-            _write(sock, history)
-        return
     _idle_priority()
-    eventloop.run(_run_runner(sock, int(rest[0])))
+    eventloop.run(_run_runner(sock, int(max_field_bytes)))
 
 
 def _idle_priority() -> None:

@@ -367,7 +367,7 @@ def _runner_pids(daemon: Daemon) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"loomgit.dispatch" in cmdline and b"runner" in cmdline:
+        if b"loomgit.dispatch" in cmdline:  # a runner (the writer is loomgit.writer)
             out.append(pid)
     return out
 
@@ -610,3 +610,15 @@ def test_the_event_loop_is_uvloops_where_it_is_installed() -> None:
 
     expected = "asyncio" if sys.platform == "win32" else "uvloop"
     assert eventloop.run(loop_module()).split(".")[0] == expected
+
+
+def test_the_history_writer_process_imports_only_the_history() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, loomgit.writer; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "loomgit.history" in loaded
+    heavy = {"loomgit.runtime", "loomgit.dispatch", "aiohttp", "pydantic", "jinja2"}
+    assert heavy.isdisjoint(loaded)
