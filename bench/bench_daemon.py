@@ -84,6 +84,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CHILD_NAMES = (
+    (b"loomgit.writer", "history writer"),
+    (b"loomgit.dispatch", "runner"),
+    (b"forkserver", "fork server"),
+)
+
+
 class Daemon:
     def __init__(self, repo: Path, key: Path | None, state: Path, *extra: str) -> None:
         self.port = free_port()
@@ -122,16 +129,22 @@ class Daemon:
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    def workers_rss_mib(self) -> float:
-        total = 0.0
+    def workers_rss_mib(self) -> dict[str, float]:
+        """Resident memory of each child process, by what it is."""
+        found: dict[str, float] = {}
         for pid in self.children(recursive=True):
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
             except OSError:
-                pass
-        return total
+                continue
+            name = next(
+                (n for key, n in CHILD_NAMES if key in cmd), cmd.split(b"\0")[-2].decode()[-30:]
+            )
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    found[name] = found.get(name, 0.0) + int(line.split()[1]) / 1024
+        return found
 
     def children(self, recursive: bool = False) -> list[int]:
         out = subprocess.run(["ps", "-o", "pid=,ppid=", "-e"], capture_output=True, text=True)
@@ -443,10 +456,11 @@ def bench_big(scratch: Path, workflows: int, rounds: int) -> None:
     daemon = Daemon(repo, key, scratch / "state-big")
     try:
         print(f"start-up to /readyz: {daemon.ready_after:.2f} s")
+        workers = daemon.workers_rss_mib()
+        each = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(workers.items()))
         print(
             f"resident memory: {daemon.rss_mib():.0f} MiB (the daemon), "
-            f"{daemon.workers_rss_mib():.0f} MiB (its child processes together: the history "
-            "writer, the runner, and the fork server parse workers start from)"
+            f"{sum(workers.values()):.0f} MiB (its child processes: {each})"
         )
         name = "wf-00001"  # a webhook workflow, active in staging
         hook = f"/hooks/staging/hooks/{name}"
