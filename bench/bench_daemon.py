@@ -88,6 +88,7 @@ CHILD_NAMES = (
     (b"loomgit.writer", "history writer"),
     (b"loomgit.dispatch", "runner"),
     (b"forkserver", "fork server"),
+    (b"resource_tracker", "resource tracker"),
 )
 
 
