@@ -288,7 +288,9 @@ class Daemon:
         """Lets running executions finish within the grace period, records the rest as
         interrupted, and flushes the history."""
         if self._scheduler is not None:
-            await self._scheduler.close()
+            cut = await self._scheduler.close(self.settings.grace)
+            if cut:
+                log.event("schedule fires cut short", logging.WARNING, count=cut)
         interrupted = await self.dispatch.stop(self.settings.grace)
         if interrupted:
             log.event("executions interrupted", logging.WARNING, count=interrupted)

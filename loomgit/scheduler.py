@@ -160,6 +160,14 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(delay, IDLE_WAIT))
 
-    async def close(self) -> None:
-        if self._firing:
-            await asyncio.gather(*self._firing, return_exceptions=True)
+    async def close(self, timeout: float) -> int:
+        """Waits up to `timeout` for schedules that are firing to record their executions;
+        cancels the rest (an execution recorded meanwhile but never started is recorded
+        as interrupted by the next start). Returns how many were cancelled."""
+        if not self._firing:
+            return 0
+        _, pending = await asyncio.wait(set(self._firing), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)

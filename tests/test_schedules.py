@@ -8,6 +8,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import HELLO, AgeKey, Repo, commit_all, descendants, put_everywhere
@@ -271,3 +272,24 @@ def test_the_collector_frees_cycles_and_freezes_what_lives_on(
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_closing_the_scheduler_waits_for_a_stuck_fire_only_so_long() -> None:
+    from loomgit.scheduler import Scheduler
+
+    fired: list[datetime] = []
+
+    async def never_recorded(entry: Any, at: datetime) -> None:
+        fired.append(at)
+        await asyncio.Event().wait()  # a history that never answers
+
+    async def fire_then_close() -> tuple[int, float]:
+        scheduler = Scheduler(never_recorded)
+        scheduler.fire_now(None, datetime(2026, 5, 4, 7, 0, tzinfo=UTC))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        began = time.monotonic()
+        cut = await scheduler.close(0.1)
+        return cut, time.monotonic() - began
+
+    cut, took = asyncio.run(fire_then_close())
+    assert fired and cut == 1 and took < 2.0
