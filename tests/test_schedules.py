@@ -228,12 +228,23 @@ def test_a_large_change_is_parsed_in_worker_processes(
         assert status["development"].conditions[0].reason == "Ready"
         assert len(reconciler.served["development"].deployments) == count + 1
         assert used == [1]  # one chunk of new workflows went to the worker processes
-        # The workers stopped; the fork server and its resource tracker stay.
-        assert len(descendants(os.getpid())) <= 2
+        # The workers stopped, and so did the fork server and its resource tracker.
+        assert descendants(os.getpid()) == []
         before = reconciler.cache.misses
         reconciler.served.clear()  # a second cycle finds every workflow cached
         reconciler.cycle()
         assert reconciler.cache.misses == before
+        for i in range(count, 2 * count):  # the next large change starts them again
+            content = EVERY_MINUTE.replace("name: hello", f"name: hello{i}")
+            repo.write(
+                repo.wf("development", f"hello{i}"),
+                content.replace("path: hello", f"path: hello{i}"),
+            )
+        commit_all(repo.path, "more workflows")
+        assert reconciler.cycle()["development"].conditions[0].reason == "Ready"
+        assert used == [1, 1]
+        assert len(reconciler.served["development"].deployments) == 2 * count + 1
+        assert descendants(os.getpid()) == []
     finally:
         pool.shutdown()
 
