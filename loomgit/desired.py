@@ -5,7 +5,7 @@ The CLI's `run` and the daemon build their deployments here."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,16 @@ class Plan:
     deployment: Deployment  # without credentials yet
     path: str
     state: WorkflowState
+
+
+@dataclass
+class Decrypted:
+    """What one environment's credentials decrypted to, kept for one cycle: each file once,
+    and each set of credential names once, so the deployments that declare the same set
+    share its values and its redactor."""
+
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # by path
+    sets: dict[tuple[str, ...], tuple[dict[str, Any], Redactor]] = field(default_factory=dict)
 
 
 def _reveal(value: Any) -> Any:
@@ -83,7 +93,8 @@ def plan(
     variables: dict[str, Any] = {}
     if files.variables is not None:
         vars_model = cache.model(Variables, files.variables.blob, snap.bytes_of(files.variables))
-        variables = dict(vars_model.model.variables) if vars_model.model else {}
+        # The environment's one mapping, shared by its deployments (read-only to them).
+        variables = vars_model.model.variables if vars_model.model else {}
     state = WorkflowState()
     if files.environment is not None:
         doc = cache.model(
@@ -105,20 +116,41 @@ def with_credentials(
     snap: Snapshot,
     found: Plan,
     key_file: Path | None,
-    decrypted: dict[str, dict[str, Any]] | None = None,
+    decrypted: Decrypted | None = None,
 ) -> Deployment:
     """The deployment with the credentials it declares, decrypted with its environment's
-    key. `decrypted` caches decrypted files across calls (by path)."""
+    key. `decrypted` keeps what was decrypted across calls for the same environment."""
     dep = found.deployment
-    wanted = dep.workflow.spec.credentials
+    wanted = tuple(dep.workflow.spec.credentials)
     if not wanted:
         return dep
-    env, files = dep.environment, snap.envs[dep.environment]
-    scoped_ref, shared_ref = files.credentials, files.global_credentials
+    decrypted = Decrypted() if decrypted is None else decrypted
+    known = decrypted.sets.get(wanted)
+    if known is None:
+        values = _credentials(snap, dep.environment, wanted, key_file, decrypted.files)
+        known = decrypted.sets[wanted] = (values, Redactor(secret_values(values)))
+    return Deployment(
+        workflow=dep.workflow,
+        environment=dep.environment,
+        version=dep.version,
+        digest=dep.digest,
+        variables=dep.variables,
+        credentials=known[0],
+        redactor=known[1],
+    )
+
+
+def _credentials(
+    snap: Snapshot,
+    env: str,
+    wanted: tuple[str, ...],
+    key_file: Path | None,
+    files: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    scoped_ref, shared_ref = snap.envs[env].credentials, snap.envs[env].global_credentials
     scoped = credentials.read(snap.bytes_of(scoped_ref)) if scoped_ref else None
     shared = credentials.read(snap.bytes_of(shared_ref)) if shared_ref else None
     scoped_only = frozenset(snap.config.scoped_only)
-    decrypted = {} if decrypted is None else decrypted
     values: dict[str, Any] = {}
     for name in wanted:
         where = credentials.resolve(name, scoped, shared, scoped_only)
@@ -129,15 +161,7 @@ def with_credentials(
             )
         ref = scoped_ref if where[0] == "scoped" else shared_ref
         assert ref is not None  # resolve() found the name in this file
-        if ref.path not in decrypted:
-            decrypted[ref.path] = sops.decrypt(snap.bytes_of(ref), key_file, what=ref.path, env=env)
-        values[name] = _reveal(decrypted[ref.path].get(name, {}))
-    return Deployment(
-        workflow=dep.workflow,
-        environment=env,
-        version=dep.version,
-        digest=dep.digest,
-        variables=dep.variables,
-        credentials=values,
-        redactor=Redactor(secret_values(values)),
-    )
+        if ref.path not in files:
+            files[ref.path] = sops.decrypt(snap.bytes_of(ref), key_file, what=ref.path, env=env)
+        values[name] = _reveal(files[ref.path].get(name, {}))
+    return values

@@ -248,7 +248,7 @@ class Reconciler:
         hooks: dict[tuple[str, str], str] = {}
         api: set[str] = set()
         schedules: list[tuple[str, ScheduleTrigger]] = []
-        decrypted: dict[str, dict[str, Any]] = {}  # each credentials file once per cycle
+        decrypted = desired.Decrypted()  # each credentials file once per cycle
         inputs: dict[str, tuple[Any, ...]] = {}
         current = self.served.get(name)
         shared = _shared_inputs(snap, name, self.keys.get(name))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +223,11 @@ class Git:
                 continue
             meta, _, name = record.partition(b"\t")
             mode, kind, sha = meta.decode().split(" ")
-            entries.append(TreeEntry(mode, kind, sha, name.decode("utf-8", "surrogateescape")))
+            # A tree's entries share a handful of modes and kinds: one object each.
+            entry = TreeEntry(
+                sys.intern(mode), sys.intern(kind), sha, name.decode("utf-8", "surrogateescape")
+            )
+            entries.append(entry)
         return entries
 
     def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
