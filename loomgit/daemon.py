@@ -9,7 +9,6 @@ interrupted when the next one starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import logging
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from loomgit import log
+from loomgit import eventloop, log
 from loomgit.dispatch import Dispatcher, InProcess, Outcome, RunnerPool
 from loomgit.history import History
 from loomgit.metrics import Metrics
@@ -167,8 +166,7 @@ class Daemon:
     async def reconcile_loop(self) -> None:
         self._wake = asyncio.Event()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.next_wait())
+            await eventloop.wait_event(self._wake, self.next_wait())
             self._wake.clear()
             await self.reconcile_once()
 

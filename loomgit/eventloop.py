@@ -21,3 +21,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Waits at most `timeout` seconds for `event`; whether it was set. Cancelling the
+    waiting task always stops it: Python 3.11's `asyncio.wait_for` drops a cancel that
+    arrives as the event is set, and the daemon's timer then waited out its whole timeout
+    before it could stop."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

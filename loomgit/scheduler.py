@@ -10,7 +10,6 @@ trigger says `catchup: latest`: then the latest missed time fires once at start-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from loomgit import cron
+from loomgit import cron, eventloop
 from loomgit.models.workflow import ScheduleTrigger
 
 DEDUPE_PREFIX = "schedule:"
@@ -157,8 +156,7 @@ class Scheduler:
             self._wake.clear()
             delay = self._heap[0][0] - self._clock() if self._heap else IDLE_WAIT
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(delay, IDLE_WAIT))
+                await eventloop.wait_event(self._wake, min(delay, IDLE_WAIT))
 
     async def close(self, timeout: float) -> int:
         """Waits up to `timeout` for schedules that are firing to record their executions;

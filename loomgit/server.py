@@ -11,6 +11,7 @@ import gc
 import hashlib
 import hmac
 import json
+import logging
 import re
 import signal
 import time
@@ -319,6 +320,9 @@ def _environments(daemon: Daemon) -> list[dict[str, Any]]:
     return out
 
 
+LOOPS_STOP_WITHIN = 5.0  # seconds; cancelled, they stop at once
+
+
 async def serve(daemon: Daemon, host: str, port: int) -> None:
     """Runs until SIGTERM or SIGINT: reconcile first, then accept requests."""
     runner = web.AppRunner(app(daemon), access_log=None, handle_signals=False)
@@ -356,7 +360,10 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     log.event("stopping", grace=daemon.settings.grace)
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # Each loop stops at its next await; a cycle in its worker thread is not waited for.
+    _, stuck = await asyncio.wait(tasks, timeout=LOOPS_STOP_WITHIN)
+    if stuck:
+        log.event("loops did not stop; stopping without them", logging.WARNING, count=len(stuck))
     await site.stop()  # stop accepting; running executions go on within the grace period
     await daemon.stop()
     await runner.cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,43 @@ def test_closing_the_scheduler_waits_for_a_stuck_fire_only_so_long() -> None:
 
     cut, took = asyncio.run(fire_then_close())
     assert fired and cut == 1 and took < 2.0
+
+
+async def _cancelled_as_woken(loop_task: asyncio.Task[None], wake: Callable[[], None]) -> bool:
+    """Wakes a loop that waits for its event and cancels it in the same step: whether
+    the cancel stops it (Python 3.11's `wait_for` dropped such a cancel, and the daemon
+    then waited out the whole timeout before stopping)."""
+    await asyncio.sleep(0.05)  # the loop is waiting for its event
+    wake()
+    loop_task.cancel()
+    done, _ = await asyncio.wait({loop_task}, timeout=2.0)
+    if not done:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+    return bool(done) and loop_task.cancelled()
+
+
+def test_the_timer_stops_when_cancelled_as_a_schedule_change_wakes_it() -> None:
+    from loomgit.scheduler import Scheduler
+
+    async def main() -> bool:
+        scheduler = Scheduler(lambda entry, at: asyncio.sleep(0))  # type: ignore[arg-type,return-value]
+        task = asyncio.create_task(scheduler.run())
+        return await _cancelled_as_woken(task, lambda: scheduler.update("staging", []))
+
+    assert asyncio.run(main())
+
+
+def test_the_reconcile_loop_stops_when_cancelled_as_a_push_wakes_it(
+    repo: Repo, age_key: AgeKey, tmp_path: Path
+) -> None:
+    async def main(daemon: Daemon) -> bool:
+        await daemon.reconcile_once()
+        task = asyncio.create_task(daemon.reconcile_loop())
+        stopped = await _cancelled_as_woken(task, daemon.request_reconcile)
+        await daemon.stop()
+        return stopped
+
+    with History(tmp_path / "history.db") as history:
+        daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings(interval=3600))
+        assert asyncio.run(main(daemon))
