@@ -49,3 +49,23 @@ def test_retain_drops_old_environment_files_but_keeps_small_documents() -> None:
     assert cache.misses == misses
     cache.model(EnvironmentState, blob_id(old), old)
     assert cache.misses == misses + 1
+
+
+def test_parsed_workflows_share_their_strings_and_field_name_sets() -> None:
+    """What keeps 10,000 served workflows small (docs/benchmarks.md): keys and short
+    values are one object across documents, and so is each set of given field names."""
+    from conftest import HELLO
+
+    from loomgit.documents import parse_workflow
+
+    first = parse_workflow(HELLO.encode()).model
+    second = parse_workflow(HELLO.replace("name: hello", "name: other").encode()).model
+    assert first is not None and second is not None
+    one, two = first.spec.steps[0], second.spec.steps[0]
+    assert one.type is two.type and next(iter(one.with_)) is next(iter(two.with_))
+    assert one.model_fields_set is two.model_fields_set
+    assert first.metadata.name != second.metadata.name
+    # A copy with changes gets its own set: the shared one is never added to.
+    changed = one.model_copy(update={"on_error": "continue"})
+    assert "on_error" in changed.model_fields_set
+    assert "on_error" not in one.model_fields_set and one.model_fields_set is two.model_fields_set

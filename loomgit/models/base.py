@@ -26,6 +26,19 @@ class StrictModel(BaseModel):
     # Validators are built on first use: a command pays only for the documents it reads.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
+    def model_post_init(self, context: Any, /) -> None:
+        # The names of the fields a document gave: one set shared by every instance given
+        # the same names, not a set each. The daemon keeps about a dozen models per
+        # workflow it serves, and these sets took 34 of its 222 MiB with 10,000 workflows.
+        # Safe because the models are immutable: pydantic adds to this set only on
+        # assignment (refused) and in `model_copy`, which copies it first.
+        given = self.__pydantic_fields_set__
+        shared = _FIELD_SETS.setdefault(frozenset(given), given)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
+
+
+_FIELD_SETS: dict[frozenset[str], set[str]] = {}
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
