@@ -69,6 +69,7 @@ class Condition:
 
 
 MAX_EVENTS = 20
+NO_STATE = WorkflowState()  # a workflow environment.yaml does not list (immutable: shared)
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Reconciler:
         states = _states(snap, self.cache, name)
         for ref in snap.envs[name].workflows:
             stem = ref.rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            state = states.get(stem) or WorkflowState()
+            state = states.get(stem) or NO_STATE
             made_from = inputs[stem] = (ref.blob, state, shared)
             if current is not None and current.inputs.get(stem) == made_from:
                 dep = current.deployments[stem]  # nothing it is made from changed
