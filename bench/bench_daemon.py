@@ -452,17 +452,24 @@ def toggle(repo: Path, verb: str, name: str) -> None:
     )
 
 
+def print_memory(daemon: Daemon, what: str) -> None:
+    """The daemon's and its child processes' resident memory, and their total (the
+    target is on the total)."""
+    workers = daemon.workers_rss_mib()
+    each = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(workers.items()))
+    own = daemon.rss_mib()
+    print(
+        f"{what}: {own + sum(workers.values()):.0f} MiB in all; the daemon {own:.0f} MiB, "
+        f"its child processes {sum(workers.values()):.0f} MiB ({each})"
+    )
+
+
 def bench_big(scratch: Path, workflows: int, rounds: int) -> None:
     repo, key = big_repo(scratch, workflows)
     daemon = Daemon(repo, key, scratch / "state-big")
     try:
         print(f"start-up to /readyz: {daemon.ready_after:.2f} s")
-        workers = daemon.workers_rss_mib()
-        each = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(workers.items()))
-        print(
-            f"resident memory: {daemon.rss_mib():.0f} MiB (the daemon), "
-            f"{sum(workers.values()):.0f} MiB (its child processes: {each})"
-        )
+        print_memory(daemon, "resident memory at start")
         name = "wf-00001"  # a webhook workflow, active in staging
         hook = f"/hooks/staging/hooks/{name}"
         samples = []
@@ -478,7 +485,7 @@ def bench_big(scratch: Path, workflows: int, rounds: int) -> None:
             f"commit -> trigger {rounds} times after a push webhook: "
             f"p50 {statistics.median(samples):.2f} s, p95 {percentile(samples, 0.95):.2f} s"
         )
-        print(f"resident memory after: {daemon.rss_mib():.0f} MiB")
+        print_memory(daemon, f"resident memory after {rounds} commits")
     finally:
         daemon.stop()
 
