@@ -39,9 +39,11 @@ FULL_COLLECTION_EVERY = 3600.0
 # generations are collected on this timer instead, and what survives is frozen like the
 # cycle's objects, so each collection looks only at what is new since the one before.
 # Measured: collected every 10 s without freezing, the executions waiting in a burst made
-# one collection of 284,000 objects pause the event loop for 110 ms (webhook p99 62 ms);
-# every second, with freezing, a collection looks at a tenth of that.
-YOUNG_COLLECTION_EVERY = 1.0
+# one collection of 284,000 objects pause the event loop for 110 ms (webhook p99 62 ms).
+# Every second, with freezing, a collection at 5,000 requests/s still looked at 40,000
+# objects and paused the loop for 18-23 ms; every tenth of a second it is 1.5-4 ms
+# (bench_daemon.py p99, two runs each: 19-21 ms against 25-29 ms).
+YOUNG_COLLECTION_EVERY = 0.1
 
 
 @dataclass
