@@ -96,6 +96,12 @@ def test_a_changed_credentials_file_rebuilds_every_active_workflow(
         for name in ("hello", "other"):
             dep = reconciler.served[env].deployments[name]
             assert dep.credentials == {"greeter": {"token": "LOOMGIT-CANARY-rotated"}}
+        # Workflows that declare the same credentials share them, their redactor and the
+        # environment's variables (one copy each, however many workflows).
+        hello, other = (reconciler.served[env].deployments[n] for n in ("hello", "other"))
+        assert hello.credentials is other.credentials and hello.redactor is other.redactor
+        assert hello.variables is other.variables
+        assert hello.redactor.text("LOOMGIT-CANARY-rotated") != "LOOMGIT-CANARY-rotated"
     _same_as_fresh(reconciler, repo, age_key)
 
 
