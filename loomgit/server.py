@@ -361,9 +361,13 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     for task in tasks:
         task.cancel()
     # Each loop stops at its next await; a cycle in its worker thread is not waited for.
-    _, stuck = await asyncio.wait(tasks, timeout=LOOPS_STOP_WITHIN)
+    done, stuck = await asyncio.wait(tasks, timeout=LOOPS_STOP_WITHIN)
     if stuck:
         log.event("loops did not stop; stopping without them", logging.WARNING, count=len(stuck))
+    for task in done:  # a loop that had failed says so here, not as a traceback at exit
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:  # its type only: the message might hold a secret
+            log.event("loop failed", logging.ERROR, error=type(failure).__name__)
     await site.stop()  # stop accepting; running executions go on within the grace period
     await daemon.stop()
     await runner.cleanup()
