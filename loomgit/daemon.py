@@ -229,7 +229,7 @@ class Daemon:
         ident = await self.dispatch.record(proposed)
         if ident != proposed.id:
             return ident, None
-        self.metrics.started.labels(dep.environment, trigger.type).inc()
+        self.metrics.child(self.metrics.started, dep.environment, trigger.type).inc()
         fut = self.dispatch.submit(dep, trigger, proposed, want_record)
         fut.add_done_callback(functools.partial(self._finished, dep.environment))
         return ident, fut
@@ -242,7 +242,7 @@ class Daemon:
     def _finished(self, environment: str, fut: asyncio.Future[Outcome]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
-        self.metrics.finished.labels(environment, fut.result()[0]).inc()
+        self.metrics.child(self.metrics.finished, environment, fut.result()[0]).inc()
 
     async def _fire(self, entry: Entry, at: datetime) -> None:
         served = self.reconciler.served.get(entry.environment)

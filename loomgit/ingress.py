@@ -188,5 +188,6 @@ class Ingress:
         key = headers.get("Idempotency-Key") or headers.get("X-GitHub-Delivery")
         sync = trigger.respond_timeout if trigger.respond == "sync" else None
         answer = await self.accept(served, env, name, event, key, sync)
-        daemon.metrics.webhook_seconds.labels(env).observe(time.perf_counter() - began)
+        metrics = daemon.metrics
+        metrics.child(metrics.webhook_seconds, env).observe(time.perf_counter() - began)
         return answer

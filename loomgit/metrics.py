@@ -3,8 +3,11 @@ per daemon)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -61,6 +64,16 @@ class Metrics:
             "loomgit_active_workflows", "Active workflows served", ["environment"], registry=r
         )
         self.schedules = Gauge("loomgit_schedules", "Schedules the timer holds", registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """`metric.labels(*values)`, kept for the next time: every accepted webhook
+        counts on three of these, and `labels` checks its values and takes a lock."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
