@@ -1,0 +1,138 @@
+"""The history's writer (`loomgit.writer.write`), as the daemon talks to it: over a real
+socket pair, into a real SQLite file."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loomgit.history import History, finish_rows
+from loomgit.records import Execution, new_id
+from loomgit.writer import CHUNK, HEADER, execution_row, frame, write
+
+
+def queued() -> Execution:
+    now = time.time()
+    return Execution(
+        id=new_id(now),
+        environment="staging",
+        workflow="order-sync",
+        trigger_type="webhook",
+        status="queued",
+        started_at=now,
+    )
+
+
+def finished(ex: Execution) -> tuple[Any, None]:
+    """A runner's report of `ex` having succeeded, as it reaches the writer."""
+    return finish_rows(replace(ex, status="succeeded", ended_at=time.time())), None
+
+
+class Daemon:
+    """The daemon's end of the socket pair."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(30)
+        self._buffer = b""
+
+    def send(self, *messages: Any) -> None:
+        self.sock.sendall(b"".join(frame(m) for m in messages))
+
+    def replies(self) -> Iterator[tuple[str, list[Any]]]:
+        import pickle
+
+        while True:
+            while len(self._buffer) >= HEADER.size:
+                size, _ = HEADER.unpack_from(self._buffer)
+                if len(self._buffer) < HEADER.size + size:
+                    break
+                body = self._buffer[HEADER.size : HEADER.size + size]
+                self._buffer = self._buffer[HEADER.size + size :]
+                yield pickle.loads(body)
+            chunk = self.sock.recv(1 << 20)
+            assert chunk, "the writer closed its end"
+            self._buffer += chunk
+
+    def record(self, executions: list[Execution]) -> None:
+        self.send(*[("start", execution_row(ex)) for ex in executions])
+        waiting = {ex.id for ex in executions}
+        for kind, items in self.replies():
+            assert kind == "recorded"
+            waiting -= {ident for ident, stored, error in items if stored == ident and not error}
+            if not waiting:
+                return
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[tuple[Daemon, History, threading.Thread]]:
+    ours, theirs = socket.socketpair()
+    with History(tmp_path / "history.db") as history:
+        thread = threading.Thread(target=write, args=(theirs, history), daemon=True)
+        thread.start()
+        yield Daemon(ours), history, thread
+        ours.close()
+        thread.join(30)
+    theirs.close()
+
+
+def test_an_accepted_execution_is_not_held_back_by_finished_ones(
+    writer: tuple[Daemon, History, threading.Thread],
+) -> None:
+    daemon, history, _ = writer
+    earlier = [queued() for _ in range(CHUNK * 40)]
+    daemon.record(earlier)
+    # The runners report them all finished at once; a webhook arrives meanwhile.
+    daemon.send(("rows", [finished(ex) for ex in earlier]))
+    replies = daemon.replies()
+    kind, items = next(replies)  # the writer has begun on the finished ones
+    assert kind == "ended" and len(items) == CHUNK
+    late = queued()
+    daemon.send(("start", execution_row(late)))
+    ended = len(items)
+    for kind, items in replies:
+        if kind == "recorded":
+            assert items == [(late.id, late.id, None)]
+            break
+        assert len(items) <= CHUNK
+        ended += len(items)
+    # Recorded with most of the finished ones still to commit, not after all of them.
+    assert ended < len(earlier) // 2, ended
+    for _, items in replies:
+        ended += len(items)
+        if ended == len(earlier):
+            break
+    assert history.get(earlier[-1].id).status == "succeeded"
+    assert history.get(late.id).status == "queued"
+
+
+def test_stopping_commits_everything_sent_before(
+    writer: tuple[Daemon, History, threading.Thread],
+) -> None:
+    daemon, history, thread = writer
+    earlier = [queued() for _ in range(CHUNK * 3 + 5)]
+    daemon.record(earlier)
+    daemon.send(("rows", [finished(ex) for ex in earlier]), ("stop", None))
+    thread.join(30)
+    assert not thread.is_alive()
+    assert {history.get(ex.id).status for ex in earlier} == {"succeeded"}
+
+
+def test_what_came_before_the_daemon_went_is_committed(
+    writer: tuple[Daemon, History, threading.Thread],
+) -> None:
+    daemon, history, thread = writer
+    earlier = [queued() for _ in range(CHUNK * 3 + 5)]
+    daemon.record(earlier)
+    daemon.send(("rows", [finished(ex) for ex in earlier]))
+    daemon.sock.close()  # the daemon is gone, killed say
+    thread.join(30)
+    assert not thread.is_alive()
+    assert {history.get(ex.id).status for ex in earlier} == {"succeeded"}
