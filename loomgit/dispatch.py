@@ -9,9 +9,10 @@ interpreter lock with the event loop on every row. The daemon sends the writer e
 accepted execution and answers the caller once the writer has committed it (queued);
 then sends it to the runner with the fewest executions in hand. The runner records it
 running, runs it, and sends how it ended; those records pass through the daemon to the
-writer untouched. The writer commits whatever has arrived together (a group commit) and
-tells the daemon what ended, which answers a `respond: sync` webhook, counts it, and lets
-the next run of an `overlap: skip` schedule go.
+writer untouched. The writer commits what has arrived together (a group commit), accepted
+executions before the runners' records, and tells the daemon what ended, which answers
+a `respond: sync` webhook, counts it, and lets the next run of an `overlap: skip`
+schedule go.
 
 Each runner receives a deployment (workflow, variables, decrypted credentials) once, over
 a socket pair only the two processes hold, and forgets it when no environment serves it
