@@ -113,26 +113,18 @@ def test_an_accepted_execution_is_not_held_back_by_finished_ones(
     assert history.get(late.id).status == "queued"
 
 
-def test_stopping_commits_everything_sent_before(
-    writer: tuple[Daemon, History, threading.Thread],
-) -> None:
-    daemon, history, thread = writer
-    earlier = [queued() for _ in range(CHUNK * 3 + 5)]
-    daemon.record(earlier)
-    daemon.send(("rows", [finished(ex) for ex in earlier]), ("stop", None))
-    thread.join(30)
-    assert not thread.is_alive()
-    assert {history.get(ex.id).status for ex in earlier} == {"succeeded"}
-
-
-def test_what_came_before_the_daemon_went_is_committed(
-    writer: tuple[Daemon, History, threading.Thread],
+@pytest.mark.parametrize("how", ["told to stop", "the daemon is gone"])
+def test_what_was_sent_before_it_stops_is_committed(
+    writer: tuple[Daemon, History, threading.Thread], how: str
 ) -> None:
     daemon, history, thread = writer
     earlier = [queued() for _ in range(CHUNK * 3 + 5)]
     daemon.record(earlier)
     daemon.send(("rows", [finished(ex) for ex in earlier]))
-    daemon.sock.close()  # the daemon is gone, killed say
+    if how == "told to stop":
+        daemon.send(("stop", None))
+    else:
+        daemon.sock.close()  # killed, say
     thread.join(30)
     assert not thread.is_alive()
     assert {history.get(ex.id).status for ex in earlier} == {"succeeded"}
