@@ -15,7 +15,7 @@ import pytest
 
 from loomgit.history import History, finish_rows
 from loomgit.records import Execution, new_id
-from loomgit.writer import CHUNK, HEADER, execution_row, frame, write
+from loomgit.writer import CHUNK, Inbox, execution_row, frame, write
 
 
 def queued() -> Execution:
@@ -41,25 +41,16 @@ class Daemon:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.sock.settimeout(30)
-        self._buffer = b""
+        self._inbox = Inbox(sock)  # the writer's own reading of frames, from this side
 
     def send(self, *messages: Any) -> None:
         self.sock.sendall(b"".join(frame(m) for m in messages))
 
     def replies(self) -> Iterator[tuple[str, list[Any]]]:
-        import pickle
-
         while True:
-            while len(self._buffer) >= HEADER.size:
-                size, _ = HEADER.unpack_from(self._buffer)
-                if len(self._buffer) < HEADER.size + size:
-                    break
-                body = self._buffer[HEADER.size : HEADER.size + size]
-                self._buffer = self._buffer[HEADER.size + size :]
-                yield pickle.loads(body)
-            chunk = self.sock.recv(1 << 20)
-            assert chunk, "the writer closed its end"
-            self._buffer += chunk
+            batch = self._inbox.take(wait=True)
+            assert batch is not None, "the writer closed its end"
+            yield from batch
 
     def record(self, executions: list[Execution]) -> None:
         self.send(*[("start", execution_row(ex)) for ex in executions])
