@@ -165,12 +165,22 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})[0] == 404
 
 
-def test_a_bad_commit_leaves_the_last_good_state_running(repo: Repo, cli: Cli, start: Any) -> None:
+BAD_EDITS = {
+    "syntax": "steps: [oops",
+    # Nested 100,000 levels deep: the C parser alone would crash the daemon on it.
+    "nesting": "steps: " + "[" * 100_000 + "]" * 100_000 + "\n  old:",
+}
+
+
+@pytest.mark.parametrize("edit", sorted(BAD_EDITS))
+def test_a_bad_commit_leaves_the_last_good_state_running(
+    repo: Repo, cli: Cli, start: Any, edit: str
+) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
     envs = daemon.reconcile()
     good = envs["staging"]["last_applied_commit"]
-    repo.write(repo.wf("staging"), HELLO.replace("steps:", "steps: [oops"))
+    repo.write(repo.wf("staging"), HELLO.replace("steps:", BAD_EDITS[edit]))
     bad = commit_all(repo.path, "hand edit")
     envs = daemon.reconcile()
     staging = envs["staging"]

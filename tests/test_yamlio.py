@@ -242,3 +242,68 @@ def test_entries_not_read_for_two_generations_are_forgotten() -> None:
     assert len(cache) == 2
     cache.next_generation()
     assert len(cache) == 1  # b: 2 was not read in the last generation
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 100_000 + "]" * 100_000,
+        "a:\n" + "- " * 100_000 + "x",
+        "a:\n  " + "? " * 100_000 + "x",
+    ],
+    ids=["flow", "block sequences", "explicit keys"],
+)
+def test_text_nested_past_the_limit_is_refused_not_a_crash(text: str) -> None:
+    # libyaml's composer recurses in C: read directly, each of these kills the process.
+    problem = _fail(text.encode()).problem
+    assert problem.code == "LG102"
+    assert f"more than {yamlio.MAX_NESTING:,} levels" in problem.message
+    assert problem.line is not None and problem.line <= 2
+    assert yamlio.locate(text.encode(), [("a", 0)]) == [(1, 1)]
+
+
+def test_text_nested_within_the_limit_loads() -> None:
+    depth = yamlio.MAX_NESTING - 1  # the document's own mapping is one more level
+    doc = yamlio.load(("a:\n" + "- " * depth + "x\n" + "b: {c: [1]}\n").encode())
+    assert doc["b"] == {"c": [1]}
+    node = doc["a"]
+    for _ in range(depth - 1):
+        node = node[0]
+    assert node == ["x"]
+
+
+def test_locate_agrees_with_the_round_trip_reading() -> None:
+    from pathlib import Path
+
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    Path_ = tuple[str | int, ...]
+
+    def keypaths(node: object, path: Path_, out: list[Path_]) -> None:
+        out.append(path)
+        if isinstance(node, CommentedMap):
+            out.append((*path, "missing"))
+            for key, value in node.items():
+                keypaths(value, (*path, key), out)
+        elif isinstance(node, CommentedSeq):
+            out.append((*path, len(node)))
+            for i, value in enumerate(node):
+                keypaths(value, (*path, i), out)
+
+    files = sorted((Path(__file__).parents[1] / "sample-repo").rglob("*.yaml"))
+    assert len(files) > 5
+    for file in files:
+        data = file.read_bytes()
+        root = yamlio._rt_loader().load(data.decode())
+        paths: list[Path_] = []
+        keypaths(root, (), paths)
+        assert yamlio.locate(data, paths) == yamlio._rt_locate(data.decode(), paths), file
+
+
+def test_locate_finds_keys_a_merge_brings_in() -> None:
+    data = b"base: &b {x: 1, y: [1, {q: 2}]}\ntop:\n  <<: *b\n  own: 3\n"
+    assert yamlio.locate(data, [("top", "x"), ("top", "y", 1, "q"), ("top", "own")]) == [
+        (1, 11),
+        (1, 25),
+        (4, 3),
+    ]
