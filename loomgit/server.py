@@ -9,6 +9,7 @@ import gc
 import hmac
 import logging
 import signal
+import sys
 from typing import Any
 
 from aiohttp import web
@@ -172,6 +173,13 @@ def _environments(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 LOOPS_STOP_WITHIN = 5.0  # seconds; cancelled, they stop at once
+# While serving, the reconcile cycle's thread hands the interpreter back after this long
+# (Python's default is 5 ms). Each time the event loop waits on a socket it lets the cycle
+# run, and would get the interpreter back only after the interval: with a large change
+# being validated, every webhook and schedule waited several intervals. Measured with
+# bench_daemon.py's reparse part (10,000 workflows changed, webhooks at 1,000/s), webhook
+# p99 during the cycle: 57-120 ms at 5 ms, 51-69 ms at 0.5 ms, 56-74 ms at 0.1 ms.
+SWITCH_INTERVAL = 0.0005
 
 
 async def serve(daemon: Daemon, host: str, port: int) -> None:
@@ -204,10 +212,13 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
         asyncio.create_task(daemon.collect_loop()),
     ]
     gc.disable()  # see daemon.YOUNG_COLLECTION_EVERY
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         await stop.wait()
     finally:
         gc.enable()
+        sys.setswitchinterval(switch_interval)
     log.event("stopping", grace=daemon.settings.grace)
     for task in tasks:
         task.cancel()

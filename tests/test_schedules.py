@@ -345,3 +345,14 @@ def test_the_reconcile_loop_stops_when_cancelled_as_a_push_wakes_it(
     with History(tmp_path / "history.db") as history:
         daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings(interval=3600))
         assert asyncio.run(main(daemon))
+
+
+def test_the_parse_workers_run_below_the_daemons_cpu_priority() -> None:
+    from loomgit.cli_serve import PARSE_NICE, parse_pool
+
+    pool = parse_pool()
+    ours = os.nice(0)
+    # os.nice(0) run in each worker: its niceness, changed by nothing else.
+    assert set(pool.map(os.nice, [0, 0])) == {min(19, ours + PARSE_NICE)}
+    assert os.nice(0) == ours
+    assert descendants(os.getpid()) == []
