@@ -287,11 +287,13 @@ class Daemon:
     async def stop(self) -> None:
         """Lets running executions finish within the grace period, records the rest as
         interrupted, and flushes the history."""
+        # One grace period for both: schedule fires still recording, then executions.
+        deadline = time.monotonic() + self.settings.grace
         if self._scheduler is not None:
             cut = await self._scheduler.close(self.settings.grace)
             if cut:
                 log.event("schedule fires cut short", logging.WARNING, count=cut)
-        interrupted = await self.dispatch.stop(self.settings.grace)
+        interrupted = await self.dispatch.stop(max(0.0, deadline - time.monotonic()))
         if interrupted:
             log.event("executions interrupted", logging.WARNING, count=interrupted)
         await self.engine.close()
