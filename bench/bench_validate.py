@@ -4,6 +4,8 @@ Prints, against the foundation targets:
   * end-to-end `loomgit validate --rev HEAD` time and distinct workflow files per second
   * the time the C YAML loader alone takes to parse the same distinct files, and the ratio
   * peak resident memory of the validate run
+  * the same validate on a commit that breaks every workflow in development (its
+    variables removed), each problem with its line
   * `loomgit --help` start-up time
 
     python bench/bench_validate.py [--workflows 10000] [--history 300] [--repo DIR]
@@ -17,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +67,26 @@ def _distinct_workflow_blobs(repo: Path) -> list[bytes]:
     return blobs
 
 
+def _broken_run(repo: Path, loomgit: list[str]) -> tuple[float, int, int]:
+    """Seconds, problems reported and exit code of `validate --rev HEAD` on a clone with
+    development's variables emptied: every workflow there that uses one fails."""
+    with tempfile.TemporaryDirectory(prefix="loomgit-bench-broken-") as tmp:
+        clone = Path(tmp) / "broken"
+        subprocess.run(["git", "clone", "-q", "--shared", str(repo), str(clone)], check=True)
+        variables = clone / "environments/development/variables.yaml"
+        variables.write_text("apiVersion: loomgit/v1\nkind: Variables\nvariables: {}\n")
+        identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
+        commit = ["git", *identity, "-C", str(clone), "commit", "-qam", "no variables"]
+        subprocess.run(commit, check=True)
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [*loomgit, "validate", "--rev", "HEAD"], cwd=clone, capture_output=True, env=ENV
+        )
+        elapsed = time.perf_counter() - start
+        problems = sum(1 for line in proc.stdout.splitlines() if b": error[" in line)
+        return elapsed, problems, proc.returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=10_000)
@@ -94,6 +117,10 @@ def main() -> None:
             timings.append(time.perf_counter() - t)
         yaml_only = min(timings)
 
+        broken, problems, code = _broken_run(repo, loomgit)
+        if code != 1 or not problems:
+            sys.exit(f"validate of the broken commit exited {code} with {problems} problems")
+
         helps = []
         for _ in range(10):
             elapsed, _, _ = _run([*loomgit, "--help"], repo)
@@ -113,6 +140,7 @@ def main() -> None:
         )
         print(f"ratio validate / loader:              {best / yaml_only:.2f}x   (target <= 1.5x)")
         print(f"peak memory of validate:              {peak:.0f} MiB   (target <= 300 MiB)")
+        print(f"validate, development's variables gone: {broken:.2f} s for {problems:,} problems")
         print(
             f"python -m loomgit --help (median):    {statistics.median(helps) * 1000:.0f} ms"
             f"   (target <= 300 ms)"
