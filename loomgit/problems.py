@@ -13,7 +13,7 @@ CODES: dict[str, str] = {
     # Reading files safely (before any object is built)
     "LG100": "file larger than the size limit",
     "LG101": "file is not valid UTF-8",
-    "LG102": "YAML syntax error",
+    "LG102": "YAML syntax error, or nested more than 1,000 levels deep",
     "LG103": "duplicate key in a mapping",
     "LG104": "custom or unsafe YAML tag",
     "LG105": "YAML aliases expand beyond the limit (alias bomb)",
