@@ -509,6 +509,8 @@ def bench_reparse(scratch: Path, schedules: int, workflows: int) -> None:
             time.sleep(1)
             took = _push_and_wait(daemon, commit)
             load.join()
+            if "lat" not in out:
+                raise SystemExit("wrk failed during the cycle (see its message above)")
             print(
                 f"webhook latency at {REPARSE_RATE:,}/s (paced, wrk): without a change "
                 f"p50 {idle['50%'] * 1000:.1f} ms, p99 {idle['99%'] * 1000:.1f} ms; "

@@ -406,9 +406,9 @@ def locate(data: bytes, keypaths: Sequence[Sequence[str | int]]) -> list[tuple[i
         finally:
             loader.dispose()
             loader.__dict__.clear()
+        return [_node_position(root, path) for path in keypaths]  # merges of merges recurse
     except (YamlFailure, YAMLError, RecursionError, ValueError, TypeError):
         return [(1, 1) for _ in keypaths]
-    return [_node_position(root, path) for path in keypaths]
 
 
 def _node_position(node: Any, keypath: Sequence[str | int]) -> tuple[int, int]:
