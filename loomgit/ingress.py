@@ -6,11 +6,13 @@ request is never lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -84,6 +86,21 @@ def signed(secret: bytes, raw: bytes, given: str | None) -> bool:
     )
 
 
+def plain_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request's headers as a plain dict of plain strings. aiohttp's names are
+    multidict's `istr`, which pickles by reference to its class: it made the trigger
+    sent to the writer and to a runner several times slower to pickle and to redact
+    (measured: 3.6 µs against 0.8 µs to pickle three headers)."""
+    return {str(k): v for k, v in headers.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _accepted_tail(env: str, name: str) -> str:
+    """The end of an accepted request's answer, `"environment": …, "workflow": …}`:
+    built once per webhook, not per request (json_response took 6.8 µs, this 3.4)."""
+    return json.dumps({"environment": env, "workflow": name})[1:]
+
+
 def _signature_secret(served: Served, name: str, trigger: WebhookTrigger) -> bytes:
     assert trigger.signature is not None
     fields = served.deployments[name].credentials.get(trigger.signature.credential, {})
@@ -155,9 +172,11 @@ class Ingress:
                 return _sync_answer(record)
             except TimeoutError:
                 pass  # it goes on; the caller gets its id
-        return web.json_response(
-            {"execution": ident, "environment": env, "workflow": name},
+        body = f'{{"execution": {json.dumps(ident)}, {_accepted_tail(env, name)}'
+        return web.Response(
+            body=body.encode(),
             status=202 if task is not None else 200,
+            content_type="application/json",
         )
 
     async def hook(self, request: web.Request, env: str, path: str) -> web.Response:
@@ -181,7 +200,7 @@ class Ingress:
         event = TriggerEvent(
             "webhook",
             body=parse(request, raw),
-            headers=dict(headers),
+            headers=plain_headers(headers),
             query=dict(request.query) if request.query_string else {},
             details={"path": path, "method": request.method},
         )

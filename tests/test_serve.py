@@ -632,3 +632,20 @@ def test_the_history_writer_process_imports_only_the_history() -> None:
     assert "loomgit.history" in loaded
     heavy = {"loomgit.runtime", "loomgit.dispatch", "aiohttp", "pydantic", "jinja2"}
     assert heavy.isdisjoint(loaded)
+
+
+def test_webhook_headers_are_kept_as_plain_strings() -> None:
+    """aiohttp's header names are multidict's `istr`: kept as they are, every trigger
+    sent to the writer and the runners would pickle by reference to multidict's class
+    (slower, and the writer process would have to import multidict to read it)."""
+    import pickle
+
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from loomgit.ingress import plain_headers
+
+    given = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "X-Id": "7"}))
+    headers = plain_headers(given)
+    assert headers == {"Content-Type": "application/json", "X-Id": "7"}
+    assert all(type(k) is str and type(v) is str for k, v in headers.items())
+    assert b"multidict" not in pickle.dumps(headers)
