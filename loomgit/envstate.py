@@ -147,20 +147,21 @@ def with_records(data: bytes | None, env: str, changes: dict[str, WorkflowState 
 
 
 def _round_trip(text: str, changes: dict[str, WorkflowState | None]) -> bytes:
-    rt = YAML(typ="rt")
-    rt.width = 4096
-    doc = rt.load(text)
-    workflows = doc.get("workflows")
-    if not isinstance(workflows, dict):
-        workflows = doc["workflows"] = {}
-    for name, state in changes.items():
-        if state is None:
-            workflows.pop(name, None)
-        else:
-            workflows[name] = _plain(state)
-    out = io.StringIO()
-    rt.dump(doc, out)
-    return out.getvalue().encode()
+    """A hand-formatted file rewritten with its comments kept. The caller has validated
+    it (see `lifecycle`), so it reads."""
+
+    def change(doc: Any) -> Any:
+        workflows = doc.get("workflows")
+        if not isinstance(workflows, dict):
+            workflows = doc["workflows"] = {}
+        for name, state in changes.items():
+            if state is None:
+                workflows.pop(name, None)
+            else:
+                workflows[name] = _plain(state)
+        return doc
+
+    return yamlio.rewrite(text, change).encode()
 
 
 def changed_records(

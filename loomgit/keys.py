@@ -6,7 +6,6 @@ in the same commit. A generated identity is written outside the repository, mode
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from pyrage import x25519
 from ruamel.yaml import YAML
 
-from loomgit import credentials, sops
+from loomgit import credentials, sops, yamlio
 from loomgit.credops import global_files, open_file, scoped_file
 from loomgit.errors import UsageError
 from loomgit.promotion import Refused, Written, write
@@ -49,28 +48,29 @@ def _rule_regex(ws: Workspace, env: str | None) -> str:
 
 def with_recipient(config: bytes | None, regex: str, recipient: str, first: bool) -> bytes:
     """`.sops.yaml` with `recipient` added to loomgit's own rule `regex` (a new rule, first
-    or last, when there is none). Comments and other rules are kept."""
-    rt = YAML(typ="rt")
-    rt.width = 4096
-    doc: Any = rt.load(config.decode()) if config else None
-    if not isinstance(doc, dict):
-        doc = rt.load(HEADER + "creation_rules: []\n")
-    rules = doc.get("creation_rules")
-    if not isinstance(rules, list):
-        rules = doc["creation_rules"] = []
-    for rule in rules:
-        # Only loomgit's own rule for this file: a broader rule that happens to match (the
-        # global one matches every credentials file) must not be widened.
-        if isinstance(rule, dict) and str(rule.get("path_regex") or "") == regex:
-            current = [r.strip() for r in str(rule.get("age") or "").split(",") if r.strip()]
-            if recipient not in current:
-                rule["age"] = ",".join([*current, recipient])
-            break
-    else:
-        rules.insert(0 if first else len(rules), {"path_regex": regex, "age": recipient})
-    out = io.StringIO()
-    rt.dump(doc, out)
-    return out.getvalue().encode()
+    or last, when there is none). Comments and other rules are kept. Raises YamlFailure
+    when the file cannot be read."""
+
+    def change(doc: Any) -> Any:
+        if not isinstance(doc, dict):
+            doc = YAML(typ="rt").load(HEADER + "creation_rules: []\n")
+        rules = doc.get("creation_rules")
+        if not isinstance(rules, list):
+            rules = doc["creation_rules"] = []
+        for rule in rules:
+            # Only loomgit's own rule for this file: a broader rule that happens to match
+            # (the global one matches every credentials file) must not be widened.
+            if isinstance(rule, dict) and str(rule.get("path_regex") or "") == regex:
+                current = [r.strip() for r in str(rule.get("age") or "").split(",") if r.strip()]
+                if recipient not in current:
+                    rule["age"] = ",".join([*current, recipient])
+                break
+        else:
+            rules.insert(0 if first else len(rules), {"path_regex": regex, "age": recipient})
+        return doc
+
+    text = yamlio.decode(config) if config else ""
+    return yamlio.rewrite(text, change).encode()
 
 
 def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]) -> list[Written]:
@@ -89,7 +89,13 @@ def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]
         config = ws.git.blob_at(loc.commit, config_path)
         for where in files:
             regex = _rule_regex(ws, None if where.label == "global" else env)
-            config = with_recipient(config, regex, recipient, first=where.label != "global")
+            try:
+                config = with_recipient(config, regex, recipient, first=where.label != "global")
+            except yamlio.YamlFailure as exc:
+                raise Refused(
+                    f"{exc.problem.at(config_path).location()}: {exc.problem.message}",
+                    hint="fix it by hand first; `loomgit validate` checks it too",
+                ) from None
         changes: dict[str, bytes | None] = {config_path: config}
         rules = credentials.read_config(config)
         for where in files:

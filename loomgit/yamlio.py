@@ -4,10 +4,11 @@ recovered only for files that fail, from the C parser's node tree."""
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -171,6 +172,24 @@ def _rt_loader() -> YAML:
         loader.allow_duplicate_keys = False
         _local.rt = loader
     return loader
+
+
+def rewrite(text: str, change: Callable[[Any], Any]) -> str:
+    """`text` rewritten with comments and order kept: `change` gets the document as
+    ruamel's round-trip reader reads it (None for an empty file) and returns the one to
+    write. Raises YamlFailure. That reader is pure Python and recurses per level, so it
+    gives up far earlier than the C loader (about 300 levels, against MAX_NESTING)."""
+    rt = YAML(typ="rt")
+    rt.width = 4096
+    try:
+        if CParser is not None:
+            _check_nesting(text)  # where it is too deep, past MAX_NESTING
+        doc = change(rt.load(text))
+        out = io.StringIO()
+        rt.dump(doc, out)
+    except (YAMLError, RecursionError) as exc:
+        raise YamlFailure(_translate(exc)) from None
+    return out.getvalue()
 
 
 def decode(data: bytes, max_bytes: int = MAX_FILE_BYTES) -> str:

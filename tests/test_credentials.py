@@ -239,6 +239,38 @@ def test_keys_generate(
     assert again.code == 1 and "will not overwrite" in again.err
 
 
+@pytest.mark.parametrize(
+    ("tail", "said"),
+    [
+        ("broken: [\n", ".sops.yaml:"),  # a syntax error, with its line
+        ("deep: " + "[" * 400 + "]" * 400 + "\n", "nested too deeply"),  # past ruamel's reach
+        ("deep: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested more than 1,000 levels"),
+    ],
+    ids=["syntax", "400-levels", "50000-levels"],
+)
+def test_keys_add_refuses_an_unreadable_sops_config_clearly(
+    creds_repo: Repo,
+    keys: dict[str, AgeKey],
+    cli: Callable[..., Result],
+    tmp_path: Path,
+    tail: str,
+    said: str,
+) -> None:
+    config = creds_repo.path / ".sops.yaml"
+    config.write_text(config.read_text() + tail)
+    git(creds_repo.path, "commit", "-qam", "hand-edited .sops.yaml")
+    head = git(creds_repo.path, "rev-parse", "HEAD")
+    out = tmp_path / "staging.key"
+    args = ("--env", "staging", *_key_args(keys, "staging"), "--repo", creds_repo.path)
+    result = cli("keys", "generate", "--out", out, *args)
+    assert result.code == 1, result.err
+    first = result.err.splitlines()[0]
+    assert first.startswith("error: .sops.yaml") and said in first, result.err
+    assert "unexpected error" not in result.err
+    assert not out.exists()  # the unused identity is removed again
+    assert git(creds_repo.path, "rev-parse", "HEAD") == head
+
+
 def test_promotion_checks_and_copies_credentials(
     creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
 ) -> None:
