@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from loomgit import eventloop, log
 from loomgit.dispatch import Dispatcher, InProcess, Outcome, RunnerPool
@@ -304,12 +303,3 @@ def _seen(st: EnvStatus) -> tuple[str | None, str | None, str | None]:
     """What a log line would report of an environment's status."""
     reason = st.conditions[0].reason if st.conditions else None
     return st.last_applied_commit, st.last_attempted_commit, reason
-
-
-def describe_served(served: Served | None) -> dict[str, Any]:
-    if served is None:
-        return {}
-    return {
-        wf: {"version": dep.version, "active": wf in served.active}
-        for wf, dep in sorted(served.deployments.items())
-    }
