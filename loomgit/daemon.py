@@ -74,6 +74,7 @@ class Daemon:
     _wake: asyncio.Event | None = None
     _fetch_failures: int = 0
     _collected: float = field(default_factory=time.monotonic)
+    _cycles_running: int = 0  # reconcile cycles in their worker thread now
 
     def __post_init__(self) -> None:
         self.recorder = AsyncRecorder(self.history)
@@ -105,6 +106,13 @@ class Daemon:
     async def reconcile_once(self) -> None:
         """One cycle. Parsing and decrypting run in a worker thread, off the event loop;
         the swap of what is served and of the schedules happens on the loop."""
+        self._cycles_running += 1
+        try:
+            await self._reconcile()
+        finally:
+            self._cycles_running -= 1
+
+    async def _reconcile(self) -> None:
         started = time.perf_counter()
         before = {name: _seen(st) for name, st in self.reconciler.status.items()}
         statuses = await asyncio.to_thread(self.reconciler.cycle)
@@ -146,11 +154,17 @@ class Daemon:
         """Collects the young generations every YOUNG_COLLECTION_EVERY seconds and
         freezes what survives; with the collector's own runs off while serving (see
         `server.serve`). Cyclic garbage among frozen objects waits for the hourly full
-        collection (FULL_COLLECTION_EVERY)."""
+        collection (FULL_COLLECTION_EVERY).
+
+        Not while a cycle runs: its thread builds hundreds of thousands of objects, all
+        young, and collecting them held the interpreter, and so every webhook and
+        schedule, for up to 60 ms (bench_daemon.py's reparse part). What it leaves is
+        frozen when it ends (`_settle_memory`)."""
         while True:
             await asyncio.sleep(YOUNG_COLLECTION_EVERY)
-            gc.collect(1)
-            gc.freeze()
+            if not self._cycles_running:
+                gc.collect(1)
+                gc.freeze()
 
     def request_reconcile(self) -> None:
         """Starts a cycle now (a push webhook); cycles asked for while one runs coalesce."""

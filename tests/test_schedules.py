@@ -286,6 +286,56 @@ def test_the_collector_frees_cycles_and_freezes_what_lives_on(
         gc.enable()
 
 
+def test_the_collector_waits_while_a_cycle_builds(
+    repo: Repo, age_key: AgeKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle's thread builds hundreds of thousands of young objects: collecting them
+    meanwhile held every webhook for up to 60 ms, so the young collections wait."""
+    import gc
+    import threading
+
+    import loomgit.daemon
+
+    monkeypatch.setattr(loomgit.daemon, "YOUNG_COLLECTION_EVERY", 0.01)
+    collections: list[str] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(phase)
+
+    release = threading.Event()
+
+    def slow_cycle() -> dict[str, Any]:
+        release.wait(5)
+        return {}
+
+    gc.disable()  # as while serving
+    gc.callbacks.append(counted)
+    try:
+        with History(tmp_path / "history.db") as history:
+            daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings())
+            monkeypatch.setattr(daemon.reconciler, "cycle", slow_cycle)
+
+            async def collect_around_a_cycle() -> int:
+                collecting = asyncio.create_task(daemon.collect_loop())
+                cycle = asyncio.create_task(daemon.reconcile_once())
+                await asyncio.sleep(0.15)
+                during = len(collections)
+                release.set()
+                await cycle
+                await asyncio.sleep(0.1)
+                collecting.cancel()
+                return during
+
+            during = asyncio.run(collect_around_a_cycle())
+        assert during == 0
+        assert collections  # and once it ended, they went on
+    finally:
+        gc.callbacks.remove(counted)
+        gc.unfreeze()
+        gc.enable()
+
+
 def test_closing_the_scheduler_waits_for_a_stuck_fire_only_so_long() -> None:
     from loomgit.scheduler import Scheduler
 
