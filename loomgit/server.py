@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -169,13 +170,15 @@ class EnvironmentsView:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self._described: dict[str, tuple[Served, str]] = {}
+        # Weakly: the commit an environment served before must not stay in memory until
+        # the next request for this view.
+        self._described: dict[str, tuple[weakref.ref[Served], str]] = {}
 
     async def _workflows(self, name: str, served: Served | None) -> str:
         if served is None:
             return "{}"
         known = self._described.get(name)
-        if known is not None and known[0] is served:
+        if known is not None and known[0]() is served:
             return known[1]
         names = sorted(served.deployments)
         parts = []
@@ -188,7 +191,7 @@ class EnvironmentsView:
             }
             parts.append(json.dumps(chunk)[1:-1])
         text = "{" + ", ".join(parts) + "}"
-        self._described[name] = (served, text)
+        self._described[name] = (weakref.ref(served), text)
         return text
 
     async def render(self) -> web.Response:

@@ -655,14 +655,18 @@ def test_the_environments_view_lets_the_event_loop_turn_while_it_describes() -> 
     """10,000 workflows described in one piece held every webhook for 20-25 ms per
     request: they are described in chunks, once per commit served."""
     import asyncio
+    import weakref
     from types import SimpleNamespace
 
     from loomgit.reconcile import EnvStatus
     from loomgit.server import DESCRIBE_CHUNK, EnvironmentsView
 
+    class Served(SimpleNamespace):
+        pass  # one the view can refer to weakly, as to the real one
+
     count = 2 * DESCRIBE_CHUNK + 1
     deployments = {f"wf-{i:05d}": SimpleNamespace(version=i % 7 or None) for i in range(count)}
-    served = SimpleNamespace(commit="c0ffee", deployments=deployments, active={"wf-00003"})
+    served = Served(commit="c0ffee", deployments=deployments, active={"wf-00003"})
     reconciler = SimpleNamespace(
         names=["staging", "production"],
         status={"staging": EnvStatus("staging")},
@@ -698,3 +702,7 @@ def test_the_environments_view_lets_the_event_loop_turn_while_it_describes() -> 
     }
     again, turns = asyncio.run(render_while_counting_turns())
     assert again == body and turns <= 1  # described once per commit served
+    gone = weakref.ref(served)
+    reconciler.served = {}  # as when a commit is swapped in: the old one is not kept
+    del served
+    assert gone() is None
