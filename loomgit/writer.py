@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,29 @@ def frame(message: Any, tag: int = FOR_RECEIVER) -> bytes:
     """A message as sent between the processes: its size, whom it is for, the pickle."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(data), tag) + data
+
+
+def frame_ends(buffer: bytes | bytearray) -> list[int]:
+    """Where each whole frame at the start of `buffer` ends (a partial one last is left
+    for more to arrive)."""
+    ends: list[int] = []
+    at, length = 0, len(buffer)
+    while length - at >= HEADER.size:
+        size, _ = HEADER.unpack_from(buffer, at)
+        if length - at - HEADER.size < size:
+            break
+        at += HEADER.size + size
+        ends.append(at)
+    return ends
+
+
+def bodies(buffer: bytes | bytearray, ends: list[int]) -> Iterator[Any]:
+    """The messages of the whole frames that end at `ends`, unpickled."""
+    view, at = memoryview(buffer), 0
+    with view:
+        for end in ends:
+            yield pickle.loads(view[at + HEADER.size : end])
+            at = end
 
 
 def execution_row(ex: Execution) -> tuple[Any, ...]:
@@ -94,15 +118,10 @@ class Inbox:
                 return None
             if chunk:
                 self._buffer += chunk
-            batch, at, buffer = [], 0, self._buffer
-            while len(buffer) - at >= HEADER.size:
-                size, _ = HEADER.unpack_from(buffer, at)
-                if len(buffer) - at - HEADER.size < size:
-                    break
-                start = at + HEADER.size
-                batch.append(pickle.loads(buffer[start : start + size]))
-                at = start + size
-            del buffer[:at]
+            ends = frame_ends(self._buffer)
+            batch = list(bodies(self._buffer, ends))
+            if ends:
+                del self._buffer[: ends[-1]]
             if batch or not wait:
                 return batch
 
