@@ -461,12 +461,13 @@ class RunnerPool:
         held = self._held.pop(ident, None)
         if held is None:
             return
+        kept, fut = held
         for runner in self.runners:
             runner.held.discard(ident)
         if self.on_end is not None:
-            self.on_end(held[0][1], status)
-        if not held[1].done():
-            held[1].set_result((status, record))
+            self.on_end(kept[1], status)  # the row's environment (writer.execution_row)
+        if not fut.done():
+            fut.set_result((status, record))
 
     def _lost(self, runner: _Runner) -> None:
         """A runner ended: what it held is interrupted; unless stopping, a new one takes

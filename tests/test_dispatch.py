@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -14,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_writer import queued
 
 from loomgit import yamlio
 from loomgit.dispatch import INTERRUPTED, RunnerPool, _Channel, _Frames, _Runner, _Writer
 from loomgit.history import History
 from loomgit.models.workflow import Workflow
-from loomgit.records import Execution, new_id
 from loomgit.runtime import Deployment, TriggerEvent
 from loomgit.writer import Inbox, bodies, frame
 
@@ -28,18 +27,6 @@ MESSAGES = [
     ("ended", [("c", "succeeded", None)]),
     ("ended", [("d", "failed", "x" * 70_000)]),  # larger than one read
 ]
-
-
-def queued() -> Execution:
-    now = time.time()
-    return Execution(
-        id=new_id(now),
-        environment="production",
-        workflow="order-sync",
-        trigger_type="webhook",
-        status="queued",
-        started_at=now,
-    )
 
 
 @pytest.mark.parametrize("step", [1, 3, 7, 4096, 1 << 20])
@@ -161,7 +148,13 @@ def test_the_daemon_keeps_no_trigger_of_an_execution_a_runner_holds(tmp_path: Pa
             body = Body([{"order": n} for n in range(50)])
             watch = weakref.ref(body)
             trigger = TriggerEvent("webhook", body=body, headers={"X-Shop": "eu"})
-            ex = replace(queued(), version=3, digest="d" * 12, trigger=trigger.record())
+            ex = replace(
+                queued(),
+                environment="production",
+                version=3,
+                digest="d" * 12,
+                trigger=trigger.record(),
+            )
             fut = pool.submit(dep, trigger, ex, want_record=False)
             fut_id = ex.id
             await asyncio.sleep(0)  # the run is sent
