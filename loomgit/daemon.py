@@ -74,6 +74,7 @@ class Daemon:
     _fetch_failures: int = 0
     _collected: float = field(default_factory=time.monotonic)
     _cycles_running: int = 0  # reconcile cycles in their worker thread now
+    reconciled: bool = False  # the first cycle has ended (see `server.readiness`)
 
     def __post_init__(self) -> None:
         self.recorder = AsyncRecorder(self.history)
@@ -110,6 +111,7 @@ class Daemon:
         self._cycles_running += 1
         try:
             await self._reconcile()
+            self.reconciled = True
         finally:
             self._cycles_running -= 1
 

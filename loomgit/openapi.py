@@ -149,8 +149,24 @@ def spec() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Alive", "responses": {"200": _answer("ok", {})}}},
             "/readyz": {
                 "get": {
-                    "summary": "Every served environment is reconciled",
-                    "responses": {"200": _answer("ready", {}), "503": _answer("not yet")},
+                    "summary": "The first reconcile has ended and an environment serves",
+                    "description": "With `environments`, ready only once each of those "
+                    "serves (a rollout gate). The answer gives each environment's commit "
+                    "served (or null) and the reason of its Ready condition.",
+                    "parameters": [
+                        {
+                            "name": "environments",
+                            "in": "query",
+                            "required": False,
+                            "description": "Comma-separated; each must serve",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _answer("Ready", {"type": "object"}),
+                        "400": _answer("An environment this daemon does not serve"),
+                        "503": _answer("Not yet, or not any more (with Retry-After)"),
+                    },
                 }
             },
             "/metrics": {

@@ -144,16 +144,45 @@ def app(daemon: Daemon) -> web.Application:
 
     @routes.get("/readyz")
     async def readyz(request: web.Request) -> web.Response:
-        waiting = [n for n in rec.names if n not in rec.served]
-        if waiting or not rec.names:
-            raise Refused(503, f"not reconciled yet: {', '.join(waiting)}")
-        return web.json_response({"status": "ready"})
+        wanted = request.query.get("environments")
+        names = [n.strip() for n in wanted.split(",") if n.strip()] if wanted else None
+        return web.json_response(readiness(daemon, names))
 
     application = web.Application(
         client_max_size=daemon.settings.max_body, middlewares=[_json_errors]
     )
     application.add_routes(routes)
     return application
+
+
+def readiness(daemon: Daemon, wanted: list[str] | None = None) -> dict[str, Any]:
+    """`/readyz`: ready once the first reconcile has ended and at least one environment
+    serves, or with `wanted`, once each of those does. One environment's bad commit must
+    not take the others out of a load balancer when the daemon restarts; a rollout that
+    must not go on without production asks for `?environments=production`.
+    Raises Refused (503) when not ready, (400) for an environment not served here."""
+    rec = daemon.reconciler
+    if not daemon.reconciled:
+        raise Refused(503, "the first reconcile has not ended")
+    if not rec.names:  # the first fetch failed before loomgit.yaml was read
+        raise Refused(503, "the repository has not been read yet; the log says why")
+    unknown = [n for n in wanted or [] if n not in rec.names]
+    if unknown:
+        raise Refused(400, f"no environment {unknown[0]} here; it serves {', '.join(rec.names)}")
+
+    def state(name: str) -> dict[str, Any]:
+        st = rec.status.get(name)
+        served = rec.served.get(name)
+        cond = st.conditions[0] if st and st.conditions else None
+        reason = cond.reason if cond else "NotReconciled"
+        return {"serving": served.commit if served else None, "reason": reason}
+
+    states = {name: state(name) for name in rec.names}
+    missing = [n for n in wanted or rec.names if states[n]["serving"] is None]
+    if (missing and wanted) or len(missing) == len(rec.names):
+        why = ", ".join(f"{n} ({states[n]['reason']})" for n in missing)
+        raise Refused(503, f"not serving: {why}")
+    return {"status": "ready", "environments": states}
 
 
 # Workflows described per chunk, with the event loop turning between chunks. The view is

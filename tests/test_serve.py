@@ -200,6 +200,67 @@ def test_a_bad_commit_leaves_the_last_good_state_running(
     assert staging["last_attempted_commit"] == good
 
 
+def test_one_environment_failing_at_start_up_leaves_the_daemon_ready(
+    repo: Repo, cli: Cli, start: Start
+) -> None:
+    """A restart with a bad staging commit must not take production out of the load
+    balancer; a rollout gate asks for the environments it needs."""
+    assert cli("activate", "hello", "--env", "production", "--repo", repo.path).code == 0
+    repo.write(repo.wf("staging"), HELLO.replace("steps:", BAD_EDITS["syntax"]))
+    commit_all(repo.path, "break staging")
+    daemon = start(repo)
+    code, body = daemon.request("GET", "/readyz")
+    assert code == 200, body
+    assert body["environments"]["staging"] == {"serving": None, "reason": "ValidationFailed"}
+    assert body["environments"]["production"]["reason"] == "Ready"
+    assert body["environments"]["production"]["serving"]
+    assert daemon.request("GET", "/readyz?environments=production")[0] == 200
+    code, body = daemon.request("GET", "/readyz?environments=production,staging")
+    assert code == 503 and body == {"error": "not serving: staging (ValidationFailed)"}
+    code, body = daemon.request("GET", "/readyz?environments=qa")
+    assert code == 400 and "no environment qa here" in body["error"]
+    assert daemon.request("POST", "/hooks/production/hello", {"name": "Ed"})[0] == 202
+
+
+def test_readiness_waits_for_the_first_reconcile_and_for_an_environment_that_serves() -> None:
+    from types import SimpleNamespace
+
+    from loomgit.ingress import Refused
+    from loomgit.reconcile import EnvStatus
+    from loomgit.server import readiness
+
+    staging, production = EnvStatus("staging"), EnvStatus("production")
+    staging.set_ready(False, "DecryptionFailed", "no key", 0.0)
+    production.set_ready(False, "ValidationFailed", "a newer commit is bad", 0.0)
+    rec = SimpleNamespace(
+        names=["staging", "production"],
+        status={"staging": staging, "production": production},
+        served={"production": SimpleNamespace(commit="c0ffee")},  # still serves the last good
+    )
+    daemon = SimpleNamespace(reconciler=rec, reconciled=False)
+
+    def refused(wanted: list[str] | None = None) -> Refused:
+        with pytest.raises(Refused) as caught:
+            readiness(daemon, wanted)  # type: ignore[arg-type]
+        return caught.value
+
+    assert str(refused()) == "the first reconcile has not ended"
+    assert refused().response().headers["Retry-After"]
+    daemon.reconciled = True
+    assert readiness(daemon)["environments"] == {  # type: ignore[arg-type]
+        "staging": {"serving": None, "reason": "DecryptionFailed"},
+        "production": {"serving": "c0ffee", "reason": "ValidationFailed"},
+    }
+    assert str(refused(["staging"])) == "not serving: staging (DecryptionFailed)"
+    assert refused(["qa"]).status == 400
+    rec.served = {}
+    assert str(refused()) == (
+        "not serving: staging (DecryptionFailed), production (ValidationFailed)"
+    )
+    rec.names, rec.status = [], {}  # the first fetch failed before loomgit.yaml was read
+    assert "not been read yet" in str(refused())
+
+
 def test_a_tampered_credential_file_is_refused(repo: Repo, cli: Cli, start: Any) -> None:
     assert cli("activate", "hello", "--env", "production", "--repo", repo.path).code == 0
     daemon = start(repo)
