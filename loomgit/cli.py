@@ -6,7 +6,6 @@ Only click is imported at start-up; each command imports what it needs, so
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,7 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from loomgit import __version__
-from loomgit.errors import LoomgitError
+from loomgit.errors import LoomgitError, crash_report
 
 ISSUES_URL = "https://github.com/loomgit/loomgit/issues"
 FORMATS = click.Choice(["text", "json", "github"])
@@ -153,29 +152,6 @@ def schema(folder: Path | None, kind: str | None) -> None:
 from loomgit import cli_credentials, cli_inspect, cli_promote, cli_run, cli_serve  # noqa: E402, F401
 
 
-def _crash_report(exc: BaseException) -> str | None:
-    """Writes the traceback to a file for a bug report; returns its path."""
-    import datetime
-    import tempfile
-    import traceback
-
-    try:
-        folder = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-        folder = folder / "loomgit"
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        folder = Path(tempfile.gettempdir())
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = folder / f"crash-{stamp}-{os.getpid()}.log"
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"loomgit {__version__}\nargv: {sys.argv[1:]}\n\n")
-            traceback.print_exception(exc, file=fh)
-    except OSError:
-        return None
-    return str(path)
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: one handler turns every failure into a message and an exit code."""
     try:
@@ -197,7 +173,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.stderr.close()
         sys.exit(1)
     except Exception as exc:
-        where = _crash_report(exc)
+        where = crash_report(exc)
         click.echo(f"loomgit: unexpected error ({type(exc).__name__}). This is a bug.", err=True)
         if where:
             click.echo(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from loomgit import eventloop, log
 from loomgit.dispatch import Dispatcher, InProcess, Outcome, RunnerPool
-from loomgit.history import History
+from loomgit.history import History, HistoryError
 from loomgit.metrics import Metrics
 from loomgit.reconcile import EnvStatus, Reconciler, Served
 from loomgit.recorder import AsyncRecorder
@@ -42,6 +42,9 @@ FULL_COLLECTION_EVERY = 3600.0
 # objects and paused the loop for 18-23 ms; every tenth of a second it is 1.5-4 ms
 # (bench_daemon.py p99, two runs each: 19-21 ms against 25-29 ms).
 YOUNG_COLLECTION_EVERY = 0.1
+# While the history cannot be written (disk full, say), every webhook is refused: logged
+# the first time, then at most this often, with how many were refused since.
+UNRECORDED_LOG_EVERY = 10.0
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Daemon:
     _collected: float = field(default_factory=time.monotonic)
     _cycles_running: int = 0  # reconcile cycles in their worker thread now
     reconciled: bool = False  # the first cycle has ended (see `server.readiness`)
+    _unrecorded: int = 0  # executions refused since the last log line about it
+    _unrecorded_logged: float = -UNRECORDED_LOG_EVERY
 
     def __post_init__(self) -> None:
         self.recorder = AsyncRecorder(self.history)
@@ -248,6 +253,24 @@ class Daemon:
         self.metrics.child(self.metrics.started, dep.environment, trigger.type).inc()
         return ident, self.dispatch.submit(dep, trigger, proposed, want_record)
 
+    def unrecorded(self, exc: HistoryError, environment: str, workflow: str, by: str) -> None:
+        """An execution not started because the history could not record it: counted,
+        and logged the first time, then at most every UNRECORDED_LOG_EVERY seconds."""
+        self.metrics.child(self.metrics.unrecorded, environment, by).inc()
+        self._unrecorded += 1
+        now = time.monotonic()
+        if now - self._unrecorded_logged >= UNRECORDED_LOG_EVERY:
+            log.event(
+                "execution not recorded",
+                logging.ERROR,
+                environment=environment,
+                workflow=workflow,
+                trigger=by,
+                error=exc.message,
+                refused=self._unrecorded,
+            )
+            self._unrecorded, self._unrecorded_logged = 0, now
+
     def overloaded(self) -> bool:
         """Whether so many accepted executions wait or run that webhooks and API
         triggers should be refused for now (schedules still fire)."""
@@ -278,6 +301,10 @@ class Daemon:
         self._schedule_runs[slot] = self._schedule_runs.get(slot, 0) + 1
         try:
             _, task = await self.start(served.deployments[entry.workflow], trigger, dedupe_key(at))
+        except HistoryError as exc:  # not fired: the unique key was never written either
+            self._release(slot)
+            self.unrecorded(exc, entry.environment, entry.workflow, "schedule")
+            return
         except BaseException:
             self._release(slot)
             raise

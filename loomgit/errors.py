@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
 
 class LoomgitError(Exception):
     """Root of all user-facing errors; carries a plain sentence and an optional hint."""
@@ -39,3 +46,39 @@ class DocumentError(LoomgitError):
     def __init__(self, message: str, problems: tuple[object, ...] = (), **kw: str | None) -> None:
         super().__init__(message, **kw)
         self.problems = problems
+
+
+def _stack(exc: BaseException) -> str:
+    """Where `exc` and the exceptions it came from were raised: their types and stacks,
+    not their messages, which may quote a secret (a decrypted value, a request body)."""
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        stack = "".join(traceback.format_tb(current.__traceback__))
+        parts.append(f"{type(current).__module__}.{type(current).__qualname__}\n{stack}")
+        current = current.__cause__ or current.__context__
+    return "\nwhich came from:\n".join(parts)
+
+
+def crash_report(exc: BaseException) -> str | None:
+    """Writes where a bug happened to a file for a report; returns its path. Only the
+    file has the stack: what a user is shown or logged is one line."""
+    from loomgit import __version__
+
+    try:
+        folder = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+        folder = folder / "loomgit"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"crash-{stamp}-{os.getpid()}-{type(exc).__name__}.log"
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"loomgit {__version__}\nargv: {sys.argv[1:]}\n\n")
+            fh.write(_stack(exc))
+    except OSError:
+        return None
+    return str(path)

@@ -197,7 +197,14 @@ class History:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (a full disk) may leave the transaction open, and every
+                # later BEGIN would then fail: nothing of it is kept.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _migrate(self) -> None:
         with self._transaction() as db:

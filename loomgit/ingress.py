@@ -18,12 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from loomgit.daemon import Daemon
+from loomgit.history import HistoryError
 from loomgit.models.workflow import WebhookTrigger
 from loomgit.reconcile import Served
 from loomgit.records import Execution
 from loomgit.runtime import TriggerEvent
 
 RETRY_AFTER_SECONDS = "5"
+UNRECORDED = "the execution history cannot be written now; nothing was recorded, retry later"
 SIGNATURE_PREFIX = "sha256="
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What a refusal with this status also says, as HTTP asks.
@@ -164,7 +166,11 @@ class Ingress:
         if daemon.overloaded():
             raise Refused(503, "too many executions are waiting to run; retry later")
         sync = sync_timeout is not None
-        ident, task = await daemon.start(served.deployments[name], trigger, key, sync)
+        try:
+            ident, task = await daemon.start(served.deployments[name], trigger, key, sync)
+        except HistoryError as exc:
+            daemon.unrecorded(exc, env, name, trigger.type)
+            raise Refused(503, UNRECORDED) from None
         if task is not None and sync_timeout is not None:
             try:
                 _, record = await asyncio.wait_for(asyncio.shield(task), sync_timeout)

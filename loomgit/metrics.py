@@ -41,6 +41,13 @@ class Metrics:
             ["environment", "status"],
             registry=r,
         )
+        self.unrecorded = Counter(
+            "loomgit_executions_unrecorded",
+            "Executions refused (webhook, api) or not fired (schedule) because the execution"
+            " history could not record them",
+            ["environment", "trigger"],
+            registry=r,
+        )
         self.webhook_seconds = Histogram(
             "loomgit_webhook_duration_seconds",
             "Time from a webhook request to its answer (recorded, then 202)",

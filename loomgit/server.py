@@ -18,7 +18,7 @@ from aiohttp import web
 
 from loomgit import log
 from loomgit.daemon import Daemon
-from loomgit.errors import UsageError
+from loomgit.errors import UsageError, crash_report
 from loomgit.ingress import Ingress, Refused, error, parse, raw_body, signed
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
@@ -39,6 +39,26 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         if exc.status < 400:
             raise
         return error(exc.status, (exc.reason or "refused").lower())
+    except Exception as exc:  # a bug: one log line; the traceback goes to a file
+        log.event(
+            "request failed",
+            logging.ERROR,
+            method=request.method,
+            path=request.path,
+            error=type(exc).__name__,  # its type only: the message might hold a secret
+            details=_reported(exc),
+        )
+        return error(500, "internal error; the daemon's log says where the details are")
+
+
+_REPORTS: dict[str, str | None] = {}  # a report per kind of bug, not one per request
+
+
+def _reported(exc: Exception) -> str:
+    kind = type(exc).__qualname__
+    if kind not in _REPORTS:
+        _REPORTS[kind] = crash_report(exc)
+    return _REPORTS[kind] or "(no report: the state folder is not writable)"
 
 
 async def _body(request: web.Request, limit: int) -> Any:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import select
 import signal
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +99,7 @@ def from_row(row: tuple[Any, ...]) -> Execution:
 # sends up to MAX_RUNNING finished executions at once; measured at 5,000 requests/s, 252
 # of them took 5 to 10 ms to commit, and the requests that arrived meanwhile waited that long.
 CHUNK = 32
+RETRY_FIRST, RETRY_MOST = 0.1, 5.0  # seconds between attempts at what failed to commit
 
 
 class Inbox:
@@ -106,10 +109,12 @@ class Inbox:
         self.sock = sock
         self._buffer = bytearray()
 
-    def take(self, wait: bool) -> list[Any] | None:
-        """Every whole message that has arrived; with `wait`, blocks until there is one.
-        None once the daemon has closed its end."""
+    def take(self, wait: bool, timeout: float | None = None) -> list[Any] | None:
+        """Every whole message that has arrived; with `wait`, blocks until there is one
+        or `timeout` seconds have passed. None once the daemon has closed its end."""
         while True:
+            if wait and timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+                return []
             try:
                 chunk = self.sock.recv(1 << 20, 0 if wait else socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -138,13 +143,13 @@ def _record(history: History, starts: list[Execution]) -> bytes:
     return frame(("recorded", recorded))
 
 
-def _commit(history: History, ops: list[tuple[str, Any]]) -> bytes:
+def _commit(history: History, ops: list[tuple[str, Any]]) -> tuple[bytes, str | None]:
     """Commits runners' progress, finished and interrupted executions; what to tell the
-    daemon of those that ended."""
+    daemon of those that ended, or why none of them could be committed."""
     results = history.apply([(kind, item[0] if kind == "rows" else item) for kind, item in ops])
     failed = [r for r in results if isinstance(r, Exception)]
-    if failed:
-        log.event("history write failed", logging.ERROR, error=str(failed[0]))
+    if failed:  # the batch is one transaction: nothing of it was committed
+        return b"", str(failed[0])
     ended: list[tuple[str, str, Execution | None]] = []
     for kind, item in ops:
         if kind == "rows":
@@ -152,7 +157,7 @@ def _commit(history: History, ops: list[tuple[str, Any]]) -> bytes:
             ended.append((rows[0][-1], rows[0][0], record))
         elif kind == "interrupt":
             ended.append((item.id, item.status, item))
-    return frame(("ended", ended)) if ended else b""
+    return (frame(("ended", ended)) if ended else b""), None
 
 
 def _tell(sock: socket.socket, message: bytes, gone: bool) -> None:
@@ -165,13 +170,25 @@ def _tell(sock: socket.socket, message: bytes, gone: bool) -> None:
 
 def write(sock: socket.socket, history: History) -> None:
     """The writer: commits what arrives in batches, accepted executions first (someone
-    waits for each), the rest in order, CHUNK at a time; says what it committed. Stops
-    when told to or when the daemon is gone, once what came before is committed."""
+    waits for each), the rest in order, CHUNK at a time; says what it committed. What
+    cannot be committed (a full disk) is tried again, RETRY_FIRST to RETRY_MOST seconds
+    apart; an accepted execution that cannot be is refused to its caller instead. Stops
+    when told to or when the daemon is gone, once what came before is committed (or
+    could not be, RETRY_MOST apart)."""
     inbox = Inbox(sock)
     later: deque[tuple[str, Any]] = deque()
     stop = gone = False
+    backoff, retry_at = 0.0, 0.0
     while True:
-        batch = [] if gone else inbox.take(wait=not later and not stop)
+        pause = max(retry_at - time.monotonic(), 0.0) if later else 0.0
+        batch: list[Any] | None
+        if gone:
+            time.sleep(pause)
+            batch = []
+        elif later or stop:
+            batch = inbox.take(wait=pause > 0, timeout=pause)
+        else:
+            batch = inbox.take(wait=True)
         if batch is None:  # the daemon is gone: what came before it went is committed
             gone, batch = True, []
         starts: list[Execution] = []
@@ -186,10 +203,32 @@ def write(sock: socket.socket, history: History) -> None:
                 stop = True
         if starts:
             _tell(sock, _record(history, starts), gone)
-        if later:
-            ended = _commit(history, [later.popleft() for _ in range(min(CHUNK, len(later)))])
-            if ended:
-                _tell(sock, ended, gone)
+        if later and time.monotonic() >= retry_at:
+            chunk = [later.popleft() for _ in range(min(CHUNK, len(later)))]
+            ended, failure = _commit(history, chunk)
+            if failure is None:
+                backoff = 0.0
+                if ended:
+                    _tell(sock, ended, gone)
+            elif (stop or gone) and backoff >= RETRY_MOST:
+                log.event(
+                    "history not written",
+                    logging.ERROR,
+                    error=failure,
+                    lost=len(later) + len(chunk),
+                )
+                return
+            else:
+                later.extendleft(reversed(chunk))
+                backoff = min(max(backoff * 2, RETRY_FIRST), RETRY_MOST)
+                retry_at = time.monotonic() + backoff
+                log.event(
+                    "history write failed",
+                    logging.ERROR,
+                    error=failure,
+                    waiting=len(later),
+                    retry_in=backoff,
+                )
         if (stop or gone) and not later:
             return
 

@@ -177,6 +177,40 @@ def test_overlap_skip_leaves_out_a_time_while_the_last_run_goes_on(
         assert (skipped in daemon.metrics.render().decode()) == (overlap == "skip")
 
 
+def test_a_time_the_history_cannot_record_is_counted_and_fires_no_run(
+    repo: Repo, age_key: AgeKey, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    put_everywhere(repo, EVERY_MINUTE, {"staging": True})
+    minute = datetime(2026, 5, 4, 7, 0, tzinfo=UTC)
+    with History(tmp_path / "history.db") as history:
+        daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings())
+
+        def writable(yes: bool) -> None:  # SQLite refuses every write, as a full disk would
+            with history._lock:
+                history._db.execute(f"PRAGMA query_only = {0 if yes else 1}")
+
+        async def fire_unwritable_then_writable() -> None:
+            await daemon.reconcile_once()
+            entry = next(
+                e for e in daemon.scheduler._entries.values() if e.environment == "staging"
+            )
+            writable(False)
+            await daemon._fire(entry, minute)  # not raised: a task no one awaits would lose it
+            assert not daemon._schedule_runs  # an `overlap: skip` slot is not left taken
+            writable(True)
+            await daemon._fire(entry, minute.replace(minute=1))
+            await asyncio.sleep(0.1)
+            await daemon.stop()
+
+        asyncio.run(fire_unwritable_then_writable())
+        fired = scheduled(history)
+    assert [e.dedupe_key for e in fired] == [dedupe_key(minute.replace(minute=1))]
+    [line] = [r for r in caplog.records if r.getMessage() == "execution not recorded"]
+    assert line.fields["trigger"] == "schedule" and "readonly" in line.fields["error"]  # type: ignore[attr-defined]
+    unrecorded = 'loomgit_executions_unrecorded_total{environment="staging",trigger="schedule"} 1.0'
+    assert unrecorded in daemon.metrics.render().decode()
+
+
 @pytest.mark.parametrize("catchup, fired_again", [("none", False), ("latest", True)])
 def test_after_downtime_only_catchup_latest_runs_the_latest_missed_time(
     repo: Repo, age_key: AgeKey, tmp_path: Path, catchup: str, fired_again: bool

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from conftest import (
     state_yaml,
 )
 from echo_server import serve
+
+from loomgit.ingress import UNRECORDED
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-1234"
@@ -109,7 +112,11 @@ def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Start]:
     started: list[subprocess.Popen[str]] = []
 
     def run(
-        repo: Repo, *extra: str, state: Path | None = None, env: dict[str, str] | None = None
+        repo: Repo,
+        *extra: str,
+        state: Path | None = None,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> Daemon:
         keys = [a for env in ("development", "staging", "production")
                 for a in ("--age-key-file", f"{env}={age_key.path}")]  # fmt: skip
@@ -125,6 +132,7 @@ def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Start]:
                 stderr=log,
                 text=True,
                 env=environ,
+                preexec_fn=preexec,
             )  # fmt: skip
         started.append(proc)
         deadline = time.monotonic() + 30
@@ -489,6 +497,90 @@ def test_past_the_backlog_webhooks_are_refused_with_retry_after(repo: Repo, star
         assert len(daemon.executions()) == 1  # nothing recorded for the refused one
         daemon.stop()
         assert daemon.proc.returncode == 0
+
+
+def _files_up_to(limit: int) -> Callable[[], None]:
+    """For the daemon's process tree: a write past `limit` bytes fails (EFBIG), as on a
+    full disk, instead of killing the process (SIGXFSZ ignored)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_refuses_webhooks_with_503_and_keeps_serving(
+    repo: Repo, start: Start, tmp_path: Path
+) -> None:
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo, state=tmp_path / "state", preexec=_files_up_to(400_000))
+    padded = {"name": "Ann", "pad": "x" * 30_000}
+    accepted, refused = [], None
+    for _ in range(60):
+        req = urllib.request.Request(
+            daemon.url + "/hooks/staging/hello",
+            data=json.dumps(padded).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                accepted.append(json.loads(resp.read())["execution"])
+        except urllib.error.HTTPError as exc:
+            refused = exc
+            break
+    assert refused is not None and accepted, daemon.log
+    assert refused.code == 503 and refused.headers["Retry-After"] == "5"
+    assert json.loads(refused.read()) == {"error": UNRECORDED}
+    assert daemon.request("GET", "/healthz")[0] == 200
+    assert daemon.request("GET", f"/api/v1/executions/{accepted[0]}")[0] == 200
+    metrics = daemon.request("GET", "/metrics")[1]
+    assert 'loomgit_executions_unrecorded_total{environment="staging",trigger="webhook"}' in metrics
+    log = daemon.log
+    assert "Traceback" not in log
+    assert "execution not recorded environment=staging workflow=hello trigger=webhook" in log
+
+
+def test_a_bug_in_a_handler_is_one_log_line_and_a_json_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from loomgit.server import _json_errors
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+
+    secret = "".join(["s3c", "r3t"])  # not in any source line the report quotes
+
+    async def broken(request: web.Request) -> web.Response:
+        raise KeyError(secret)
+
+    async def ask_twice() -> list[tuple[int, Any]]:
+        application = web.Application(middlewares=[_json_errors])
+        application.router.add_get("/broken", broken)
+        async with TestClient(TestServer(application)) as client:
+            answers = []
+            for _ in range(2):
+                resp = await client.get("/broken")
+                answers.append((resp.status, await resp.json()))
+            return answers
+
+    answers = asyncio.run(ask_twice())
+    assert (
+        answers
+        == [(500, {"error": "internal error; the daemon's log says where the details are"})] * 2
+    )
+    failed = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert len(failed) == 2 and "s3cr3t" not in caplog.text
+    assert failed[0].fields["error"] == "KeyError"  # type: ignore[attr-defined]
+    reports = list((tmp_path / "loomgit").glob("crash-*.log"))
+    assert len(reports) == 1 and failed[1].fields["details"] == str(reports[0])  # type: ignore[attr-defined]
+    report = reports[0].read_text()  # where it happened, not what the message said
+    assert "KeyError" in report and "in broken" in report and "s3cr3t" not in report
 
 
 def test_executions_can_run_in_the_daemons_own_process(repo: Repo, start: Start) -> None:

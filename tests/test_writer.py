@@ -119,3 +119,32 @@ def test_what_was_sent_before_it_stops_is_committed(
     thread.join(30)
     assert not thread.is_alive()
     assert {history.get(ex.id).status for ex in earlier} == {"succeeded"}
+
+
+def test_what_a_full_database_refuses_is_refused_or_tried_again(
+    writer: tuple[Daemon, History, threading.Thread], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An accepted execution that cannot be recorded is refused to its caller; a finished
+    one is kept and committed once there is room, not dropped."""
+    daemon, history, _ = writer
+    ex = queued()
+    daemon.record([ex])
+    big = "x" * 200_000  # stored as a 64 KiB preview: new pages, which there is no room for
+    with history._lock:  # SQLite's own size limit answers as a full disk does
+        pages = history._db.execute("PRAGMA page_count").fetchone()[0]
+        history._db.execute(f"PRAGMA max_page_count = {pages}")
+    done = replace(ex, status="succeeded", ended_at=time.time(), output=big)
+    daemon.send(("rows", [(finish_rows(done), None)]))
+    late = replace(queued(), trigger={"body": big})
+    daemon.send(("start", execution_row(late)))
+    replies = daemon.replies()
+    kind, items = next(replies)
+    assert kind == "recorded"
+    [(ident, stored, error)] = items
+    assert (ident, stored) == (late.id, None) and "full" in str(error)
+    assert history.get(ex.id).status == "queued"  # its finish waits
+    with history._lock:
+        history._db.execute("PRAGMA max_page_count = 1073741823")
+    assert next(replies) == ("ended", [(ex.id, "succeeded", None)])
+    assert history.get(ex.id).status == "succeeded"
+    assert "history write failed" in caplog.text
