@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import os
-import sys
-import tempfile
-import traceback
-from pathlib import Path
-
 
 class LoomgitError(Exception):
     """Root of all user-facing errors; carries a plain sentence and an optional hint."""
@@ -51,6 +44,8 @@ class DocumentError(LoomgitError):
 def _stack(exc: BaseException) -> str:
     """Where `exc` and the exceptions it came from were raised: their types and stacks,
     not their messages, which may quote a secret (a decrypted value, a request body)."""
+    import traceback
+
     parts = []
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -64,7 +59,14 @@ def _stack(exc: BaseException) -> str:
 
 def crash_report(exc: BaseException) -> str | None:
     """Writes where a bug happened to a file for a report; returns its path. Only the
-    file has the stack: what a user is shown or logged is one line."""
+    file has the stack: what a user is shown or logged is one line. Imports what it
+    needs here: every command imports this module at start-up."""
+    import datetime
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
     from loomgit import __version__
 
     try:

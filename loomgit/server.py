@@ -39,7 +39,7 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         if exc.status < 400:
             raise
         return error(exc.status, (exc.reason or "refused").lower())
-    except Exception as exc:  # a bug: one log line; the traceback goes to a file
+    except Exception as exc:  # a bug: one log line; where it happened goes to a file
         log.event(
             "request failed",
             logging.ERROR,
