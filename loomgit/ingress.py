@@ -195,6 +195,11 @@ class Ingress:
         route = (request.method, path)
         trigger = served.routes.get(route)
         if trigger is None:
+            allowed = served.methods.get(path)
+            if allowed:  # the path is served, with other methods: HTTP says 405, and which
+                listed = ", ".join(allowed)
+                message = f"/{path} in {env} accepts {listed}, not {request.method}"
+                return error(405, message, Allow=listed)
             return error(404, f"no active webhook {request.method} /{path} in {env}")
         name = served.hooks[route]
         raw = await raw_body(request, daemon.settings.max_body)

@@ -44,6 +44,10 @@ def spec() -> dict[str, Any]:
                         "202": _ACCEPTED,
                         "401": _answer("The trigger's signature check failed"),
                         "404": _answer("No active webhook there; nothing recorded"),
+                        "405": _answer(
+                            "The path is active with other methods only (Allow names"
+                            " them); nothing recorded"
+                        ),
                         "413": _answer("The body is over the limit"),
                         "503": _answer(
                             "The environment is not reconciled yet, or the backlog of"

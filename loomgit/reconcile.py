@@ -48,6 +48,7 @@ class Served:
     api: frozenset[str]
     schedules: tuple[tuple[str, ScheduleTrigger], ...]  # (workflow, trigger)
     inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # what each was built from
+    methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> its methods
 
 
 @dataclass
@@ -281,6 +282,9 @@ class Reconciler:
                     api.add(stem)
                 elif isinstance(trigger, ScheduleTrigger):
                     schedules.append((stem, trigger))
+        methods: dict[str, list[str]] = {}
+        for method, route in routes:
+            methods.setdefault(route, []).append(method)
         return Served(
             commit,
             deployments,
@@ -290,6 +294,7 @@ class Reconciler:
             frozenset(api),
             tuple(schedules),
             inputs,
+            {route: tuple(sorted(these)) for route, these in methods.items()},
         )
 
 

@@ -59,6 +59,18 @@ class Daemon:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> tuple[int, Any]:
+        code, answer, _ = self.answer(method, path, body, headers, raw)
+        return code, answer
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, Any]:
+        """The status, the body (parsed when JSON) and the headers of the answer."""
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
@@ -66,9 +78,9 @@ class Daemon:
             req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, _json_or_text(resp.read())
+                return resp.status, _json_or_text(resp.read()), resp.headers
         except urllib.error.HTTPError as exc:
-            return exc.code, _json_or_text(exc.read())
+            return exc.code, _json_or_text(exc.read()), exc.headers
 
     def reconcile(self) -> dict[str, dict[str, Any]]:
         code, body = self.request(
@@ -166,7 +178,11 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     for path in ("/hooks/production/hello", "/hooks/development/hello", "/hooks/staging/nope"):
         assert daemon.request("POST", path, {})[0] == 404
     assert daemon.request("POST", "/hooks/qa/hello", {})[0] == 404
-    assert daemon.request("GET", "/hooks/staging/hello")[0] == 404  # wrong method
+    code, refusal, headers = daemon.answer("GET", "/hooks/staging/hello")  # another method
+    assert code == 405 and headers["Allow"] == "POST"
+    assert refusal == {"error": "/hello in staging accepts POST, not GET"}
+    assert daemon.request("GET", "/hooks/development/hello")[0] == 404  # not active there
+    assert [e["id"] for e in daemon.executions()] == [body["execution"]]  # none refused
 
     assert cli("deactivate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon.reconcile()
