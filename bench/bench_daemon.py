@@ -6,7 +6,7 @@ Prints, against the daemon targets:
     is installed (`apt-get install wrk`), else by an aiohttp client in this process
     (target >= 5,000/s); CPU per request of the daemon, its history writer and its runner
   * with wrk: p50/p90/p99 latency with requests sent at 5,000/s, paced, while the
-    executions run (target p99 <= 20 ms)
+    executions run, in several runs (--paced-runs) and their median (target p99 <= 20 ms)
   * end to end: webhook-triggered executions of a trivial workflow, from the first
     request to the last execution recorded as finished (target >= 1,000/s)
   * schedule lateness p99 with 1,000 schedules due at the same second (target <= 100 ms)
@@ -19,7 +19,7 @@ Prints, against the daemon targets:
 
 No request leaves 127.0.0.1: the generated workflows' URLs point at a closed local port.
 
-    python bench/bench_daemon.py [--seconds 8] [--workflows 10000] [--cycles 1000]
+    python bench/bench_daemon.py [--seconds 8] [--paced-runs 5] [--workflows 10000] [--cycles 1000]
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ PACED_CONNECTIONS = 128  # enough that a slow answer does not hold back the sche
 INGRESS_BACKLOG = 500_000
 
 
-def bench_webhooks(scratch: Path, requests: int, seconds: int) -> None:
+def bench_webhooks(scratch: Path, requests: int, seconds: int, paced_runs: int) -> None:
     repo = trivial_repo(scratch / "trivial", 0)
     daemon = Daemon(repo, None, scratch / "state-trivial", "--max-backlog", str(INGRESS_BACKLOG))
     try:
@@ -393,16 +393,31 @@ def bench_webhooks(scratch: Path, requests: int, seconds: int) -> None:
         mine = "" if use_wrk else f", this client {client_cpu / requests * 1e6:.0f} us"
         print(f"  CPU per request: {shares}{mine}; {os.cpu_count()} cores")
         if use_wrk:
-            _wait_idle(daemon)
-            sent, elapsed, lat = _wrk(scratch, url, seconds, PACED_CONNECTIONS, INGRESS_TARGET)
-            print(
-                f"webhook latency at {INGRESS_TARGET:,} requests/s (paced, wrk, "
-                f"{PACED_CONNECTIONS} connections; executions running meanwhile): "
-                f"{sent / elapsed:,.0f} sent/s, p50 {lat['50%'] * 1000:.1f} ms, "
-                f"p90 {lat['90%'] * 1000:.1f} ms, p99 {lat['99%'] * 1000:.1f} ms"
-            )
+            _paced(daemon, scratch, url, seconds, paced_runs)
     finally:
         daemon.stop()
+
+
+def _paced(daemon: Daemon, scratch: Path, url: str, seconds: int, runs: int) -> None:
+    """Latency at INGRESS_TARGET requests/s, `runs` times, each once the executions of
+    the one before have ended. One run says little on this machine: p99 has gone from 12
+    to 52 ms from one run to the next with the same code, so each run is printed, then
+    the median."""
+    p99s = []
+    for number in range(1, runs + 1):
+        _wait_idle(daemon)
+        sent, elapsed, lat = _wrk(scratch, url, seconds, PACED_CONNECTIONS, INGRESS_TARGET)
+        p99s.append(lat["99%"])
+        print(
+            f"webhook latency at {INGRESS_TARGET:,} requests/s, run {number} of {runs} (paced,"
+            f" wrk, {PACED_CONNECTIONS} connections; executions running meanwhile): "
+            f"{sent / elapsed:,.0f} sent/s, p50 {lat['50%'] * 1000:.1f} ms, "
+            f"p90 {lat['90%'] * 1000:.1f} ms, p99 {lat['99%'] * 1000:.1f} ms"
+        )
+    print(
+        f"  paced p99 over {runs} runs: median {statistics.median(p99s) * 1000:.1f} ms, "
+        f"{min(p99s) * 1000:.1f} to {max(p99s) * 1000:.1f} ms (target <= 20 ms)"
+    )
 
 
 def _wait_idle(daemon: Daemon) -> None:
@@ -629,6 +644,9 @@ def main() -> None:
         "--requests", type=int, default=20_000, help="without wrk: how many to send"
     )
     parser.add_argument("--seconds", type=int, default=8, help="with wrk: how long to send")
+    parser.add_argument(
+        "--paced-runs", type=int, default=5, help="with wrk: how many paced runs at 5,000/s"
+    )
     parser.add_argument("--schedules", type=int, default=1_000)
     parser.add_argument("--workflows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=20)
@@ -642,7 +660,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="loomgit-bench-daemon-"))
     try:
         if args.only in (None, "webhooks"):
-            bench_webhooks(scratch, args.requests, args.seconds)
+            bench_webhooks(scratch, args.requests, args.seconds, args.paced_runs)
         if args.only in (None, "schedules"):
             bench_schedules(scratch, args.schedules)
         if args.only in (None, "reparse"):
