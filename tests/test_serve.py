@@ -51,16 +51,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-    ) -> tuple[int, Any]:
-        code, answer, _ = self.answer(method, path, body, headers, raw)
-        return code, answer
+    def request(self, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        """The status and the body of the answer (see `answer`)."""
+        code, body, _ = self.answer(*args, **kwargs)
+        return code, body
 
     def answer(
         self,
