@@ -1,21 +1,28 @@
 """How an HTTP request becomes an execution: the webhooks, `/hooks/{environment}/{path}`,
 and the API trigger. An execution is recorded before `202` is returned, so an accepted
 request is never lost.
+
+Webhooks are served straight from the ASGI scope, without a framework's request and
+response objects: they are the daemon's hot path (see `Ingress.hook`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
-from aiohttp import web
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from loomgit.daemon import Daemon
 from loomgit.history import HistoryError
@@ -30,6 +37,7 @@ SIGNATURE_PREFIX = "sha256="
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What a refusal with this status also says, as HTTP asks.
 _REFUSAL_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_SECONDS}}
+_JSON = "application/json"
 
 
 class Refused(Exception):
@@ -39,38 +47,100 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
 
-    def response(self) -> web.Response:
+    def response(self) -> Response:
         return error(self.status, str(self), **_REFUSAL_HEADERS.get(self.status, {}))
 
 
-def error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data), status_code=status, headers=headers, media_type=_JSON)
 
 
-async def raw_body(request: web.Request, limit: int) -> bytes:
-    """The raw body; 413 past `limit` without reading on."""
-    too_large = f"the body is larger than {limit:,} bytes"
-    length = request.content_length
-    if length is not None and length > limit:
-        raise Refused(413, too_large)
-    if length is not None:
-        try:
-            return await request.content.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise Refused(400, "the body is shorter than its Content-Length") from None
+def error(status: int, message: str, **headers: str) -> Response:
+    return json_response({"error": message}, status, headers or None)
+
+
+def _too_large(limit: int) -> Refused:
+    return Refused(413, f"the body is larger than {limit:,} bytes")
+
+
+async def _body_within(chunks: AsyncIterator[bytes], limit: int, declared: str | None) -> bytes:
+    """The body from its chunks; 413 once it is longer than `limit`, or at once when its
+    declared length is."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
     raw = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in chunks:
         raw += chunk
         if len(raw) > limit:
-            raise Refused(413, too_large)
+            raise _too_large(limit)
     return bytes(raw)
 
 
-def parse(request: web.Request, raw: bytes) -> Any:
-    """The body, parsed as JSON when it says so."""
+async def raw_body(request: Request, limit: int) -> bytes:
+    """The raw body; 413 past `limit` without reading on."""
+    return await _body_within(request.stream(), limit, request.headers.get("content-length"))
+
+
+# A request answered before its body was read (refused as too large, or before it was
+# needed) is not read on, but where the server closes the connection after the answer
+# (the client said `Connection: close`), the unread bytes make the system reset it and
+# the client sees a broken pipe instead of the answer. So on such a connection what
+# arrives is discarded, for up to this long, before answering (aiohttp's lingering).
+LINGER_SECONDS = 10.0
+
+
+def closes(scope: Scope) -> bool:
+    """Whether the server closes this connection after the answer while the client
+    sends its body without waiting for a `100 Continue`."""
+    if scope["http_version"] == "1.0":
+        return True
+    closing = waiting = False
+    for name, value in scope["headers"]:
+        if name == b"connection":
+            closing = b"close" in value.lower()
+        elif name == b"expect":
+            waiting = b"100-continue" in value.lower()
+    return closing and not waiting
+
+
+def lingering(receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """`receive` and `send` that read the rest of the body before the answer starts."""
+    ended = False
+
+    async def receiving() -> Message:
+        nonlocal ended
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            ended = True
+        return message
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and not ended:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LINGER_SECONDS):
+                    while not ended:
+                        await receiving()
+        await send(message)
+
+    return receiving, sending
+
+
+async def _received(receive: Receive) -> AsyncIterator[bytes]:
+    """The body's chunks as the server hands them over (an ASGI `receive`)."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            raise Refused(400, "the client closed the connection before the body ended")
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return
+
+
+def parse(content_type: str, raw: bytes) -> Any:
+    """The body, parsed as JSON when its content type says so."""
     if not raw:
         return None
-    if "json" in request.content_type:
+    if "json" in content_type:
         try:
             return json.loads(raw)
         except ValueError:
@@ -88,19 +158,15 @@ def signed(secret: bytes, raw: bytes, given: str | None) -> bool:
     )
 
 
-def plain_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The request's headers as a plain dict of plain strings. aiohttp's names are
-    multidict's `istr`, which pickles by reference to its class: it made the trigger
-    sent to the writer and to a runner several times slower to pickle and to redact
-    (measured: 3.6 µs against 0.8 µs to pickle three headers)."""
-    return {str(k): v for k, v in headers.items()}
-
-
 @functools.lru_cache(maxsize=4096)
-def _accepted_tail(env: str, name: str) -> str:
+def _accepted_tail(env: str, name: str) -> bytes:
     """The end of an accepted request's answer, `"environment": …, "workflow": …}`:
-    built once per webhook, not per request (json_response took 6.8 µs, this 3.4)."""
-    return json.dumps({"environment": env, "workflow": name})[1:]
+    built once per webhook, not per request."""
+    return json.dumps({"environment": env, "workflow": name})[1:].encode()
+
+
+def accepted_body(ident: str, env: str, name: str) -> bytes:
+    return b'{"execution": "' + ident.encode() + b'", ' + _accepted_tail(env, name)
 
 
 def _signature_secret(served: Served, name: str, trigger: WebhookTrigger) -> bytes:
@@ -109,11 +175,11 @@ def _signature_secret(served: Served, name: str, trigger: WebhookTrigger) -> byt
     return str(fields.get(trigger.signature.field, "")).encode()
 
 
-def _sync_answer(ex: Execution) -> web.Response:
+def _sync_answer(ex: Execution) -> Response:
     """A `respond: sync` webhook's answer: the respond step's response, else the output."""
     if ex.status != "succeeded":
         failed = {"execution": ex.id, "status": ex.status, "error": ex.error}
-        return web.json_response(failed, status=504 if ex.status == "timed_out" else 500)
+        return json_response(failed, 504 if ex.status == "timed_out" else 500)
     responded = any(s.type == "respond" and s.status == "succeeded" for s in ex.steps)
     if responded and isinstance(ex.output, dict):
         status = int(ex.output.get("status", 200))
@@ -128,12 +194,13 @@ def _sync_answer(ex: Execution) -> web.Response:
         }
         content = ex.output.get("body")
         if isinstance(content, str):
-            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
-            return web.Response(text=content, status=status, headers=headers)
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "text/plain; charset=utf-8"
+            return Response(content, status_code=status, headers=headers)
         if content is None:
-            return web.Response(status=status, headers=headers)
-        return web.json_response(content, status=status, headers=headers)
-    return web.json_response({"execution": ex.id, "output": ex.output})
+            return Response(status_code=status, headers=headers)
+        return json_response(content, status, headers)
+    return json_response({"execution": ex.id, "output": ex.output})
 
 
 class Ingress:
@@ -159,9 +226,10 @@ class Ingress:
         trigger: TriggerEvent,
         key: str | None,
         sync_timeout: float | None = None,
-    ) -> web.Response:
-        """Records an execution of `name` and has it run; `202` with its id, or with
-        `sync_timeout`, its answer if it ends within that time."""
+    ) -> tuple[int, bytes] | Response:
+        """Records an execution of `name` and has it run: `202` with its id (`200` with
+        the first one's for a repeated idempotency key), or with `sync_timeout`, its
+        answer if it ends within that time."""
         daemon = self.daemon
         if daemon.overloaded():
             raise Refused(503, "too many executions are waiting to run; retry later")
@@ -178,44 +246,60 @@ class Ingress:
                 return _sync_answer(record)
             except TimeoutError:
                 pass  # it goes on; the caller gets its id
-        body = f'{{"execution": {json.dumps(ident)}, {_accepted_tail(env, name)}'
-        return web.Response(
-            body=body.encode(),
-            status=202 if task is not None else 200,
-            content_type="application/json",
-        )
+        return 202 if task is not None else 200, accepted_body(ident, env, name)
 
-    async def hook(self, request: web.Request, env: str, path: str) -> web.Response:
+    async def hook(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request to `/hooks/{env}/{path}`: an execution of the workflow whose active
-        webhook trigger that is, or why not."""
+        webhook trigger that is, or why not. Served from the ASGI scope itself: a
+        framework's request and response objects cost more than the rest of accepting
+        (see docs/benchmarks.md)."""
         began = time.perf_counter()
+        env = ""
+        try:
+            env, _, path = scope["path"][len("/hooks/") :].partition("/")
+            answer = await self._hook(scope, receive, env, path.strip("/"), began)
+        except Refused as exc:
+            answer = exc.response()
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        status, body = answer
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _hook(
+        self, scope: Scope, receive: Receive, env: str, path: str, began: float
+    ) -> tuple[int, bytes] | Response:
         daemon = self.daemon
-        path = path.strip("/")
+        method = scope["method"]
         served = self.serving(env)
-        route = (request.method, path)
+        route = (method, path)
         trigger = served.routes.get(route)
         if trigger is None:
             allowed = served.methods.get(path)
             if allowed:  # the path is served, with other methods: HTTP says 405, and which
                 listed = ", ".join(allowed)
-                message = f"/{path} in {env} accepts {listed}, not {request.method}"
-                return error(405, message, Allow=listed)
-            return error(404, f"no active webhook {request.method} /{path} in {env}")
+                return error(405, f"/{path} in {env} accepts {listed}, not {method}", Allow=listed)
+            return error(404, f"no active webhook {method} /{path} in {env}")
         name = served.hooks[route]
-        raw = await raw_body(request, daemon.settings.max_body)
+        # Header names as the server gives them: lower case, as HTTP/2 has them.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        limit, declared = daemon.settings.max_body, headers.get("content-length")
+        raw = await _body_within(_received(receive), limit, declared)
         if trigger.signature is not None:
-            given = request.headers.get(trigger.signature.header)
+            given = headers.get(trigger.signature.header.lower())
             if not signed(_signature_secret(served, name, trigger), raw, given):
                 return error(401, f"missing or wrong {trigger.signature.header} signature")
-        headers = request.headers
+        query = scope["query_string"]
         event = TriggerEvent(
             "webhook",
-            body=parse(request, raw),
-            headers=plain_headers(headers),
-            query=dict(request.query) if request.query_string else {},
-            details={"path": path, "method": request.method},
+            body=parse(headers.get("content-type", ""), raw),
+            headers=headers,
+            query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
+            details={"path": path, "method": method},
         )
-        key = headers.get("Idempotency-Key") or headers.get("X-GitHub-Delivery")
+        key = headers.get("idempotency-key") or headers.get("x-github-delivery")
         sync = trigger.respond_timeout if trigger.respond == "sync" else None
         answer = await self.accept(served, env, name, event, key, sync)
         metrics = daemon.metrics

@@ -1,54 +1,69 @@
-"""The daemon's HTTP side (aiohttp): webhooks per environment and the API trigger (both
-in `loomgit.ingress`), the push webhook of the git host, the environment and execution
-views, health and metrics."""
+"""The daemon's HTTP side, an ASGI application served by uvicorn: webhooks per
+environment and the API trigger (both in `loomgit.ingress`), the push webhook of the git
+host, the environment and execution views, health and metrics. Webhooks are answered from
+the ASGI scope itself; everything else goes through Starlette's routing."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import json
 import logging
+import math
 import signal
+import socket
 import sys
 import weakref
 from typing import Any
 
-from aiohttp import web
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loomgit import log
 from loomgit.daemon import Daemon
 from loomgit.errors import UsageError, crash_report
-from loomgit.ingress import Ingress, Refused, error, parse, raw_body, signed
+from loomgit.ingress import (
+    Ingress,
+    Refused,
+    closes,
+    error,
+    json_response,
+    lingering,
+    parse,
+    raw_body,
+    signed,
+)
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
 from loomgit.reconcile import Served
 from loomgit.records import STATUSES, Query
 from loomgit.runtime import TriggerEvent
 
+HOOKS = "/hooks/"
+INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every refusal as `{"error": …}` with its status, never an HTML page."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except Refused as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error(exc.status, (exc.reason or "refused").lower())
-    except Exception as exc:  # a bug: one log line; where it happened goes to a file
-        log.event(
-            "request failed",
-            logging.ERROR,
-            method=request.method,
-            path=request.path,
-            error=type(exc).__name__,  # its type only: the message might hold a secret
-            details=_reported(exc),
-        )
-        return error(500, "internal error; the daemon's log says where the details are")
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method the route does not take) as
+    `{"error": …}`, never a text page."""
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail.lower(), **(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error(500, INTERNAL_ERROR)
 
 
 _REPORTS: dict[str, str | None] = {}  # a report per kind of bug, not one per request
@@ -61,50 +76,69 @@ def _reported(exc: Exception) -> str:
     return _REPORTS[kind] or "(no report: the state folder is not writable)"
 
 
-async def _body(request: web.Request, limit: int) -> Any:
-    return parse(request, await raw_body(request, limit))
+def _log_bug(scope: Scope, exc: Exception) -> None:
+    """A bug: one log line; where it happened goes to a file."""
+    log.event(
+        "request failed",
+        logging.ERROR,
+        method=scope.get("method", ""),
+        path=scope.get("path", ""),
+        error=type(exc).__name__,  # its type only: the message might hold a secret
+        details=_reported(exc),
+    )
 
 
-def app(daemon: Daemon) -> web.Application:
+async def _body(request: Request, limit: int) -> Any:
+    raw = await raw_body(request, limit)
+    return parse(request.headers.get("content-type", ""), raw)
+
+
+HOOK_PATH = "/hooks/{env}/{path}"  # as the OpenAPI document names it
+
+
+def app(daemon: Daemon) -> ASGIApp:
+    """The daemon's HTTP side: webhooks, then the API."""
+    return front(Ingress(daemon).hook, api(daemon))
+
+
+def api(daemon: Daemon) -> Starlette:
+    """Everything but the webhooks."""
     rec = daemon.reconciler
-    routes = web.RouteTableDef()
 
-    def authorised(request: web.Request) -> bool:
+    def authorised(request: Request) -> bool:
         given = request.headers.get("Authorization", "")
         if not given.startswith("Bearer ") or not daemon.settings.tokens:
             return False
         token = given.removeprefix("Bearer ").encode()
         return any(hmac.compare_digest(token, t.encode()) for t in daemon.settings.tokens)
 
-    def require_token(request: web.Request) -> None:
+    def require_token(request: Request) -> None:
         if not authorised(request):
             raise Refused(401, "a valid bearer token is required")
 
     ingress = Ingress(daemon)
     view = EnvironmentsView(daemon)
 
-    @routes.route("*", "/hooks/{env}/{path:.+}")
-    async def hook(request: web.Request) -> web.Response:
-        return await ingress.hook(request, request.match_info["env"], request.match_info["path"])
-
-    @routes.post("/api/v1/workflows/{name}/executions")
-    async def api_run(request: web.Request) -> web.Response:
+    async def api_run(request: Request) -> Response:
         require_token(request)
         body = await _body(request, daemon.settings.max_body)
         if body is not None and not isinstance(body, dict):
             return error(400, 'the body is {"environment": …, "input": …}')
         body = body or {}
         env = body.get("environment") or rec.last_environment
-        name = request.match_info["name"]
+        name = request.path_params["name"]
         served = ingress.serving(str(env))
         if name not in served.api:
             return error(404, f"{name} has no active api trigger in {env}")
         trigger = TriggerEvent("api", body=body.get("input"), details={"environment": env})
         key = request.headers.get("Idempotency-Key")
-        return await ingress.accept(served, str(env), name, trigger, key)
+        answer = await ingress.accept(served, str(env), name, trigger, key)
+        if isinstance(answer, Response):
+            return answer
+        status, content = answer
+        return Response(content, status_code=status, media_type="application/json")
 
-    @routes.post("/api/v1/git-webhook")
-    async def git_webhook(request: web.Request) -> web.Response:
+    async def git_webhook(request: Request) -> Response:
         secret = daemon.settings.git_webhook_secret
         if secret is None:
             return error(404, "the git webhook is off; start serve with --git-webhook-secret-file")
@@ -112,32 +146,27 @@ def app(daemon: Daemon) -> web.Application:
         if not signed(secret, raw, request.headers.get("X-Hub-Signature-256")):
             return error(401, "missing or wrong X-Hub-Signature-256 signature")
         if request.headers.get("X-GitHub-Event") == "ping":
-            return web.json_response({"status": "pong"})
+            return json_response({"status": "pong"})
         log.event("git webhook", delivery=request.headers.get("X-GitHub-Delivery", ""))
         daemon.request_reconcile()
-        return web.json_response({"status": "reconcile started"}, status=202)
+        return json_response({"status": "reconcile started"}, 202)
 
-    @routes.get("/metrics")
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=daemon.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    async def metrics(request: Request) -> Response:
+        return Response(daemon.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    @routes.get("/openapi.json")
-    async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(openapi_spec())
+    async def openapi(request: Request) -> Response:
+        return json_response(openapi_spec())
 
-    @routes.post("/api/v1/reconcile")
-    async def reconcile(request: web.Request) -> web.Response:
+    async def reconcile(request: Request) -> Response:
         require_token(request)
         await daemon.reconcile_once()
         return await view.render()
 
-    @routes.get("/api/v1/environments")
-    async def environments(request: web.Request) -> web.Response:
+    async def environments(request: Request) -> Response:
         return await view.render()
 
-    @routes.get("/api/v1/executions")
-    async def executions(request: web.Request) -> web.Response:
-        q = request.query
+    async def executions(request: Request) -> Response:
+        q = request.query_params
         status = q.get("status")
         if status is not None and status not in STATUSES:
             return error(400, f"status is one of {', '.join(STATUSES)}")
@@ -148,31 +177,71 @@ def app(daemon: Daemon) -> web.Application:
             return error(400, "limit is a number; since is a Unix time")
         query = Query(q.get("environment"), q.get("workflow"), status, since, max(limit, 1))
         found = await asyncio.to_thread(daemon.history.query, query)
-        return web.json_response([ex.to_json(steps=False) for ex in found])
+        return json_response([ex.to_json(steps=False) for ex in found])
 
-    @routes.get("/api/v1/executions/{ident}")
-    async def execution(request: web.Request) -> web.Response:
+    async def execution(request: Request) -> Response:
         try:
-            ex = await asyncio.to_thread(daemon.history.get, request.match_info["ident"])
+            ex = await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
         except UsageError as exc:
             return error(404, exc.message)
-        return web.json_response(ex.to_json())
+        return json_response(ex.to_json())
 
-    @routes.get("/healthz")
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    @routes.get("/readyz")
-    async def readyz(request: web.Request) -> web.Response:
-        wanted = request.query.get("environments")
+    async def readyz(request: Request) -> Response:
+        wanted = request.query_params.get("environments")
         names = [n.strip() for n in wanted.split(",") if n.strip()] if wanted else None
-        return web.json_response(readiness(daemon, names))
+        return json_response(readiness(daemon, names))
 
-    application = web.Application(
-        client_max_size=daemon.settings.max_body, middlewares=[_json_errors]
+    return _api(
+        [
+            Route("/api/v1/workflows/{name}/executions", api_run, methods=["POST"]),
+            Route("/api/v1/git-webhook", git_webhook, methods=["POST"]),
+            Route("/metrics", metrics),
+            Route("/openapi.json", openapi),
+            Route("/api/v1/reconcile", reconcile, methods=["POST"]),
+            Route("/api/v1/environments", environments),
+            Route("/api/v1/executions", executions),
+            Route("/api/v1/executions/{ident}", execution),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
     )
-    application.add_routes(routes)
-    return application
+
+
+def _api(routes: list[Route]) -> Starlette:
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            Refused: _refused,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+
+
+def front(hooks: ASGIApp, api: ASGIApp) -> ASGIApp:
+    """Webhooks to `hooks`, straight from the server; the rest to `api`. A bug in either
+    is one log line and a JSON 500, never a traceback."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and closes(scope):
+            receive, send = lingering(receive, send)
+        if scope["type"] == "http" and scope["path"].startswith(HOOKS):
+            try:
+                await hooks(scope, receive, send)
+            except Exception as exc:
+                _log_bug(scope, exc)
+                with contextlib.suppress(RuntimeError):  # the answer had begun: it ends there
+                    await error(500, INTERNAL_ERROR)(scope, receive, send)
+            return
+        try:
+            await api(scope, receive, send)
+        except Exception as exc:  # Starlette answered 500, then raised it for the log
+            _log_bug(scope, exc)
+
+    return serve
 
 
 def readiness(daemon: Daemon, wanted: list[str] | None = None) -> dict[str, Any]:
@@ -243,7 +312,7 @@ class EnvironmentsView:
         self._described[name] = (weakref.ref(served), text)
         return text
 
-    async def render(self) -> web.Response:
+    async def render(self) -> Response:
         rec = self.daemon.reconciler
         out = []
         for name in list(rec.names):
@@ -259,7 +328,7 @@ class EnvironmentsView:
             }
             workflows = await self._workflows(name, served)
             out.append(f'{json.dumps(head)[:-1]}, "workflows": {workflows}}}')
-        return web.Response(text=f"[{', '.join(out)}]", content_type="application/json")
+        return Response(f"[{', '.join(out)}]", media_type="application/json")
 
 
 LOOPS_STOP_WITHIN = 5.0  # seconds; cancelled, they stop at once
@@ -272,20 +341,47 @@ LOOPS_STOP_WITHIN = 5.0  # seconds; cancelled, they stop at once
 SWITCH_INTERVAL = 0.0005
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server starts, so that a port in use is a
+    one-line error here rather than the server's own exit."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _server(daemon: Daemon) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app(daemon),
+        loop="none",  # the daemon's own (uvloop's where installed)
+        lifespan="off",
+        access_log=False,
+        log_config=None,  # its few warnings (malformed requests) go to the daemon's log
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=math.ceil(daemon.settings.grace + LOOPS_STOP_WITHIN),
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    server_log = logging.getLogger("uvicorn")
+    server_log.handlers[:] = log.logger.handlers
+    server_log.propagate = False
+    return server
+
+
 async def serve(daemon: Daemon, host: str, port: int) -> None:
     """Runs until SIGTERM or SIGINT: reconcile first, then accept requests."""
-    runner = web.AppRunner(app(daemon), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
-        await site.start()
+        sock = _listen(host, port)
     except OSError as exc:
-        await runner.cleanup()
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="pass another --port, or stop what is using it",
         ) from None
-    bound = runner.addresses[0][1] if runner.addresses else port
+    bound = sock.getsockname()[1]
+    server = _server(daemon)
+    await server.startup(sockets=[sock])
+    ticks = asyncio.create_task(server.main_loop())  # keeps the Date header current
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -320,7 +416,12 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
         failure = None if task.cancelled() else task.exception()
         if failure is not None:  # its type only: the message might hold a secret
             log.event("loop failed", logging.ERROR, error=type(failure).__name__)
-    await site.stop()  # stop accepting; running executions go on within the grace period
+    # Stop accepting; requests under way are answered while running executions go on
+    # within the grace period (a `respond: sync` webhook gets its execution's answer).
+    server.should_exit = True
+    closing = asyncio.create_task(server.shutdown(sockets=[sock]))
+    await asyncio.sleep(0)  # the listening socket is closed before the executions stop
     await daemon.stop()
-    await runner.cleanup()
+    await closing
+    await ticks
     log.event("stopped")
