@@ -351,8 +351,23 @@ def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
     kept.request("POST", "/hooks/staging/hello", json.dumps(big).encode())
     answer = kept.getresponse()
     assert answer.status == 413 and b"larger than 1,048,576 bytes" in answer.read()
+
+    def status() -> int:
+        answer = kept.getresponse()
+        answer.read()
+        return answer.status
+
     kept.request("GET", "/healthz")  # the same connection goes on
-    assert kept.getresponse().status == 200
+    assert status() == 200
+    within = json.dumps({"name": "y" * 300_000}).encode()  # handed over in several parts
+    kept.request("POST", "/hooks/staging/hello", within, {"Content-Type": "application/json"})
+    assert status() == 202
+    kept.putrequest("POST", "/hooks/staging/hello")  # chunked: no length given
+    kept.putheader("Transfer-Encoding", "chunked")
+    kept.putheader("Content-Type", "application/json")
+    kept.endheaders()
+    kept.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(within), within))
+    assert status() == 202
     kept.close()
     waiting = http.client.HTTPConnection(host, int(port), timeout=10)
     waiting.putrequest("POST", "/hooks/staging/hello")
