@@ -273,9 +273,8 @@ class Ingress:
         framework's request and response objects cost more than the rest of accepting
         (see docs/benchmarks.md)."""
         began = time.perf_counter()
-        env = ""
+        env, _, path = scope["path"][len("/hooks/") :].partition("/")
         try:
-            env, _, path = scope["path"][len("/hooks/") :].partition("/")
             answer = await self._hook(scope, receive, env, path.strip("/"), began)
         except Refused as exc:
             answer = exc.response()
