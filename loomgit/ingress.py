@@ -38,6 +38,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What a refusal with this status also says, as HTTP asks.
 _REFUSAL_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_SECONDS}}
 _JSON = "application/json"
+HOOKS = "/hooks/"  # where webhooks are served: /hooks/{environment}/{path}
 
 
 class Refused(Exception):
@@ -63,11 +64,16 @@ def _too_large(limit: int) -> Refused:
     return Refused(413, f"the body is larger than {limit:,} bytes")
 
 
+def _declared_within(declared: str | None, limit: int) -> None:
+    """413 at once, before any of the body is read, when its declared length is too long."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+
+
 async def _body_within(chunks: AsyncIterator[bytes], limit: int, declared: str | None) -> bytes:
     """The body from its chunks; 413 once it is longer than `limit`, or at once when its
     declared length is."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+    _declared_within(declared, limit)
     raw = bytearray()
     async for chunk in chunks:
         raw += chunk
@@ -125,34 +131,28 @@ def lingering(receive: Receive, send: Send) -> tuple[Receive, Send]:
     return receiving, sending
 
 
-async def _received(receive: Receive) -> AsyncIterator[bytes]:
-    """The body's chunks as the server hands them over (an ASGI `receive`)."""
+async def _received(receive: Receive, message: Message) -> AsyncIterator[bytes]:
+    """The body's chunks as the server hands them over (an ASGI `receive`), from the
+    first `message`."""
     while True:
-        message = await receive()
         if message["type"] != "http.request":  # the client went away
             raise Refused(400, "the client closed the connection before the body ended")
         yield message.get("body", b"")
         if not message.get("more_body"):
             return
+        message = await receive()
 
 
 async def _body(receive: Receive, limit: int, declared: str | None) -> bytes:
     """The body of a webhook; most come in one message, read without a generator."""
-    if declared is not None and declared.isdigit() and int(declared) <= limit:
-        message = await receive()
-        if message["type"] == "http.request" and not message.get("more_body"):
-            raw: bytes = message.get("body", b"")
-            if len(raw) > limit:
-                raise _too_large(limit)
-            return raw
-
-        async def rest() -> AsyncIterator[bytes]:
-            yield message.get("body", b"")
-            async for chunk in _received(receive):
-                yield chunk
-
-        return await _body_within(rest(), limit, declared)
-    return await _body_within(_received(receive), limit, declared)
+    _declared_within(declared, limit)
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body"):
+        raw: bytes = message.get("body", b"")
+        if len(raw) > limit:
+            raise _too_large(limit)
+        return raw
+    return await _body_within(_received(receive, message), limit, None)
 
 
 def parse(content_type: str, raw: bytes) -> Any:
@@ -273,7 +273,7 @@ class Ingress:
         framework's request and response objects cost more than the rest of accepting
         (see docs/benchmarks.md)."""
         began = time.perf_counter()
-        env, _, path = scope["path"][len("/hooks/") :].partition("/")
+        env, _, path = scope["path"][len(HOOKS) :].partition("/")
         try:
             answer = await self._hook(scope, receive, env, path.strip("/"), began)
         except Refused as exc:

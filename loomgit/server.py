@@ -30,6 +30,7 @@ from loomgit import log
 from loomgit.daemon import Daemon
 from loomgit.errors import UsageError, crash_report
 from loomgit.ingress import (
+    HOOKS,
     Ingress,
     Refused,
     closes,
@@ -46,7 +47,6 @@ from loomgit.reconcile import Served
 from loomgit.records import STATUSES, Query
 from loomgit.runtime import TriggerEvent
 
-HOOKS = "/hooks/"
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
 
 
