@@ -91,6 +91,8 @@ class Daemon:
             if self.settings.runners
             else InProcess(self.engine, self.recorder, self._finished)
         )
+        self.metrics.backlog.set_function(self.dispatch.backlog)
+        self.metrics.max_backlog.set(self.settings.max_backlog)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -271,10 +273,13 @@ class Daemon:
             )
             self._unrecorded, self._unrecorded_logged = 0, now
 
-    def overloaded(self) -> bool:
+    def overloaded(self, environment: str, by: str) -> bool:
         """Whether so many accepted executions wait or run that webhooks and API
-        triggers should be refused for now (schedules still fire)."""
-        return self.dispatch.backlog() >= self.settings.max_backlog
+        triggers should be refused for now (schedules still fire); a refusal is counted."""
+        if self.dispatch.backlog() < self.settings.max_backlog:
+            return False
+        self.metrics.child(self.metrics.refused, environment, by).inc()
+        return True
 
     def _finished(self, environment: str, status: str) -> None:
         self.metrics.child(self.metrics.finished, environment, status).inc()

@@ -250,7 +250,7 @@ class Ingress:
         the first one's for a repeated idempotency key), or with `sync_timeout`, its
         answer if it ends within that time."""
         daemon = self.daemon
-        if daemon.overloaded():
+        if daemon.overloaded(env, trigger.type):
             raise Refused(503, "too many executions are waiting to run; retry later")
         sync = sync_timeout is not None
         try:

@@ -48,6 +48,23 @@ class Metrics:
             ["environment", "trigger"],
             registry=r,
         )
+        self.refused = Counter(
+            "loomgit_executions_refused",
+            "Executions refused with 503 (webhook, api) because --max-backlog executions had"
+            " not ended",
+            ["environment", "trigger"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "loomgit_executions_backlog",
+            "Executions accepted or fired that have not ended (waiting to run or running)",
+            registry=r,
+        )
+        self.max_backlog = Gauge(
+            "loomgit_executions_backlog_limit",
+            "--max-backlog: past this many, webhooks and API triggers are refused",
+            registry=r,
+        )
         self.webhook_seconds = Histogram(
             "loomgit_webhook_duration_seconds",
             "Time from a webhook request to its answer (recorded, then 202)",

@@ -542,6 +542,12 @@ def test_past_the_backlog_webhooks_are_refused_with_retry_after(repo: Repo, star
         assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
         assert "waiting to run" in json.loads(refused.value.read())["error"]
         assert len(daemon.executions()) == 1  # nothing recorded for the refused one
+        with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        refused_line = 'loomgit_executions_refused_total{environment="staging",trigger="webhook"}'
+        assert refused_line + " 1.0" in text
+        assert "loomgit_executions_backlog 1.0" in text
+        assert "loomgit_executions_backlog_limit 1.0" in text
         daemon.stop()
         assert daemon.proc.returncode == 0
 
