@@ -98,12 +98,14 @@ HOOK_PATH = "/hooks/{env}/{path}"  # as the OpenAPI document names it
 
 def app(daemon: Daemon) -> ASGIApp:
     """The daemon's HTTP side: webhooks, then the API."""
-    return front(Ingress(daemon).hook, api(daemon))
+    ingress = Ingress(daemon)
+    return front(ingress.hook, api(daemon, ingress))
 
 
-def api(daemon: Daemon) -> Starlette:
-    """Everything but the webhooks."""
+def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
+    """Everything but the webhooks; API triggers are accepted through `ingress`."""
     rec = daemon.reconciler
+    ingress = ingress or Ingress(daemon)
 
     def authorised(request: Request) -> bool:
         given = request.headers.get("Authorization", "")
@@ -116,7 +118,6 @@ def api(daemon: Daemon) -> Starlette:
         if not authorised(request):
             raise Refused(401, "a valid bearer token is required")
 
-    ingress = Ingress(daemon)
     view = EnvironmentsView(daemon)
 
     async def api_run(request: Request) -> Response:
