@@ -6,10 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
+
+# No `…_created` sample beside each counter, histogram and labelled child: in the text
+# format Prometheus stores each as one more series of its own, a timestamp no query of
+# ours needs (when the daemon started is `process_start_time_seconds`).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -17,6 +32,11 @@ _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # The daemon process's memory, CPU, open files and start time (`process_…`), the
+        # interpreter's collections (`python_gc_…`) and version (`python_info`), as
+        # prometheus_client's default registry has them.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.reconcile_seconds = Histogram(
             "loomgit_reconcile_duration_seconds",
             "Time one reconcile cycle took",

@@ -744,6 +744,8 @@ def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: St
     assert 'loomgit_reconcile_total{environment="staging",result="Ready"}' in text
     assert "loomgit_webhook_duration_seconds_bucket" in text
     assert "loomgit_schedule_lateness_seconds" in text
+    assert "_created" not in text  # no timestamp series beside each counter
+    assert "process_resident_memory_bytes" in text and "process_open_fds" in text
     code, spec = daemon.request("GET", "/openapi.json")
     assert code == 200 and spec["openapi"].startswith("3.")
     from starlette.routing import Route
