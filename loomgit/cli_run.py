@@ -277,8 +277,11 @@ def _block(label: str, value: Any, indent: str = "      ") -> None:
 @executions.command("show")
 @click.argument("ident", metavar="ID")
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@state_option
 @click.pass_obj
-def show_execution(state_dir: Path | None, ident: str, fmt: str) -> None:
+def show_execution(
+    group_state_dir: Path | None, ident: str, fmt: str, state_dir: Path | None
+) -> None:
     """One execution step by step: status, timing, input, output, logs and errors.
 
     ID may be the first characters of the id, when they match only one execution.
@@ -286,9 +289,9 @@ def show_execution(state_dir: Path | None, ident: str, fmt: str) -> None:
     \b
     Examples:
       loomgit executions show 01JD3N5Q8WZ4T0ZJ5J7Q5X9Y1M
-      loomgit executions show 01JD3N5Q --format json
+      loomgit executions show 01JD3N5Q --format json --state-dir /var/lib/loomgit
     """
-    with _history(state_dir) as history:
+    with _history(state_dir or group_state_dir) as history:
         ex = history.get(ident)
     data = ex.to_json()
     if fmt == "json":
@@ -334,8 +337,11 @@ def show_execution(state_dir: Path | None, ident: str, fmt: str) -> None:
     metavar="N",
     help="Keep only the newest N executions of each environment.",
 )
+@state_option
 @click.pass_obj
-def prune(state_dir: Path | None, older_than: str | None, keep: int | None) -> None:
+def prune(
+    group_state_dir: Path | None, older_than: str | None, keep: int | None, state_dir: Path | None
+) -> None:
     """Delete old executions (retention by age and by count per environment).
 
     Executions still queued or running are never deleted.
@@ -348,6 +354,6 @@ def prune(state_dir: Path | None, older_than: str | None, keep: int | None) -> N
     if older_than is None and keep is None:
         raise UsageError("give --older-than, --keep or both")
     age = time.time() - parse_since(older_than) if older_than else None
-    with _history(state_dir) as history:
+    with _history(state_dir or group_state_dir) as history:
         deleted = history.prune(older_than=age, keep=keep)
     click.echo(f"deleted {deleted} execution{'s' if deleted != 1 else ''}")

@@ -24,6 +24,7 @@ from loomgit.records import FINISHED, Execution, Query, StepRecord
 DB_NAME = "history.db"
 DEFAULT_MAX_FIELD_BYTES = 64 * 1024
 BUSY_TIMEOUT_MS = 10_000
+ID_LENGTH = 26  # an execution id's characters (see `records.new_id`)
 
 # Numbered migrations: each runs once, in order, in its own transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -445,15 +446,18 @@ class History:
 
     def get(self, ident: str) -> Execution:
         """One execution with its steps, by id or a unique prefix of at least 6 characters."""
-        if len(ident) < 6 or not ident.isalnum():
-            raise UsageError(f"'{ident}' is not an execution id", hint="ids are 26 characters")
+        if not 6 <= len(ident) <= ID_LENGTH or not ident.isalnum():
+            shown = ident if len(ident) <= ID_LENGTH else ident[:ID_LENGTH] + "…"
+            raise UsageError(f"'{shown}' is not an execution id", hint="ids are 26 characters")
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
                 (ident.upper(), ident.upper() + "\x7f"),
             ).fetchall()
             if not rows:
-                raise UsageError(f"no execution {ident} in {self.path}")
+                # Where it looked is a hint, shown by the CLI; the HTTP API, which any
+                # client can ask, answers with the message alone.
+                raise UsageError(f"no execution {ident}", hint=f"looked in {self.path}")
             if len(rows) > 1:
                 raise UsageError(f"'{ident}' matches several executions; give more of the id")
             steps = self._db.execute(

@@ -173,9 +173,14 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             return error(400, f"status is one of {', '.join(STATUSES)}")
         try:
             limit = min(int(q.get("limit", "50")), 1000)
+        except ValueError:
+            return error(400, "limit is a whole number (at most 1000 are returned)")
+        try:
             since = float(q["since"]) if "since" in q else None
         except ValueError:
-            return error(400, "limit is a number; since is a Unix time")
+            since = math.nan
+        if since is not None and not math.isfinite(since):
+            return error(400, "since is a Unix time in seconds, such as 1795300000")
         query = Query(q.get("environment"), q.get("workflow"), status, since, max(limit, 1))
         found = await asyncio.to_thread(daemon.history.query, query)
         return json_response([ex.to_json(steps=False) for ex in found])

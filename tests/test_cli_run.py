@@ -231,6 +231,23 @@ def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
     assert "is not an execution id" in cli("executions", "show", "0").err
     assert "matches several" in cli("executions", "show", made[0].id[:6]).err
     assert cli("executions", "--since", "yesterday").code == 2
+    missing = cli("executions", "show", "0" * 26)
+    assert missing.code == 2 and missing.err.endswith(f"hint: looked in {state}/history.db\n")
+
+
+def test_show_and_prune_take_the_state_dir_after_the_subcommand(
+    cli: Cli, state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    with History(elsewhere / "history.db") as history:
+        made = _seed(history)
+    monkeypatch.delenv("LOOMGIT_STATE_DIR")
+    shown = cli("executions", "show", made[0].id, "--state-dir", elsewhere)
+    assert shown.code == 0 and made[0].id in shown.out
+    grouped = cli("executions", "--state-dir", elsewhere, "show", made[0].id)
+    assert grouped.out == shown.out
+    pruned = cli("executions", "prune", "--keep", "5", "--state-dir", elsewhere)
+    assert pruned.out == "deleted 15 executions\n"
 
 
 def test_prune_by_count_and_age(cli: Cli, state: Path) -> None:

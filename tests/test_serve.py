@@ -324,6 +324,21 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     assert code == 202 and body["environment"] == "staging"
     code, body = daemon.request("POST", path, {"environment": "development"}, headers=auth)
     assert code == 404  # not active in development
+    # Reading the history with bad input: a 4xx that says why, and never where the
+    # daemon keeps its state.
+    unknown = "0" * 26
+    code, body = daemon.request("GET", f"/api/v1/executions/{unknown}")
+    assert (code, body) == (404, {"error": f"no execution {unknown}"})
+    code, body = daemon.request("GET", "/api/v1/executions/" + "A" * 5000)
+    assert code == 404 and body["error"] == f"'{'A' * 26}…' is not an execution id"
+    for query, message in (
+        ("limit=1e9", "limit is a whole number"),
+        ("since=nan", "since is a Unix time"),
+        ("since=inf", "since is a Unix time"),
+        ("since=yesterday", "since is a Unix time"),
+    ):
+        code, body = daemon.request("GET", f"/api/v1/executions?{query}")
+        assert code == 400 and body["error"].startswith(message), (query, body)
 
 
 def test_idempotency_key_returns_the_first_execution(repo: Repo, cli: Cli, start: Any) -> None:
