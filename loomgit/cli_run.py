@@ -158,7 +158,7 @@ def run(
     from loomgit import runner
 
     body = _input(raw_input, input_file)
-    seconds = runner.parse_duration(limit) if limit else None
+    seconds = runner.parse_duration(limit, "--timeout") if limit else None
     printer = None if fmt == "json" else _Printer()
     with _history(state_dir, record_limit) as history:
         result = runner.run_manual(

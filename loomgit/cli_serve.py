@@ -172,8 +172,8 @@ def serve(
         keys = key_files(ws, age_keys)
         names = [ws.check_env(n.strip()) for n in environments.split(",")] if environments else None
     settings = Settings(
-        interval=parse_duration(interval),
-        grace=parse_duration(grace),
+        interval=parse_duration(interval, "--interval"),
+        grace=parse_duration(grace, "--grace"),
         tokens=_tokens(api_token_file),
         git_webhook_secret=_git_secret(git_webhook_secret_file),
         runners=default_runners() if runners is None else runners,

@@ -29,11 +29,17 @@ class Result:
     path: str  # the workflow file that ran
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str) -> float:
+    """The seconds of a duration given on the command line as `option` (`--timeout`)."""
     try:
         return float(TypeAdapter(Duration).validate_python(text))
     except ValidationError as exc:
-        raise UsageError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        first = exc.errors()[0]
+        if first["type"] in ("greater_than", "less_than_equal"):
+            message = f"{option} {text}: give a duration above 0 and at most 24h"
+        else:  # the message names the text
+            message = f"{option}: " + first["msg"].removeprefix("Value error, ")
+        raise UsageError(message) from None
 
 
 def _user() -> str:

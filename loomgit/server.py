@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import hmac
 import json
@@ -347,6 +348,17 @@ LOOPS_STOP_WITHIN = 5.0  # seconds; cancelled, they stop at once
 SWITCH_INTERVAL = 0.0005
 
 
+def _listen_hint(exc: OSError) -> str:
+    """What to do when the daemon cannot listen, by why."""
+    if isinstance(exc, socket.gaierror):
+        return "--host takes an address or a name of this machine, such as 127.0.0.1 or 0.0.0.0"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "--host is not an address of this machine; 0.0.0.0 listens on all of them"
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need privileges; pass another --port"
+    return "pass another --port, or stop what is using it"
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the server starts, so that a port in use is a
     one-line error here rather than the server's own exit."""
@@ -381,8 +393,7 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
         sock = _listen(host, port)
     except OSError as exc:
         raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            hint="pass another --port, or stop what is using it",
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=_listen_hint(exc)
         ) from None
     bound = sock.getsockname()[1]
     server = _server(daemon)

@@ -401,7 +401,11 @@ def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
     result = cli("serve", "--environments", "staging,qa", "--repo", repo.path)
     assert result.code == 2 and "unknown environment 'qa'" in result.err
     result = cli("serve", "--interval", "often", "--repo", repo.path)
-    assert result.code == 2 and "'often' is not a duration" in result.err
+    assert result.code == 2 and "--interval: 'often' is not a duration" in result.err
+    for value in ("0s", "25h"):
+        result = cli("serve", "--interval", value, "--repo", repo.path)
+        expected = f"error: --interval {value}: give a duration above 0 and at most 24h\n"
+        assert (result.code, result.err) == (2, expected)
 
 
 def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
@@ -420,7 +424,29 @@ def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
         )
     assert proc.returncode == 2, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "hint: pass another --port, or stop what is using it" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # 192.0.2.1 is kept for documentation: no machine has it, and binding sends nothing.
+    proc = subprocess.run(
+        [*LOOMGIT, "serve", "--repo", str(repo.path), "--host", "192.0.2.1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LOOMGIT_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert proc.returncode == 2 and "cannot listen on 192.0.2.1:0" in proc.stderr
+    assert "hint: --host is not an address of this machine" in proc.stderr
+
+
+def test_why_the_daemon_cannot_listen_gives_its_own_hint() -> None:
+    import errno
+    import socket
+
+    from loomgit.server import _listen_hint
+
+    unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert _listen_hint(unknown).startswith("--host takes an address or a name")
+    assert _listen_hint(PermissionError(errno.EACCES, "denied")).startswith("ports below 1024")
 
 
 SECRET = "LOOMGIT-CANARY-greeter"  # greeter.token in the fixture's credentials
