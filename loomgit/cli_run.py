@@ -70,10 +70,14 @@ def _input(raw: str | None, path: Path | None) -> Any:
             raise UsageError(f"{path} is not UTF-8 text") from None
     if raw is None:
         return {}
+    from loomgit import jsontext
+
+    where = path or "--input"
     try:
-        return json.loads(raw)
+        return jsontext.loads(raw)
+    except jsontext.TooDeep as exc:
+        raise UsageError(f"{where} is refused: {exc}") from None
     except ValueError as exc:
-        where = path or "--input"
         raise UsageError(f"{where} is not valid JSON: {exc}") from None
 
 

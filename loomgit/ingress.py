@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from loomgit import jsontext
 from loomgit.daemon import Daemon
 from loomgit.history import HistoryError
 from loomgit.models.workflow import WebhookTrigger
@@ -161,7 +162,9 @@ def parse(content_type: str, raw: bytes) -> Any:
         return None
     if "json" in content_type:
         try:
-            return json.loads(raw)
+            return jsontext.loads(raw)
+        except jsontext.TooDeep as exc:
+            raise Refused(400, f"the body is refused: {exc}") from None
         except ValueError:
             raise Refused(400, "the body is not valid JSON") from None
     return raw.decode(errors="replace")

@@ -103,6 +103,8 @@ def test_an_invalid_workflow_is_refused_and_nothing_recorded(
         (("hello", "--input", "{bad"), "--input is not valid JSON"),
         (("hello", "--input-file", "missing.json"), "cannot read missing.json"),
         (("hello", "--timeout", "soon"), "'soon' is not a duration"),
+        (("hello", "--input", '{"name": NaN}'), "--input is not valid JSON: NaN is not a JSON"),
+        (("hello", "--input", "[" * 200 + "]" * 200), "--input is refused: it nests arrays"),
         (("hello", "--env", "qa"), "unknown environment 'qa'"),
     ],
 )

@@ -351,6 +351,30 @@ def test_idempotency_key_returns_the_first_execution(repo: Repo, cli: Cli, start
     assert again[1]["execution"] == first[1]["execution"]
 
 
+def test_json_bodies_other_readers_could_not_read_are_refused(
+    repo: Repo, cli: Cli, start: Any
+) -> None:
+    """NaN, and nesting past jsontext.MAX_DEPTH (100,000 levels once answered 500 with a
+    RecursionError): 400 that says why, nothing recorded, the daemon serving on."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon = start(repo)
+    json_type = {"Content-Type": "application/json"}
+    for raw, message in (
+        (b"[" * 100_000 + b"]" * 100_000, "the body is refused: it nests arrays and objects"),
+        (b'{"a": ' * 101 + b"1" + b"}" * 101, "the body is refused: it nests arrays and objects"),
+        (b'{"name": NaN}', "the body is not valid JSON"),
+        (b'{"name": -Infinity}', "the body is not valid JSON"),
+    ):
+        code, body, _ = daemon.answer("POST", "/hooks/staging/hello", headers=json_type, raw=raw)
+        assert code == 400 and body["error"].startswith(message), (raw[:20], body)
+    deep_enough = b'{"a": ' * 99 + b'{"name": "Nia"}' + b"}" * 99
+    hook = "/hooks/staging/hello"
+    code, body, _ = daemon.answer("POST", hook, headers=json_type, raw=deep_enough)
+    assert code == 202
+    assert [ex["id"] for ex in daemon.executions()] == [body["execution"]]
+    assert "Traceback" not in daemon.log and "internal error" not in daemon.log
+
+
 def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
