@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 
+from loomgit import jsontext
+
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 USER_AGENT = "loomgit"
 
@@ -99,8 +101,8 @@ class Client:
                 out: dict[str, Any] = {"status": resp.status, "headers": dict(resp.headers)}
                 text = _decode(raw, resp.charset)
                 if "json" in resp.content_type and raw:
-                    try:
-                        out["json"] = json.loads(text)
+                    try:  # what is not standard JSON, or nests too deep, is kept as text
+                        out["json"] = jsontext.loads(text)
                     except ValueError:
                         out["text"] = text
                 else:

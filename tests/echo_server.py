@@ -44,6 +44,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"slow": True})
         elif parts[0] == "big":  # /big/<bytes>
             self._send(200, b"x" * int(parts[1]), "text/plain")
+        elif parts[0] == "raw-json":  # /raw-json/<levels>: nested that deep; 0: NaN
+            levels = int(parts[1])
+            self._send(200, b"[" * levels + b"]" * levels if levels else b'{"a": NaN}')
         else:
             try:
                 body = json.loads(raw) if raw else None

@@ -330,6 +330,28 @@ def test_large_outputs_are_truncated_in_the_record_only(server: EchoServer, tmp_
     assert len(big["preview"]) < 2048
 
 
+def test_a_json_answer_no_other_reader_could_read_is_kept_as_text(
+    server: EchoServer, history: History
+) -> None:
+    """A service answering NaN, or arrays nested 5,000 deep (once a RecursionError in
+    the step), with a JSON content type: the step succeeds with the answer as text."""
+    dep = deployment(
+        f"""
+        - id: nan
+          type: http
+          with: {{url: "{server.url}/raw-json/0"}}
+        - id: deep
+          type: http
+          with: {{url: "{server.url}/raw-json/5000"}}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "succeeded", ex.error
+    nan, deep = (history.get(ex.id).steps[i].output for i in (0, 1))
+    assert nan["text"] == '{"a": NaN}' and "json" not in nan
+    assert deep["text"].startswith("[[[") and "json" not in deep
+
+
 def test_unreachable_host_fails_cleanly(history: History) -> None:
     dep = deployment(
         """
