@@ -358,17 +358,16 @@ def test_json_bodies_other_readers_could_not_read_are_refused(
     RecursionError): 400 that says why, nothing recorded, the daemon serving on."""
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
-    json_type = {"Content-Type": "application/json"}
+    json_type, hook = {"Content-Type": "application/json"}, "/hooks/staging/hello"
     for raw, message in (
         (b"[" * 100_000 + b"]" * 100_000, "the body is refused: it nests arrays and objects"),
         (b'{"a": ' * 101 + b"1" + b"}" * 101, "the body is refused: it nests arrays and objects"),
         (b'{"name": NaN}', "the body is not valid JSON"),
         (b'{"name": -Infinity}', "the body is not valid JSON"),
     ):
-        code, body, _ = daemon.answer("POST", "/hooks/staging/hello", headers=json_type, raw=raw)
+        code, body, _ = daemon.answer("POST", hook, headers=json_type, raw=raw)
         assert code == 400 and body["error"].startswith(message), (raw[:20], body)
     deep_enough = b'{"a": ' * 99 + b'{"name": "Nia"}' + b"}" * 99
-    hook = "/hooks/staging/hello"
     code, body, _ = daemon.answer("POST", hook, headers=json_type, raw=deep_enough)
     assert code == 202
     assert [ex["id"] for ex in daemon.executions()] == [body["execution"]]
