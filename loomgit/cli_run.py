@@ -3,7 +3,6 @@ execution history (`executions`, `executions show`, `executions prune`)."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 import click
 
+from loomgit import jsontext
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.errors import UsageError
@@ -70,8 +70,6 @@ def _input(raw: str | None, path: Path | None) -> Any:
             raise UsageError(f"{path} is not UTF-8 text") from None
     if raw is None:
         return {}
-    from loomgit import jsontext
-
     where = path or "--input"
     try:
         return jsontext.loads(raw)
@@ -170,7 +168,7 @@ def run(
         )
     ex = result.execution
     if fmt == "json":
-        click.echo(json.dumps(ex.to_json(), indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps(ex.to_json(), indent=2, ensure_ascii=False))
     else:
         click.echo(
             f"{ex.status} in {_duration(ex.duration_ms)} "
@@ -180,7 +178,7 @@ def run(
             click.echo(f"error: {ex.error}", err=True)
         if ex.output is not None:
             click.echo("output:")
-            click.echo(json.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
+            click.echo(jsontext.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
         click.echo(f"details: loomgit executions show {ex.id}")
     sys.exit(0 if ex.status == "succeeded" else 1)
 
@@ -242,7 +240,7 @@ def executions(
     with _history(state_dir) as history:
         found = history.query(query)
     if fmt == "json":
-        click.echo(json.dumps([ex.to_json(steps=False) for ex in found], indent=2))
+        click.echo(jsontext.dumps([ex.to_json(steps=False) for ex in found], indent=2))
         return
     if not found:
         click.echo("no executions match", err=True)
@@ -274,7 +272,7 @@ def executions(
 def _block(label: str, value: Any, indent: str = "      ") -> None:
     if value is None or value == [] or value == {}:
         return
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    text = jsontext.dumps(value, indent=2, ensure_ascii=False, default=str)
     click.echo(f"{indent}{label}: " + text.replace("\n", "\n" + indent))
 
 
@@ -299,7 +297,7 @@ def show_execution(
         ex = history.get(ident)
     data = ex.to_json()
     if fmt == "json":
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(jsontext.dumps(data, indent=2, ensure_ascii=False))
         return
     version = f"v{ex.version}" if ex.version else "unversioned"
     click.echo(f"execution {ex.id}")
@@ -330,7 +328,7 @@ def show_execution(
         _block("output", step.output)
     if ex.output is not None:
         click.echo("output:")
-        click.echo(json.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
+        click.echo(jsontext.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
 
 
 @executions.command("prune")

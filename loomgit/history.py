@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from loomgit import jsontext
 from loomgit.errors import LoomgitError, UsageError
 from loomgit.records import FINISHED, Execution, Query, StepRecord
 
@@ -95,7 +96,7 @@ def _dump(value: Any, limit: int) -> str | None:
     """JSON text of `value`; above `limit` bytes, a marked preview of it instead."""
     if value is None:
         return None
-    text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    text = jsontext.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
     size = len(text.encode())
     if size <= limit:
         return text

@@ -3,7 +3,6 @@ response sizes, and every failure as one plain sentence."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +58,7 @@ class Client:
                 headers={"User-Agent": USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=100),
                 trust_env=False,
+                json_serialize=jsontext.dumps,  # a number that is not finite as null
             )
         return self._session
 
@@ -131,7 +131,7 @@ def _decode(raw: bytes, charset: str | None) -> str:
 def describe(out: dict[str, Any], limit: int = 200) -> str:
     """A short view of a response body, for error messages."""
     if "json" in out:
-        text = json.dumps(out["json"], ensure_ascii=False)
+        text = jsontext.dumps(out["json"], ensure_ascii=False)
     else:
         text = str(out.get("text", ""))
     return text if len(text) <= limit else text[:limit] + "…"

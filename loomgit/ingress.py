@@ -54,7 +54,7 @@ class Refused(Exception):
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(data), status_code=status, headers=headers, media_type=_JSON)
+    return Response(jsontext.dumps(data), status_code=status, headers=headers, media_type=_JSON)
 
 
 def error(status: int, message: str, **headers: str) -> Response:

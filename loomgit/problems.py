@@ -20,6 +20,7 @@ CODES: dict[str, str] = {
     "LG106": "empty document",
     "LG107": "more than one YAML document in a file",
     "LG108": "document is not a mapping",
+    "LG109": "number JSON cannot hold (.nan, .inf, 1e999)",
     "LG110": "symbolic link in the repository tree",
     "LG111": "path has the wrong type (a file where a folder belongs, or the reverse)",
     # Schema

@@ -5,6 +5,7 @@ recovered only for files that fail, from the C parser's node tree."""
 from __future__ import annotations
 
 import io
+import math
 import re
 import sys
 import threading
@@ -38,6 +39,29 @@ MAX_NESTING = 1_000
 # An anchor definition (`&name`) outside a URL query string; only then can aliases expand.
 _ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s\[\]{},]")
 _local = threading.local()
+
+
+# The value itself is not repeated: it may be a secret in a plain-text file.
+NOT_FINITE = "a number JSON cannot hold (.nan, .inf, past 1e308); quote it to keep it as text"
+
+
+class NotFinite(ConstructorError):
+    """A number JSON cannot hold: `.nan`, `.inf`, or one past 1e308 (`1e999`). Whatever a
+    workflow holds is recorded and served as JSON, where no such number exists."""
+
+
+def _construct_finite_float(constructor: SafeConstructor, node: ScalarNode) -> float:
+    value: float = SafeConstructor.construct_yaml_float(constructor, node)
+    if not math.isfinite(value):
+        raise NotFinite(None, None, NOT_FINITE, node.start_mark)
+    return value
+
+
+class _FiniteSafeConstructor(SafeConstructor):
+    """The pure-Python loader's constructor, with floats as `_construct_finite_float`."""
+
+
+_FiniteSafeConstructor.add_constructor("tag:yaml.org,2002:float", _construct_finite_float)
 
 
 class YamlFailure(Exception):
@@ -111,6 +135,7 @@ if CParser is not None:
             return value
 
     _CLoader.add_constructor("tag:yaml.org,2002:str", _CLoader.construct_interned_str)
+    _CLoader.add_constructor("tag:yaml.org,2002:float", _construct_finite_float)
 
 
 def _check_nesting(text: str) -> None:
@@ -158,6 +183,7 @@ def _safe_load(text: str) -> Any:
     fallback: YAML | None = getattr(_local, "safe", None)
     if fallback is None:
         fallback = _local.safe = YAML(typ="safe")
+        fallback.Constructor = _FiniteSafeConstructor
         fallback.allow_duplicate_keys = False
     try:
         return fallback.load(text)
@@ -222,6 +248,9 @@ def _mark(exc: MarkedYAMLError) -> tuple[int | None, int | None]:
 
 
 def _translate(exc: Exception) -> Problem:
+    if isinstance(exc, NotFinite):
+        line, col = _mark(exc)
+        return Problem("LG109", exc.problem, line=line, col=col)
     if isinstance(exc, DuplicateKeyError):
         line, col = _mark(exc)
         key = re.search(r'found duplicate key "([^"]*)"', str(exc))

@@ -1,9 +1,13 @@
-"""JSON from users: standard JSON only, and nested at most MAX_DEPTH deep."""
+"""JSON from users: standard JSON only, and nested at most MAX_DEPTH deep; JSON that
+loomgit writes: standard too."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from loomgit import ingress, jsontext
 from loomgit.jsontext import MAX_DEPTH, TooDeep, depth, loads
 
 
@@ -41,3 +45,16 @@ def test_depth_counts_levels_of_arrays_and_objects() -> None:
     assert depth([]) == 1
     assert depth({"a": [{"b": []}], "c": 2}) == 4
     assert depth(loads(nested(MAX_DEPTH))) == MAX_DEPTH
+
+
+def test_what_loomgit_writes_holds_null_for_numbers_json_cannot_hold() -> None:
+    nan, inf = float("nan"), float("inf")
+    value = {"a": [nan, 1.5, (inf,)], "b": {"c": -inf}, "d": "NaN"}
+    text = jsontext.dumps(value, separators=(",", ":"))
+    assert text == '{"a":[null,1.5,[null]],"b":{"c":null},"d":"NaN"}'
+    assert jsontext.loads(text) == {"a": [None, 1.5, [None]], "b": {"c": None}, "d": "NaN"}
+    assert value["a"][0] is nan  # what was given is left as it was
+    plain = {"a": [1, 2.5, "x"], "b": None}
+    assert jsontext.dumps(plain, indent=2) == json.dumps(plain, indent=2)
+    # a `respond: sync` webhook's answer, and every other JSON answer of the daemon
+    assert ingress.json_response({"total": nan}).body == b'{"total": null}'

@@ -4,6 +4,7 @@ retries, timeouts, `when`, `on_error`, time limits, cancellation, truncation, re
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,6 +351,32 @@ def test_a_json_answer_no_other_reader_could_read_is_kept_as_text(
     nan, deep = (history.get(ex.id).steps[i].output for i in (0, 1))
     assert nan["text"] == '{"a": NaN}' and "json" not in nan
     assert deep["text"].startswith("[[[") and "json" not in deep
+
+
+def test_a_number_json_cannot_hold_is_written_as_null(server: EchoServer, history: History) -> None:
+    """`| float` of the text "nan" makes a NaN inside a step. What is sent to a service and
+    what is recorded hold null in its place (as JavaScript's JSON.stringify writes it),
+    not Python's `NaN`, which no other JSON reader accepts; the steps still see it."""
+    dep = deployment(
+        f"""
+        - id: parse
+          type: set
+          with: {{amount: "{{{{ trigger.body.amount | float }}}}"}}
+        - id: call
+          type: http
+          with:
+            method: POST
+            url: "{server.url}/orders"
+            json: {{amount: "{{{{ steps.parse.output.amount }}}}", items: [1.5, 2]}}
+        """
+    )
+    ex = run(dep, history, {"amount": "nan"})
+    assert ex.status == "succeeded", ex.error
+    assert ex.output["json"]["body"] == {"amount": None, "items": [1.5, 2]}
+    stored = history.get(ex.id)
+    assert stored.steps[0].output == {"amount": None}
+    text = json.dumps(stored.to_json(), allow_nan=False)  # standard JSON throughout
+    assert "NaN" not in text
 
 
 def test_unreachable_host_fails_cleanly(history: History) -> None:

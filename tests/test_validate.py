@@ -41,6 +41,19 @@ def test_env_option_limits_the_report(repo: Repo, cli: Callable[..., Result]) ->
     assert cli("validate", "--repo", repo.path, "--env", "development").code == 1
 
 
+def test_numbers_json_cannot_hold_are_refused_at_their_line(
+    repo: Repo, cli: Callable[..., Result]
+) -> None:
+    """Executions are recorded and served as JSON: `.nan` or `.inf` in a workflow or in
+    an environment's variables is refused where it stands, before anything runs it."""
+    repo.write("environments/staging/variables.yaml", VARIABLES + "  limit: .inf\n")
+    repo.write(repo.wf("development"), HELLO.replace("path: hello", "path: hello\n      x: .nan"))
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1
+    assert "environments/staging/variables.yaml:5:10: error[LG109]" in result.out
+    assert "environments/development/workflows/hello.yaml:9:10: error[LG109]" in result.out
+
+
 def test_workflows_folder_that_is_a_file(repo: Repo, cli: Callable[..., Result]) -> None:
     folder = repo.path / "environments" / "development" / "workflows"
     for child in folder.iterdir():

@@ -84,7 +84,7 @@ a: on
 b: 0o17
 c: 1_000
 d: 2024-01-01
-e: .inf
+e: 1.5e-3
 f: ~
 g: "quoted"
 h: 0x1F
@@ -109,8 +109,25 @@ def test_loader_resolves_scalars_exactly_as_the_stock_safe_loader() -> None:
 def test_pure_fallback_loader_gives_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = yamlio.load(SCALARS.encode())
     monkeypatch.setattr(yamlio, "CParser", None)
+    monkeypatch.setattr(yamlio._local, "safe", None, raising=False)
     assert yamlio.load(SCALARS.encode()) == expected
     assert _fail(b"a: 1\na: 2\n").problem.code == "LG103"
+    assert _fail(b"a: 1\nb: [2, .nan]\n").problem.code == "LG109"
+
+
+@pytest.mark.parametrize("number", [".nan", ".NaN", ".inf", "-.Inf", "+.inf", "1e999", "-1_0e400"])
+def test_numbers_json_cannot_hold_are_refused_where_they_are(number: str) -> None:
+    """Whatever a workflow or its variables hold is recorded and served as JSON, which
+    has no NaN or infinity. The value is not repeated in the message: it could be a
+    secret in a plain-text file."""
+    problem = _fail(f"a: 1\nlist:\n  - 2\n  - {number}\n".encode()).problem
+    assert (problem.code, problem.line, problem.col) == ("LG109", 4, 5)
+    assert problem.message == yamlio.NOT_FINITE
+
+
+def test_quoted_or_finite_numbers_are_kept() -> None:
+    doc = yamlio.load(b'a: ".nan"\nb: "1e999"\nc: 1e308\nd: -0.0\ne: .5\n')
+    assert doc == {"a": ".nan", "b": "1e999", "c": 1e308, "d": 0.0, "e": 0.5}
 
 
 # -- reading environment.yaml record by record ----------------------------------------
