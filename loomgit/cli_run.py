@@ -15,7 +15,7 @@ import click
 from loomgit import jsontext
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
-from loomgit.errors import UsageError
+from loomgit.errors import UsageError, report_to
 
 TEXT_JSON = click.Choice(["text", "json"])
 # The history module is imported only by the commands; the names are repeated here so that
@@ -48,7 +48,10 @@ def state_option(func: Any) -> Any:
 def _history(state_dir: Path | None, record_limit: int | None = None) -> Any:
     from loomgit.history import DB_NAME, DEFAULT_MAX_FIELD_BYTES, History
 
-    path = state_dir / DB_NAME if state_dir else None
+    path = None
+    if state_dir:
+        report_to(state_dir)
+        path = state_dir / DB_NAME
     return History(path, max_field_bytes=record_limit or DEFAULT_MAX_FIELD_BYTES)
 
 

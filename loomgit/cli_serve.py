@@ -14,7 +14,7 @@ import click
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.cli_run import state_option
-from loomgit.errors import LoomgitError, UsageError
+from loomgit.errors import LoomgitError, UsageError, report_to
 
 if TYPE_CHECKING:
     from loomgit.reconcile import Reconciler
@@ -152,6 +152,8 @@ def serve(
     from loomgit.workspace import Workspace
 
     log.configure(log_format)
+    if state_dir is not None:
+        report_to(state_dir)
     source = None
     if remote is not None or branch is not None:
         if remote is None or branch is None:

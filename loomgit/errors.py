@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class LoomgitError(Exception):
     """Root of all user-facing errors; carries a plain sentence and an optional hint."""
@@ -57,12 +59,23 @@ def _stack(exc: BaseException) -> str:
     return "\nwhich came from:\n".join(parts)
 
 
+_report_folder: str | None = None  # a command's --state-dir, once it has read it
+
+
+def report_to(folder: str | os.PathLike[str]) -> None:
+    """Crash reports go to `folder` from now on: the state folder a command was given
+    (`--state-dir`), beside its execution history, not the user's own."""
+    global _report_folder
+    _report_folder = os.fspath(folder)
+
+
 def crash_report(exc: BaseException) -> str | None:
     """Writes where a bug happened to a file for a report; returns its path. Only the
-    file has the stack: what a user is shown or logged is one line. Imports what it
-    needs here: every command imports this module at start-up."""
+    file has the stack: what a user is shown or logged is one line. The folder is the
+    state folder: `--state-dir` (see `report_to`), else `$LOOMGIT_STATE_DIR`, else
+    `$XDG_STATE_HOME/loomgit` or `~/.local/state/loomgit`. Imports what it needs here:
+    every command imports this module at start-up."""
     import datetime
-    import os
     import sys
     import tempfile
     from pathlib import Path
@@ -70,8 +83,12 @@ def crash_report(exc: BaseException) -> str | None:
     from loomgit import __version__
 
     try:
-        folder = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-        folder = folder / "loomgit"
+        chosen = _report_folder or os.environ.get("LOOMGIT_STATE_DIR")
+        if chosen:
+            folder = Path(chosen)
+        else:
+            xdg = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+            folder = Path(xdg) / "loomgit"
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         folder = Path(tempfile.gettempdir())

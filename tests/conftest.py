@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from loomgit import scaffold
+from loomgit import errors, scaffold
 from loomgit.cli import main
 
 HELLO = """\
@@ -70,6 +70,7 @@ def _git_identity() -> Iterator[None]:
 def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test writes execution history into the user's own state folder."""
     monkeypatch.setenv("LOOMGIT_STATE_DIR", str(tmp_path / "loomgit-state"))
+    monkeypatch.setattr(errors, "_report_folder", None)  # a --state-dir of an earlier test
 
 
 def git(repo: Path, *args: str) -> str:

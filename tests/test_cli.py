@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -50,17 +51,37 @@ def test_unexpected_error_exits_3_with_a_report(
         word = "bo" + "om"  # not in the source line the report quotes
         raise RuntimeError(word)
 
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     try:
         result = cli("explode-for-test")
     finally:
         del cli_module.cli.commands["explode-for-test"]
     assert result.code == 3
     assert "unexpected error (RuntimeError)" in result.err
-    reports = list((tmp_path / "loomgit").glob("crash-*.log"))
+    reports = list(Path(os.environ["LOOMGIT_STATE_DIR"]).glob("crash-*.log"))
     report = reports[0].read_text()  # where, not the message: it might quote a secret
     assert len(reports) == 1 and "RuntimeError" in report and "in explode" in report
     assert "boom" not in report
+    assert str(reports[0]) in result.err
+
+
+def test_crash_reports_go_to_the_state_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--state-dir, else $LOOMGIT_STATE_DIR, else $XDG_STATE_HOME/loomgit: where the
+    execution history is, not always the user's own folder."""
+    from loomgit import errors
+
+    def report_folder() -> Path:
+        where = errors.crash_report(RuntimeError("x"))
+        assert where is not None
+        return Path(where).parent
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert report_folder() == Path(os.environ["LOOMGIT_STATE_DIR"])
+    monkeypatch.delenv("LOOMGIT_STATE_DIR")
+    assert report_folder() == tmp_path / "xdg" / "loomgit"
+    errors.report_to(tmp_path / "given")
+    assert report_folder() == tmp_path / "given"
 
 
 def test_keyboard_interrupt_exits_130(cli: Callable[..., Result]) -> None:

@@ -673,8 +673,6 @@ def test_a_bug_in_a_handler_is_one_log_line_and_a_json_500(
 
     from loomgit.server import _api, front
 
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-
     secret = "".join(["s3c", "r3t"])  # not in any source line the report quotes
 
     async def broken(request: Request) -> Response:
@@ -713,7 +711,7 @@ def test_a_bug_in_a_handler_is_one_log_line_and_a_json_500(
     assert len(failed) == 3 and "s3cr3t" not in caplog.text
     assert failed[0].fields["error"] == "KeyError"  # type: ignore[attr-defined]
     assert failed[2].fields["path"] == "/hooks/staging/x"  # type: ignore[attr-defined]
-    reports = list((tmp_path / "loomgit").glob("crash-*.log"))
+    reports = list(Path(os.environ["LOOMGIT_STATE_DIR"]).glob("crash-*.log"))
     assert len(reports) == 1 and failed[1].fields["details"] == str(reports[0])  # type: ignore[attr-defined]
     report = reports[0].read_text()  # where it happened, not what the message said
     assert "KeyError" in report and "in broken" in report and "s3cr3t" not in report
