@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -18,6 +19,10 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
     base = server.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--server {server}: give an http:// or https:// URL")
+    try:
+        urllib.parse.urlsplit(base).port  # noqa: B018 - reading it checks the host and port
+    except ValueError as exc:
+        raise UsageError(f"--server {server}: not a valid URL ({exc})") from None
     url = base + "/api/v1/environments"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
