@@ -124,6 +124,7 @@ def spec() -> dict[str, Any]:
             "/api/v1/executions": {
                 "get": {
                     "summary": "Executions, newest first",
+                    "security": _AUTH,
                     "parameters": [
                         _query("environment"),
                         _query("workflow"),
@@ -137,15 +138,18 @@ def spec() -> dict[str, Any]:
                             {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
                         ),
                         "400": _answer("A bad filter"),
+                        "401": _answer("No valid bearer token"),
                     },
                 }
             },
             "/api/v1/executions/{id}": {
                 "get": {
                     "summary": "One execution with its steps (a unique id prefix works)",
+                    "security": _AUTH,
                     "parameters": [_path("id")],
                     "responses": {
                         "200": _answer("The execution", {"$ref": "#/components/schemas/Execution"}),
+                        "401": _answer("No valid bearer token"),
                         "404": _answer("No such execution"),
                     },
                 }

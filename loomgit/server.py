@@ -49,6 +49,7 @@ from loomgit.records import STATUSES, Query
 from loomgit.runtime import TriggerEvent
 
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
+NO_TOKENS = "this daemon has no API tokens; start it with --api-token-file or LOOMGIT_API_TOKENS"
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
@@ -116,6 +117,8 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         return any(hmac.compare_digest(token, t.encode()) for t in daemon.settings.tokens)
 
     def require_token(request: Request) -> None:
+        if not daemon.settings.tokens:
+            raise Refused(401, NO_TOKENS)
         if not authorised(request):
             raise Refused(401, "a valid bearer token is required")
 
@@ -167,7 +170,10 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     async def environments(request: Request) -> Response:
         return await view.render()
 
+    # Executions hold what triggered them and what their steps answered (orders,
+    # addresses…): read with a token, as they are started, while webhooks stay open.
     async def executions(request: Request) -> Response:
+        require_token(request)
         q = request.query_params
         status = q.get("status")
         if status is not None and status not in STATUSES:
@@ -187,6 +193,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         return json_response([ex.to_json(steps=False) for ex in found])
 
     async def execution(request: Request) -> Response:
+        require_token(request)
         try:
             ex = await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
         except UsageError as exc:

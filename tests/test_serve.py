@@ -35,9 +35,11 @@ from conftest import (
 from echo_server import serve
 
 from loomgit.ingress import UNRECORDED
+from loomgit.server import NO_TOKENS
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-1234"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOOMGIT = [sys.executable, "-m", "loomgit"]
 
 
@@ -86,7 +88,7 @@ class Daemon:
 
     def finished(self, ident: str) -> dict[str, Any]:
         for _ in range(200):
-            code, ex = self.request("GET", f"/api/v1/executions/{ident}")
+            code, ex = self.request("GET", f"/api/v1/executions/{ident}", headers=AUTH)
             if code == 200 and ex["status"] not in ("queued", "running"):
                 return ex  # type: ignore[no-any-return]
             time.sleep(0.05)
@@ -94,7 +96,7 @@ class Daemon:
 
     def executions(self, **query: str) -> list[dict[str, Any]]:
         qs = "&".join(f"{k}={v}" for k, v in query.items())
-        code, body = self.request("GET", f"/api/v1/executions?{qs}")
+        code, body = self.request("GET", f"/api/v1/executions?{qs}", headers=AUTH)
         assert code == 200, body
         return body  # type: ignore[no-any-return]
 
@@ -324,12 +326,17 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     assert code == 202 and body["environment"] == "staging"
     code, body = daemon.request("POST", path, {"environment": "development"}, headers=auth)
     assert code == 404  # not active in development
+    # Executions hold what started them and what their steps answered: read with a
+    # token only, as they are started.
+    for read in (f"/api/v1/executions/{ex['id']}", "/api/v1/executions", "/api/v1/executions/0"):
+        assert daemon.request("GET", read)[0] == 401
+        assert daemon.request("GET", read, headers=bad)[0] == 401
     # Reading the history with bad input: a 4xx that says why, and never where the
     # daemon keeps its state.
     unknown = "0" * 26
-    code, body = daemon.request("GET", f"/api/v1/executions/{unknown}")
+    code, body = daemon.request("GET", f"/api/v1/executions/{unknown}", headers=auth)
     assert (code, body) == (404, {"error": f"no execution {unknown}"})
-    code, body = daemon.request("GET", "/api/v1/executions/" + "A" * 5000)
+    code, body = daemon.request("GET", "/api/v1/executions/" + "A" * 5000, headers=auth)
     assert code == 404 and body["error"] == f"'{'A' * 26}…' is not an execution id"
     for query, message in (
         ("limit=1e9", "limit is a whole number"),
@@ -337,8 +344,20 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
         ("since=inf", "since is a Unix time"),
         ("since=yesterday", "since is a Unix time"),
     ):
-        code, body = daemon.request("GET", f"/api/v1/executions?{query}")
+        code, body = daemon.request("GET", f"/api/v1/executions?{query}", headers=auth)
         assert code == 400 and body["error"].startswith(message), (query, body)
+
+
+def test_without_tokens_the_api_says_how_to_give_them(repo: Repo, start: Start) -> None:
+    """A daemon started without tokens serves its webhooks and its environments, and
+    refuses what needs a token with how to give one."""
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo, env={"LOOMGIT_API_TOKENS": ""})
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})[0] == 202
+    assert daemon.request("GET", "/api/v1/environments")[0] == 200
+    for method, path in (("GET", "/api/v1/executions"), ("POST", "/api/v1/reconcile")):
+        code, body = daemon.request(method, path, headers=AUTH)
+        assert (code, body) == (401, {"error": NO_TOKENS}), path
 
 
 def test_idempotency_key_returns_the_first_execution(repo: Repo, cli: Cli, start: Any) -> None:
@@ -567,7 +586,7 @@ def _running(daemon: Daemon) -> str:
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Kai"})
     assert code == 202
     for _ in range(100):
-        code, ex = daemon.request("GET", f"/api/v1/executions/{body['execution']}")
+        code, ex = daemon.request("GET", f"/api/v1/executions/{body['execution']}", headers=AUTH)
         if ex["status"] == "running":  # recorded queued, then running by a runner
             return str(body["execution"])
         time.sleep(0.05)
@@ -651,7 +670,7 @@ def test_a_full_disk_refuses_webhooks_with_503_and_keeps_serving(
     assert refused.code == 503 and refused.headers["Retry-After"] == "5"
     assert json.loads(refused.read()) == {"error": UNRECORDED}
     assert daemon.request("GET", "/healthz")[0] == 200
-    assert daemon.request("GET", f"/api/v1/executions/{accepted[0]}")[0] == 200
+    assert daemon.request("GET", f"/api/v1/executions/{accepted[0]}", headers=AUTH)[0] == 200
     metrics = daemon.request("GET", "/metrics")[1]
     assert 'loomgit_executions_unrecorded_total{environment="staging",trigger="webhook"}' in metrics
     log = daemon.log
@@ -878,6 +897,9 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
     result = cli("status", "--server", "http://127.0.0.1:9")
     assert result.code == 2 and "cannot reach the daemon at http://127.0.0.1:9" in result.err
     assert cli("status", "--server", "ftp://x").code == 2
+    for bad in ("http://[::1", "http://127.0.0.1:99999"):  # once "did not answer JSON"
+        result = cli("status", "--server", bad)
+        assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
 
 
 def test_the_banner_lists_the_first_triggers_of_each_kind_and_counts_the_rest() -> None:
