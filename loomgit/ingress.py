@@ -39,6 +39,10 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What a refusal with this status also says, as HTTP asks.
 _REFUSAL_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_SECONDS}}
 _JSON = "application/json"
+# An idempotency key (`Idempotency-Key`, or the git host's `X-GitHub-Delivery`) is kept
+# with its execution and indexed; Stripe's limit, where GitHub's delivery ids are 36.
+MAX_KEY_LENGTH = 255
+KEY_TOO_LONG = f"the idempotency key is longer than {MAX_KEY_LENGTH} characters"
 HOOKS = "/hooks/"  # where webhooks are served: /hooks/{environment}/{path}
 
 
@@ -253,6 +257,8 @@ class Ingress:
         the first one's for a repeated idempotency key), or with `sync_timeout`, its
         answer if it ends within that time."""
         daemon = self.daemon
+        if key is not None and len(key) > MAX_KEY_LENGTH:
+            raise Refused(400, KEY_TOO_LONG)
         if daemon.overloaded(env, trigger.type):
             raise Refused(503, "too many executions are waiting to run; retry later")
         sync = sync_timeout is not None

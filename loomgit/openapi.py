@@ -42,6 +42,10 @@ def spec() -> dict[str, Any]:
                     "responses": {
                         "200": _REPEAT,
                         "202": _ACCEPTED,
+                        "400": _answer(
+                            "A JSON body that is not standard JSON or nests past 100"
+                            " levels, or an idempotency key over 255 characters"
+                        ),
                         "401": _answer("The trigger's signature check failed"),
                         "404": _answer("No active webhook there; nothing recorded"),
                         "405": _answer(
@@ -49,6 +53,7 @@ def spec() -> dict[str, Any]:
                             " them); nothing recorded"
                         ),
                         "413": _answer("The body is over the limit"),
+                        "431": _answer("The request line and headers are over 64 KiB"),
                         "503": _answer(
                             "The environment is not reconciled yet, or the backlog of"
                             " executions is full (Retry-After)"

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from loomgit import log
+from loomgit import httphead, log
 from loomgit.daemon import Daemon
 from loomgit.errors import UsageError, crash_report
 from loomgit.ingress import (
@@ -376,6 +376,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _server(daemon: Daemon) -> uvicorn.Server:
     config = uvicorn.Config(
         app(daemon),
+        http=httphead.protocol(),  # a request's head limited to 64 KiB
         loop="none",  # the daemon's own (uvloop's where installed)
         lifespan="off",
         access_log=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -9,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +36,8 @@ from conftest import (
 )
 from echo_server import serve
 
-from loomgit.ingress import UNRECORDED
+from loomgit.httphead import MAX_HEAD_BYTES, REFUSAL
+from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED
 from loomgit.server import NO_TOKENS
 
 Cli = Callable[..., Result]
@@ -368,6 +371,39 @@ def test_idempotency_key_returns_the_first_execution(repo: Repo, cli: Cli, start
     again = daemon.request("POST", "/hooks/staging/hello", {"name": "Gu"}, headers=key)
     assert first[0] == 202 and again[0] == 200
     assert again[1]["execution"] == first[1]["execution"]
+    # A key is kept with its execution and indexed: one of 60,000 characters was.
+    for header in ("Idempotency-Key", "X-GitHub-Delivery"):
+        long_key = {header: "k" * (MAX_KEY_LENGTH + 1)}
+        code, body = daemon.request("POST", "/hooks/staging/hello", {}, headers=long_key)
+        assert (code, body) == (400, {"error": KEY_TOO_LONG})
+    longest = {"Idempotency-Key": "k" * MAX_KEY_LENGTH}
+    assert daemon.request("POST", "/hooks/staging/hello", {}, headers=longest)[0] == 202
+    assert len(daemon.executions()) == 2
+
+
+def test_a_request_head_past_the_limit_is_refused_before_it_ends(
+    repo: Repo, cli: Cli, start: Any
+) -> None:
+    """uvicorn reads a head however long it is (a header of 150 MiB grew the daemon by as
+    much, and one of 3 MB was recorded with its execution): past 64 KiB, 431 and the
+    connection closed, while the client is still sending."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon = start(repo)
+    pad = {"X-Pad": "p" * (MAX_HEAD_BYTES - 1000)}
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Ha"}, headers=pad)[0] == 202
+    host, port = daemon.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /hooks/staging/hello HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # closed on us once it has answered
+            for _ in range(64):  # 64 MiB, far past the limit
+                sock.sendall(b"a" * (1 << 20))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body) == json.loads(REFUSAL)
+    assert len(daemon.executions()) == 1
+    assert daemon.request("GET", "/healthz")[0] == 200
 
 
 def test_json_bodies_other_readers_could_not_read_are_refused(
