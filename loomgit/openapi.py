@@ -52,6 +52,7 @@ def spec() -> dict[str, Any]:
                             "The path is active with other methods only (Allow names"
                             " them); nothing recorded"
                         ),
+                        "408": _answer("The head (30 s) or the body (60 s) came too slowly"),
                         "413": _answer("The body is over the limit"),
                         "431": _answer("The request line and headers are over 64 KiB"),
                         "503": _answer(

@@ -36,7 +36,7 @@ from conftest import (
 )
 from echo_server import serve
 
-from loomgit.httphead import MAX_HEAD_BYTES, REFUSAL
+from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
 from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED
 from loomgit.server import NO_TOKENS
 
@@ -401,7 +401,7 @@ def test_a_request_head_past_the_limit_is_refused_before_it_ends(
         while chunk := sock.recv(65536):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body) == json.loads(REFUSAL)
+    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body) == {"error": TOO_LARGE}
     assert len(daemon.executions()) == 1
     assert daemon.request("GET", "/healthz")[0] == 200
 
