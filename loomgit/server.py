@@ -355,6 +355,21 @@ LOOPS_STOP_WITHIN = 5.0  # seconds; cancelled, they stop at once
 SWITCH_INTERVAL = 0.0005
 
 
+def open_files_limit() -> int:
+    """Raises this process's soft limit on open files to its hard limit, as Go does for
+    its programs, and returns it. Each connection holds a descriptor, as do git, sops and
+    the history; systemd starts services with a soft limit of 1,024 (hard 524,288)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # above what the kernel allows
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return soft
+
+
 def _listen_hint(exc: OSError) -> str:
     """What to do when the daemon cannot listen, by why."""
     if isinstance(exc, socket.gaierror):
@@ -414,7 +429,7 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     await daemon.recover()
     await daemon.reconcile_once()
     url = f"http://{host}:{bound}"
-    log.event("listening", url=url)
+    log.event("listening", url=url, open_files=open_files_limit())
     if daemon.on_ready:
         daemon.on_ready([url])
     tasks = [

@@ -8,6 +8,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -774,8 +775,17 @@ def test_a_bug_in_a_handler_is_one_log_line_and_a_json_500(
 
 def test_executions_can_run_in_the_daemons_own_process(repo: Repo, start: Start) -> None:
     put_everywhere(repo, HELLO, {"staging": True})
-    daemon = start(repo, "--runners", "0")
+
+    # Started as systemd starts a service, with a low soft limit on open files: the
+    # daemon raises it to the hard one (each connection holds a descriptor).
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+    daemon = start(repo, "--runners", "0", preexec=few_files)
     assert descendants(daemon.proc.pid) == []
+    limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
+    assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+    assert "open_files=4096" in daemon.log
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})
     assert code == 202
     assert daemon.finished(body["execution"])["status"] == "succeeded"
