@@ -147,11 +147,13 @@ def serve(
     from loomgit.history import DB_NAME, History, default_path
     from loomgit.reconcile import Reconciler
     from loomgit.runner import parse_duration
+    from loomgit.server import open_files_limit
     from loomgit.server import serve as run_server
     from loomgit.source import RemoteSource, check_branch, check_url
     from loomgit.workspace import Workspace
 
     log.configure(log_format)
+    open_files_limit()  # before any child process, which inherits it, is started
     if state_dir is not None:
         report_to(state_dir)
     source = None

@@ -357,8 +357,9 @@ SWITCH_INTERVAL = 0.0005
 
 def open_files_limit() -> int:
     """Raises this process's soft limit on open files to its hard limit, as Go does for
-    its programs, and returns it. Each connection holds a descriptor, as do git, sops and
-    the history; systemd starts services with a soft limit of 1,024 (hard 524,288)."""
+    its programs, and returns it (the same again when called again). Each connection
+    holds a descriptor, as do git, sops and the history; systemd starts services with a
+    soft limit of 1,024 (hard 524,288)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -412,6 +413,7 @@ def _server(daemon: Daemon) -> uvicorn.Server:
 
 async def serve(daemon: Daemon, host: str, port: int) -> None:
     """Runs until SIGTERM or SIGINT: reconcile first, then accept requests."""
+    open_files = open_files_limit()  # raised already by `loomgit serve`; read for the log
     try:
         sock = _listen(host, port)
     except OSError as exc:
@@ -429,7 +431,7 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     await daemon.recover()
     await daemon.reconcile_once()
     url = f"http://{host}:{bound}"
-    log.event("listening", url=url, open_files=open_files_limit())
+    log.event("listening", url=url, open_files=open_files)
     if daemon.on_ready:
         daemon.on_ready([url])
     tasks = [
