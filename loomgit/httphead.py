@@ -60,10 +60,10 @@ def protocol(head_seconds: float = HEAD_SECONDS, body_seconds: float = BODY_SECO
     sweeping: weakref.WeakSet[Any] = weakref.WeakSet()  # the servers swept (their states)
 
     def sweep(connections: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_later(sweep_every, sweep, connections, loop)  # first: whatever follows
         now = loop.time()
         for conn in [c for c in connections if c.deadline < now]:
             conn.expire()
-        loop.call_later(sweep_every, sweep, connections, loop)
 
     class LimitedHead(HttpToolsProtocol):
         """Counts what arrives while a head is being read. The chunk in which a request
