@@ -109,17 +109,15 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     rec = daemon.reconciler
     ingress = ingress or Ingress(daemon)
 
-    def authorised(request: Request) -> bool:
-        given = request.headers.get("Authorization", "")
-        if not given.startswith("Bearer ") or not daemon.settings.tokens:
-            return False
-        token = given.removeprefix("Bearer ").encode()
-        return any(hmac.compare_digest(token, t.encode()) for t in daemon.settings.tokens)
-
     def require_token(request: Request) -> None:
-        if not daemon.settings.tokens:
+        tokens = daemon.settings.tokens
+        if not tokens:
             raise Refused(401, NO_TOKENS)
-        if not authorised(request):
+        given = request.headers.get("Authorization", "")
+        token = given.removeprefix("Bearer ").encode()
+        if not given.startswith("Bearer ") or not any(
+            hmac.compare_digest(token, t.encode()) for t in tokens
+        ):
             raise Refused(401, "a valid bearer token is required")
 
     view = EnvironmentsView(daemon)
