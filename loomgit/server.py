@@ -390,7 +390,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _server(daemon: Daemon) -> uvicorn.Server:
     config = uvicorn.Config(
         app(daemon),
-        http=httphead.protocol(),  # a request's head limited to 64 KiB
+        http=httphead.protocol(),  # limits on a request head's size and on how long it takes
         loop="none",  # the daemon's own (uvloop's where installed)
         lifespan="off",
         access_log=False,
