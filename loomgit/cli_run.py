@@ -349,7 +349,9 @@ def prune(
 ) -> None:
     """Delete old executions (retention by age and by count per environment).
 
-    Executions still queued or running are never deleted.
+    Executions still queued or running are never deleted. Safe while `loomgit serve`
+    records into the same folder: executions are deleted a few hundred at a time, and
+    the daemon's writes go in between.
 
     \b
     Examples:

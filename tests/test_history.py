@@ -118,6 +118,39 @@ def test_prune_keeps_running_executions(tmp_path: Path) -> None:
         assert [e.id for e in h.query(Query())] == [running.id]
 
 
+def test_prune_deletes_in_short_transactions_and_keeps_each_environments_newest(
+    tmp_path: Path,
+) -> None:
+    base, sides = time.time() - 3600, ("staging", "production")
+    with History(tmp_path / "h.db") as h:
+        for i in range(30):
+            env = sides[i % 2]
+            started = h.start(execution(env, started=base + i, status="queued"))
+            step = StepRecord(0, "a", "set", "succeeded")
+            h.finish(replace(started, status="succeeded", ended_at=base + i, steps=(step,)))
+        h.start(execution("production", started=base - 1))  # still running: never deleted
+        commits: list[str] = []
+        h._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        # Each environment's 5 newest are kept; of the other 10 a side, 4 per transaction.
+        assert h.prune(keep=5, batch=4) == 20
+        h._db.set_trace_callback(None)
+        assert len(commits) == 6  # 4 + 4 + 2 in each environment
+        for env in sides:
+            kept = [e.started_at for e in h.query(Query(environment=env, status="succeeded"))]
+            newest = [base + i for i in range(29, 19, -1) if sides[i % 2] == env]
+            assert kept == newest
+        assert h.query(Query(status="running"))
+        orphans = h._db.execute(
+            "SELECT count(*) FROM steps WHERE execution_id NOT IN (SELECT id FROM executions)"
+        ).fetchone()[0]
+        assert orphans == 0
+        # Started before base + 24.5 (staging 21, 23; production 20, 22, 24) or past the
+        # newest 4 (staging 21, production 20): either is enough.
+        assert h.prune(older_than=3600 - 24.5, keep=4, now=base + 3600) == 5
+        assert h.prune(keep=0) == 5
+        assert [e.status for e in h.query(Query())] == ["running"]
+
+
 def test_query_uses_the_environment_status_index(tmp_path: Path) -> None:
     with History(tmp_path / "h.db") as h:
         plan = h._db.execute(
