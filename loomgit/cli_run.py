@@ -186,16 +186,23 @@ def run(
     sys.exit(0 if ex.status == "succeeded" else 1)
 
 
-def parse_since(text: str, now: float | None = None) -> float:
-    """`30m`, `2h`, `7d`, `1w` ago, or an ISO date or time (UTC unless it says otherwise)."""
+def parse_age(text: str, option: str) -> float:
+    """The seconds of an age given as `option`: `30m`, `2h`, `7d`, `1w`."""
     ago = _AGO.match(text)
-    if ago:
-        return (now or time.time()) - float(ago.group(1)) * _AGO_UNIT[ago.group(2)]
+    if not ago:
+        raise UsageError(f"{option} takes an age such as 30m, 2h, 7d or 4w; not '{text}'")
+    return float(ago.group(1)) * _AGO_UNIT[ago.group(2)]
+
+
+def parse_since(text: str, now: float | None = None, option: str = "--since") -> float:
+    """`30m`, `2h`, `7d`, `1w` ago, or an ISO date or time (UTC unless it says otherwise)."""
+    if _AGO.match(text):
+        return (now or time.time()) - parse_age(text, option)
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(
-            f"--since takes an age such as 30m, 2h or 7d, or an ISO date; not '{text}'"
+            f"{option} takes an age such as 30m, 2h or 7d, or an ISO date; not '{text}'"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -360,7 +367,7 @@ def prune(
     """
     if older_than is None and keep is None:
         raise UsageError("give --older-than, --keep or both")
-    age = time.time() - parse_since(older_than) if older_than else None
+    age = time.time() - parse_since(older_than, option="--older-than") if older_than else None
     with _history(state_dir or group_state_dir) as history:
         deleted = history.prune(older_than=age, keep=keep)
     click.echo(f"deleted {deleted} execution{'s' if deleted != 1 else ''}")

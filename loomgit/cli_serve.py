@@ -13,7 +13,7 @@ import click
 
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
-from loomgit.cli_run import state_option
+from loomgit.cli_run import parse_age, state_option
 from loomgit.errors import LoomgitError, UsageError, report_to
 
 if TYPE_CHECKING:
@@ -99,6 +99,19 @@ def _git_secret(path: Path | None) -> bytes | None:
     help="Accepted executions waiting to run or running, past which webhooks and API "
     "triggers are answered 503 with Retry-After.",
 )
+@click.option(
+    "--prune-older-than",
+    metavar="AGE",
+    help="Delete finished executions older than this (30d, 2w…), as `loomgit executions "
+    "prune` does, every minute. Default: keep them.",
+)
+@click.option(
+    "--prune-keep",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Keep at most the newest N executions of each environment (with "
+    "--prune-older-than: whichever deletes more).",
+)
 @key_option
 @state_option
 @repo_option
@@ -116,6 +129,8 @@ def serve(
     age_key_dir: Path | None,
     runners: int | None,
     max_backlog: int,
+    prune_older_than: str | None,
+    prune_keep: int | None,
     age_keys: tuple[str, ...],
     state_dir: Path | None,
     repo: Path,
@@ -131,13 +146,16 @@ def serve(
     Executions are recorded before they are acknowledged, then run in --runners
     processes, so running them does not slow down accepting webhooks. SIGTERM lets
     running executions finish within --grace and records the rest as interrupted. The
-    API is described at /openapi.json; metrics are at /metrics.
+    history keeps every execution unless --prune-older-than or --prune-keep is given;
+    then the daemon deletes old ones in small batches between its writes. The API is
+    described at /openapi.json; metrics are at /metrics.
 
     \b
     Examples:
       loomgit serve --repo sample-repo --age-key-dir sample-repo/demo-keys
       loomgit serve --age-key-file production=/run/secrets/production.agekey
       loomgit serve --environments staging,production --port 9000 --interval 30s
+      loomgit serve --prune-older-than 30d --prune-keep 100000
       loomgit serve --remote https://git.example.com/ops/flows.git --branch main \\
           --git-webhook-secret-file hook.secret --log-format json
     """
@@ -183,6 +201,10 @@ def serve(
         runners=default_runners() if runners is None else runners,
         max_backlog=max_backlog,
         log_format=log_format,
+        prune_older_than=parse_age(prune_older_than, "--prune-older-than")
+        if prune_older_than
+        else None,
+        prune_keep=prune_keep,
     )
     pool = parse_pool()
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool)

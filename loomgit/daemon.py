@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from loomgit import eventloop, log
 from loomgit.dispatch import Dispatcher, InProcess, Outcome, RunnerPool
-from loomgit.history import History, HistoryError
+from loomgit.history import History, HistoryError, Retention
 from loomgit.metrics import Metrics
 from loomgit.reconcile import EnvStatus, Reconciler, Served
 from loomgit.recorder import AsyncRecorder
@@ -57,6 +57,8 @@ class Settings:
     runners: int = 0  # runner processes; 0 runs executions in the daemon's event loop
     max_backlog: int = 50_000  # accepted executions not yet ended, past which 503
     log_format: str = "text"
+    prune_older_than: float | None = None  # seconds; executions older are deleted
+    prune_keep: int | None = None  # executions kept per environment at most
 
 
 @dataclass
@@ -82,11 +84,22 @@ class Daemon:
     _unrecorded_logged: float = -UNRECORDED_LOG_EVERY
 
     def __post_init__(self) -> None:
-        self.recorder = AsyncRecorder(self.history)
+        older_than, keep = self.settings.prune_older_than, self.settings.prune_keep
+        pruning = older_than is not None or keep is not None
+        self.recorder = AsyncRecorder(  # with runners, their writer process prunes
+            self.history,
+            Retention(self.history, older_than, keep)
+            if pruning and not self.settings.runners
+            else None,
+        )
         self.engine = Engine(self.recorder)
         self.dispatch = (
             RunnerPool(
-                self.settings.runners, self.history, self.settings.log_format, self._finished
+                self.settings.runners,
+                self.history,
+                self.settings.log_format,
+                self._finished,
+                (older_than, keep),
             )
             if self.settings.runners
             else InProcess(self.engine, self.recorder, self._finished)

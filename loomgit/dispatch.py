@@ -320,11 +320,13 @@ class RunnerPool:
         history: History,
         log_format: str = "text",
         on_end: Callable[[str, str], None] | None = None,
+        retention: tuple[float | None, int | None] = (None, None),
     ) -> None:
         self.count = count
         self.history = history
         self.log_format = log_format
         self.on_end = on_end
+        self.retention = retention  # the writer's: (older than seconds, keep)
         self.runners: list[_Runner] = []
         self.writer: _Writer | None = None
         self.stopping = False
@@ -345,6 +347,7 @@ class RunnerPool:
             str(self.history.path),
             str(self.history.max_field_bytes),
             self.log_format,
+            *("-" if value is None else str(value) for value in self.retention),
         )
         writer = _Writer(proc, channel)
         writer.listening = asyncio.create_task(self._watch_writer(writer, frames))

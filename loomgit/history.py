@@ -9,6 +9,7 @@ to a configurable size. Writes from many executions at once are grouped into one
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from loomgit import jsontext
+from loomgit import jsontext, log
 from loomgit.errors import LoomgitError, UsageError
 from loomgit.records import FINISHED, Execution, Query, StepRecord
 
@@ -31,6 +32,11 @@ ID_LENGTH = 26  # an execution id's characters (see `records.new_id`)
 # (measured: 8 µs an execution of three steps), and at least this pause after each.
 PRUNE_BATCH = 500
 PRUNE_PAUSE_LEAST = 0.002
+# The daemon's own pruning (`Retention`): how often it looks for executions to delete,
+# how many one batch deletes, and the share of the writer's time its batches take at most.
+RETENTION_EVERY = 60.0
+RETENTION_BATCH = 200
+RETENTION_SHARE = 0.2
 
 # Numbered migrations: each runs once, in order, in its own transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -535,3 +541,61 @@ class History:
                 for s in steps
             ),
         )
+
+
+class Retention:
+    """The daemon's own pruning (`serve --prune-older-than`, `--prune-keep`), done by the
+    history's one writer between its other work, so it never waits for the database nor
+    holds it for long: every `every` seconds it finds each environment's cutoff, then
+    deletes `batch` executions at a time, each batch no sooner after the one before than
+    keeps it to RETENTION_SHARE of the writer's time. The writer calls `step` after
+    each turn of its own, and waits for work no longer than `wait()`."""
+
+    def __init__(
+        self,
+        history: History,
+        older_than: float | None,
+        keep: int | None,
+        *,
+        every: float = RETENTION_EVERY,
+        batch: int = RETENTION_BATCH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.history = history
+        self.older_than, self.keep = older_than, keep
+        self.every, self.batch, self.clock = every, batch, clock
+        self.due = clock()  # the first look at once
+        self._pending: list[tuple[str, float]] = []  # (environment, cutoff) still to do
+        self._deleted = 0
+
+    def wait(self) -> float:
+        """Seconds until `step` has something to do."""
+        return max(self.due - self.clock(), 0.0)
+
+    def step(self) -> None:
+        """One batch, or one look for what to delete, if it is due."""
+        began = self.clock()
+        if began < self.due:
+            return
+        try:
+            if not self._pending:
+                self._pending = list(self.history.prune_cutoffs(self.older_than, self.keep).items())
+            if self._pending:
+                environment, before = self._pending[0]
+                count = self.history.prune_batch(environment, before, self.batch)
+                self._deleted += count
+                if count < self.batch:
+                    self._pending.pop(0)
+        except HistoryError as exc:
+            log.event("executions not pruned", logging.ERROR, error=str(exc), retry_in=self.every)
+            self._pending.clear()
+            self.due = began + self.every
+            return
+        ended = self.clock()
+        if self._pending:
+            self.due = ended + (ended - began) * (1 / RETENTION_SHARE - 1)
+            return
+        if self._deleted:
+            log.event("executions pruned", deleted=self._deleted)
+        self._deleted = 0
+        self.due = began + self.every

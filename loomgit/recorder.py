@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from loomgit.history import History
+from loomgit.history import History, Retention
 from loomgit.records import Execution
 
 # What the writer hands back after each commit: (token, result) for every write in it.
@@ -23,10 +23,17 @@ class Writer:
     result (see `History.apply`) in one call: one wake-up of the event loop per commit,
     not one per write."""
 
-    def __init__(self, history: History, deliver: Deliver, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        history: History,
+        deliver: Deliver,
+        max_batch: int = 512,
+        retention: Retention | None = None,
+    ) -> None:
         self.history = history
         self._deliver = deliver
         self._max_batch = max_batch
+        self._retention = retention  # old executions pruned between commits
         self._queue: queue.SimpleQueue[tuple[str, Any, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="loomgit-history", daemon=True)
         self._thread.start()
@@ -42,7 +49,14 @@ class Writer:
     def _loop(self) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
+            if self._retention is not None:
+                try:
+                    item = self._queue.get(timeout=self._retention.wait())
+                except queue.Empty:
+                    self._retention.step()
+                    continue
+            else:
+                item = self._queue.get()
             if item is None:
                 break
             batch = [item]
@@ -58,14 +72,16 @@ class Writer:
             results = self.history.apply([(op, payload) for op, payload, _ in batch])
             done = [(token, result) for (_, _, token), result in zip(batch, results, strict=True)]
             self._deliver([pair for pair in done if pair[0] is not None])
+            if self._retention is not None and not stopping:
+                self._retention.step()
 
 
 class AsyncRecorder:
     """The engine's recorder: writes through a `Writer`, awaited from the event loop."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, retention: Retention | None = None) -> None:
         self.history = history
-        self.writer = Writer(history, _deliver)
+        self.writer = Writer(history, _deliver, retention=retention)
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loomgit import log
-from loomgit.history import History
+from loomgit.history import History, Retention
 from loomgit.records import Execution
 
 HEADER = struct.Struct("!IB")  # size, and whom the message is for
@@ -168,27 +168,30 @@ def _tell(sock: socket.socket, message: bytes, gone: bool) -> None:
             sock.sendall(message)
 
 
-def write(sock: socket.socket, history: History) -> None:
+def write(sock: socket.socket, history: History, retention: Retention | None = None) -> None:
     """The writer: commits what arrives in batches, accepted executions first (someone
     waits for each), the rest in order, CHUNK at a time; says what it committed. What
     cannot be committed (a full disk) is tried again, RETRY_FIRST to RETRY_MOST seconds
     apart; an accepted execution that cannot be is refused to its caller instead. Stops
     when told to or when the daemon is gone, once what came before is committed (or
-    could not be, RETRY_MOST apart)."""
+    could not be, RETRY_MOST apart). With `retention`, old executions are pruned between
+    those turns."""
     inbox = Inbox(sock)
     later: deque[tuple[str, Any]] = deque()
     stop = gone = False
     backoff, retry_at = 0.0, 0.0
     while True:
-        pause = max(retry_at - time.monotonic(), 0.0) if later else 0.0
+        pause = max(retry_at - time.monotonic(), 0.0) if later else None
+        if retention is not None and not (stop or gone):
+            pause = retention.wait() if pause is None else min(pause, retention.wait())
         batch: list[Any] | None
         if gone:
-            time.sleep(pause)
+            time.sleep(pause or 0.0)
             batch = []
         elif later or stop:
-            batch = inbox.take(wait=pause > 0, timeout=pause)
+            batch = inbox.take(wait=bool(pause), timeout=pause)
         else:
-            batch = inbox.take(wait=True)
+            batch = inbox.take(wait=True, timeout=pause)
         if batch is None:  # the daemon is gone: what came before it went is committed
             gone, batch = True, []
         starts: list[Execution] = []
@@ -231,19 +234,30 @@ def write(sock: socket.socket, history: History) -> None:
                 )
         if (stop or gone) and not later:
             return
+        if retention is not None and not (stop or gone):
+            retention.step()
 
 
 def main(argv: list[str]) -> None:
-    """`python -m loomgit.writer FD HISTORY MAX_FIELD_BYTES LOG_FORMAT`: started by the
-    daemon with one end of a socket pair. It stops when told to or when the daemon is
-    gone; SIGINT and SIGTERM are the daemon's to act on."""
+    """`python -m loomgit.writer FD HISTORY MAX_FIELD_BYTES LOG_FORMAT [OLDER_THAN KEEP]`:
+    started by the daemon with one end of a socket pair; OLDER_THAN (seconds) and KEEP
+    are its retention, `-` for none. It stops when told to or when the daemon is gone;
+    SIGINT and SIGTERM are the daemon's to act on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    fd, path, max_field_bytes, log_format = argv
+    fd, path, max_field_bytes, log_format, *kept = argv
+    older_than, keep = (None if v == "-" else v for v in (kept or ["-", "-"]))
     log.configure(log_format)
     sock = socket.socket(fileno=int(fd))
     with History(Path(path), max_field_bytes=int(max_field_bytes)) as history:
-        write(sock, history)
+        retention = None
+        if older_than is not None or keep is not None:
+            retention = Retention(
+                history,
+                None if older_than is None else float(older_than),
+                None if keep is None else int(keep),
+            )
+        write(sock, history, retention)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loomgit.history import MIGRATIONS, History, HistoryError, finish_rows
+from loomgit.history import MIGRATIONS, History, HistoryError, Retention, finish_rows
 from loomgit.recorder import AsyncRecorder
 from loomgit.records import Execution, Query, StepRecord, new_id
 
@@ -149,6 +151,47 @@ def test_prune_deletes_in_short_transactions_and_keeps_each_environments_newest(
         assert h.prune(older_than=3600 - 24.5, keep=4, now=base + 3600) == 5
         assert h.prune(keep=0) == 5
         assert [e.status for e in h.query(Query())] == ["running"]
+
+
+def test_retention_prunes_a_batch_at_a_time_within_its_share_of_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="loomgit")
+    old = time.time() - 90 * 86400
+    ticks = iter(range(0, 10_000, 10))  # each look at the clock: 10 s later
+
+    def events() -> list[tuple[str, dict[str, Any]]]:
+        return [(r.getMessage(), r.__dict__.get("fields", {})) for r in caplog.records]
+
+    with History(tmp_path / "h.db") as h:
+        for i in range(5):
+            h.start(execution("production", started=old + i, status="succeeded"))
+        retention = Retention(h, 30 * 86400, None, every=60, batch=2, clock=lambda: next(ticks))
+        assert retention.due == 0  # the first look at once
+        retention.step()  # began at 10, ended at 20: the next batch at 20 + 4 * 10
+        assert len(h.query(Query())) == 3 and retention.due == 60
+        retention.step()  # at 30: not yet
+        assert len(h.query(Query())) == 3
+        retention.step()  # at 40: not yet
+        retention.step()  # at 50: not yet
+        retention.step()  # at 60: the next batch
+        assert len(h.query(Query())) == 1 and retention.due == 70 + 40
+        assert events() == []
+        for _ in range(4):
+            retention.step()  # the last, short batch ends the pass (began at 110)
+        assert h.query(Query()) == []
+        assert events() == [("executions pruned", {"deleted": 5})]
+        assert retention.due == 110 + 60
+        # What cannot be deleted is logged, and tried again at the next look.
+        h.start(execution("production", started=old, status="succeeded"))
+        h._db.execute("PRAGMA query_only = ON")
+        retention.due = 0
+        retention.step()
+        assert events()[-1][0] == "executions not pruned" and len(h.query(Query())) == 1
+        h._db.execute("PRAGMA query_only = OFF")
+        retention.due = 0
+        retention.step()
+        assert h.query(Query()) == []
 
 
 def test_query_uses_the_environment_status_index(tmp_path: Path) -> None:

@@ -37,8 +37,10 @@ from conftest import (
 )
 from echo_server import serve
 
+from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
 from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED
+from loomgit.records import Execution, new_id
 from loomgit.server import NO_TOKENS
 
 Cli = Callable[..., Result]
@@ -789,6 +791,43 @@ def test_executions_can_run_in_the_daemons_own_process(repo: Repo, start: Start)
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})
     assert code == 202
     assert daemon.finished(body["execution"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("runners", ["1", "0"])
+def test_the_daemon_prunes_old_executions_as_it_runs(
+    repo: Repo, start: Start, tmp_path: Path, runners: str
+) -> None:
+    put_everywhere(repo, HELLO, {"staging": True})
+    state = tmp_path / "state"
+    now, made = time.time(), []
+    with History(state / "history.db") as history:
+        for started in [now - 40 * 86400 + i for i in range(30)] + [
+            now - 3600 + i for i in range(6)
+        ]:
+            ex = Execution(
+                id=new_id(started),
+                environment="staging",
+                workflow="hello",
+                trigger_type="webhook",
+                status="succeeded",
+                started_at=started,
+                ended_at=started + 1,
+            )
+            made.append(history.start(ex).id)
+    daemon = start(
+        repo, "--prune-older-than", "30d", "--prune-keep", "4", "--runners", runners, state=state
+    )
+    # Older than 30 days (30), or past the newest 4 (2 of the recent 6).
+    deadline = time.monotonic() + 20
+    while "executions pruned" not in daemon.log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "executions pruned deleted=32" in daemon.log, daemon.log
+    kept = daemon.executions(environment="staging")
+    assert [e["id"] for e in kept] == made[:-5:-1]
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})
+    assert code == 202
+    assert daemon.finished(body["execution"])["status"] == "succeeded"
+    daemon.stop()
 
 
 def test_sigterm_records_what_outlives_the_grace_period_as_interrupted(
