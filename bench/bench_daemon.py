@@ -709,7 +709,7 @@ def _prune_by_cli(repo: Path, state: Path) -> None:
     url = daemon.url + "/hooks/staging/trivial"
     try:
         # The first commits after start-up on a history copied just before can wait
-        # about a second (seen in two runs of three, in the writer's COMMIT): warmed up.
+        # about a second (four starts of six, in the writer's COMMIT): warmed up.
         warm = time.perf_counter() + 3
         asyncio.run(_paced_until(url, PRUNE_RATE, lambda: time.perf_counter() > warm))
         end = time.perf_counter() + 10
