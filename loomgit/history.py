@@ -401,6 +401,12 @@ class History:
         if older_than is None and keep is None:
             return {}
         aged = -math.inf if older_than is None else (now or time.time()) - older_than
+        try:
+            return self._cutoffs(aged, keep)
+        except sqlite3.Error as exc:
+            raise HistoryError(f"cannot read the execution history {self.path}: {exc}") from None
+
+    def _cutoffs(self, aged: float, keep: int | None) -> dict[str, float]:
         cutoffs: dict[str, float] = {}
         with self._lock:
             environment = ""
@@ -438,7 +444,7 @@ class History:
                 ).fetchall()
                 db.executemany("DELETE FROM steps WHERE execution_id = ?", ids)
                 db.executemany("DELETE FROM executions WHERE id = ?", ids)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise HistoryError(f"cannot write the execution history {self.path}: {exc}") from None
         return len(ids)
 

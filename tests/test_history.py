@@ -192,6 +192,11 @@ def test_retention_prunes_a_batch_at_a_time_within_its_share_of_the_writer(
         retention.due = 0
         retention.step()
         assert h.query(Query()) == []
+        # Nor does a history it cannot read stop the writer that prunes.
+        h._db.execute("ALTER TABLE executions RENAME TO gone")
+        retention.due = 0
+        retention.step()
+        assert "cannot read" in events()[-1][1]["error"]
 
 
 def test_query_uses_the_environment_status_index(tmp_path: Path) -> None:
