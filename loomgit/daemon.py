@@ -85,12 +85,9 @@ class Daemon:
 
     def __post_init__(self) -> None:
         older_than, keep = self.settings.prune_older_than, self.settings.prune_keep
-        pruning = older_than is not None or keep is not None
         self.recorder = AsyncRecorder(  # with runners, their writer process prunes
             self.history,
-            Retention(self.history, older_than, keep)
-            if pruning and not self.settings.runners
-            else None,
+            None if self.settings.runners else Retention.wanted(self.history, older_than, keep),
         )
         self.engine = Engine(self.recorder)
         self.dispatch = (

@@ -574,6 +574,13 @@ class Retention:
         self._pending: list[tuple[str, float]] = []  # (environment, cutoff) still to do
         self._deleted = 0
 
+    @classmethod
+    def wanted(
+        cls, history: History, older_than: float | None, keep: int | None
+    ) -> Retention | None:
+        """The retention of `history` the options ask for; None when they ask for none."""
+        return None if older_than is None and keep is None else cls(history, older_than, keep)
+
     def wait(self) -> float:
         """Seconds until `step` has something to do."""
         return max(self.due - self.clock(), 0.0)

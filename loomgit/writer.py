@@ -246,17 +246,11 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, max_field_bytes, log_format, *kept = argv
-    older_than, keep = (None if v == "-" else v for v in (kept or ["-", "-"]))
+    older_than, keep = (None if v == "-" else float(v) for v in (kept or ["-", "-"]))
     log.configure(log_format)
     sock = socket.socket(fileno=int(fd))
     with History(Path(path), max_field_bytes=int(max_field_bytes)) as history:
-        retention = None
-        if older_than is not None or keep is not None:
-            retention = Retention(
-                history,
-                None if older_than is None else float(older_than),
-                None if keep is None else int(keep),
-            )
+        retention = Retention.wanted(history, older_than, None if keep is None else int(keep))
         write(sock, history, retention)
 
 
