@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -141,7 +142,9 @@ def serve(
     environment's credentials with its own key, and serves the webhooks of active
     workflows at /hooks/ENV/PATH, their schedules, and API triggers at
     POST /api/v1/workflows/NAME/executions. A commit that does not validate or decrypt
-    changes nothing that runs; GET /api/v1/environments says why. A push webhook at
+    changes nothing that runs; GET /api/v1/environments says why. A restart onto such a
+    commit serves the one applied before it (kept in the state folder); with --remote, a
+    restart while the source cannot be reached serves the commit fetched last. A push webhook at
     POST /api/v1/git-webhook starts a cycle at once; --interval is the fallback.
     Executions are recorded before they are acknowledged, then run in --runners
     processes, so running them does not slow down accepting webhooks. SIGTERM lets
@@ -163,11 +166,11 @@ def serve(
     from loomgit.credops import key_files
     from loomgit.daemon import Daemon, Settings
     from loomgit.history import DB_NAME, History, default_path
-    from loomgit.reconcile import Reconciler
+    from loomgit.reconcile import AppliedRecord, Reconciler
     from loomgit.runner import parse_duration
     from loomgit.server import open_files_limit
     from loomgit.server import serve as run_server
-    from loomgit.source import RemoteSource, check_branch, check_url
+    from loomgit.source import RemoteSource, check_branch, check_url, shown_url
     from loomgit.workspace import Workspace
 
     log.configure(log_format)
@@ -175,15 +178,20 @@ def serve(
     if state_dir is not None:
         report_to(state_dir)
     source = None
+    state = state_dir or default_path().parent
     if remote is not None or branch is not None:
         if remote is None or branch is None:
             raise UsageError("--remote and --branch go together")
-        state = state_dir or default_path().parent
         source = RemoteSource(check_url(remote), check_branch(branch), state / "source")
         try:
             source.sync()
         except LoomgitError as exc:
-            raise UsageError(f"cannot fetch {remote}: {exc.message}") from None
+            last = source.checked_out()
+            if last is None:
+                raise UsageError(f"cannot fetch {shown_url(remote)}: {exc.message}") from None
+            # Git being down must not stop a restart: serve what was fetched last.
+            log.event("source not fetched; starting from the commit fetched before",
+                      logging.WARNING, commit=last, error=exc.message)  # fmt: skip
         repo = source.path
     with Workspace(repo) as ws:
         if age_key_dir is not None:
@@ -207,7 +215,8 @@ def serve(
         prune_keep=prune_keep,
     )
     pool = parse_pool()
-    reconciler = Reconciler(repo, keys, names, source=source, pool=pool)
+    applied = AppliedRecord(state / "applied.json")
+    reconciler = Reconciler(repo, keys, names, source=source, pool=pool, applied=applied)
 
     def ready(urls: list[str]) -> None:
         click.echo("\n".join(banner(reconciler, urls[0])), err=True)

@@ -4,13 +4,21 @@ A cycle is an ordered list of small steps (read the source → validate → decr
 swap), after Flux: an environment whose new commit fails any step keeps serving its last
 good state, and its status says which step failed and why. Status keeps the last applied
 and the last attempted commit, and conditions with a reason.
+
+The last applied commit of each environment is also kept in the state folder
+(`AppliedRecord`), so that a restart does not lose it: an environment whose newest commit
+fails at start-up serves the commit it served before, as a running daemon would have gone
+on doing. And with `--remote`, a source that cannot be reached at start-up leaves the
+daemon serving the commit it fetched last.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -91,6 +99,49 @@ class EnvStatus:
         log.event(reason, logging.WARNING, environment=self.name, message=message)
 
 
+@dataclass
+class AppliedRecord:
+    """`applied.json` in the state folder: per repository (its folder), the commit each
+    environment last applied and when. Written whole, atomically, when one changes; one
+    that cannot be read or written is logged and otherwise ignored (it only helps a
+    restart)."""
+
+    path: Path
+
+    def read(self, repo: str) -> dict[str, tuple[str, float]]:
+        try:
+            doc = json.loads(self.path.read_text())
+            envs = doc["repositories"].get(repo, {})
+            return {n: (str(e["commit"]), float(e["applied_at"])) for n, e in envs.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.event("applied commits not read", logging.WARNING, path=str(self.path),
+                      error=str(exc) or type(exc).__name__)  # fmt: skip
+            return {}
+
+    def write(self, repo: str, applied: dict[str, tuple[str, float]]) -> None:
+        try:
+            try:
+                doc = json.loads(self.path.read_text())
+                repos = dict(doc["repositories"])
+            except (OSError, ValueError, KeyError, TypeError):
+                repos = {}
+            mine = dict(repos.get(repo) or {})
+            mine.update({n: {"commit": c, "applied_at": at} for n, (c, at) in applied.items()})
+            repos[repo] = mine
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w") as f:
+                json.dump({"version": 1, "repositories": repos}, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.event("applied commits not kept", logging.WARNING, path=str(self.path),
+                      error=str(exc))  # fmt: skip
+
+
 class Failed(Exception):
     """A step of the cycle failed for one environment; `reason` is the condition reason."""
 
@@ -113,24 +164,33 @@ class Reconciler:
     status: dict[str, EnvStatus] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
     last_environment: str | None = None
+    applied: AppliedRecord | None = None  # kept across restarts (in the state folder)
     cache: DocumentCache = field(default_factory=DocumentCache)
     gitcache: GitCache = field(default_factory=GitCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _before: dict[str, tuple[str, float]] | None = None  # applied before this process
+    _kept: dict[str, str] = field(default_factory=dict)  # as last written to `applied`
 
     def cycle(self) -> dict[str, EnvStatus]:
         """One reconcile of every served environment; never raises for bad input."""
         with self._lock:
             now = self.clock()
+            if self._before is None:  # the first cycle: what was applied before a restart
+                self._before = self.applied.read(self._repo_key()) if self.applied else {}
+            unreachable: LoomgitError | None = None
             try:
                 if self.source is not None:
-                    self.source.sync()
+                    try:
+                        self.source.sync()
+                    except LoomgitError as exc:
+                        if self.served or self.source.checked_out() is None:
+                            raise
+                        unreachable = exc  # nothing served yet: the commit fetched last
                 with _collector_paused():
                     snap, git = self._read()
             except LoomgitError as exc:
                 # The last applied state keeps running; the status says why nothing new is.
-                for name in self.names or self.environments or []:
-                    st = self.status.setdefault(name, EnvStatus(name))
-                    st.set_ready(False, "FetchFailed", exc.message, now)
+                self._fetch_failed(exc, now)
                 return self.status
             try:
                 with _collector_paused():
@@ -138,7 +198,30 @@ class Reconciler:
             finally:
                 git.close()
                 self.gitcache.retain()
+            self._keep_applied()
+            if unreachable is not None:
+                self._fetch_failed(unreachable, now)
             return self.status
+
+    def _fetch_failed(self, exc: LoomgitError, now: float) -> None:
+        for name in self.names or self.environments or []:
+            st = self.status.setdefault(name, EnvStatus(name))
+            st.set_ready(False, "FetchFailed", exc.message, now)
+
+    def _repo_key(self) -> str:
+        return str(Path(self.path).resolve())
+
+    def _keep_applied(self) -> None:
+        """Writes the applied commits to `applied` when one changed."""
+        applied = {
+            n: (st.last_applied_commit, st.applied_at or 0.0)
+            for n, st in self.status.items()
+            if st.last_applied_commit is not None
+        }
+        if self.applied is None or {n: c for n, (c, _) in applied.items()} == self._kept:
+            return
+        self.applied.write(self._repo_key(), applied)
+        self._kept = {n: c for n, (c, _) in applied.items()}
 
     def _apply(self, snap: Snapshot, git: Git, now: float) -> None:
         problems: dict[str, list[Problem]] | None = None
@@ -225,6 +308,8 @@ class Reconciler:
                     )
         except Failed as exc:
             st.set_ready(False, exc.reason, str(exc), now)
+            if current is None:
+                self._restore(snap, git, name, commit, now)
             return
         old = st.last_applied_commit
         if old is not None and old != commit and not git.is_ancestor(old, commit):
@@ -237,6 +322,32 @@ class Reconciler:
         st.last_applied_commit = commit
         st.applied_at = now
         st.set_ready(True, "Ready", _serving(served), now)
+
+    def _restore(self, snap: Snapshot, git: Git, name: str, failed: str, now: float) -> None:
+        """After a restart, `failed` (the environment's newest commit) cannot be applied:
+        serves the commit applied before the restart instead, if it still can be. The
+        status keeps saying why `failed` is not applied. Tried once per process."""
+        before = (self._before or {}).pop(name, None)
+        if before is None or before[0] == failed:
+            return
+        commit, applied_at = before
+        try:
+            old = snapshot(snap.root, git, self.cache, commit, env_hint=name)
+            problems = check_by_env(old, self.cache).get(name, [])
+            served = self._build(old, name, commit, problems)
+        except (LoomgitError, Failed) as exc:
+            log.event("last applied commit not restored", logging.WARNING, environment=name,
+                      commit=commit, error=str(exc))  # fmt: skip
+            return
+        self.served[name] = served
+        st = self.status[name]
+        st.last_applied_commit, st.applied_at = commit, applied_at
+        st.note(
+            "RestoredLastApplied",
+            f"{failed[:12]} cannot be applied; serving {commit[:12]}, applied before the "
+            "restart, until a commit can be",
+            now,
+        )
 
     def _build(self, snap: Snapshot, name: str, commit: str, problems: list[Problem]) -> Served:
         errors = [p for p in problems if p.severity == "error"]

@@ -4,13 +4,15 @@ URLs and branch names reach git, so they are checked first (GitPython and git it
 had command injections through URLs and options): only https://, ssh:// and local paths;
 nothing starting with `-`, nothing with `::` (git's transport helpers) or `$`. Git runs
 without prompts, with only the https, ssh and file protocols allowed, and never touches
-submodules.
+submodules. A URL's user name and password (a token) are never shown: errors and logs
+name the URL as `shown_url` gives it.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,21 @@ PROTOCOLS = (
     *("-c", "protocol.file.allow=always"),
 )
 NO_SUBMODULES = ("-c", "submodule.recurse=false", "-c", "fetch.recurseSubmodules=false")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]*)@")
+
+
+def shown_url(text: str) -> str:
+    """`text` with the credentials of every URL in it hidden: over https the whole user
+    part (a token may stand alone as the user name), over ssh the password only."""
+
+    def hide(m: re.Match[str]) -> str:
+        scheme, info = m["scheme"], m["info"]
+        if scheme.lower() == "ssh://" and ":" not in info:
+            return m[0]
+        user = info.split(":", 1)[0] if scheme.lower() == "ssh://" else ""
+        return f"{scheme}{user}{':' if user else ''}***@"
+
+    return _USERINFO.sub(hide, text)
 
 
 def check_url(url: str) -> str:
@@ -37,12 +54,14 @@ def check_url(url: str) -> str:
         or "$" in url
         or any(c in url for c in "\0\n\r")
     ):
-        raise UsageError(f"'{url}' is not an accepted --remote (no leading '-', '::' or '$')")
+        raise UsageError(
+            f"'{shown_url(url)}' is not an accepted --remote (no leading '-', '::' or '$')"
+        )
     if url.startswith(("https://", "ssh://")):
         return url
     if "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url):
         raise UsageError(
-            f"'{url}' is not an accepted --remote",
+            f"'{shown_url(url)}' is not an accepted --remote",
             hint="use an https:// or ssh:// URL (ssh://git@host/owner/repo.git) or a local path",
         )
     path = Path(url)
@@ -83,10 +102,28 @@ class RemoteSource:
         if proc.returncode != 0:
             lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             detail = next((ln for ln in reversed(lines) if ln.startswith("fatal")), None)
-            raise GitError(
-                f"git {args[0]} failed: {detail or (lines[-1] if lines else proc.returncode)}"
-            )
+            said = detail or (lines[-1] if lines else proc.returncode)
+            raise GitError(f"git {args[0]} failed: {self._hidden(str(said))}")
         return proc.stdout.decode().strip()
+
+    def _hidden(self, text: str) -> str:
+        """`text` from git without this source's credentials, wherever they appear."""
+        m = _USERINFO.match(self.url)
+        if m is not None:
+            user, _, password = m["info"].partition(":")
+            secret = password or ("" if m["scheme"].lower() == "ssh://" else user)
+            for form in {secret, urllib.parse.unquote(secret)} - {""}:
+                text = text.replace(form, "***")
+        return shown_url(text)
+
+    def checked_out(self) -> str | None:
+        """The commit a sync before this one checked out, if there is one."""
+        if not (self.path / ".git").is_dir():
+            return None
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}") or None
+        except GitError:
+            return None
 
     def sync(self) -> str:
         """Fetches every branch and checks out `branch`; returns its commit."""
@@ -96,11 +133,12 @@ class RemoteSource:
             self._git("remote", "add", "origin", self.url)
         else:
             self._git("remote", "set-url", "origin", self.url)
+        (self.path / ".git" / "config").chmod(0o600)  # the URL may hold a token
         fetch = ("fetch", "--quiet", "--prune", "--no-tags", "--update-head-ok")
         self._git(*fetch, "--no-recurse-submodules", "origin", "+refs/heads/*:refs/heads/*")
         try:
             commit = self._git("rev-parse", "--verify", f"refs/heads/{self.branch}^{{commit}}")
         except GitError:
-            raise GitError(f"{self.url} has no branch {self.branch}") from None
+            raise GitError(f"{shown_url(self.url)} has no branch {self.branch}") from None
         self._git("checkout", "--quiet", "--force", "--detach", commit)
         return commit

@@ -228,6 +228,68 @@ def test_a_bad_commit_leaves_the_last_good_state_running(
     assert staging["last_attempted_commit"] == good
 
 
+def test_a_restart_onto_a_bad_commit_serves_what_was_applied_before(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    """A running daemon keeps its last good state past a bad commit; killed and started
+    again on that commit, it must not lose it."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    state = tmp_path / "state"
+    daemon = start(repo, state=state)
+    good = daemon.reconcile()["staging"]["last_applied_commit"]
+    repo.write(repo.wf("staging"), HELLO.replace("steps:", BAD_EDITS["syntax"]))
+    bad = commit_all(repo.path, "hand edit")
+    assert daemon.reconcile()["staging"]["last_applied_commit"] == good
+    daemon.stop(signal.SIGKILL)
+
+    again = start(repo, state=state)
+    code, body = again.request("GET", "/readyz?environments=staging")
+    assert code == 200 and body["environments"]["staging"]["serving"] == good, body
+    staging = again.reconcile()["staging"]
+    assert staging["last_applied_commit"] == good and staging["last_attempted_commit"] == bad
+    assert staging["conditions"][0]["reason"] == "ValidationFailed"
+    assert staging["events"][0]["reason"] == "RestoredLastApplied"
+    assert good[:12] in staging["events"][0]["message"], staging
+    code, body = again.request("POST", "/hooks/staging/hello", {"name": "Ida"})
+    assert code == 202 and again.finished(body["execution"])["version"] == 1
+    assert "RestoredLastApplied" in again.log
+
+    repo.write(repo.wf("staging"), HELLO.replace("Hello", "Hi"))
+    fixed = commit_all(repo.path, "fix")
+    staging = again.reconcile()["staging"]
+    assert staging["last_applied_commit"] == fixed and staging["conditions"][0]["reason"] == "Ready"
+    again.stop()
+    record = json.loads((state / "applied.json").read_text())
+    assert record["repositories"][str(repo.path.resolve())]["staging"]["commit"] == fixed
+
+
+def test_a_restart_without_a_record_of_what_was_applied_serves_nothing_bad(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    """A record that cannot be read, or names a commit the repository no longer has,
+    is logged and otherwise ignored: the bad commit is still not applied."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    state = tmp_path / "state"
+    state.mkdir()
+    repo.write(repo.wf("staging"), HELLO.replace("steps:", BAD_EDITS["syntax"]))
+    commit_all(repo.path, "hand edit")
+    gone = "0" * 40
+    records = {
+        "{not json": "applied commits not read",
+        json.dumps({"version": 1, "repositories": {str(repo.path.resolve()): {
+            "staging": {"commit": gone, "applied_at": 1.0}}}}): "last applied commit not restored",
+    }  # fmt: skip
+    for text, logged in records.items():
+        (state / "applied.json").write_text(text)
+        daemon = start(repo, state=state)
+        staging = daemon.reconcile()["staging"]
+        assert staging["last_applied_commit"] is None
+        assert staging["conditions"][0]["reason"] == "ValidationFailed"
+        assert daemon.request("POST", "/hooks/staging/hello", {})[0] == 503
+        daemon.stop()
+        assert logged in daemon.log and "Traceback" not in daemon.log
+
+
 def test_one_environment_failing_at_start_up_leaves_the_daemon_ready(
     repo: Repo, cli: Cli, start: Start
 ) -> None:
@@ -942,6 +1004,54 @@ def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
     staging = daemon.reconcile()["staging"]
     assert staging["conditions"][0]["reason"] == "FetchFailed"
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Re"})[0] == 202
+
+
+def test_a_restart_while_the_remote_is_unreachable_serves_what_was_fetched(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    branch = git(repo.path, "rev-parse", "--abbrev-ref", "HEAD")
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo.path), str(origin))
+    state = tmp_path / "state"
+    daemon = start(repo, "--remote", str(origin), "--branch", branch, state=state)
+    applied = daemon.reconcile()["staging"]["last_applied_commit"]
+    daemon.stop()
+    origin.rename(tmp_path / "gone.git")
+    origin.mkdir()  # there, but no repository: every fetch fails
+
+    again = start(repo, "--remote", str(origin), "--branch", branch, state=state)
+    assert "source not fetched; starting from the commit fetched before" in again.log
+    assert again.request("GET", "/readyz")[0] == 200
+    staging = again.reconcile()["staging"]
+    assert staging["conditions"][0]["reason"] == "FetchFailed"
+    assert staging["last_applied_commit"] == applied
+    assert again.request("POST", "/hooks/staging/hello", {"name": "Ola"})[0] == 202
+    origin.rmdir()
+    (tmp_path / "gone.git").rename(origin)
+    assert again.reconcile()["staging"]["conditions"][0]["reason"] == "Ready"
+
+
+def test_a_remote_urls_credentials_are_never_shown(cli: Cli, tmp_path: Path) -> None:
+    from loomgit.source import RemoteSource, shown_url
+
+    assert shown_url("https://bob:s3cr3t@git.example.com/o/r.git") == (
+        "https://***@git.example.com/o/r.git"
+    )
+    assert shown_url("fetch https://ghp_abc@github.com/o/r failed") == (
+        "fetch https://***@github.com/o/r failed"
+    )
+    assert shown_url("ssh://git@host/o/r.git") == "ssh://git@host/o/r.git"
+    assert shown_url("ssh://git:pw@host/o/r.git") == "ssh://git:***@host/o/r.git"
+    source = RemoteSource("https://bob:s%33cr3t@127.0.0.1:1/o/r.git", "main", tmp_path / "s")
+    assert source._hidden("s3cr3t s%33cr3t bob") == "*** *** bob"
+    # Port 1 on the loopback: nothing listens, so the first fetch fails.
+    result = cli("serve", "--remote", "https://bob:s3cr3t@127.0.0.1:1/o/r.git", "--branch",
+                 "main", "--state-dir", str(tmp_path / "state"))  # fmt: skip
+    assert result.code == 2 and "cannot fetch https://***@127.0.0.1:1/o/r.git" in result.err
+    assert "s3cr3t" not in result.out + result.err
+    config = tmp_path / "state" / "source" / ".git" / "config"
+    assert config.stat().st_mode & 0o077 == 0  # the token is in it, for git
 
 
 @pytest.mark.parametrize(
