@@ -297,14 +297,22 @@ class Reconciler:
             return
         try:
             served = self._build(snap, name, commit, problems.get(name, []))
-            if not served.deployments and current is not None and current.deployments:
+            before = (self._before or {}).get(name)  # after a restart: what it served
+            if not served.deployments and (
+                (current is not None and current.deployments)
+                or (current is None and before is not None and before[0] != commit)
+            ):
                 decl = next(e for e in snap.config.environments if e.name == name)
                 if not decl.allow_empty:
+                    serves = (
+                        f"it serves {len(current.deployments)}"
+                        if current is not None
+                        else f"it served {before[0][:12] if before else '?'} before the restart"
+                    )
                     raise Failed(
                         "EmptyEnvironment",
-                        f"{commit[:12]} leaves {name} with no workflows (it serves "
-                        f"{len(current.deployments)}); set allow_empty: true for {name} in "
-                        "loomgit.yaml if that is meant",
+                        f"{commit[:12]} leaves {name} with no workflows ({serves}); set "
+                        f"allow_empty: true for {name} in loomgit.yaml if that is meant",
                     )
         except Failed as exc:
             st.set_ready(False, exc.reason, str(exc), now)

@@ -961,6 +961,28 @@ def test_an_environment_emptied_by_a_commit_is_refused(repo: Repo, cli: Cli, sta
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 404
 
 
+def test_a_restart_onto_an_emptied_environment_keeps_what_it_served(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    state = tmp_path / "state"
+    daemon = start(repo, state=state)
+    good = daemon.reconcile()["staging"]["last_applied_commit"]
+    daemon.stop()
+    (repo.path / repo.wf("staging")).unlink()
+    repo.write("environments/staging/environment.yaml", state_yaml("staging", {}))
+    commit_all(repo.path, "empty staging")
+    again = start(repo, state=state)
+    _, envs = again.request("GET", "/api/v1/environments")  # as the first cycle left it
+    staging = next(e for e in envs if e["name"] == "staging")
+    assert staging["conditions"][0]["reason"] == "EmptyEnvironment"
+    assert f"it served {good[:12]} before the restart" in staging["conditions"][0]["message"]
+    assert staging["last_applied_commit"] == good
+    assert [e["reason"] for e in staging["events"]] == ["RestoredLastApplied"]
+    assert again.reconcile()["staging"]["conditions"][0]["reason"] == "EmptyEnvironment"
+    assert again.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 202
+
+
 def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: Start) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
