@@ -81,6 +81,7 @@ class Daemon:
     _cycles_running: int = 0  # reconcile cycles in their worker thread now
     reconciled: bool = False  # the first cycle has ended (see `server.readiness`)
     _unrecorded: int = 0  # executions refused since the last log line about it
+    _unwritable: bool = False  # the last execution could not be recorded
     _unrecorded_logged: float = -UNRECORDED_LOG_EVERY
 
     def __post_init__(self) -> None:
@@ -260,6 +261,8 @@ class Daemon:
         status = self.dispatch.initial_status
         proposed = self.engine.new_execution(dep, trigger, dedupe, status)
         ident = await self.dispatch.record(proposed)
+        if self._unwritable:
+            self._writable_again()
         if ident != proposed.id:
             return ident, None
         self.metrics.child(self.metrics.started, dep.environment, trigger.type).inc()
@@ -270,6 +273,7 @@ class Daemon:
         and logged the first time, then at most every UNRECORDED_LOG_EVERY seconds."""
         self.metrics.child(self.metrics.unrecorded, environment, by).inc()
         self._unrecorded += 1
+        self._unwritable = True
         now = time.monotonic()
         if now - self._unrecorded_logged >= UNRECORDED_LOG_EVERY:
             log.event(
@@ -282,6 +286,13 @@ class Daemon:
                 refused=self._unrecorded,
             )
             self._unrecorded, self._unrecorded_logged = 0, now
+
+    def _writable_again(self) -> None:
+        """The first execution recorded after some could not be: said once, with how many
+        were refused since the last line about them."""
+        log.event("executions recorded again", logging.WARNING, refused=self._unrecorded)
+        self._unwritable, self._unrecorded = False, 0
+        self._unrecorded_logged = -UNRECORDED_LOG_EVERY  # the next failure is logged at once
 
     def overloaded(self, environment: str, by: str) -> bool:
         """Whether so many accepted executions wait or run that webhooks and API

@@ -207,6 +207,8 @@ def test_a_time_the_history_cannot_record_is_counted_and_fires_no_run(
     assert [e.dedupe_key for e in fired] == [dedupe_key(minute.replace(minute=1))]
     [line] = [r for r in caplog.records if r.getMessage() == "execution not recorded"]
     assert line.fields["trigger"] == "schedule" and "readonly" in line.fields["error"]  # type: ignore[attr-defined]
+    [again] = [r for r in caplog.records if r.getMessage() == "executions recorded again"]
+    assert again.fields == {"refused": 0}  # type: ignore[attr-defined]  # the one was logged
     unrecorded = 'loomgit_executions_unrecorded_total{environment="staging",trigger="schedule"} 1.0'
     assert unrecorded in daemon.metrics.render().decode()
 
