@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from loomgit import jsontext
@@ -48,9 +49,15 @@ TOO_SLOW = "the request did not arrive in time"
 _TOO_SLOW = _answer(b"408 Request Timeout", TOO_SLOW)
 
 
-def protocol(head_seconds: float = HEAD_SECONDS, body_seconds: float = BODY_SECONDS) -> Any:
+def protocol(
+    head_seconds: float = HEAD_SECONDS,
+    body_seconds: float = BODY_SECONDS,
+    refused: Callable[[str], None] = lambda reason: None,
+) -> Any:
     """What to give `uvicorn.Config(http=…)`: httptools' protocol with these limits, or
-    "auto" where httptools is missing (h11 limits the size of heads itself)."""
+    "auto" where httptools is missing (h11 limits the size of heads itself). Each refusal
+    is told to `refused`, by reason: `head_too_large` (431), `too_slow` (408) or `idle`
+    (a connection closed that sent nothing)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # pragma: no cover - no httptools (PyPy)
@@ -107,6 +114,7 @@ def protocol(head_seconds: float = HEAD_SECONDS, body_seconds: float = BODY_SECO
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._refuse(_TOO_LARGE)
+                    refused("head_too_large")
 
         def expire(self) -> None:
             """Its head or body did not arrive in time: 408, or closed at once when no
@@ -116,8 +124,10 @@ def protocol(head_seconds: float = HEAD_SECONDS, body_seconds: float = BODY_SECO
             if not self._begun or answering:
                 self._refused = True
                 self.transport.close()
+                refused("idle" if not self._begun else "too_slow")
             else:
                 self._refuse(_TOO_SLOW)
+                refused("too_slow")
 
         def _refuse(self, answer: bytes) -> None:
             self._refused = True

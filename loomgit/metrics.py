@@ -75,6 +75,14 @@ class Metrics:
             ["environment", "trigger"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "loomgit_http_refused",
+            "Requests refused before they reached loomgit, by reason: head_too_large (431),"
+            " too_slow (408: the head or the body did not arrive in time), idle (a connection"
+            " that sent nothing, closed)",
+            ["reason"],
+            registry=r,
+        )
         self.backlog = Gauge(
             "loomgit_executions_backlog",
             "Executions accepted or fired that have not ended (waiting to run or running)",

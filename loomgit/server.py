@@ -388,9 +388,11 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _server(daemon: Daemon) -> uvicorn.Server:
+    refusals = daemon.metrics.http_refused
     config = uvicorn.Config(
         app(daemon),
-        http=httphead.protocol(),  # limits on a request head's size and on how long it takes
+        # Limits on a request head's size and on how long it takes; refusals are counted.
+        http=httphead.protocol(refused=lambda why: daemon.metrics.child(refusals, why).inc()),
         loop="none",  # the daemon's own (uvloop's where installed)
         lifespan="off",
         access_log=False,

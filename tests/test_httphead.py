@@ -34,11 +34,17 @@ async def echo_length(scope: Any, receive: Any, send: Any) -> None:
 
 
 @pytest.fixture
-def address() -> Iterator[tuple[str, int]]:
+def refusals() -> list[str]:
+    """The reasons of the refusals the server below made, in order."""
+    return []
+
+
+@pytest.fixture
+def address(refusals: list[str]) -> Iterator[tuple[str, int]]:
     sock = socket.create_server(("127.0.0.1", 0))
     config = uvicorn.Config(
         echo_length,
-        http=httphead.protocol(head_seconds=LIMIT, body_seconds=LIMIT),
+        http=httphead.protocol(head_seconds=LIMIT, body_seconds=LIMIT, refused=refusals.append),
         lifespan="off",
         log_config=None,
         timeout_keep_alive=30,
@@ -78,10 +84,13 @@ def _answer(conn: socket.socket) -> bytes:
 HEAD = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
 
 
-def test_a_connection_that_sends_nothing_is_closed(address: tuple[str, int]) -> None:
+def test_a_connection_that_sends_nothing_is_closed(
+    address: tuple[str, int], refusals: list[str]
+) -> None:
     with socket.create_connection(address) as conn:
         data, waited = _until_closed(conn)
     assert data == b"" and LIMIT <= waited < LIMIT + 2
+    assert refusals == ["idle"]
 
 
 @pytest.mark.parametrize(
@@ -90,7 +99,7 @@ def test_a_connection_that_sends_nothing_is_closed(address: tuple[str, int]) -> 
     ids=["head unfinished", "body unfinished"],
 )
 def test_a_request_that_stops_half_way_is_answered_408(
-    address: tuple[str, int], sent: bytes
+    address: tuple[str, int], refusals: list[str], sent: bytes
 ) -> None:
     with socket.create_connection(address) as conn:
         conn.sendall(sent)
@@ -98,6 +107,7 @@ def test_a_request_that_stops_half_way_is_answered_408(
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ") and json.loads(body) == {"error": httphead.TOO_SLOW}
     assert waited < LIMIT + 2
+    assert refusals == ["too_slow"]
 
 
 def test_requests_in_time_are_served_and_kept_connections_may_idle(

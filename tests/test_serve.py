@@ -468,6 +468,10 @@ def test_a_request_head_past_the_limit_is_refused_before_it_ends(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body) == {"error": TOO_LARGE}
     assert len(daemon.executions()) == 1
+    assert (
+        'loomgit_http_refused_total{reason="head_too_large"} 1.0'
+        in daemon.request("GET", "/metrics")[1]
+    )
     assert daemon.request("GET", "/healthz")[0] == 200
 
 
