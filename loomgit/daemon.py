@@ -86,9 +86,9 @@ class Daemon:
 
     def __post_init__(self) -> None:
         older_than, keep = self.settings.prune_older_than, self.settings.prune_keep
+        retention = Retention.wanted(self.history, older_than, keep, self._pruned)
         self.recorder = AsyncRecorder(  # with runners, their writer process prunes
-            self.history,
-            None if self.settings.runners else Retention.wanted(self.history, older_than, keep),
+            self.history, None if self.settings.runners else retention
         )
         self.engine = Engine(self.recorder)
         self.dispatch = (
@@ -98,6 +98,7 @@ class Daemon:
                 self.settings.log_format,
                 self._finished,
                 (older_than, keep),
+                self._pruned,
             )
             if self.settings.runners
             else InProcess(self.engine, self.recorder, self._finished)
@@ -301,6 +302,10 @@ class Daemon:
             return False
         self.metrics.child(self.metrics.refused, environment, by).inc()
         return True
+
+    def _pruned(self, environment: str, count: int) -> None:
+        """Executions the retention deleted (in the writer's process or thread)."""
+        self.metrics.child(self.metrics.pruned, environment).inc(count)
 
     def _finished(self, environment: str, status: str) -> None:
         self.metrics.child(self.metrics.finished, environment, status).inc()

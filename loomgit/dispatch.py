@@ -321,12 +321,14 @@ class RunnerPool:
         log_format: str = "text",
         on_end: Callable[[str, str], None] | None = None,
         retention: tuple[float | None, int | None] = (None, None),
+        on_pruned: Callable[[str, int], None] | None = None,
     ) -> None:
         self.count = count
         self.history = history
         self.log_format = log_format
         self.on_end = on_end
         self.retention = retention  # the writer's: (older than seconds, keep)
+        self.on_pruned = on_pruned  # told what the writer's retention deleted
         self.runners: list[_Runner] = []
         self.writer: _Writer | None = None
         self.stopping = False
@@ -431,7 +433,8 @@ class RunnerPool:
         self._lost(runner)
 
     def _from_writer(self, frames: bytes, ends: list[int]) -> None:
-        """What the writer has committed: accepted executions, and ended ones."""
+        """What the writer has committed: accepted executions, ended ones, and how many
+        its retention deleted."""
         for kind, items in bodies(frames, ends):
             if kind == "recorded":
                 for ident, stored, error in items:
@@ -442,6 +445,9 @@ class RunnerPool:
                         fut.set_exception(HistoryError(error))
                     else:
                         fut.set_result(stored)
+            elif kind == "pruned":
+                if self.on_pruned is not None:
+                    self.on_pruned(*items)
             else:
                 for ident, status, record in items:
                     self._ended(ident, status, record)

@@ -566,20 +566,28 @@ class Retention:
         every: float = RETENTION_EVERY,
         batch: int = RETENTION_BATCH,
         clock: Callable[[], float] = time.monotonic,
+        deleted: Callable[[str, int], None] = lambda environment, count: None,
     ) -> None:
         self.history = history
         self.older_than, self.keep = older_than, keep
         self.every, self.batch, self.clock = every, batch, clock
+        self.deleted = deleted  # told of each batch: (environment, executions deleted)
         self.due = clock()  # the first look at once
         self._pending: list[tuple[str, float]] = []  # (environment, cutoff) still to do
         self._deleted = 0
 
     @classmethod
     def wanted(
-        cls, history: History, older_than: float | None, keep: int | None
+        cls,
+        history: History,
+        older_than: float | None,
+        keep: int | None,
+        deleted: Callable[[str, int], None] = lambda environment, count: None,
     ) -> Retention | None:
         """The retention of `history` the options ask for; None when they ask for none."""
-        return None if older_than is None and keep is None else cls(history, older_than, keep)
+        if older_than is None and keep is None:
+            return None
+        return cls(history, older_than, keep, deleted=deleted)
 
     def wait(self) -> float:
         """Seconds until `step` has something to do."""
@@ -597,6 +605,8 @@ class Retention:
                 environment, before = self._pending[0]
                 count = self.history.prune_batch(environment, before, self.batch)
                 self._deleted += count
+                if count:
+                    self.deleted(environment, count)
                 if count < self.batch:
                     self._pending.pop(0)
         except HistoryError as exc:

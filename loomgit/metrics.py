@@ -75,6 +75,12 @@ class Metrics:
             ["environment", "trigger"],
             registry=r,
         )
+        self.pruned = Counter(
+            "loomgit_executions_pruned",
+            "Finished executions deleted by --prune-older-than / --prune-keep",
+            ["environment"],
+            registry=r,
+        )
         self.http_refused = Counter(
             "loomgit_http_refused",
             "Requests refused before they reached loomgit, by reason: head_too_large (431),"

@@ -250,7 +250,12 @@ def main(argv: list[str]) -> None:
     log.configure(log_format)
     sock = socket.socket(fileno=int(fd))
     with History(Path(path), max_field_bytes=int(max_field_bytes)) as history:
-        retention = Retention.wanted(history, older_than, None if keep is None else int(keep))
+        retention = Retention.wanted(
+            history,
+            older_than,
+            None if keep is None else int(keep),
+            lambda env, count: _tell(sock, frame(("pruned", (env, count))), gone=False),
+        )
         write(sock, history, retention)
 
 

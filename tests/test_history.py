@@ -166,7 +166,11 @@ def test_retention_prunes_a_batch_at_a_time_within_its_share_of_the_writer(
     with History(tmp_path / "h.db") as h:
         for i in range(5):
             h.start(execution("production", started=old + i, status="succeeded"))
-        retention = Retention(h, 30 * 86400, None, every=60, batch=2, clock=lambda: next(ticks))
+        told: list[tuple[str, int]] = []
+        retention = Retention(
+            h, 30 * 86400, None, every=60, batch=2, clock=lambda: next(ticks),
+            deleted=lambda env, count: told.append((env, count)),
+        )  # fmt: skip
         assert retention.due == 0  # the first look at once
         retention.step()  # began at 10, ended at 20: the next batch at 20 + 4 * 10
         assert len(h.query(Query())) == 3 and retention.due == 60
@@ -181,6 +185,7 @@ def test_retention_prunes_a_batch_at_a_time_within_its_share_of_the_writer(
             retention.step()  # the last, short batch ends the pass (began at 110)
         assert h.query(Query()) == []
         assert events() == [("executions pruned", {"deleted": 5})]
+        assert told == [("production", 2), ("production", 2), ("production", 1)]  # each batch
         assert retention.due == 110 + 60
         # What cannot be deleted is logged, and tried again at the next look.
         h.start(execution("production", started=old, status="succeeded"))

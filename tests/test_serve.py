@@ -890,6 +890,10 @@ def test_the_daemon_prunes_old_executions_as_it_runs(
     assert "executions pruned deleted=32" in daemon.log, daemon.log
     kept = daemon.executions(environment="staging")
     assert [e["id"] for e in kept] == made[:-5:-1]
+    counted = 'loomgit_executions_pruned_total{environment="staging"} 32.0'
+    while counted not in (metrics := daemon.request("GET", "/metrics")[1]):  # told by the
+        assert time.monotonic() < deadline, metrics  # writer's process, or its thread
+        time.sleep(0.05)
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})
     assert code == 202
     assert daemon.finished(body["execution"])["status"] == "succeeded"
