@@ -5,11 +5,14 @@ a list); anything else renders to text."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _WHOLE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
@@ -20,9 +23,24 @@ class RenderError(ValueError):
     """A template failed while rendering; the message is one plain sentence."""
 
 
+class _CodeGenerator(CodeGenerator):
+    """Jinja writes a float constant into the code it generates as `str(value)`, so a
+    literal past 1e308 (`{{ 1e999 }}`) became the name `inf`, and the step failed with
+    "NameError: name 'inf' is not defined". Infinities and NaN are written as calls."""
+
+    def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
+        value = node.as_const(frame.eval_ctx)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.write(f"float({str(value)!r})")
+        else:
+            super().visit_Const(node, frame)
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """`order.items` is the `items` key of a mapping, never the dict method: workflow data
     comes from JSON, where such names are ordinary keys."""
+
+    code_generator_class = _CodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and attribute in obj:

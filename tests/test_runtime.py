@@ -379,6 +379,23 @@ def test_a_number_json_cannot_hold_is_written_as_null(server: EchoServer, histor
     assert "NaN" not in text
 
 
+def test_a_literal_past_the_largest_float_is_infinity_not_a_name_error(
+    history: History,
+) -> None:
+    """Jinja wrote `{{ 1e999 }}` into the code it generates as the name `inf`; the step
+    failed with "NameError: name 'inf' is not defined"."""
+    dep = deployment(
+        """
+        - id: big
+          type: set
+          with: {one: "{{ 1e999 }}", many: "{{ [-1e999, 2.5] }}", more: "{{ 1e999 > 1 }}"}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "succeeded", ex.error
+    assert history.get(ex.id).steps[0].output == {"one": None, "many": [None, 2.5], "more": True}
+
+
 def test_unreachable_host_fails_cleanly(history: History) -> None:
     dep = deployment(
         """
