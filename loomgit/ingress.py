@@ -42,6 +42,11 @@ _JSON = "application/json"
 # An idempotency key (`Idempotency-Key`, or the git host's `X-GitHub-Delivery`) is kept
 # with its execution and indexed; Stripe's limit, where GitHub's delivery ids are 36.
 MAX_KEY_LENGTH = 255
+# A caller's key is kept with this in front, so that it can never be the key of a
+# schedule's time (`scheduler.dedupe_key`): a webhook sent `Idempotency-Key:
+# schedule:2026-11-23T09:00:00Z` would otherwise have taken that time, and the schedule
+# would not have fired.
+CLIENT_KEY = "key:"
 KEY_TOO_LONG = f"the idempotency key is longer than {MAX_KEY_LENGTH} characters"
 HOOKS = "/hooks/"  # where webhooks are served: /hooks/{environment}/{path}
 
@@ -262,8 +267,9 @@ class Ingress:
         if daemon.overloaded(env, trigger.type):
             raise Refused(503, "too many executions are waiting to run; retry later")
         sync = sync_timeout is not None
+        dedupe = None if key is None else CLIENT_KEY + key  # never a schedule's (see there)
         try:
-            ident, task = await daemon.start(served.deployments[name], trigger, key, sync)
+            ident, task = await daemon.start(served.deployments[name], trigger, dedupe, sync)
         except HistoryError as exc:
             daemon.unrecorded(exc, env, name, trigger.type)
             raise Refused(503, UNRECORDED) from None

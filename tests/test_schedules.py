@@ -213,6 +213,39 @@ def test_a_time_the_history_cannot_record_is_counted_and_fires_no_run(
     assert unrecorded in daemon.metrics.render().decode()
 
 
+def test_an_idempotency_key_cannot_take_a_schedules_time(
+    repo: Repo, age_key: AgeKey, tmp_path: Path
+) -> None:
+    """The workflow has a webhook and a schedule; a caller's key that looks like the key
+    of a scheduled time must not stop that time from firing."""
+    from loomgit.ingress import Ingress
+
+    put_everywhere(repo, EVERY_MINUTE, {"staging": True})
+    minute = datetime(2026, 5, 4, 7, 0, tzinfo=UTC)
+    with History(tmp_path / "history.db") as history:
+        daemon = Daemon(Reconciler(repo.path, keys(age_key)), history, Settings())
+
+        async def hook_then_fire() -> None:
+            await daemon.reconcile_once()
+            served = daemon.reconciler.served["staging"]
+            event = TriggerEvent("webhook", body={})
+            for expected in (202, 200):  # the key still names the caller's first execution
+                answer = await Ingress(daemon).accept(
+                    served, "staging", "hello", event, dedupe_key(minute)
+                )
+                assert isinstance(answer, tuple) and answer[0] == expected
+            entry = next(
+                e for e in daemon.scheduler._entries.values() if e.environment == "staging"
+            )
+            await daemon._fire(entry, minute)
+            await asyncio.sleep(0.1)
+            await daemon.stop()
+
+        asyncio.run(hook_then_fire())
+        fired = scheduled(history)
+    assert [e.dedupe_key for e in fired] == [dedupe_key(minute)]
+
+
 @pytest.mark.parametrize("catchup, fired_again", [("none", False), ("latest", True)])
 def test_after_downtime_only_catchup_latest_runs_the_latest_missed_time(
     repo: Repo, age_key: AgeKey, tmp_path: Path, catchup: str, fired_again: bool
