@@ -1021,14 +1021,20 @@ def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: St
     assert paths == set(spec["paths"])
 
 
-def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
-    repo: Repo, cli: Cli, start: Start, tmp_path: Path
-) -> None:
+def _origin(repo: Repo, cli: Cli, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A bare clone of `repo` with hello active in staging, and the options serving it."""
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     branch = git(repo.path, "rev-parse", "--abbrev-ref", "HEAD")
     origin = tmp_path / "origin.git"
     git(tmp_path, "clone", "-q", "--bare", str(repo.path), str(origin))
-    daemon = start(repo, "--remote", str(origin), "--branch", branch)
+    return origin, ["--remote", str(origin), "--branch", branch]
+
+
+def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    origin, remote = _origin(repo, cli, tmp_path)
+    daemon = start(repo, *remote)
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Re"})[0] == 202
     origin.rename(tmp_path / "gone.git")
     staging = daemon.reconcile()["staging"]
@@ -1039,18 +1045,15 @@ def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
 def test_a_restart_while_the_remote_is_unreachable_serves_what_was_fetched(
     repo: Repo, cli: Cli, start: Start, tmp_path: Path
 ) -> None:
-    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
-    branch = git(repo.path, "rev-parse", "--abbrev-ref", "HEAD")
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "clone", "-q", "--bare", str(repo.path), str(origin))
+    origin, remote = _origin(repo, cli, tmp_path)
     state = tmp_path / "state"
-    daemon = start(repo, "--remote", str(origin), "--branch", branch, state=state)
+    daemon = start(repo, *remote, state=state)
     applied = daemon.reconcile()["staging"]["last_applied_commit"]
     daemon.stop()
     origin.rename(tmp_path / "gone.git")
     origin.mkdir()  # there, but no repository: every fetch fails
 
-    again = start(repo, "--remote", str(origin), "--branch", branch, state=state)
+    again = start(repo, *remote, state=state)
     assert "source not fetched; starting from the commit fetched before" in again.log
     assert again.request("GET", "/readyz")[0] == 200
     staging = again.reconcile()["staging"]
