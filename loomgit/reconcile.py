@@ -112,7 +112,7 @@ class AppliedRecord:
         try:
             doc = json.loads(self.path.read_text())
             envs = doc["repositories"].get(repo, {})
-            return {n: (str(e["commit"]), float(e["applied_at"])) for n, e in envs.items()}
+            return {n: entry for n, e in envs.items() if (entry := _entry(e))}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -122,12 +122,12 @@ class AppliedRecord:
 
     def write(self, repo: str, applied: dict[str, tuple[str, float]]) -> None:
         try:
-            try:
+            try:  # what other repositories' daemons keep here stays
                 doc = json.loads(self.path.read_text())
                 repos = dict(doc["repositories"])
-            except (OSError, ValueError, KeyError, TypeError):
-                repos = {}
-            mine = dict(repos.get(repo) or {})
+                mine = {n: e for n, e in dict(repos.get(repo) or {}).items() if _entry(e)}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                repos, mine = {}, {}
             mine.update({n: {"commit": c, "applied_at": at} for n, (c, at) in applied.items()})
             repos[repo] = mine
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -140,6 +140,16 @@ class AppliedRecord:
         except OSError as exc:
             log.event("applied commits not kept", logging.WARNING, path=str(self.path),
                       error=str(exc))  # fmt: skip
+
+
+def _entry(value: Any) -> tuple[str, float] | None:
+    """An environment's (commit, applied at) in `applied.json`; None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    commit, at = value.get("commit"), value.get("applied_at")
+    if not isinstance(commit, str) or not isinstance(at, int | float):
+        return None
+    return commit, float(at)
 
 
 class Failed(Exception):

@@ -185,3 +185,28 @@ def test_a_large_change_is_parsed_here_when_the_workers_fail(repo: Repo, age_key
     status = reconciler.cycle()
     assert status["development"].conditions[0].reason == "Ready"
     assert len(reconciler.served["development"].deployments) == PARALLEL_MIN + 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nope",
+        "[1]",
+        '{"repositories": [1, 2]}',
+        '{"repositories": {"/r": "x"}}',
+        '{"repositories": {"/r": {"qa": "x", "dev": {"commit": 1, "applied_at": 2}}}}',
+    ],
+)
+def test_a_damaged_record_of_applied_commits_is_read_as_empty_and_mended(
+    tmp_path: Path, text: str
+) -> None:
+    from loomgit.reconcile import AppliedRecord
+
+    path = tmp_path / "applied.json"
+    path.write_text(text)
+    record = AppliedRecord(path)
+    assert record.read("/r") == {}
+    record.write("/r", {"staging": ("c0ffee", 1.5)})
+    record.write("/other", {"production": ("beef", 2.0)})  # kept beside, not instead
+    assert record.read("/r") == {"staging": ("c0ffee", 1.5)}
+    assert record.read("/other") == {"production": ("beef", 2.0)}
