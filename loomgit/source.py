@@ -112,8 +112,9 @@ class RemoteSource:
         if m is not None:
             user, _, password = m["info"].partition(":")
             secret = password or ("" if m["scheme"].lower() == "ssh://" else user)
-            for form in {secret, urllib.parse.unquote(secret)} - {""}:
-                text = text.replace(form, "***")
+            for form in {secret, urllib.parse.unquote(secret)}:
+                if len(form) >= 4:  # as redaction elsewhere: shorter would garble the text
+                    text = text.replace(form, "***")
         return shown_url(text)
 
     def checked_out(self) -> str | None:
