@@ -10,6 +10,7 @@ name the URL as `shown_url` gives it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import urllib.parse
@@ -134,7 +135,8 @@ class RemoteSource:
             self._git("remote", "add", "origin", self.url)
         else:
             self._git("remote", "set-url", "origin", self.url)
-        (self.path / ".git" / "config").chmod(0o600)  # the URL may hold a token
+        with contextlib.suppress(OSError):  # git has written it; its mode is a courtesy
+            (self.path / ".git" / "config").chmod(0o600)  # the URL may hold a token
         fetch = ("fetch", "--quiet", "--prune", "--no-tags", "--update-head-ok")
         self._git(*fetch, "--no-recurse-submodules", "origin", "+refs/heads/*:refs/heads/*")
         try:
