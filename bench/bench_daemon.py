@@ -18,7 +18,9 @@ Prints, against the daemon targets:
   * open file descriptors and child processes before and after 1,000 reconcile cycles
   * pruning the older half of a 1,000,000-execution history while webhooks arrive at
     200/s: how long it takes and the webhooks' latency meanwhile, by `loomgit executions
-    prune` and by `serve --prune-older-than` (no target: it may not hold webhooks up)
+    prune` and by `serve --prune-older-than` (no target: it may not hold webhooks up);
+    and in that history, how long start-up takes to find when a `catchup: latest`
+    schedule of a workflow with all those executions last fired
 
 No request leaves 127.0.0.1: the generated workflows' URLs point at a closed local port.
 
@@ -51,6 +53,9 @@ from pathlib import Path
 
 import aiohttp
 from generate import generate, workflow
+
+from loomgit.history import History
+from loomgit.scheduler import DEDUPE_PREFIX
 
 LOOMGIT = [sys.executable, "-m", "loomgit"]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -745,6 +750,21 @@ def _prune_by_daemon(repo: Path, state: Path) -> None:
         daemon.stop()
 
 
+def _last_fired(state: Path, executions: int) -> None:
+    """What the daemon reads at start-up for each `catchup: latest` schedule: the last
+    time it fired, here of a workflow with `executions` webhook executions."""
+    with History(state / "history.db") as history:
+        took = []
+        for _ in range(5):
+            began = time.perf_counter()
+            history.last_dedupe_key("staging", "trivial", "schedule", DEDUPE_PREFIX)
+            took.append(time.perf_counter() - began)
+    print(
+        f"the last time a schedule fired, among {executions:,} executions of its workflow:"
+        f" median {statistics.median(took) * 1000:.2f} ms, max {max(took) * 1000:.2f} ms"
+    )
+
+
 def bench_prune(scratch: Path, executions: int) -> None:
     """Pruning the older half of a large history while the daemon serves webhooks: with
     the CLI (`executions prune`), then by the daemon itself (`--prune-older-than`)."""
@@ -754,6 +774,7 @@ def bench_prune(scratch: Path, executions: int) -> None:
     _seed_history(seeded, executions)
     made = time.perf_counter() - began
     print(f"a history of {executions:,} executions (3 steps each) made in {made:.0f} s")
+    _last_fired(seeded, executions)
     # Each copy is flushed to disk before the daemon starts: measured, a daemon started
     # while the kernel still wrote back a fresh 1 GiB copy waited up to 1.2 s for its
     # commits (webhook p99 1,127 ms instead of 3 ms).

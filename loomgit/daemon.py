@@ -24,7 +24,7 @@ from loomgit.reconcile import EnvStatus, Reconciler, Served
 from loomgit.recorder import AsyncRecorder
 from loomgit.records import owner_gone
 from loomgit.runtime import Deployment, Engine, TriggerEvent
-from loomgit.scheduler import Entry, Scheduler, dedupe_key, parse_dedupe_key
+from loomgit.scheduler import DEDUPE_PREFIX, Entry, Scheduler, dedupe_key, parse_dedupe_key
 
 FETCH_BACKOFF_START = 2.0
 # Objects alive after a cycle (the parsed repository, hundreds of thousands of them) are
@@ -234,7 +234,11 @@ class Daemon:
                 continue
             missed = entry.schedule.latest_until(now)
             key = await asyncio.to_thread(
-                self.history.last_dedupe_key, entry.environment, entry.workflow, "schedule"
+                self.history.last_dedupe_key,
+                entry.environment,
+                entry.workflow,
+                "schedule",
+                DEDUPE_PREFIX,
             )
             last = parse_dedupe_key(key) if key else None
             # Only a schedule that fired before can have missed a time; a new one has not.

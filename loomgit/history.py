@@ -355,15 +355,24 @@ class History:
                 )
         return lost
 
-    def last_dedupe_key(self, environment: str, workflow: str, trigger_type: str) -> str | None:
-        """The dedupe key of the newest execution of `workflow` in `environment` started
-        by `trigger_type` with one (for schedules: which time fired last)."""
+    def last_dedupe_key(
+        self, environment: str, workflow: str, trigger_type: str, prefix: str
+    ) -> str | None:
+        """The greatest dedupe key starting with `prefix` among the executions of
+        `workflow` in `environment` started by `trigger_type`: for a schedule's keys,
+        whose times are written at a fixed width (`scheduler.dedupe_key`), the last time
+        that fired.
+
+        Read backwards along the unique dedupe index, so it takes the same few pages with
+        a million executions of the workflow as with none (ordered by start time, it read
+        every one of them: 0.3-0.5 s per million, per `catchup: latest` schedule, at
+        each start)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT dedupe_key FROM executions WHERE workflow=? AND environment=?"
-                " AND trigger_type=? AND dedupe_key IS NOT NULL"
-                " ORDER BY started_at DESC, id DESC LIMIT 1",
-                (workflow, environment, trigger_type),
+                "SELECT dedupe_key FROM executions WHERE environment=? AND workflow=?"
+                " AND dedupe_key IS NOT NULL AND dedupe_key >= ? AND dedupe_key < ?"
+                " AND trigger_type=? ORDER BY dedupe_key DESC LIMIT 1",
+                (environment, workflow, prefix, prefix + "\U0010ffff", trigger_type),
             ).fetchone()
         return None if row is None else str(row[0])
 

@@ -212,3 +212,26 @@ def test_query_uses_the_environment_status_index(tmp_path: Path) -> None:
             ("production", "failed"),
         ).fetchall()
     assert "executions_env_status_time" in str(plan)
+
+
+def test_the_last_scheduled_time_is_read_along_the_dedupe_index(tmp_path: Path) -> None:
+    """The latest time fired, even when an older one (a catch-up) started after it;
+    neither another trigger's keys nor a million other executions get in its way."""
+    with History(tmp_path / "h.db") as h:
+        at = time.time()
+        for key, started in (
+            ("schedule:2026-11-23T09:00:00Z", at),
+            ("schedule:2026-11-22T09:00:00Z", at + 1),  # caught up later
+        ):
+            h.start(execution("production", started, trigger_type="schedule", dedupe_key=key))
+        h.start(execution("production", at + 2, dedupe_key="key:schedule:2026-12-01T00:00:00Z"))
+        h.start(execution("production", at + 3, dedupe_key="schedule:2026-12-31T00:00:00Z"))
+        h.start(execution("staging", at + 4, trigger_type="schedule", dedupe_key="schedule:3"))
+        statements: list[str] = []
+        h._db.set_trace_callback(statements.append)
+        last = h.last_dedupe_key("production", "order-sync", "schedule", "schedule:")
+        h._db.set_trace_callback(None)
+        assert last == "schedule:2026-11-23T09:00:00Z"
+        assert h.last_dedupe_key("development", "order-sync", "schedule", "schedule:") is None
+        plan = h._db.execute("EXPLAIN QUERY PLAN " + statements[0]).fetchall()
+    assert "executions_dedupe" in str(plan) and "TEMP B-TREE" not in str(plan)
