@@ -15,6 +15,7 @@ daemon serving the commit it fetched last.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import json
 import logging
@@ -121,25 +122,33 @@ class AppliedRecord:
             return {}
 
     def write(self, repo: str, applied: dict[str, tuple[str, float]]) -> None:
+        """Keeps `applied` for `repo`, and what the file holds for other repositories.
+        Read, changed and replaced under a lock on `applied.json.lock`, so that two
+        daemons sharing the state folder never write over each other's entries."""
         try:
-            try:  # what other repositories' daemons keep here stays
-                doc = json.loads(self.path.read_text())
-                repos = dict(doc["repositories"])
-                mine = {n: e for n, e in dict(repos.get(repo) or {}).items() if _entry(e)}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                repos, mine = {}, {}
-            mine.update({n: {"commit": c, "applied_at": at} for n, (c, at) in applied.items()})
-            repos[repo] = mine
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w") as f:
-                json.dump({"version": 1, "repositories": repos}, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._write(repo, applied)
         except OSError as exc:
             log.event("applied commits not kept", logging.WARNING, path=str(self.path),
                       error=str(exc))  # fmt: skip
+
+    def _write(self, repo: str, applied: dict[str, tuple[str, float]]) -> None:
+        try:  # what other repositories' daemons keep here stays
+            doc = json.loads(self.path.read_text())
+            repos = dict(doc["repositories"])
+            mine = {n: e for n, e in dict(repos.get(repo) or {}).items() if _entry(e)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            repos, mine = {}, {}
+        mine.update({n: {"commit": c, "applied_at": at} for n, (c, at) in applied.items()})
+        repos[repo] = mine
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with tmp.open("w") as f:
+            json.dump({"version": 1, "repositories": repos}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
 
 def _entry(value: Any) -> tuple[str, float] | None:

@@ -210,3 +210,31 @@ def test_a_damaged_record_of_applied_commits_is_read_as_empty_and_mended(
     record.write("/other", {"production": ("beef", 2.0)})  # kept beside, not instead
     assert record.read("/r") == {"staging": ("c0ffee", 1.5)}
     assert record.read("/other") == {"production": ("beef", 2.0)}
+
+
+def _keep_applied(path: Path, repo: str) -> None:
+    from loomgit.reconcile import AppliedRecord
+
+    record = AppliedRecord(path)
+    for n in range(15):
+        record.write(repo, {"staging": (f"commit-{n}", float(n))})
+
+
+def test_daemons_sharing_a_state_folder_keep_each_others_applied_commits(
+    tmp_path: Path,
+) -> None:
+    """Each daemon reads, changes and replaces the whole record: at the same time,
+    without a lock, one wrote over what another had just written."""
+    import multiprocessing
+
+    from loomgit.reconcile import AppliedRecord
+
+    path = tmp_path / "applied.json"
+    context = multiprocessing.get_context("fork")
+    daemons = [context.Process(target=_keep_applied, args=(path, f"/repo-{i}")) for i in range(6)]
+    for daemon in daemons:
+        daemon.start()
+    for daemon in daemons:
+        daemon.join()
+    record = AppliedRecord(path)
+    assert [record.read(f"/repo-{i}") for i in range(6)] == [{"staging": ("commit-14", 14.0)}] * 6
