@@ -507,14 +507,26 @@ class History:
         if q.since is not None:
             clauses.append("started_at >= ?")
             params.append(q.since)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (
-            f"SELECT {self._COLUMNS} FROM executions {where}"
-            " ORDER BY started_at DESC, id DESC LIMIT ?"
-        )
         with self._lock:
+            if q.before is not None:  # the next page: those listed after that execution
+                clauses.append("(started_at, id) < (?, ?)")
+                params += [self._started_at(q.before), q.before]
+            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+            sql = (
+                f"SELECT {self._COLUMNS} FROM executions {where}"
+                " ORDER BY started_at DESC, id DESC LIMIT ?"
+            )
             rows = self._db.execute(sql, (*params, q.limit)).fetchall()
         return [self._row(r) for r in rows]
+
+    def _started_at(self, ident: str) -> float:
+        row = self._db.execute("SELECT started_at FROM executions WHERE id=?", (ident,)).fetchone()
+        if row is None:
+            raise UsageError(
+                f"no execution {ident} to list the ones after it; it may have been pruned",
+                hint="list again from the newest, without it",
+            )
+        return float(row[0])
 
     def get(self, ident: str) -> Execution:
         """One execution with its steps, by id or a unique prefix of at least 6 characters."""

@@ -137,6 +137,14 @@ def spec() -> dict[str, Any]:
                         _query("status", {"type": "string", "enum": list(STATUSES)}),
                         _query("since", {"type": "number", "description": "Unix time"}),
                         _query("limit", {"type": "integer", "maximum": 1000, "default": 50}),
+                        _query(
+                            "before",
+                            {
+                                "type": "string",
+                                "description": "An execution's id: the page after it. A"
+                                " full page's `Link` header (rel=next) gives the next one.",
+                            },
+                        ),
                     ],
                     "responses": {
                         "200": _answer(

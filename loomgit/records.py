@@ -106,6 +106,7 @@ class Query:
     status: str | None = None
     since: float | None = None
     limit: int = 50
+    before: str | None = None  # an execution's id: only those listed after it
 
 
 def _iso(ts: float | None) -> str | None:

@@ -186,9 +186,19 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             since = math.nan
         if since is not None and not math.isfinite(since):
             return error(400, "since is a Unix time in seconds, such as 1795300000")
-        query = Query(q.get("environment"), q.get("workflow"), status, since, max(limit, 1))
-        found = await asyncio.to_thread(daemon.history.query, query)
-        return json_response([ex.to_json(steps=False) for ex in found])
+        limit = max(limit, 1)
+        env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
+        query = Query(env, workflow, status, since, limit, before)
+        try:
+            found = await asyncio.to_thread(daemon.history.query, query)
+        except UsageError as exc:
+            return error(400, exc.message)
+        # A full page links to the next one, as GitHub's API does (RFC 8288).
+        more = None
+        if len(found) == limit:
+            url = request.url.include_query_params(before=found[-1].id)
+            more = {"Link": f'<{url}>; rel="next"'}
+        return json_response([ex.to_json(steps=False) for ex in found], headers=more)
 
     async def execution(request: Request) -> Response:
         require_token(request)

@@ -416,6 +416,28 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
         assert code == 400 and body["error"].startswith(message), (query, body)
 
 
+def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, start: Start) -> None:
+    """A full page links to the next (rel=next, as GitHub's API does); following the
+    links lists every execution once, in the order of one long page."""
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo)
+    for n in range(7):
+        assert daemon.request("POST", "/hooks/staging/hello", {"name": f"N{n}"})[0] == 202
+    every = [ex["id"] for ex in daemon.executions(environment="staging")]
+    assert len(every) == 7
+    paged, path, links = [], "/api/v1/executions?environment=staging&limit=3", 0
+    while path:
+        code, page, headers = daemon.answer("GET", path, headers=AUTH)
+        assert code == 200, page
+        paged += [ex["id"] for ex in page]
+        link = headers.get("Link")
+        path = link and link[1:].partition(">")[0].removeprefix(daemon.url)
+        links += bool(link)
+    assert paged == every and links == 2  # pages of 3, 3 and 1: the last has no link
+    code, body = daemon.request("GET", "/api/v1/executions?before=" + "0" * 26, headers=AUTH)
+    assert code == 400 and body["error"].startswith(f"no execution {'0' * 26} to list")
+
+
 def test_without_tokens_the_api_says_how_to_give_them(repo: Repo, start: Start) -> None:
     """A daemon started without tokens serves its webhooks and its environments, and
     refuses what needs a token with how to give one."""
