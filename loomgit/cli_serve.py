@@ -48,6 +48,17 @@ def _git_secret(path: Path | None) -> bytes | None:
     return value.encode()
 
 
+def _retention_age(text: str) -> float:
+    """`--prune-older-than`: an age above 0; at 0 the history would keep nothing."""
+    age = parse_age(text, "--prune-older-than")
+    if age <= 0:
+        raise UsageError(
+            f"--prune-older-than {text.strip()} would delete each execution as soon as it ends",
+            hint="give an age above 0, such as 30d",
+        )
+    return age
+
+
 @cli.command()
 @click.option(
     "--remote",
@@ -177,6 +188,18 @@ def serve(
     open_files_limit()  # before any child process, which inherits it, is started
     if state_dir is not None:
         report_to(state_dir)
+    # Every option is checked before anything is fetched or read.
+    settings = Settings(
+        interval=parse_duration(interval, "--interval"),
+        grace=parse_duration(grace, "--grace"),
+        tokens=_tokens(api_token_file),
+        git_webhook_secret=_git_secret(git_webhook_secret_file),
+        runners=default_runners() if runners is None else runners,
+        max_backlog=max_backlog,
+        log_format=log_format,
+        prune_older_than=_retention_age(prune_older_than) if prune_older_than else None,
+        prune_keep=prune_keep,
+    )
     source = None
     state = state_dir or default_path().parent
     if remote is not None or branch is not None:
@@ -201,19 +224,6 @@ def serve(
             age_keys = tuple(k for k in found if Path(k.split("=", 1)[1]).is_file()) + age_keys
         keys = key_files(ws, age_keys)
         names = [ws.check_env(n.strip()) for n in environments.split(",")] if environments else None
-    settings = Settings(
-        interval=parse_duration(interval, "--interval"),
-        grace=parse_duration(grace, "--grace"),
-        tokens=_tokens(api_token_file),
-        git_webhook_secret=_git_secret(git_webhook_secret_file),
-        runners=default_runners() if runners is None else runners,
-        max_backlog=max_backlog,
-        log_format=log_format,
-        prune_older_than=parse_age(prune_older_than, "--prune-older-than")
-        if prune_older_than
-        else None,
-        prune_keep=prune_keep,
-    )
     pool = parse_pool()
     applied = AppliedRecord(state / "applied.json")
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool, applied=applied)

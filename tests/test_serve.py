@@ -575,6 +575,12 @@ def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
         result = cli("serve", "--interval", value, "--repo", repo.path)
         expected = f"error: --interval {value}: give a duration above 0 and at most 24h\n"
         assert (result.code, result.err) == (2, expected)
+    # Retention that would keep nothing is refused, and every option is checked before
+    # a remote is fetched (fetched first, this closed port's error would come instead).
+    remote = ("--remote", "https://127.0.0.1:9/flows.git", "--branch", "main")
+    result = cli("serve", "--prune-older-than", "0d", *remote, "--repo", repo.path)
+    expected = "error: --prune-older-than 0d would delete each execution as soon as it ends\n"
+    assert (result.code, result.err.splitlines()[0] + "\n") == (2, expected), result.err
 
 
 def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
