@@ -480,13 +480,15 @@ class RunnerPool:
 
     def _lost(self, runner: _Runner) -> None:
         """A runner ended: what it held is interrupted; unless stopping, a new one takes
-        its place."""
-        if runner.held:
+        its place. Said unless it was stopped and held nothing: a runner killed (by the
+        kernel's OOM killer, say) while idle is worth a line too."""
+        if runner.held or not self.stopping:
             level = logging.INFO if self.stopping else logging.WARNING
             log.event(
                 "runner stopped",
                 level,
                 runner=runner.number,
+                pid=runner.proc.pid,
                 exit=runner.proc.returncode,
                 interrupted=len(runner.held),
             )

@@ -747,6 +747,23 @@ def test_a_killed_runner_is_replaced_and_what_it_ran_is_interrupted(
         assert "runner stopped" in log and "Traceback" not in log
 
 
+def test_a_runner_killed_while_idle_is_logged_and_replaced(repo: Repo, start: Start) -> None:
+    """The kernel's OOM killer, say, with nothing running: a warning, and a new runner."""
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo)
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Ida"})
+    assert code == 202 and daemon.finished(body["execution"])["status"] == "succeeded"
+    (runner,) = _runner_pids(daemon)
+    os.kill(runner, signal.SIGKILL)
+    for _ in range(200):
+        if _runner_pids(daemon) not in ([], [runner]):
+            break
+        time.sleep(0.05)
+    assert f"warning runner stopped runner=0 pid={runner} exit=-9 interrupted=0" in daemon.log
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Ida"})
+    assert code == 202 and daemon.finished(body["execution"])["status"] == "succeeded"
+
+
 def test_past_the_backlog_webhooks_are_refused_with_retry_after(repo: Repo, start: Start) -> None:
     for server in serve():
         put_everywhere(repo, slow_hello(server.url), {"staging": True})
