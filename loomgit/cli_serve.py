@@ -159,7 +159,8 @@ def serve(
     POST /api/v1/git-webhook starts a cycle at once; --interval is the fallback.
     Executions are recorded before they are acknowledged, then run in --runners
     processes, so running them does not slow down accepting webhooks. SIGTERM lets
-    running executions finish within --grace and records the rest as interrupted. The
+    running executions finish within --grace and records the rest as interrupted; SIGHUP
+    reads the API tokens and the git webhook secret again and starts a cycle. The
     history keeps every execution unless --prune-older-than or --prune-keep is given;
     then the daemon deletes old ones in small batches between its writes. The API is
     described at /openapi.json; metrics are at /metrics.
@@ -194,6 +195,7 @@ def serve(
         grace=parse_duration(grace, "--grace"),
         tokens=_tokens(api_token_file),
         git_webhook_secret=_git_secret(git_webhook_secret_file),
+        reread=lambda: (_tokens(api_token_file), _git_secret(git_webhook_secret_file)),
         runners=default_runners() if runners is None else runners,
         max_backlog=max_backlog,
         log_format=log_format,

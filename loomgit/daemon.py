@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from loomgit import eventloop, log
 from loomgit.dispatch import Dispatcher, InProcess, Outcome, RunnerPool
+from loomgit.errors import LoomgitError
 from loomgit.history import History, HistoryError, Retention
 from loomgit.metrics import Metrics
 from loomgit.reconcile import EnvStatus, Reconciler, Served
@@ -59,6 +60,8 @@ class Settings:
     log_format: str = "text"
     prune_older_than: float | None = None  # seconds; executions older are deleted
     prune_keep: int | None = None  # executions kept per environment at most
+    # Reads `tokens` and `git_webhook_secret` again from where they came from (SIGHUP).
+    reread: Callable[[], tuple[tuple[str, ...], bytes | None]] | None = None
 
 
 @dataclass
@@ -192,6 +195,23 @@ class Daemon:
         """Starts a cycle now (a push webhook); cycles asked for while one runs coalesce."""
         if self._wake is not None:
             self._wake.set()
+
+    def reload(self) -> None:
+        """SIGHUP: the API tokens and the git webhook secret are read again (rotated
+        without a restart), and a cycle starts now. Ones that cannot be read are logged,
+        and those read before stay."""
+        reread = self.settings.reread
+        if reread is not None:
+            try:
+                tokens, secret = reread()
+            except LoomgitError as exc:
+                log.event("reload: secrets not read again; the ones before stay",
+                          logging.WARNING, error=exc.message)  # fmt: skip
+            else:
+                self.settings.tokens, self.settings.git_webhook_secret = tokens, secret
+        log.event("reload", tokens=len(self.settings.tokens),
+                  git_webhook=self.settings.git_webhook_secret is not None)  # fmt: skip
+        self.request_reconcile()
 
     def next_wait(self) -> float:
         """The interval; after fetch failures, a doubling backoff up to the interval."""

@@ -422,7 +422,8 @@ def _server(daemon: Daemon) -> uvicorn.Server:
 
 
 async def serve(daemon: Daemon, host: str, port: int) -> None:
-    """Runs until SIGTERM or SIGINT: reconcile first, then accept requests."""
+    """Runs until SIGTERM or SIGINT: reconcile first, then accept requests. SIGHUP
+    reloads (`Daemon.reload`)."""
     open_files = open_files_limit()  # raised already by `loomgit serve`; read for the log
     try:
         sock = _listen(host, port)
@@ -438,6 +439,7 @@ async def serve(daemon: Daemon, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # as `systemctl reload` sends
     await daemon.recover()
     await daemon.reconcile_once()
     url = f"http://{host}:{bound}"

@@ -994,6 +994,57 @@ def test_git_push_webhook_starts_a_cycle_and_history_rewrites_are_reported(
     assert "HistoryRewritten" in daemon.log
 
 
+def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    """Tokens and the push secret rotated without a restart, as `systemctl reload`
+    would; a file that cannot be read then leaves the ones before in place."""
+    tokens, secret = tmp_path / "tokens", tmp_path / "hook.secret"
+    tokens.write_text("old-token-0001\n")
+    secret.write_text("old-secret-0001\n")
+    daemon = start(
+        repo,
+        "--api-token-file", str(tokens),
+        "--git-webhook-secret-file", str(secret),
+        env={"LOOMGIT_API_TOKENS": ""},
+    )  # fmt: skip
+    raw, path = b"{}", "/api/v1/git-webhook"
+
+    def allowed(token: str) -> int:
+        auth = {"Authorization": f"Bearer {token}"}
+        return daemon.request("GET", "/api/v1/executions", headers=auth)[0]
+
+    def pushed(key: str) -> int:
+        return daemon.request(
+            "POST", path, raw=raw, headers={"X-Hub-Signature-256": sign(key, raw)}
+        )[0]
+
+    assert (allowed("old-token-0001"), pushed("old-secret-0001")) == (200, 202)
+    tokens.write_text("new-token-0002\n")
+    secret.write_text("new-secret-0002\n")
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon.proc.send_signal(signal.SIGHUP)
+    for _ in range(100):  # the interval is an hour: only the reload's cycle applies it
+        if daemon.request("POST", "/hooks/staging/hello", {"name": "Hu"})[0] == 202:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("SIGHUP did not start a cycle")
+    assert (allowed("old-token-0001"), pushed("old-secret-0001")) == (401, 401)
+    assert (allowed("new-token-0002"), pushed("new-secret-0002")) == (200, 202)
+    secret.unlink()
+    daemon.proc.send_signal(signal.SIGHUP)
+    for _ in range(100):
+        if "secrets not read again" in daemon.log:
+            break
+        time.sleep(0.05)
+    assert (allowed("new-token-0002"), pushed("new-secret-0002")) == (200, 202)
+    log = daemon.stop()
+    assert daemon.proc.returncode == 0 and "info reload tokens=1 git_webhook=true" in log
+    for secret_text in ("old-token-0001", "new-token-0002", "old-secret", "new-secret"):
+        assert secret_text not in log
+
+
 def test_an_environment_emptied_by_a_commit_is_refused(repo: Repo, cli: Cli, start: Start) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
