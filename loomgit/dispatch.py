@@ -680,9 +680,10 @@ async def _run_runner(sock: socket.socket, max_field_bytes: int) -> None:
 def main(argv: list[str]) -> None:
     """`python -m loomgit.dispatch FD MAX_FIELD_BYTES LOG_FORMAT`: a runner process,
     started by the daemon with one end of a socket pair. It stops when told to or when the
-    daemon is gone; SIGINT and SIGTERM are the daemon's to act on."""
+    daemon is gone; SIGINT, SIGTERM and SIGHUP are the daemon's to act on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal sends it to all
     fd, max_field_bytes, log_format = argv
     log.configure(log_format)
     sock = socket.socket(fileno=int(fd))

@@ -242,9 +242,10 @@ def main(argv: list[str]) -> None:
     """`python -m loomgit.writer FD HISTORY MAX_FIELD_BYTES LOG_FORMAT [OLDER_THAN KEEP]`:
     started by the daemon with one end of a socket pair; OLDER_THAN (seconds) and KEEP
     are its retention, `-` for none. It stops when told to or when the daemon is gone;
-    SIGINT and SIGTERM are the daemon's to act on."""
+    SIGINT, SIGTERM and SIGHUP are the daemon's to act on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal sends it to all
     fd, path, max_field_bytes, log_format, *kept = argv
     older_than, keep = (None if v == "-" else float(v) for v in (kept or ["-", "-"]))
     log.configure(log_format)

@@ -994,6 +994,13 @@ def test_git_push_webhook_starts_a_cycle_and_history_rewrites_are_reported(
     assert "HistoryRewritten" in daemon.log
 
 
+def _ignores(pid: int, sig: int) -> bool:
+    """Whether process `pid` ignores `sig` (its SigIgn mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
 def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
     repo: Repo, cli: Cli, start: Start, tmp_path: Path
 ) -> None:
@@ -1023,7 +1030,14 @@ def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
     tokens.write_text("new-token-0002\n")
     secret.write_text("new-secret-0002\n")
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
-    daemon.proc.send_signal(signal.SIGHUP)
+    # A closed terminal sends SIGHUP to the runner and the writer too: only the daemon acts.
+    children = descendants(daemon.proc.pid)
+    for _ in range(100):  # each has started, up to its own main (a runner takes a while)
+        if all(_ignores(pid, signal.SIGHUP) for pid in children):
+            break
+        time.sleep(0.05)
+    for pid in (*children, daemon.proc.pid):
+        os.kill(pid, signal.SIGHUP)
     for _ in range(100):  # the interval is an hour: only the reload's cycle applies it
         if daemon.request("POST", "/hooks/staging/hello", {"name": "Hu"})[0] == 202:
             break
@@ -1032,6 +1046,7 @@ def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
         raise AssertionError("SIGHUP did not start a cycle")
     assert (allowed("old-token-0001"), pushed("old-secret-0001")) == (401, 401)
     assert (allowed("new-token-0002"), pushed("new-secret-0002")) == (200, 202)
+    assert descendants(daemon.proc.pid) == children
     secret.unlink()
     daemon.proc.send_signal(signal.SIGHUP)
     for _ in range(100):
