@@ -242,6 +242,8 @@ class Ingress:
 
     def serving(self, env: str) -> Served:
         rec = self.daemon.reconciler
+        if not env:
+            raise Refused(404, "no environment in the path; webhooks are at /hooks/ENV/PATH")
         if env not in rec.names:
             raise Refused(404, f"no environment {env}")
         served = rec.served.get(env)
