@@ -161,6 +161,10 @@ class Daemon:
                     reason=reason,
                     message=cond.message,
                 )
+            elif cond is not None and before.get(name, (None,) * 3)[2] not in (None, reason):
+                # the same commit, Ready again (after FetchFailed, say)
+                log.event("ready again", environment=name, commit=st.last_applied_commit,
+                          after=before[name][2])  # fmt: skip
         self._fetch_failures = self._fetch_failures + 1 if fetch_failed else 0
         await self._sync_schedules()
         self._settle_memory()

@@ -1153,6 +1153,10 @@ def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
     staging = daemon.reconcile()["staging"]
     assert staging["conditions"][0]["reason"] == "FetchFailed"
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Re"})[0] == 202
+    (tmp_path / "gone.git").rename(origin)  # back: Ready again, and the log says so
+    assert daemon.reconcile()["staging"]["conditions"][0]["reason"] == "Ready"
+    assert "info ready again environment=staging" in daemon.log
+    assert "after=FetchFailed" in daemon.log.split("ready again environment=staging")[1]
 
 
 def test_a_restart_while_the_remote_is_unreachable_serves_what_was_fetched(
