@@ -147,6 +147,9 @@ class Daemon:
             cond = st.conditions[0] if st.conditions else None
             reason = cond.reason if cond else "Unknown"
             self.metrics.reconciles.labels(name, reason).inc()
+            self.metrics.ready.labels(name).set(cond is not None and cond.status)
+            if st.applied_at is not None:
+                self.metrics.applied_at.labels(name).set(st.applied_at)
             fetch_failed |= reason == "FetchFailed"
             if _seen(st) == before.get(name):
                 continue  # nothing new to say: the same commit, the same outcome

@@ -118,6 +118,20 @@ class Metrics:
             ["environment"],
             registry=r,
         )
+        # What alerts are written on, as Flux's condition gauge: `== 0` for a while means
+        # a bad commit or git out of reach, and the last good state still serving.
+        self.ready = Gauge(
+            "loomgit_environment_ready",
+            "1 while the environment's Ready condition is true (its last commit applied)",
+            ["environment"],
+            registry=r,
+        )
+        self.applied_at = Gauge(
+            "loomgit_environment_applied_timestamp_seconds",
+            "When the commit the environment serves was applied (Unix time)",
+            ["environment"],
+            registry=r,
+        )
         self.active = Gauge(
             "loomgit_active_workflows", "Active workflows served", ["environment"], registry=r
         )

@@ -1113,6 +1113,8 @@ def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: St
         text = resp.read().decode()
     assert 'loomgit_executions_total{environment="staging",status="succeeded"} 1.0' in text
     assert 'loomgit_reconcile_total{environment="staging",result="Ready"}' in text
+    assert 'loomgit_environment_ready{environment="staging"} 1.0' in text
+    assert 'loomgit_environment_applied_timestamp_seconds{environment="staging"} 1.' in text
     assert "loomgit_webhook_duration_seconds_bucket" in text
     assert "loomgit_schedule_lateness_seconds" in text
     assert "_created" not in text  # no timestamp series beside each counter
@@ -1153,6 +1155,8 @@ def test_serve_from_a_remote_keeps_serving_when_it_goes_away(
     staging = daemon.reconcile()["staging"]
     assert staging["conditions"][0]["reason"] == "FetchFailed"
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Re"})[0] == 202
+    with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as resp:
+        assert 'loomgit_environment_ready{environment="staging"} 0.0' in resp.read().decode()
     (tmp_path / "gone.git").rename(origin)  # back: Ready again, and the log says so
     assert daemon.reconcile()["staging"]["conditions"][0]["reason"] == "Ready"
     assert "info ready again environment=staging" in daemon.log
