@@ -3,16 +3,15 @@ execution history (`executions`, `executions show`, `executions prune`)."""
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from loomgit import jsontext
+from loomgit.ages import parse_since
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.errors import UsageError, report_to
@@ -31,8 +30,6 @@ STATUS_MARK = {
     "running": "…",
     "queued": "…",
 }
-_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_AGO_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def state_option(func: Any) -> Any:
@@ -184,29 +181,6 @@ def run(
             click.echo(jsontext.dumps(ex.output, indent=2, ensure_ascii=False, default=str))
         click.echo(f"details: loomgit executions show {ex.id}")
     sys.exit(0 if ex.status == "succeeded" else 1)
-
-
-def parse_age(text: str, option: str) -> float:
-    """The seconds of an age given as `option`: `30m`, `2h`, `7d`, `1w`."""
-    ago = _AGO.match(text)
-    if not ago:
-        raise UsageError(f"{option} takes an age such as 30m, 2h, 7d or 4w; not '{text}'")
-    return float(ago.group(1)) * _AGO_UNIT[ago.group(2)]
-
-
-def parse_since(text: str, now: float | None = None, option: str = "--since") -> float:
-    """`30m`, `2h`, `7d`, `1w` ago, or an ISO date or time (UTC unless it says otherwise)."""
-    if _AGO.match(text):
-        return (now or time.time()) - parse_age(text, option)
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option} takes an age such as 30m, 2h or 7d, or an ISO date; not '{text}'"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _short_time(iso: str | None) -> str:

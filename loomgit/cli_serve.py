@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from loomgit.ages import parse_age
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
-from loomgit.cli_run import parse_age, state_option
+from loomgit.cli_run import state_option
 from loomgit.errors import LoomgitError, UsageError, report_to
 
 if TYPE_CHECKING:

@@ -135,7 +135,14 @@ def spec() -> dict[str, Any]:
                         _query("environment"),
                         _query("workflow"),
                         _query("status", {"type": "string", "enum": list(STATUSES)}),
-                        _query("since", {"type": "number", "description": "Unix time"}),
+                        _query(
+                            "since",
+                            {
+                                "type": "string",
+                                "description": "Started since: a Unix time, an age (30m, 2h,"
+                                " 7d) or an ISO date, as the CLI's --since",
+                            },
+                        ),
                         _query("limit", {"type": "integer", "maximum": 1000, "default": 50}),
                         _query(
                             "before",

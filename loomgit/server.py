@@ -28,6 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loomgit import httphead, log
+from loomgit.ages import parse_moment
 from loomgit.daemon import Daemon
 from loomgit.errors import UsageError, crash_report
 from loomgit.ingress import (
@@ -180,12 +181,10 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             limit = min(int(q.get("limit", "50")), 1000)
         except ValueError:
             return error(400, "limit is a whole number (at most 1000 are returned)")
-        try:
-            since = float(q["since"]) if "since" in q else None
-        except ValueError:
-            since = math.nan
-        if since is not None and not math.isfinite(since):
-            return error(400, "since is a Unix time in seconds, such as 1795300000")
+        try:  # as the CLI's --since, and a Unix time
+            since = parse_moment(q["since"], "since") if "since" in q else None
+        except UsageError as exc:
+            return error(400, exc.message)
         limit = max(limit, 1)
         env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
         query = Query(env, workflow, status, since, limit, before)

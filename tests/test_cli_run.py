@@ -16,7 +16,8 @@ import pytest
 from conftest import HELLO, VARIABLES, AgeKey, Repo, Result
 from echo_server import EchoServer, serve
 
-from loomgit.cli_run import STATUSES, parse_since
+from loomgit.ages import parse_since
+from loomgit.cli_run import STATUSES
 from loomgit.history import History
 from loomgit.records import STATUSES as STORED_STATUSES
 from loomgit.records import Execution, StepRecord, new_id

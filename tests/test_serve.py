@@ -410,9 +410,9 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     assert code == 404 and body["error"] == f"'{'A' * 26}…' is not an execution id"
     for query, message in (
         ("limit=1e9", "limit is a whole number"),
-        ("since=nan", "since is a Unix time"),
-        ("since=inf", "since is a Unix time"),
-        ("since=yesterday", "since is a Unix time"),
+        ("since=nan", "since takes a Unix time, an age such as 30m"),
+        ("since=inf", "since takes a Unix time, an age such as 30m"),
+        ("since=yesterday", "since takes a Unix time, an age such as 30m"),
     ):
         code, body = daemon.request("GET", f"/api/v1/executions?{query}", headers=auth)
         assert code == 400 and body["error"].startswith(message), (query, body)
@@ -436,6 +436,11 @@ def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, st
         path = link and link[1:].partition(">")[0].removeprefix(daemon.url)
         links += bool(link)
     assert paged == every and links == 2  # pages of 3, 3 and 1: the last has no link
+    # `since` as the CLI's --since takes it (an age, an ISO date), or a Unix time.
+    later = str(time.time() + 3600)
+    for since, found in (("1h", every), ("2999-01-01", []), ("2000-01-01T00:00Z", every)):
+        assert [ex["id"] for ex in daemon.executions(since=since)] == found, since
+    assert daemon.executions(since=later) == []
     code, body = daemon.request("GET", "/api/v1/executions?before=" + "0" * 26, headers=AUTH)
     assert code == 400 and body["error"].startswith(f"no execution {'0' * 26} to list")
 
