@@ -520,6 +520,8 @@ class History:
         return [self._row(r) for r in rows]
 
     def _started_at(self, ident: str) -> float:
+        if len(ident) != ID_LENGTH or not ident.isalnum():
+            raise _not_an_id(ident)
         row = self._db.execute("SELECT started_at FROM executions WHERE id=?", (ident,)).fetchone()
         if row is None:
             raise UsageError(
@@ -531,8 +533,7 @@ class History:
     def get(self, ident: str) -> Execution:
         """One execution with its steps, by id or a unique prefix of at least 6 characters."""
         if not 6 <= len(ident) <= ID_LENGTH or not ident.isalnum():
-            shown = ident if len(ident) <= ID_LENGTH else ident[:ID_LENGTH] + "…"
-            raise UsageError(f"'{shown}' is not an execution id", hint="ids are 26 characters")
+            raise _not_an_id(ident)
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
@@ -568,6 +569,11 @@ class History:
                 for s in steps
             ),
         )
+
+
+def _not_an_id(text: str) -> UsageError:
+    shown = text if len(text) <= ID_LENGTH else text[:ID_LENGTH] + "…"
+    return UsageError(f"'{shown}' is not an execution id", hint="ids are 26 characters")
 
 
 class Retention:

@@ -443,6 +443,8 @@ def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, st
     assert daemon.executions(since=later) == []
     code, body = daemon.request("GET", "/api/v1/executions?before=" + "0" * 26, headers=AUTH)
     assert code == 400 and body["error"].startswith(f"no execution {'0' * 26} to list")
+    code, body = daemon.request("GET", "/api/v1/executions?before=" + "A" * 5000, headers=AUTH)
+    assert (code, body) == (400, {"error": f"'{'A' * 26}…' is not an execution id"})
 
 
 def test_without_tokens_the_api_says_how_to_give_them(repo: Repo, start: Start) -> None:
