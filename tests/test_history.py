@@ -215,8 +215,9 @@ def test_query_uses_the_environment_status_index(tmp_path: Path) -> None:
 
 
 def test_the_last_scheduled_time_is_read_along_the_dedupe_index(tmp_path: Path) -> None:
-    """The latest time fired, even when an older one (a catch-up) started after it;
-    neither another trigger's keys nor a million other executions get in its way."""
+    """The latest time fired, even when an older one (a catch-up) started after it, and
+    not another trigger's keys; read along the dedupe index (its query plan), so the
+    workflow's other executions are not walked (bench_daemon.py --only prune times it)."""
     with History(tmp_path / "h.db") as h:
         at = time.time()
         for key, started in (
