@@ -143,7 +143,10 @@ def spec() -> dict[str, Any]:
                                 " 7d) or an ISO date, as the CLI's --since",
                             },
                         ),
-                        _query("limit", {"type": "integer", "maximum": 1000, "default": 50}),
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                        ),
                         _query(
                             "before",
                             {

@@ -180,12 +180,13 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         try:
             limit = min(int(q.get("limit", "50")), 1000)
         except ValueError:
-            return error(400, "limit is a whole number (at most 1000 are returned)")
+            limit = 0
+        if limit < 1:
+            return error(400, "limit is a whole number from 1 (at most 1000 are returned)")
         try:  # as the CLI's --since, and a Unix time
             since = parse_moment(q["since"], "since") if "since" in q else None
         except UsageError as exc:
             return error(400, exc.message)
-        limit = max(limit, 1)
         env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
         query = Query(env, workflow, status, since, limit, before)
         try:

@@ -410,6 +410,8 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     assert code == 404 and body["error"] == f"'{'A' * 26}…' is not an execution id"
     for query, message in (
         ("limit=1e9", "limit is a whole number"),
+        ("limit=0", "limit is a whole number from 1"),
+        ("limit=-5", "limit is a whole number from 1"),
         ("since=nan", "since takes a Unix time, an age such as 30m"),
         ("since=inf", "since takes a Unix time, an age such as 30m"),
         ("since=yesterday", "since takes a Unix time, an age such as 30m"),
