@@ -193,6 +193,11 @@ def _short_time(iso: str | None) -> str:
 @click.option("--status", type=click.Choice(STATUSES), help="Only executions with this status.")
 @click.option("--since", metavar="AGE|DATE", help="Started within 30m, 2h, 7d… or since a date.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option(
+    "--before",
+    metavar="ID",
+    help="Only those listed after this execution: the next page, from the last id shown.",
+)
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
 @state_option
 @click.pass_context
@@ -203,6 +208,7 @@ def executions(
     status: str | None,
     since: str | None,
     limit: int,
+    before: str | None,
     fmt: str,
     state_dir: Path | None,
 ) -> None:
@@ -212,6 +218,7 @@ def executions(
     Examples:
       loomgit executions --env production --status failed --since 1d
       loomgit executions --workflow order-sync --limit 10 --format json
+      loomgit executions --limit 10 --before 01JD3N5Q8W   # the next ten
       loomgit executions show 01JD3N5Q8W
       loomgit executions prune --older-than 30d --keep 100000
     """
@@ -220,7 +227,7 @@ def executions(
         return
     from loomgit.records import Query
 
-    query = Query(env, workflow, status, parse_since(since) if since else None, limit)
+    query = Query(env, workflow, status, parse_since(since) if since else None, limit, before)
     with _history(state_dir) as history:
         found = history.query(query)
     if fmt == "json":

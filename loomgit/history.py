@@ -510,7 +510,7 @@ class History:
         with self._lock:
             if q.before is not None:  # the next page: those listed after that execution
                 clauses.append("(started_at, id) < (?, ?)")
-                params += [self._started_at(q.before), q.before]
+                params += self._position(q.before)
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             sql = (
                 f"SELECT {self._COLUMNS} FROM executions {where}"
@@ -519,16 +519,23 @@ class History:
             rows = self._db.execute(sql, (*params, q.limit)).fetchall()
         return [self._row(r) for r in rows]
 
-    def _started_at(self, ident: str) -> float:
-        if len(ident) != ID_LENGTH or not ident.isalnum():
+    def _position(self, ident: str) -> list[Any]:
+        """Where an execution is in the listing, `[started_at, id]`, by its id or a
+        unique prefix of at least 6 characters, as `get` takes it."""
+        if not 6 <= len(ident) <= ID_LENGTH or not ident.isalnum():
             raise _not_an_id(ident)
-        row = self._db.execute("SELECT started_at FROM executions WHERE id=?", (ident,)).fetchone()
-        if row is None:
+        rows = self._db.execute(
+            "SELECT started_at, id FROM executions WHERE id >= ? AND id < ? LIMIT 2",
+            (ident.upper(), ident.upper() + "\x7f"),
+        ).fetchall()
+        if not rows:
             raise UsageError(
                 f"no execution {ident} to list the ones after it; it may have been pruned",
                 hint="list again from the newest, without it",
             )
-        return float(row[0])
+        if len(rows) > 1:
+            raise UsageError(f"'{ident}' matches several executions; give more of the id")
+        return [float(rows[0][0]), rows[0][1]]
 
     def get(self, ident: str) -> Execution:
         """One execution with its steps, by id or a unique prefix of at least 6 characters."""

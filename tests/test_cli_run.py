@@ -221,6 +221,14 @@ def test_executions_filter_per_environment(cli: Cli, state: Path) -> None:
     ]
     recent = [e for e in made if e.started_at >= time.time() - 600]
     assert set(ids("--since", "10m")) == {e.id for e in recent}
+    # Page by page: each page starts after the last id of the one before.
+    every, paged, before = ids("--env", "staging"), [], []
+    while page := ids("--env", "staging", "--limit", "3", *before):
+        paged += page
+        before = ["--before", page[-1]]
+    assert paged == every and len(every) > 3
+    # As `executions show`, a unique start of an id will do.
+    assert ids("--env", "staging", "--before", every[0][:10]) == every[1:]
     table = cli("executions", "--env", "staging").out
     assert staging[-1].id in table and "staging" in table and "production" not in table
 
@@ -234,6 +242,10 @@ def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
     assert "is not an execution id" in cli("executions", "show", "0").err
     assert "matches several" in cli("executions", "show", made[0].id[:6]).err
     assert cli("executions", "--since", "yesterday").code == 2
+    gone = cli("executions", "--before", "0" * 26)
+    assert gone.code == 2 and f"no execution {'0' * 26} to list" in gone.err
+    assert "is not an execution id" in cli("executions", "--before", "x").err
+    assert "matches several" in cli("executions", "--before", made[0].id[:6]).err
     missing = cli("executions", "show", "0" * 26)
     assert missing.code == 2 and missing.err.endswith(f"hint: looked in {state}/history.db\n")
 
