@@ -9,6 +9,7 @@ interrupted when the next one starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -237,6 +238,13 @@ class Daemon:
     async def _sync_schedules(self) -> None:
         scheduler = self.scheduler
         changed = False
+        for name in [n for n in self._synced if n not in self.reconciler.served]:
+            del self._synced[name]  # removed from loomgit.yaml: nothing of it runs on
+            scheduler.update(name, [])
+            for gauge in (self.metrics.ready, self.metrics.applied_at, self.metrics.active):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(name)
+            changed = True
         for name in self.reconciler.names:
             served = self.reconciler.served.get(name)
             previous = self._synced.get(name)

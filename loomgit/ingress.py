@@ -242,14 +242,14 @@ class Ingress:
 
     def serving(self, env: str) -> Served:
         rec = self.daemon.reconciler
+        served = rec.served.get(env)
+        if served is not None:  # (one loomgit.yaml no longer lists serves until it is removed)
+            return served
         if not env:
             raise Refused(404, "no environment in the path; webhooks are at /hooks/ENV/PATH")
         if env not in rec.names:
             raise Refused(404, f"no environment {env}")
-        served = rec.served.get(env)
-        if served is None:
-            raise Refused(503, f"{env} is not reconciled yet")
-        return served
+        raise Refused(503, f"{env} is not reconciled yet")
 
     async def accept(
         self,

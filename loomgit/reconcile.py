@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,20 +121,25 @@ class AppliedRecord:
                       error=str(exc) or type(exc).__name__)  # fmt: skip
             return {}
 
-    def write(self, repo: str, applied: dict[str, tuple[str, float]]) -> None:
-        """Keeps `applied` for `repo`, and what the file holds for other repositories.
-        Read, changed and replaced under a lock on `applied.json.lock`, so that two
-        daemons sharing the state folder never write over each other's entries."""
+    def write(
+        self, repo: str, applied: dict[str, tuple[str, float]], removed: Iterable[str] = ()
+    ) -> None:
+        """Keeps `applied` for `repo` without the `removed` environments, and what the
+        file holds for other repositories. Read, changed and replaced under a lock on
+        `applied.json.lock`, so that two daemons sharing the state folder never write
+        over each other's entries."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                self._write(repo, applied)
+                self._write(repo, applied, removed)
         except OSError as exc:
             log.event("applied commits not kept", logging.WARNING, path=str(self.path),
                       error=str(exc))  # fmt: skip
 
-    def _write(self, repo: str, applied: dict[str, tuple[str, float]]) -> None:
+    def _write(
+        self, repo: str, applied: dict[str, tuple[str, float]], removed: Iterable[str]
+    ) -> None:
         try:  # what other repositories' daemons keep here stays
             doc = json.loads(self.path.read_text())
             repos = dict(doc["repositories"])
@@ -142,6 +147,8 @@ class AppliedRecord:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             repos, mine = {}, {}
         mine.update({n: {"commit": c, "applied_at": at} for n, (c, at) in applied.items()})
+        for name in removed:
+            mine.pop(name, None)
         repos[repo] = mine
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with tmp.open("w") as f:
@@ -217,6 +224,7 @@ class Reconciler:
             finally:
                 git.close()
                 self.gitcache.retain()
+            self._remove_unlisted(snap, now)
             self._keep_applied()
             if unreachable is not None:
                 self._fetch_failed(unreachable, now)
@@ -231,7 +239,8 @@ class Reconciler:
         return str(Path(self.path).resolve())
 
     def _keep_applied(self) -> None:
-        """Writes the applied commits to `applied` when one changed."""
+        """Writes the applied commits to `applied` when one changed; those of removed
+        environments go."""
         applied = {
             n: (st.last_applied_commit, st.applied_at or 0.0)
             for n, st in self.status.items()
@@ -239,8 +248,37 @@ class Reconciler:
         }
         if self.applied is None or {n: c for n, (c, _) in applied.items()} == self._kept:
             return
-        self.applied.write(self._repo_key(), applied)
+        removed = [n for n in self._kept if n not in self.status]
+        self.applied.write(self._repo_key(), applied, removed)
         self._kept = {n: c for n, (c, _) in applied.items()}
+
+    def _remove_unlisted(self, snap: Snapshot, now: float) -> None:
+        """Stops serving the environments that loomgit.yaml no longer lists (webhooks,
+        schedules, API trigger, status), once the first environment has applied the
+        commit that says so: the first holds the repository's own problems (a folder
+        left behind by the removed environment, LG501), and a commit that does not
+        validate changes nothing that runs. Until then the removed environment serves as
+        before, and its status says why."""
+        gone = [n for n in {**self.served, **self.status} if n not in self.names]
+        if not gone:
+            return
+        first = self.status.get(snap.config.first)
+        if first is None or not first.conditions or not first.conditions[0].status:
+            for name in gone:
+                st = self.status.get(name)
+                if st is not None and not any(e.reason == "RemovalWaits" for e in st.events):
+                    st.note(
+                        "RemovalWaits",
+                        f"no longer in loomgit.yaml; it serves its last applied commit until "
+                        f"{snap.config.first} can apply {snap.source[:12]}",
+                        now,
+                    )
+            return
+        # Whole new dicts, each one assignment: the event loop may be reading the old.
+        self.served = {n: s for n, s in self.served.items() if n in self.names}
+        self.status = {n: st for n, st in self.status.items() if n in self.names}
+        for name in gone:
+            log.event("environment removed", environment=name, commit=snap.source[:12])
 
     def _apply(self, snap: Snapshot, git: Git, now: float) -> None:
         problems: dict[str, list[Problem]] | None = None

@@ -337,7 +337,8 @@ class EnvironmentsView:
     async def render(self) -> Response:
         rec = self.daemon.reconciler
         out = []
-        for name in list(rec.names):
+        waiting = [n for n in list(rec.served) if n not in rec.names]  # see _remove_unlisted
+        for name in [*rec.names, *waiting]:
             st = rec.status.get(name)
             served = rec.served.get(name)
             head = {

@@ -1091,6 +1091,50 @@ def test_an_environment_emptied_by_a_commit_is_refused(repo: Repo, cli: Cli, sta
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 404
 
 
+def _metric(daemon: Daemon, line: str) -> str | None:
+    """The value of the sample named `line` (with its labels) in /metrics, if any."""
+    _, text = daemon.request("GET", "/metrics")
+    return next((s.rsplit(" ", 1)[1] for s in text.splitlines() if s.startswith(line + " ")), None)
+
+
+def test_an_environment_removed_from_loomgit_yaml_stops_once_the_removal_validates(
+    repo: Repo, start: Start, tmp_path: Path
+) -> None:
+    """Nothing of a removed environment runs on (its webhooks, its schedules, its
+    gauges, its applied commit), but only once a commit that says so validates: with
+    its folder left behind (LG501), it serves as before and its status says why."""
+    put_everywhere(repo, HELLO, {"staging": True, "production": True})
+    state = tmp_path / "state"
+    daemon = start(repo, state=state)
+    assert _metric(daemon, "loomgit_schedules") == "2.0"
+    config = (repo.path / "loomgit.yaml").read_text()
+    repo.write("loomgit.yaml", config.replace("  - name: production\n", ""))
+    commit_all(repo.path, "production is no more, but its folder is left")
+    envs = daemon.reconcile()
+    assert envs["development"]["conditions"][0]["reason"] == "ValidationFailed"
+    assert "LG501" in envs["development"]["conditions"][0]["message"]
+    waits = envs["production"]["events"][-1]
+    assert waits["reason"] == "RemovalWaits" and "until development can apply" in waits["message"]
+    assert daemon.request("POST", "/hooks/production/hello", {"name": "Pr"})[0] == 202
+    assert _metric(daemon, "loomgit_schedules") == "2.0"
+    assert _metric(daemon, 'loomgit_environment_ready{environment="production"}') == "1.0"
+    removed = git(repo.path, "rm", "-rq", "environments/production")
+    commit_all(repo.path, "production's folder goes too" + removed)
+    envs = daemon.reconcile()
+    assert list(envs) == ["development", "staging"]
+    assert all(e["conditions"][0]["reason"] == "Ready" for e in envs.values())
+    code, body = daemon.request("POST", "/hooks/production/hello", {"name": "Pr"})
+    assert (code, body) == (404, {"error": "no environment production"})
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 202
+    assert _metric(daemon, "loomgit_schedules") == "1.0"  # staging's only
+    for gauge in ("ready", "applied_timestamp_seconds"):
+        assert _metric(daemon, f'loomgit_environment_{gauge}{{environment="production"}}') is None
+    assert _metric(daemon, 'loomgit_active_workflows{environment="production"}') is None
+    assert "environment removed environment=production" in daemon.log
+    applied = json.loads((state / "applied.json").read_text())["repositories"]
+    assert [sorted(envs) for envs in applied.values()] == [["development", "staging"]]
+
+
 def test_a_restart_onto_an_emptied_environment_keeps_what_it_served(
     repo: Repo, cli: Cli, start: Start, tmp_path: Path
 ) -> None:
