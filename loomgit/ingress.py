@@ -243,7 +243,7 @@ class Ingress:
     def serving(self, env: str) -> Served:
         rec = self.daemon.reconciler
         served = rec.served.get(env)
-        if served is not None:  # (one loomgit.yaml no longer lists serves until it is removed)
+        if served is not None:  # or one loomgit.yaml no longer lists: see _remove_unlisted
             return served
         if not env:
             raise Refused(404, "no environment in the path; webhooks are at /hooks/ENV/PATH")

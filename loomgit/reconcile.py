@@ -269,8 +269,8 @@ class Reconciler:
                 if st is not None and not any(e.reason == "RemovalWaits" for e in st.events):
                     st.note(
                         "RemovalWaits",
-                        f"no longer in loomgit.yaml; it serves its last applied commit until "
-                        f"{snap.config.first} can apply {snap.source[:12]}",
+                        "no longer in loomgit.yaml; it serves its last applied commit until "
+                        f"{snap.config.first} applies a commit that removes it",
                         now,
                     )
             return

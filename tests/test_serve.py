@@ -1114,7 +1114,7 @@ def test_an_environment_removed_from_loomgit_yaml_stops_once_the_removal_validat
     assert envs["development"]["conditions"][0]["reason"] == "ValidationFailed"
     assert "LG501" in envs["development"]["conditions"][0]["message"]
     waits = envs["production"]["events"][-1]
-    assert waits["reason"] == "RemovalWaits" and "until development can apply" in waits["message"]
+    assert waits["reason"] == "RemovalWaits" and "until development applies" in waits["message"]
     assert daemon.request("POST", "/hooks/production/hello", {"name": "Pr"})[0] == 202
     assert _metric(daemon, "loomgit_schedules") == "2.0"
     assert _metric(daemon, 'loomgit_environment_ready{environment="production"}') == "1.0"
