@@ -522,43 +522,45 @@ class History:
     def _position(self, ident: str) -> list[Any]:
         """Where an execution is in the listing, `[started_at, id]`, by its id or a
         unique prefix of at least 6 characters, as `get` takes it."""
+        row = self._matching(
+            ident,
+            "started_at, id",
+            UsageError(
+                f"no execution {ident} to list the ones after it; it may have been pruned",
+                hint="list again from the newest, without it",
+            ),
+        )
+        return [float(row[0]), row[1]]
+
+    def _matching(self, ident: str, columns: str, missing: UsageError) -> Any:
+        """`columns` of the one execution whose id is or starts with `ident` (at least 6
+        characters); `missing` when there is none. Called under the lock."""
         if not 6 <= len(ident) <= ID_LENGTH or not ident.isalnum():
             raise _not_an_id(ident)
         rows = self._db.execute(
-            "SELECT started_at, id FROM executions WHERE id >= ? AND id < ? LIMIT 2",
+            f"SELECT {columns} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
             (ident.upper(), ident.upper() + "\x7f"),
         ).fetchall()
         if not rows:
-            raise UsageError(
-                f"no execution {ident} to list the ones after it; it may have been pruned",
-                hint="list again from the newest, without it",
-            )
+            raise missing
         if len(rows) > 1:
             raise UsageError(f"'{ident}' matches several executions; give more of the id")
-        return [float(rows[0][0]), rows[0][1]]
+        return rows[0]
 
     def get(self, ident: str) -> Execution:
         """One execution with its steps, by id or a unique prefix of at least 6 characters."""
-        if not 6 <= len(ident) <= ID_LENGTH or not ident.isalnum():
-            raise _not_an_id(ident)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {self._COLUMNS} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
-                (ident.upper(), ident.upper() + "\x7f"),
-            ).fetchall()
-            if not rows:
-                # Where it looked is a hint, shown by the CLI; the HTTP API, which any
-                # client can ask, answers with the message alone.
-                raise UsageError(f"no execution {ident}", hint=f"looked in {self.path}")
-            if len(rows) > 1:
-                raise UsageError(f"'{ident}' matches several executions; give more of the id")
+            # Where it looked is a hint, shown by the CLI; the HTTP API, which any
+            # client can ask, answers with the message alone.
+            missing = UsageError(f"no execution {ident}", hint=f"looked in {self.path}")
+            row = self._matching(ident, self._COLUMNS, missing)
             steps = self._db.execute(
                 "SELECT position, step_id, type, status, started_at, ended_at, attempts, input,"
                 " output, error, logs FROM steps WHERE execution_id=? ORDER BY position",
-                (rows[0][0],),
+                (row[0],),
             ).fetchall()
         return self._row(
-            rows[0],
+            row,
             tuple(
                 StepRecord(
                     position=s[0],
