@@ -403,26 +403,58 @@ def bench_webhooks(scratch: Path, requests: int, seconds: int, paced_runs: int) 
         mine = "" if use_wrk else f", this client {client_cpu / requests * 1e6:.0f} us"
         print(f"  CPU per request: {shares}{mine}; {os.cpu_count()} cores")
         if use_wrk:
-            _paced(daemon, scratch, url, seconds, paced_runs)
+            _paced(daemon, processes["daemon"], scratch, url, seconds, paced_runs)
     finally:
         daemon.stop()
 
 
-def _paced(daemon: Daemon, scratch: Path, url: str, seconds: int, runs: int) -> None:
+def _steal_and_busy() -> tuple[int, int]:
+    """Clock ticks of all cores so far: stolen by the hypervisor (this is a virtual
+    machine: the host ran something else while the guest wanted the CPU), and in all."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+
+
+def _reference_ms() -> float:
+    """The best of three times of a fixed pure-Python loop, run while the machine is
+    otherwise idle: how fast the host lets this guest compute at the moment (the same
+    code's CPU per request has ranged from 91 to 256 us across days)."""
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
+def _paced(daemon: Daemon, pid: int, scratch: Path, url: str, seconds: int, runs: int) -> None:
     """Latency at INGRESS_TARGET requests/s, `runs` times, each once the executions of
     the one before have ended. One run says little on this machine: p99 has gone from 12
     to 52 ms from one run to the next with the same code, so each run is printed, then
-    the median."""
+    the median. With each run, what says how fast the host was meanwhile: the reference
+    loop's time just before it, the daemon's CPU per request, and the share of the
+    cores' time the hypervisor gave to something else (steal)."""
     p99s = []
     for number in range(1, runs + 1):
         _wait_idle(daemon)
+        reference = _reference_ms()
+        (steal_before, ticks_before), cpu = _steal_and_busy(), _process_cpu(pid)
         sent, elapsed, lat = _wrk(scratch, url, seconds, PACED_CONNECTIONS, INGRESS_TARGET)
+        cpu = _process_cpu(pid) - cpu
+        steal, ticks = _steal_and_busy()
+        steal, ticks = steal - steal_before, ticks - ticks_before
         p99s.append(lat["99%"])
         print(
             f"webhook latency at {INGRESS_TARGET:,} requests/s, run {number} of {runs} (paced,"
             f" wrk, {PACED_CONNECTIONS} connections; executions running meanwhile): "
             f"{sent / elapsed:,.0f} sent/s, p50 {lat['50%'] * 1000:.1f} ms, "
             f"p90 {lat['90%'] * 1000:.1f} ms, p99 {lat['99%'] * 1000:.1f} ms"
+        )
+        print(
+            f"  host: reference loop {reference:.1f} ms before the run, the daemon "
+            f"{cpu / sent * 1e6:.0f} us of CPU per request, steal {steal / max(ticks, 1):.1%}"
         )
     print(
         f"  paced p99 over {runs} runs: median {statistics.median(p99s) * 1000:.1f} ms, "
