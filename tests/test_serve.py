@@ -36,6 +36,7 @@ from conftest import (
     state_yaml,
 )
 from echo_server import serve
+from pipeline import ENVS, Pipeline
 
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
@@ -1133,6 +1134,56 @@ def test_an_environment_removed_from_loomgit_yaml_stops_once_the_removal_validat
     assert "environment removed environment=production" in daemon.log
     applied = json.loads((state / "applied.json").read_text())["repositories"]
     assert [sorted(envs) for envs in applied.values()] == [["development", "staging"]]
+
+
+def test_the_branches_layout_serves_each_environment_from_its_branch(
+    tmp_path: Path, cli: Cli, start: Start, age_key: AgeKey, greeter_file: bytes
+) -> None:
+    """One branch per environment: each serves its own branch's tip; a bad commit on one
+    branch leaves it serving its last good commit; an environment dropped from the
+    first branch's loomgit.yaml stops, though its branch is left behind."""
+    pipe = Pipeline.create(tmp_path, "branches", cli, age_key, greeter_file)
+    assert pipe.run("promote", "hello", "--to", "staging", "--activate").code == 0
+    daemon = start(pipe)
+
+    def serving() -> dict[str, tuple[str | None, str]]:
+        _, envs = daemon.request("GET", "/api/v1/environments")
+        return {e["name"]: (e["last_applied_commit"], e["conditions"][0]["reason"]) for e in envs}
+
+    def hooks() -> list[int]:
+        return [
+            daemon.request("POST", f"/hooks/{env}/hello", {"name": "Br"})[0]
+            for env in ("development", "staging", "production")
+        ]
+
+    assert serving() == {env: (pipe.tip(env), "Ready") for env in ENVS}
+    assert hooks() == [404, 202, 404]
+    assert pipe.run("deactivate", "hello", "--env", "staging").code == 0
+    daemon.reconcile()
+    assert hooks() == [404, 404, 404]
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    daemon.reconcile()
+    assert hooks() == [404, 202, 404]
+    good = pipe.tip("staging")
+    pipe.commit_on("staging", {"workflows/hello.yaml": b"steps: [oops"}, "a hand edit")
+    envs = daemon.reconcile()
+    assert envs["staging"]["last_applied_commit"] == good
+    assert envs["staging"]["last_attempted_commit"] == pipe.tip("staging")
+    assert envs["staging"]["conditions"][0]["reason"] == "ValidationFailed"
+    assert hooks() == [404, 202, 404]
+
+    config = git(pipe.path, "show", "env/development:loomgit.yaml")
+    dropped = config.replace("\n  - name: production", "") + "\n"
+    assert dropped != config
+    pipe.commit_on("development", {"loomgit.yaml": dropped.encode()}, "no production")
+    envs = daemon.reconcile()
+    assert list(envs) == ["development", "staging"]
+    assert envs["development"]["conditions"][0]["reason"] == "Ready"
+    assert daemon.request("POST", "/hooks/production/hello", {})[1] == {
+        "error": "no environment production"
+    }
+    assert "environment removed environment=production" in daemon.log
+    assert git(pipe.path, "branch", "--list", "env/production")  # left as it was
 
 
 def test_a_restart_onto_an_emptied_environment_keeps_what_it_served(
