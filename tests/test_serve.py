@@ -1151,10 +1151,7 @@ def test_the_branches_layout_serves_each_environment_from_its_branch(
         return {e["name"]: (e["last_applied_commit"], e["conditions"][0]["reason"]) for e in envs}
 
     def hooks() -> list[int]:
-        return [
-            daemon.request("POST", f"/hooks/{env}/hello", {"name": "Br"})[0]
-            for env in ("development", "staging", "production")
-        ]
+        return [daemon.request("POST", f"/hooks/{env}/hello", {"name": "Br"})[0] for env in ENVS]
 
     assert serving() == {env: (pipe.tip(env), "Ready") for env in ENVS}
     assert hooks() == [404, 202, 404]
