@@ -16,7 +16,7 @@ from loomgit.documents import DocumentCache
 from loomgit.errors import LoomgitError, UsageError
 from loomgit.layout import FileRef, Snapshot
 from loomgit.models.state import EnvironmentState, Variables, WorkflowState
-from loomgit.problems import Problem
+from loomgit.problems import headline
 from loomgit.redact import Redactor, secret_values
 from loomgit.runtime import Deployment
 from loomgit.validate import check
@@ -84,8 +84,7 @@ def plan(
     )
     parsed = cache.workflow(ref.blob, functools.partial(snap.bytes_of, ref))
     if blocking or parsed.model is None:
-        first: Problem | None = blocking[0] if blocking else None
-        more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
+        first, more = headline(blocking) if blocking else (None, "")
         raise NotRunnable(
             f"{name} does not validate: {first.render() if first else ref.path}{more}",
             hint=f"run `loomgit validate --env {env}` for the full list",

@@ -22,7 +22,7 @@ from loomgit.credentials import (
 from loomgit.documents import DocumentCache, blob_id
 from loomgit.errors import RepositoryError, UsageError
 from loomgit.models import EnvironmentState, Repository
-from loomgit.problems import Problem
+from loomgit.problems import Problem, headline
 from loomgit.vcs import CONFIG_FILE, MODE_SYMLINK, Git, Root
 
 ENV_FILE = "environment.yaml"
@@ -278,10 +278,8 @@ def load_config(root: Root, git: Git, cache: DocumentCache, commit: str | None) 
         data = git.read_blobs([entries[0].sha])[entries[0].sha]
     parsed = cache.model(Repository, blob_id(data), data)
     if parsed.model is None:
-        # An unknown key usually explains the "missing" one next to it: report it first.
-        problems = sorted(parsed.problems, key=lambda p: p.code != "LG201")
-        first = problems[0].at(path)
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        found, more = headline(parsed.problems)
+        first = found.at(path)
         raise RepositoryError(
             first.render().replace(f"[{first.code}]", "[LG500]") + more,
             hint="fix loomgit.yaml first; nothing else can be read without it",

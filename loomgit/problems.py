@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -146,3 +147,17 @@ class Problem:
 
 def sort_key(p: Problem) -> tuple[str, int, int, str]:
     return (p.path, p.line or 0, p.col or 0, p.code)
+
+
+def _explains_first(p: Problem) -> tuple[int, str, int, int, str]:
+    # A file that cannot be read (LG1xx) explains whatever else is said of it, and an
+    # unknown key usually explains the "missing" one beside it (a misspelt key).
+    rank = 0 if p.code.startswith("LG1") else 1 if p.code == "LG201" else 2
+    return (rank, *sort_key(p))
+
+
+def headline(problems: Sequence[Problem]) -> tuple[Problem, str]:
+    """Where only one line can be given (a refusal, a condition's message): the problem
+    most likely to explain the others, and " (and N more)"."""
+    first = min(problems, key=_explains_first)
+    return first, f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -13,6 +13,7 @@ from loomgit.diff import WorkflowDiff, compare
 from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, UsageError
 from loomgit.models import Variables, Workflow, WorkflowState
+from loomgit.problems import headline
 from loomgit.workspace import Location, Workspace
 
 MAX_NOTES = 4000
@@ -162,8 +163,8 @@ def _check_source(
     parsed = ws.cache.workflow(blob_id(data), data)
     where = source.workflow(name)
     if parsed.problems:
-        first = parsed.problems[0].at(f"{where}@{source.commit[:12]}")
-        more = f" (and {len(parsed.problems) - 1} more)" if len(parsed.problems) > 1 else ""
+        found, more = headline(parsed.problems)
+        first = found.at(f"{where}@{source.commit[:12]}")
         raise Refused(
             f"{name} does not validate in {source.env}: {first.render()}{more}",
             hint=f"fix it in {source.env} and commit, then promote",

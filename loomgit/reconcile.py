@@ -36,7 +36,7 @@ from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
-from loomgit.problems import Problem, sort_key
+from loomgit.problems import Problem, headline
 from loomgit.runtime import Deployment
 from loomgit.sops import SopsError
 from loomgit.source import RemoteSource
@@ -417,8 +417,7 @@ class Reconciler:
     def _build(self, snap: Snapshot, name: str, commit: str, problems: list[Problem]) -> Served:
         errors = [p for p in problems if p.severity == "error"]
         if errors:
-            first = sorted(positions(snap, errors), key=sort_key)[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            first, more = headline(positions(snap, errors))
             raise Failed("ValidationFailed", first.render() + more)
         deployments: dict[str, Deployment] = {}
         active: set[str] = set()

@@ -1167,6 +1167,9 @@ def test_the_branches_layout_serves_each_environment_from_its_branch(
     assert envs["staging"]["last_applied_commit"] == good
     assert envs["staging"]["last_attempted_commit"] == pipe.tip("staging")
     assert envs["staging"]["conditions"][0]["reason"] == "ValidationFailed"
+    # The syntax error heads the message, not the digest mismatch that follows from it.
+    message = envs["staging"]["conditions"][0]["message"]
+    assert "[LG102]" in message and message.endswith("(and 1 more)"), message
     assert hooks() == [404, 202, 404]
 
     config = git(pipe.path, "show", "env/development:loomgit.yaml")

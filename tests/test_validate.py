@@ -16,6 +16,7 @@ from conftest import HELLO, VARIABLES, AgeKey, Repo, Result, commit_all, git, so
 
 from loomgit import scaffold
 from loomgit.documents import DocumentCache
+from loomgit.problems import Problem, headline
 from loomgit.validate import validate
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -225,3 +226,16 @@ def test_branch_layout_rev_names_its_environment(
     git(branch_repo, "checkout", "-q", "env/test")
     result = cli("validate", "--repo", branch_repo, "--rev", bad)
     assert result.code == 1 and "workflows/hello.yaml:2:1: error[LG102]" in result.out
+
+
+def test_a_one_line_summary_leads_with_the_problem_that_explains_the_others() -> None:
+    found = [
+        Problem("LG401", "differs from v1", "env/staging:workflows/a.yaml", 1, 1),
+        Problem("LG202", "missing required key 'spec'", "workflows/b.yaml", 1, 1),
+        Problem("LG201", "unknown key 'spce'", "workflows/b.yaml", 5, 1),
+        Problem("LG102", "YAML syntax error", "workflows/c.yaml", 14, 1),
+    ]
+    assert headline(found) == (found[3], " (and 3 more)")
+    assert headline(found[:3]) == (found[2], " (and 2 more)")
+    assert headline(found[:2]) == (found[0], " (and 1 more)")
+    assert headline(found[1:2]) == (found[1], "")
