@@ -8,7 +8,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from loomgit.errors import UsageError
 
@@ -42,7 +44,10 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
     return body
 
 
-def live_table(envs: list[dict[str, Any]], server: str) -> Table:
+def live_table(envs: list[dict[str, Any]], server: str) -> Group:
+    """The environment bar, then why each environment that is not Ready is not, one
+    line each below it: a message (a validation problem with its path) made a column as
+    wide as itself."""
     table = Table(title=f"loomgit serve at {server}", title_justify="left")
     table.add_column("workflow", style="bold", no_wrap=True)
     for env in envs:
@@ -62,15 +67,28 @@ def live_table(envs: list[dict[str, Any]], server: str) -> Table:
     table.add_section()
     table.add_row("serving", *[(e.get("commit") or "-")[:12] for e in envs])
     table.add_row("condition", *[_condition(e) for e in envs])
-    return table
+    why = [_why(env) for env in envs]
+    return Group(table, *(Text.assemble(*parts) for parts in why if parts))
 
 
 def _condition(env: dict[str, Any]) -> str:
     conds = env.get("conditions") or []
     if not conds:
         return "[yellow]not reconciled[/]"
-    cond = conds[0]
-    if cond.get("status") == "True":
+    if conds[0].get("status") == "True":
         return "[green]Ready[/]"
+    return f"[red]{conds[0].get('reason')}[/]"
+
+
+def _why(env: dict[str, Any]) -> tuple[tuple[str, str] | str, ...]:
+    """`ENV: REASON at COMMIT: MESSAGE` for an environment whose condition is not Ready."""
+    conds = env.get("conditions") or []
+    if not conds or conds[0].get("status") == "True":
+        return ()
+    cond = conds[0]
     attempted = (env.get("last_attempted_commit") or "")[:12]
-    return f"[red]{cond.get('reason')}[/] at {attempted}: {cond.get('message')}"
+    return (
+        (f"{env['name']}: ", "bold"),
+        (str(cond.get("reason")), "red"),
+        f" at {attempted}: {cond.get('message')}" if attempted else f": {cond.get('message')}",
+    )
