@@ -196,6 +196,7 @@ class Reconciler:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _before: dict[str, tuple[str, float]] | None = None  # applied before this process
     _kept: dict[str, str] = field(default_factory=dict)  # as last written to `applied`
+    _removal_waits: set[str] = field(default_factory=set)  # told RemovalWaits, still served
 
     def cycle(self) -> dict[str, EnvStatus]:
         """One reconcile of every served environment; never raises for bad input."""
@@ -259,6 +260,13 @@ class Reconciler:
         left behind by the removed environment, LG501), and a commit that does not
         validate changes nothing that runs. Until then the removed environment serves as
         before, and its status says why."""
+        for name in self._removal_waits.intersection(self.names):
+            self._removal_waits.discard(name)
+            self.status[name].note(
+                "RemovalCancelled",
+                "back in loomgit.yaml before its removal applied; it goes on serving",
+                now,
+            )
         gone = [n for n in {**self.served, **self.status} if n not in self.names]
         if not gone:
             return
@@ -266,7 +274,8 @@ class Reconciler:
         if first is None or not first.conditions or not first.conditions[0].status:
             for name in gone:
                 st = self.status.get(name)
-                if st is not None and not any(e.reason == "RemovalWaits" for e in st.events):
+                if st is not None and name not in self._removal_waits:
+                    self._removal_waits.add(name)
                     st.note(
                         "RemovalWaits",
                         "no longer in loomgit.yaml; it serves its last applied commit until "
@@ -279,6 +288,7 @@ class Reconciler:
         self.status = {n: st for n, st in self.status.items() if n in self.names}
         for name in gone:
             log.event("environment removed", environment=name, commit=snap.source[:12])
+            self._removal_waits.discard(name)
 
     def _apply(self, snap: Snapshot, git: Git, now: float) -> None:
         problems: dict[str, list[Problem]] | None = None

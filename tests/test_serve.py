@@ -1119,6 +1119,14 @@ def test_an_environment_removed_from_loomgit_yaml_stops_once_the_removal_validat
     assert daemon.request("POST", "/hooks/production/hello", {"name": "Pr"})[0] == 202
     assert _metric(daemon, "loomgit_schedules") == "2.0"
     assert _metric(daemon, 'loomgit_environment_ready{environment="production"}') == "1.0"
+    repo.write("loomgit.yaml", config)
+    commit_all(repo.path, "production after all")
+    envs = daemon.reconcile()
+    assert envs["development"]["conditions"][0]["reason"] == "Ready"
+    assert envs["production"]["events"][-1]["reason"] == "RemovalCancelled"
+    repo.write("loomgit.yaml", config.replace("  - name: production\n", ""))
+    commit_all(repo.path, "production is no more again")
+    assert daemon.reconcile()["production"]["events"][-1]["reason"] == "RemovalWaits"
     removed = git(repo.path, "rm", "-rq", "environments/production")
     commit_all(repo.path, "production's folder goes too" + removed)
     envs = daemon.reconcile()
