@@ -41,6 +41,13 @@ class KeyMissing(SopsError):
     """No key given for an environment, or the given key is not one of the file's."""
 
 
+class KeyFileUnusable(KeyMissing):
+    """An age key file named on the command line or in the environment that cannot be used
+    (missing, not a file, readable by others): a bad argument, exit 2 as for the rest."""
+
+    exit_code = 2
+
+
 class Tampered(SopsError):
     """The file's integrity check failed: it was changed after it was encrypted."""
 
@@ -79,11 +86,11 @@ def check_key_file(path: Path, env: str) -> Path:
     try:
         mode = path.stat().st_mode
     except OSError:
-        raise KeyMissing(f"the age key file for {env} ({path}) does not exist") from None
+        raise KeyFileUnusable(f"the age key file for {env} ({path}) does not exist") from None
     if not stat.S_ISREG(mode):
-        raise KeyMissing(f"the age key file for {env} ({path}) is not a file")
+        raise KeyFileUnusable(f"the age key file for {env} ({path}) is not a file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyMissing(
+        raise KeyFileUnusable(
             f"the age key file for {env} ({path}) can be read by other users",
             hint=f"chmod 600 {path}",
         )

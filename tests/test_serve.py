@@ -1335,6 +1335,24 @@ def test_remote_urls_git_could_misread_are_refused(cli: Cli, url: str, message: 
     assert result.code == 2 and message in result.err, result.err
 
 
+def test_an_unusable_age_key_file_is_a_bad_argument(repo: Repo, cli: Cli, tmp_path: Path) -> None:
+    """Exit 2, as for every other bad argument, before anything starts."""
+    shared = tmp_path / "shared.agekey"
+    shared.write_text("# not a key\n")
+    shared.chmod(0o644)
+    for given, says in (
+        (tmp_path / "nope.agekey", "does not exist"),
+        (tmp_path, "is not a file"),
+        (shared, "can be read by other users"),
+    ):
+        for command in ("serve", "run"):
+            args = ["--age-key-file", f"staging={given}", "--repo", repo.path]
+            if command == "run":
+                args = ["hello", *args, "--state-dir", tmp_path / "state"]
+            result = cli(command, *args)
+            assert result.code == 2 and says in result.err, (command, result.err)
+
+
 def test_remote_needs_a_valid_branch(cli: Cli) -> None:
     result = cli("serve", "--remote", "https://example.com/f.git", "--branch", "-x")
     assert result.code == 2 and "not a valid --branch" in result.err
