@@ -79,6 +79,7 @@ def spec() -> dict[str, Any]:
                                         },
                                         "input": {"description": "trigger.body"},
                                     },
+                                    "additionalProperties": False,
                                 }
                             }
                         }
@@ -86,6 +87,7 @@ def spec() -> dict[str, Any]:
                     "responses": {
                         "200": _REPEAT,
                         "202": _ACCEPTED,
+                        "400": _answer("The body is not that object, or not JSON"),
                         "401": _answer("No valid bearer token"),
                         "404": _answer("No such active api trigger"),
                         "503": _answer("The backlog of executions is full (Retry-After)"),

@@ -91,9 +91,24 @@ def _log_bug(scope: Scope, exc: Exception) -> None:
     )
 
 
-async def _body(request: Request, limit: int) -> Any:
+RUN_BODY = 'the body is {"environment": NAME, "input": ANYTHING}, both optional'
+
+
+async def _run_body(request: Request, limit: int) -> tuple[str | None, Any]:
+    """The API trigger's environment and input. The body is JSON whatever its content type
+    says (`curl -d` calls it a form); a misspelt key is refused rather than run without
+    the input it meant to give."""
     raw = await raw_body(request, limit)
-    return parse(request.headers.get("content-type", ""), raw)
+    body = parse("application/json", raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise Refused(400, RUN_BODY)
+    unknown = sorted(set(body) - {"environment", "input"})
+    if unknown:
+        raise Refused(400, f"unknown key {unknown[0]!r}: {RUN_BODY}")
+    env = body.get("environment")
+    if env is not None and (not isinstance(env, str) or not env):
+        raise Refused(400, f"environment is the name of an environment, not {json.dumps(env)}")
+    return env, body.get("input")
 
 
 HOOK_PATH = "/hooks/{env}/{path}"  # as the OpenAPI document names it
@@ -125,18 +140,17 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
 
     async def api_run(request: Request) -> Response:
         require_token(request)
-        body = await _body(request, daemon.settings.max_body)
-        if body is not None and not isinstance(body, dict):
-            return error(400, 'the body is {"environment": …, "input": …}')
-        body = body or {}
-        env = body.get("environment") or rec.last_environment
+        given, data = await _run_body(request, daemon.settings.max_body)
+        env = given or rec.last_environment
+        if env is None:
+            raise Refused(503, "the daemon has not read loomgit.yaml yet")
         name = request.path_params["name"]
-        served = ingress.serving(str(env))
+        served = ingress.serving(env)
         if name not in served.api:
             return error(404, f"{name} has no active api trigger in {env}")
-        trigger = TriggerEvent("api", body=body.get("input"), details={"environment": env})
+        trigger = TriggerEvent("api", body=data, details={"environment": env})
         key = request.headers.get("Idempotency-Key")
-        answer = await ingress.accept(served, str(env), name, trigger, key)
+        answer = await ingress.accept(served, env, name, trigger, key)
         if isinstance(answer, Response):
             return answer
         status, content = answer

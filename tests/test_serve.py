@@ -397,6 +397,20 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     assert code == 202 and body["environment"] == "staging"
     code, body = daemon.request("POST", path, {"environment": "development"}, headers=auth)
     assert code == 404  # not active in development
+    # As `curl -d` sends it (a form, says its content type), the body is still JSON.
+    form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+    code, body = daemon.request("POST", path, raw=b'{"input": {"name": "Cu"}}', headers=form)
+    assert code == 202 and body["environment"] == "production"
+    assert daemon.finished(body["execution"])["trigger"]["body"] == {"name": "Cu"}
+    for sent, says in (
+        (b'{"inputs": {"name": "Ty"}}', "unknown key 'inputs': the body is {"),
+        (b'{"environment": 5}', "environment is the name of an environment, not 5"),
+        (b'{"environment": ""}', 'environment is the name of an environment, not ""'),
+        (b'["production"]', 'the body is {"environment": NAME, "input": ANYTHING}'),
+        (b"environment=production", "the body is not valid JSON"),
+    ):
+        code, body = daemon.request("POST", path, raw=sent, headers=form)
+        assert code == 400 and body["error"].startswith(says), (sent, body)
     # Executions hold what started them and what their steps answered: read with a
     # token only, as they are started.
     for read in (f"/api/v1/executions/{ex['id']}", "/api/v1/executions", "/api/v1/executions/0"):
