@@ -39,6 +39,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What a refusal with this status also says, as HTTP asks.
 _REFUSAL_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_SECONDS}}
 _JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
 # An idempotency key (`Idempotency-Key`, or the git host's `X-GitHub-Delivery`) is kept
 # with its execution and indexed; Stripe's limit, where GitHub's delivery ids are 36.
 MAX_KEY_LENGTH = 255
@@ -165,8 +166,14 @@ async def _body(receive: Receive, limit: int, declared: str | None) -> bytes:
     return await _body_within(_received(receive, message), limit, None)
 
 
+def fields(text: str) -> dict[str, str]:
+    """A query string's or a form's fields; a name given twice keeps its last value."""
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
 def parse(content_type: str, raw: bytes) -> Any:
-    """The body, parsed as JSON when its content type says so."""
+    """The body, parsed as JSON when its content type says so, and a form (Slack's slash
+    commands, Twilio's webhooks) as its fields; anything else as text."""
     if not raw:
         return None
     if "json" in content_type:
@@ -176,6 +183,8 @@ def parse(content_type: str, raw: bytes) -> Any:
             raise Refused(400, f"the body is refused: {exc}") from None
         except ValueError:
             raise Refused(400, "the body is not valid JSON") from None
+    if content_type.lower().startswith(FORM):
+        return fields(raw.decode(errors="replace"))
     return raw.decode(errors="replace")
 
 
@@ -331,7 +340,7 @@ class Ingress:
             "webhook",
             body=parse(headers.get("content-type", ""), raw),
             headers=headers,
-            query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
+            query=fields(query.decode("latin-1")) if query else {},
             details={"path": path, "method": method},
         )
         key = headers.get("idempotency-key") or headers.get("x-github-delivery")

@@ -180,6 +180,17 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     assert ex["status"] == "succeeded" and ex["version"] == 1
     assert ex["steps"][1]["logs"][0]["message"] == "Hello, Ada"
     assert ex["trigger"]["headers"]["content-type"] == "application/json"  # names lower case
+    # A form (Slack's slash commands, Twilio) arrives as its fields, as the query's do.
+    form = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    sent = b"name=Grace+H&city=M%C3%BCnchen&empty=&name=Ada+L"
+    code, body = daemon.request("POST", "/hooks/staging/hello?a=1&a=2", raw=sent, headers=form)
+    ex_form = daemon.finished(body["execution"])
+    assert ex_form["trigger"]["body"] == {"name": "Ada L", "city": "München", "empty": ""}
+    assert ex_form["trigger"]["query"] == {"a": "2"}
+    assert ex_form["steps"][1]["logs"][0]["message"] == "Hello, Ada L"
+    text = {"Content-Type": "text/plain"}
+    code, body = daemon.request("POST", "/hooks/staging/hello", raw=b"name=Bo", headers=text)
+    assert daemon.finished(body["execution"])["trigger"]["body"] == "name=Bo"
     for path in ("/hooks/production/hello", "/hooks/development/hello", "/hooks/staging/nope"):
         assert daemon.request("POST", path, {})[0] == 404
     assert daemon.request("POST", "/hooks/qa/hello", {}) == (404, {"error": "no environment qa"})
@@ -189,7 +200,7 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     assert code == 405 and headers["Allow"] == "POST"
     assert refusal == {"error": "/hello in staging accepts POST, not GET"}
     assert daemon.request("GET", "/hooks/development/hello")[0] == 404  # not active there
-    assert [e["id"] for e in daemon.executions()] == [body["execution"]]  # none refused
+    assert len(daemon.executions()) == 3  # none refused
 
     assert cli("deactivate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon.reconcile()
