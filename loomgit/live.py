@@ -46,8 +46,8 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
 
 def live_table(envs: list[dict[str, Any]], server: str) -> Group:
     """The environment bar, then why each environment that is not Ready is not, one
-    line each below it: a message (a validation problem with its path) made a column as
-    wide as itself."""
+    line each below it (in a cell, a message such as a validation problem with its path
+    made its column as wide as itself)."""
     table = Table(title=f"loomgit serve at {server}", title_justify="left")
     table.add_column("workflow", style="bold", no_wrap=True)
     for env in envs:

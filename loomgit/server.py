@@ -107,7 +107,9 @@ async def _run_body(request: Request, limit: int) -> tuple[str | None, Any]:
         raise Refused(400, f"unknown key {unknown[0]!r}: {RUN_BODY}")
     env = body.get("environment")
     if env is not None and (not isinstance(env, str) or not env):
-        raise Refused(400, f"environment is the name of an environment, not {json.dumps(env)}")
+        given = json.dumps(env)
+        given = given if len(given) <= 40 else given[:40] + "…"
+        raise Refused(400, f"environment is the name of an environment, not {given}")
     return env, body.get("input")
 
 

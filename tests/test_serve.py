@@ -417,11 +417,13 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
         (b'{"inputs": {"name": "Ty"}}', "unknown key 'inputs': the body is {"),
         (b'{"environment": 5}', "environment is the name of an environment, not 5"),
         (b'{"environment": ""}', 'environment is the name of an environment, not ""'),
+        (b'{"environment": [' + b"1, " * 999 + b"1]}", "environment is the name of an"),
         (b'["production"]', 'the body is {"environment": NAME, "input": ANYTHING}'),
         (b"environment=production", "the body is not valid JSON"),
     ):
         code, body = daemon.request("POST", path, raw=sent, headers=form)
         assert code == 400 and body["error"].startswith(says), (sent, body)
+        assert len(body["error"]) < 100, body
     # Executions hold what started them and what their steps answered: read with a
     # token only, as they are started.
     for read in (f"/api/v1/executions/{ex['id']}", "/api/v1/executions", "/api/v1/executions/0"):
