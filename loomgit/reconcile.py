@@ -262,11 +262,13 @@ class Reconciler:
         before, and its status says why."""
         for name in self._removal_waits.intersection(self.names):
             self._removal_waits.discard(name)
-            self.status[name].note(
-                "RemovalCancelled",
-                "back in loomgit.yaml before its removal applied; it goes on serving",
-                now,
-            )
+            back = self.status.get(name)
+            if back is not None:
+                back.note(
+                    "RemovalCancelled",
+                    "back in loomgit.yaml before its removal applied; it goes on serving",
+                    now,
+                )
         gone = [n for n in {**self.served, **self.status} if n not in self.names]
         if not gone:
             return
