@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loomgit import httphead, log
@@ -62,7 +62,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (no such route, a method the route does not take) as
     `{"error": …}`, never a text page."""
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error(404, _not_here(request))
     return error(exc.status_code, exc.detail.lower(), **(exc.headers or {}))
+
+
+def _not_here(request: Request) -> str:
+    """Why a path has no route, and the path it was meant to be when it only gained a
+    trailing slash. Starlette's way, a 307 to the path without it, leaves `curl -X POST`
+    with an empty answer and exit 0: a CI job's reconcile that never happened."""
+    path = request.url.path
+    shown = path if len(path) <= 80 else path[:80] + "…"
+    bare = path.rstrip("/")
+    if bare and bare != path:
+        scope = {**request.scope, "path": bare}
+        if any(route.matches(scope)[0] != Match.NONE for route in request.app.routes):
+            return f"no {shown} here; did you mean {bare}?"
+    return f"no {shown} here; the API is described at /openapi.json"
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -249,7 +265,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
 
 
 def _api(routes: list[Route]) -> Starlette:
-    return Starlette(
+    application = Starlette(
         routes=routes,
         exception_handlers={
             Refused: _refused,
@@ -257,6 +273,8 @@ def _api(routes: list[Route]) -> Starlette:
             Exception: _internal_error,
         },
     )
+    application.router.redirect_slashes = False  # see _not_here
+    return application
 
 
 def front(hooks: ASGIApp, api: ASGIApp) -> ASGIApp:

@@ -1260,6 +1260,23 @@ def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: St
     assert "process_resident_memory_bytes" in text and "process_open_fds" in text
     code, spec = daemon.request("GET", "/openapi.json")
     assert code == 200 and spec["openapi"].startswith("3.")
+    # A trailing slash is a 404 that names the path meant, not a redirect `curl -X POST`
+    # would end on in silence.
+    code, body = daemon.request("POST", "/api/v1/reconcile/", headers=AUTH)
+    assert (code, body) == (
+        404,
+        {"error": "no /api/v1/reconcile/ here; did you mean /api/v1/reconcile?"},
+    )
+    code, body = daemon.request("GET", "/api/v1/executions/abc/")
+    assert body == {
+        "error": "no /api/v1/executions/abc/ here; did you mean /api/v1/executions/abc?"
+    }
+    code, body = daemon.request("GET", "/api/v2/environments")
+    assert (code, body) == (
+        404,
+        {"error": "no /api/v2/environments here; the API is described at /openapi.json"},
+    )
+    assert daemon.request("GET", "/" + "x" * 100)[1]["error"].startswith(f"no /{'x' * 79}… here")
     from starlette.routing import Route
 
     from loomgit.daemon import Daemon as Core
