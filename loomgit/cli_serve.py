@@ -20,6 +20,7 @@ from loomgit.errors import LoomgitError, UsageError, report_to
 
 if TYPE_CHECKING:
     from loomgit.reconcile import Reconciler
+    from loomgit.workspace import Workspace
 
 TOKENS_ENV = "LOOMGIT_API_TOKENS"
 GIT_SECRET_ENV = "LOOMGIT_GIT_WEBHOOK_SECRET"
@@ -47,6 +48,17 @@ def _git_secret(path: Path | None) -> bytes | None:
     if not value:
         raise UsageError(f"the git webhook secret file {path} is empty")
     return value.encode()
+
+
+def _served(ws: Workspace, given: str) -> list[str]:
+    """`--environments`: names separated by commas, each once, each of loomgit.yaml."""
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    if not names:
+        raise UsageError(
+            f"--environments {given.strip()!r} names no environment",
+            hint=f"give some of {', '.join(ws.config.names)}, separated by commas",
+        )
+    return [ws.check_env(n) for n in dict.fromkeys(names)]
 
 
 def _retention_age(text: str) -> float:
@@ -226,7 +238,7 @@ def serve(
             found = [f"{n}={age_key_dir / n}.agekey" for n in ws.config.names]
             age_keys = tuple(k for k in found if Path(k.split("=", 1)[1]).is_file()) + age_keys
         keys = key_files(ws, age_keys)
-        names = [ws.check_env(n.strip()) for n in environments.split(",")] if environments else None
+        names = _served(ws, environments) if environments is not None else None
     pool = parse_pool()
     applied = AppliedRecord(state / "applied.json")
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool, applied=applied)

@@ -320,7 +320,7 @@ class Reconciler:
         if unknown:
             git.close()
             raise LoomgitError(f"unknown environment '{unknown[0]}' in --environments")
-        self.names = list(wanted)
+        self.names = [n for n in snap.config.names if n in wanted]  # in the pipeline's order
         self.last_environment = snap.config.names[-1]
         return snap, git
 

@@ -207,6 +207,17 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})[0] == 404
 
 
+def test_environments_serves_those_named_in_the_pipelines_order(repo: Repo, start: Start) -> None:
+    put_everywhere(repo, HELLO, {"development": True, "staging": True, "production": True})
+    daemon = start(repo, "--environments", "production, staging,,production")
+    _, envs = daemon.request("GET", "/api/v1/environments")
+    assert [e["name"] for e in envs] == ["staging", "production"]
+    assert daemon.request("POST", "/hooks/production/hello", {})[0] == 202
+    code, body = daemon.request("POST", "/hooks/development/hello", {})
+    assert (code, body) == (404, {"error": "no environment development"})
+    assert daemon.request("GET", "/readyz?environments=staging,production")[0] == 200
+
+
 BAD_EDITS = {
     "syntax": "steps: [oops",
     # Nested 100,000 levels deep: the C parser alone would crash the daemon on it.
@@ -608,6 +619,11 @@ def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
 def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
     result = cli("serve", "--environments", "staging,qa", "--repo", repo.path)
     assert result.code == 2 and "unknown environment 'qa'" in result.err
+    result = cli("serve", "--environments", " , ", "--repo", repo.path)
+    assert (result.code, result.err.splitlines()[0]) == (
+        2,
+        "error: --environments ',' names no environment",
+    )
     result = cli("serve", "--interval", "often", "--repo", repo.path)
     assert result.code == 2 and "--interval: 'often' is not a duration" in result.err
     for value in ("0s", "25h"):
