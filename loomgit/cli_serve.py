@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 TOKENS_ENV = "LOOMGIT_API_TOKENS"
 GIT_SECRET_ENV = "LOOMGIT_GIT_WEBHOOK_SECRET"
+STRONG_TOKEN = 16  # characters; `openssl rand -hex 32` gives 64
 
 
 def _tokens(path: Path | None) -> tuple[str, ...]:
@@ -34,6 +35,17 @@ def _tokens(path: Path | None) -> tuple[str, ...]:
         except OSError as exc:
             raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
         found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    short = sum(len(t) < STRONG_TOKEN for t in found)
+    if short:  # logged, not refused: a restart must not take the webhooks down over it
+        from loomgit import log
+
+        log.event(
+            f"API tokens shorter than {STRONG_TOKEN} characters are easy to guess; "
+            "make each with `openssl rand -hex 32`",
+            logging.WARNING,
+            short=short,
+            tokens=len(found),
+        )
     return tuple(found)
 
 

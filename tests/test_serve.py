@@ -45,7 +45,7 @@ from loomgit.records import Execution, new_id
 from loomgit.server import NO_TOKENS
 
 Cli = Callable[..., Result]
-TOKEN = "test-token-1234"
+TOKEN = "test-token-0123456789abcdef"  # a throwaway test token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOOMGIT = [sys.executable, "-m", "loomgit"]
 
@@ -498,6 +498,15 @@ def test_without_tokens_the_api_says_how_to_give_them(repo: Repo, start: Start) 
     for method, path in (("GET", "/api/v1/executions"), ("POST", "/api/v1/reconcile")):
         code, body = daemon.request(method, path, headers=AUTH)
         assert (code, body) == (401, {"error": NO_TOKENS}), path
+
+
+def test_a_short_api_token_is_warned_of_and_still_accepted(repo: Repo, start: Start) -> None:
+    daemon = start(repo, env={"LOOMGIT_API_TOKENS": f"letmein,{TOKEN}"})
+    assert "shorter than" in daemon.log and "short=1 tokens=2" in daemon.log
+    assert "letmein" not in daemon.log and TOKEN not in daemon.log
+    weak = {"Authorization": "Bearer letmein"}
+    assert daemon.request("GET", "/api/v1/executions", headers=weak)[0] == 200
+    assert "shorter than" not in start(repo).log  # TOKEN alone
 
 
 def test_idempotency_key_returns_the_first_execution(repo: Repo, cli: Cli, start: Any) -> None:
