@@ -256,6 +256,10 @@ class Ingress:
             return served
         if not env:
             raise Refused(404, "no environment in the path; webhooks are at /hooks/ENV/PATH")
+        if env in rec.pipeline and env not in rec.names:  # left out by --environments
+            raise Refused(
+                404, f"{env} is not served here; this daemon serves {', '.join(rec.names)}"
+            )
         if env not in rec.names:
             raise Refused(404, f"no environment {env}")
         raise Refused(503, f"{env} is not reconciled yet")

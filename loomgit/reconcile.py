@@ -190,6 +190,7 @@ class Reconciler:
     status: dict[str, EnvStatus] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
     last_environment: str | None = None
+    pipeline: list[str] = field(default_factory=list)  # loomgit.yaml's, served here or not
     applied: AppliedRecord | None = None  # kept across restarts (in the state folder)
     cache: DocumentCache = field(default_factory=DocumentCache)
     gitcache: GitCache = field(default_factory=GitCache)
@@ -322,6 +323,7 @@ class Reconciler:
             raise LoomgitError(f"unknown environment '{unknown[0]}' in --environments")
         self.names = [n for n in snap.config.names if n in wanted]  # in the pipeline's order
         self.last_environment = snap.config.names[-1]
+        self.pipeline = list(snap.config.names)
         return snap, git
 
     def _preload(self, snap: Snapshot) -> None:

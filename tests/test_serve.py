@@ -214,7 +214,8 @@ def test_environments_serves_those_named_in_the_pipelines_order(repo: Repo, star
     assert [e["name"] for e in envs] == ["staging", "production"]
     assert daemon.request("POST", "/hooks/production/hello", {})[0] == 202
     code, body = daemon.request("POST", "/hooks/development/hello", {})
-    assert (code, body) == (404, {"error": "no environment development"})
+    served = "development is not served here; this daemon serves staging, production"
+    assert (code, body) == (404, {"error": served})
     assert daemon.request("GET", "/readyz?environments=staging,production")[0] == 200
 
 
