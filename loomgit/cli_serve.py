@@ -91,7 +91,11 @@ def _retention_age(text: str) -> float:
     help="Keep a clone of this https://, ssh:// or local repository and fetch it each cycle.",
 )
 @click.option("--branch", metavar="NAME", help="With --remote: the branch to follow.")
-@click.option("--environments", metavar="A,B", help="Serve only these (default: all).")
+@click.option(
+    "--environments",
+    metavar="A,B",
+    help="Serve only these, separated by commas (default: all); another daemon can serve the rest.",
+)
 @click.option("--interval", default="60s", show_default=True, metavar="DURATION")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
