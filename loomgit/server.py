@@ -72,13 +72,16 @@ def _not_here(request: Request) -> str:
     trailing slash. Starlette's way, a 307 to the path without it, leaves `curl -X POST`
     with an empty answer and exit 0: a CI job's reconcile that never happened."""
     path = request.url.path
-    shown = path if len(path) <= 80 else path[:80] + "…"
     bare = path.rstrip("/")
     if bare and bare != path:
         scope = {**request.scope, "path": bare}
         if any(route.matches(scope)[0] != Match.NONE for route in request.app.routes):
-            return f"no {shown} here; did you mean {bare}?"
-    return f"no {shown} here; the API is described at /openapi.json"
+            return f"no {_cut(path)} here; did you mean {_cut(bare)}?"
+    return f"no {_cut(path)} here; the API is described at /openapi.json"
+
+
+def _cut(path: str) -> str:
+    return path if len(path) <= 80 else path[:80] + "…"
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -1303,6 +1303,9 @@ def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: St
         {"error": "no /api/v2/environments here; the API is described at /openapi.json"},
     )
     assert daemon.request("GET", "/" + "x" * 100)[1]["error"].startswith(f"no /{'x' * 79}… here")
+    long = f"/api/v1/executions/{'A' * 100}"
+    cut = f"{long[:80]}…"
+    assert daemon.request("GET", long + "/")[1] == {"error": f"no {cut} here; did you mean {cut}?"}
     from starlette.routing import Route
 
     from loomgit.daemon import Daemon as Core
