@@ -189,7 +189,6 @@ class Reconciler:
     served: dict[str, Served] = field(default_factory=dict)
     status: dict[str, EnvStatus] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
-    last_environment: str | None = None
     pipeline: list[str] = field(default_factory=list)  # loomgit.yaml's, served here or not
     applied: AppliedRecord | None = None  # kept across restarts (in the state folder)
     cache: DocumentCache = field(default_factory=DocumentCache)
@@ -303,6 +302,11 @@ class Reconciler:
         if problems is not None:
             self.cache.retain(set(snap.data))
 
+    @property
+    def last_environment(self) -> str | None:
+        """Where an API call with no environment runs: the pipeline's last."""
+        return self.pipeline[-1] if self.pipeline else None
+
     def _read(self) -> tuple[Snapshot, Git]:
         root = find_root(self.path)
         git = CachingGit(root.toplevel, self.gitcache)
@@ -322,7 +326,6 @@ class Reconciler:
             git.close()
             raise LoomgitError(f"unknown environment '{unknown[0]}' in --environments")
         self.names = [n for n in snap.config.names if n in wanted]  # in the pipeline's order
-        self.last_environment = snap.config.names[-1]
         self.pipeline = list(snap.config.names)
         return snap, git
 
