@@ -12,7 +12,7 @@ from loomgit import envstate, yamlio
 from loomgit.credentials import GLOBAL_FILE_BRANCHES, SCOPED_FILE, SOPS_CONFIG
 from loomgit.documents import DocumentCache, digest
 from loomgit.layout import ENV_FILE, VARS_FILE, load_config
-from loomgit.models import EnvironmentState, Repository, WorkflowState
+from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
 from loomgit.problems import Problem, sort_key
 from loomgit.validate import Report, validate
 from loomgit.vcs import Git, Root, find_root
@@ -52,6 +52,10 @@ class _Context:
 
 
 KEEP_FILE = "workflows/.gitkeep"  # written by `loomgit init` so the folder exists
+# The JSON Schemas `loomgit init` commits for editors; in the branch layout they sit on
+# every environment's branch, and `loomgit schema --write schemas/` refreshes them there
+# after an upgrade. They change nothing that runs.
+SCHEMA_FILES = frozenset(f"schemas/{kind}.schema.json" for kind in DOCUMENT_KINDS)
 
 
 def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
@@ -68,7 +72,10 @@ def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
             change.env_file = True
         elif rel.startswith("workflows/") and rel.count("/") == 1 and rel.endswith(".yaml"):
             change.workflows[rel[len("workflows/") : -len(".yaml")]] = status[0]
-        elif rel not in (VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG, KEEP_FILE):
+        elif (
+            rel not in (VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG, KEEP_FILE)
+            and rel not in SCHEMA_FILES
+        ):
             # Variables and credential changes are legal; validate checks the credentials
             # (encrypted, for exactly the recipients .sops.yaml gives) at HEAD.
             change.other.append(rel)

@@ -108,12 +108,16 @@ def init(directory: Path, layout: str, environments: str) -> None:
     for branch, commit in result.commits.items():
         click.echo(f"  {branch}: {commit[:12]}")
     first = result.environments[0]
-    where = (
-        f"environments/{first}/workflows/"
+    where, schemas = (
+        (f"environments/{first}/workflows/", "../../../schemas")
         if layout == "directories"
-        else f"workflows/ on branch env/{first}"
+        else (f"workflows/ on branch env/{first}", "../schemas")
     )
     click.echo(f"next: add a workflow under {where}, then run `loomgit validate`")
+    click.echo(
+        "editor support: start a workflow file with "
+        f"`# yaml-language-server: $schema={schemas}/workflow.schema.json`"
+    )
 
 
 @cli.command()

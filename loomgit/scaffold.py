@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from loomgit import schema
 from loomgit.errors import LoomgitError, UsageError
 from loomgit.models.base import ENV_NAME
 from loomgit.vcs import CONFIG_FILE, Git, init_repository, toplevel_of
@@ -17,6 +18,18 @@ SOPS_CONFIG_TEXT = (
     "creation_rules: []\n"
 )
 CI_WORKFLOW = ".github/workflows/loomgit.yml"
+# The documents' JSON Schemas, committed with the skeleton so that the `$schema` lines
+# below (and the one the README gives for workflow files) resolve in an editor.
+SCHEMAS = "schemas"
+
+
+def schema_line(path: str) -> str:
+    """The first line that points the YAML language server at a schema, by relative path."""
+    return f"# yaml-language-server: $schema={path}\n"
+
+
+def schema_files() -> dict[str, bytes]:
+    return {f"{SCHEMAS}/{name}": schema.dumps(s).encode() for name, s in schema.generate().items()}
 
 
 def ci_workflow(repo_arg: str, base_ref: str) -> str:
@@ -72,8 +85,7 @@ def parse_environments(text: str) -> list[str]:
 def config_text(layout: str, environments: list[str]) -> str:
     envs = "\n".join(f"  - name: {name}" for name in environments)
     return (
-        "# yaml-language-server: $schema=schemas/repository.schema.json\n"
-        "apiVersion: loomgit/v1\n"
+        schema_line(f"{SCHEMAS}/repository.schema.json") + "apiVersion: loomgit/v1\n"
         "kind: Repository\n"
         f"layout: {layout}\n"
         "environments:                # pipeline order; the first is edited by hand\n"
@@ -91,9 +103,11 @@ def environment_text(env: str) -> str:
     )
 
 
-def variables_text(env: str) -> str:
+def variables_text(env: str, schemas: str) -> str:
+    """`schemas`: the schemas' folder, relative to the file's."""
     return (
-        f"# Plain values for {env}, used in templates as {{{{ vars.NAME }}}}.\n"
+        schema_line(f"{schemas}/variables.schema.json")
+        + f"# Plain values for {env}, used in templates as {{{{ vars.NAME }}}}.\n"
         "apiVersion: loomgit/v1\n"
         "kind: Variables\n"
         "variables: {}\n"
@@ -101,9 +115,10 @@ def variables_text(env: str) -> str:
 
 
 def _env_files(env: str, prefix: str) -> dict[str, bytes]:
+    schemas = "/".join([".."] * prefix.count("/") + [SCHEMAS])
     return {
         f"{prefix}environment.yaml": environment_text(env).encode(),
-        f"{prefix}variables.yaml": variables_text(env).encode(),
+        f"{prefix}variables.yaml": variables_text(env, schemas).encode(),
         f"{prefix}workflows/.gitkeep": b"",
     }
 
@@ -138,6 +153,7 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
         CONFIG_FILE: config_text(layout, environments).encode(),
         ".gitignore": GITIGNORE.encode(),
         ".sops.yaml": SOPS_CONFIG_TEXT.encode(),
+        **schema_files(),
     }
     for env in environments:
         files.update(_env_files(env, f"environments/{env}/"))
@@ -175,7 +191,14 @@ def _init_branches(target: Path, environments: list[str], created: bool) -> Init
     branches = [f"env/{env}" for env in environments]
     in_the_way = [
         n
-        for n in (".gitignore", ".sops.yaml", "environment.yaml", "variables.yaml", "workflows")
+        for n in (
+            ".gitignore",
+            ".sops.yaml",
+            "environment.yaml",
+            "variables.yaml",
+            "workflows",
+            SCHEMAS,
+        )
         if (target / n).exists()
     ]
     if created:
@@ -201,6 +224,7 @@ def _init_branches(target: Path, environments: list[str], created: bool) -> Init
             ".gitignore": GITIGNORE.encode(),
             ".sops.yaml": SOPS_CONFIG_TEXT.encode(),
             CI_WORKFLOW: ci_workflow("", "origin/${{ github.base_ref }}").encode(),
+            **schema_files(),
         }
         parent: list[str] = []
         for env, branch in zip(environments, branches, strict=True):

@@ -105,6 +105,30 @@ def test_init_directories(tmp_path: Path, cli: Callable[..., Result]) -> None:
     assert cli("validate", "--repo", target).code == 0
 
 
+@pytest.mark.parametrize("layout", ["directories", "branches"])
+def test_init_commits_the_schemas_its_files_point_at(
+    tmp_path: Path, cli: Callable[..., Result], layout: str
+) -> None:
+    target = tmp_path / "flows"
+    result = cli("init", target, "--layout", layout, "--environments", "test,live")
+    assert result.code == 0 and "workflow.schema.json" in result.out
+    for name, generated in schema.generate().items():
+        assert (target / "schemas" / name).read_text() == schema.dumps(generated)
+    pointed = {}
+    for path in target.rglob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        if first.startswith("# yaml-language-server: $schema="):
+            pointed[path.name] = (path.parent / first.split("=", 1)[1]).resolve()
+    assert set(pointed) == {"loomgit.yaml", "variables.yaml"}
+    assert all(found.is_file() for found in pointed.values()), pointed
+    # The hint's workflow line resolves from the first environment's workflow folder.
+    hinted = result.out.split("$schema=")[1].split("`")[0]
+    workflows = target / ("environments/test/workflows" if layout == "directories" else "workflows")
+    assert (workflows / hinted).resolve() == (target / "schemas/workflow.schema.json").resolve()
+    assert git(target, "status", "--porcelain") == ""
+    assert cli("validate", "--repo", target).code == 0
+
+
 def test_init_refuses_to_overwrite(repo: Repo, cli: Callable[..., Result]) -> None:
     before = git(repo.path, "rev-parse", "HEAD")
     result = cli("init", repo.path)

@@ -6,10 +6,11 @@ import hashlib
 import re
 from pathlib import Path
 
-from conftest import HELLO, AgeKey, Result, git
+from conftest import HELLO, AgeKey, Result, commit_all, git
 from pipeline import ENVS, Pipeline
 from test_promotion import V2, V3, refused
 
+from loomgit import schema
 from loomgit.vcs import Git
 
 
@@ -102,6 +103,25 @@ def test_check_promotion_catches_a_hand_edit(pipe: Pipeline) -> None:
     result = _check(pipe, base)
     assert result.code == 1
     assert "error[LG600]" in result.out and "edited by hand" in result.out
+
+
+def test_check_promotion_lets_the_schemas_be_refreshed(pipe: Pipeline) -> None:
+    # In the branch layout `loomgit init` commits schemas/ on every environment's branch.
+    base = _promoted_to_production(pipe)
+    schemas = {
+        f"schemas/{name}": schema.dumps(s).encode() + b"\n" for name, s in schema.generate().items()
+    }
+    if pipe.layout == "branches":
+        pipe.commit_on("production", schemas, "Refresh the JSON Schemas")
+    else:
+        for rel, data in schemas.items():
+            (pipe.path / rel).write_bytes(data)
+        commit_all(pipe.path, "Refresh the JSON Schemas")
+    assert _check(pipe, base).code == 0, _check(pipe, base).out
+    pipe.commit_on("production", {"schemas/extra.json": b"{}"}, "not a schema loomgit writes")
+    result = _check(pipe, base)
+    assert result.code == 1 and "error[LG600]" in result.out
+    assert "schemas/extra.json in production is not a file loomgit manages" in result.out
 
 
 def _forge(pipe: Pipeline, env: str, content: str, message: str, **record: object) -> None:
