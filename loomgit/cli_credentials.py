@@ -184,9 +184,41 @@ def keys() -> None:
 
     \b
     Examples:
+      loomgit keys list
       loomgit keys generate --env production --out ~/.config/loomgit/production.agekey
       loomgit keys add --env staging --recipient age1...
+      loomgit keys rm --env staging --recipient age1... --age-key-file staging=ours.key
     """
+
+
+@keys.command("list")
+@click.option("--env", "env", metavar="ENV", help="Only this environment.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@repo_option
+def keys_list(env: str | None, fmt: str, repo: Path) -> None:
+    """Each environment's age recipients, as .sops.yaml gives them; needs no key.
+
+    \b
+    Example:
+      loomgit keys list --env production --format json
+    """
+    from dataclasses import asdict
+
+    from loomgit import keys as keyring
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        only = ws.check_env(env) if env else None
+        rows = [r for r in keyring.listing(ws) if only in (None, r.environment)]
+    if fmt == "json":
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r.environment}:")
+        click.echo(f"  own credentials:    {', '.join(r.recipients) or 'no rule yet'}")
+        click.echo(f"  global credentials: {', '.join(r.global_recipients) or 'no rule yet'}")
 
 
 @keys.command("add")
@@ -238,3 +270,31 @@ def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) ->
     click.echo(f"public key: {recipient}")
     for w in written:
         click.echo(f"  commit {w.commit[:12]} on {w.branch}")
+
+
+@keys.command("rm")
+@click.option("--env", "env", required=True, metavar="ENV")
+@click.option("--recipient", required=True, metavar="AGE_PUBLIC_KEY")
+@key_option
+@repo_option
+def keys_rm(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
+    """Stop RECIPIENT decrypting ENV's credentials (and the global ones, unless another
+    environment still has it); re-encrypts them with a new data key.
+
+    ENV's only recipient is not removed: add the new key first. The removed key still
+    decrypts the credentials in earlier commits, so give the secrets new values when
+    its holder must lose them.
+
+    \b
+    Example:
+      loomgit keys rm --env production --recipient age1... --age-key-file production=ours.key
+    """
+    from loomgit import credops
+    from loomgit import keys as keyring
+    from loomgit.workspace import Workspace
+
+    with Workspace(repo) as ws:
+        written = keyring.remove_recipient(ws, env, recipient, credops.key_files(ws, age_keys))
+    for w in written:
+        click.echo(f"removed {recipient} from {env} (commit {w.commit[:12]} on {w.branch})")
+    click.echo(f"note: {keyring.ROTATE_HINT}")

@@ -124,7 +124,7 @@ class SopsConfig:
         return None
 
 
-def _split_recipients(value: Any) -> tuple[str, ...]:
+def split_recipients(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value or "").split(",")
     return tuple(s.strip() for s in items if str(s).strip())
 
@@ -165,7 +165,7 @@ def read_config(data: bytes | None) -> SopsConfig:
                 )
             )
             continue
-        rules.append(Rule(regex, _split_recipients(rule.get("age"))))
+        rules.append(Rule(regex, split_recipients(rule.get("age"))))
     return SopsConfig(tuple(rules), tuple(findings))
 
 

@@ -14,7 +14,7 @@ from loomgit.vcs import CONFIG_FILE, Git, init_repository, toplevel_of
 GITIGNORE = "# loomgit's local state (execution history, daemon clone)\n.loomgit/\n"
 SOPS_CONFIG_TEXT = (
     "# SOPS creation rules: the age recipients of each credentials file. Managed by\n"
-    "# `loomgit keys add` and `loomgit keys generate`; the first matching rule applies.\n"
+    "# `loomgit keys add`, `keys generate` and `keys rm`; the first matching rule applies.\n"
     "creation_rules: []\n"
 )
 CI_WORKFLOW = ".github/workflows/loomgit.yml"

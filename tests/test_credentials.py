@@ -379,3 +379,31 @@ def test_canary_never_leaks(
     log = git(creds_repo.path, "log", "--format=%B%n%an%n%s")
     for text in [*outputs, log]:
         assert CANARY not in text
+
+
+def test_keys_rm_also_takes_a_key_no_other_environment_has_off_the_global_file(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    out = tmp_path / "private" / "staging-2.key"
+    args = ("--env", "staging", "--repo", creds_repo.path)
+    assert cli("keys", "generate", "--out", out, *_key_args(keys, "staging"), *args).code == 0
+    old = keys["staging"]
+    result = cli(
+        "keys", "rm", "--recipient", old.recipient, "--age-key-file", f"staging={out}", *args
+    )
+    assert result.code == 0, result.err
+    assert CANARY not in result.out + result.err
+    config = (creds_repo.path / ".sops.yaml").read_text()
+    assert old.recipient not in config and "Managed by" in config  # comments kept
+    shared = (creds_repo.path / "credentials.sops.yaml").read_bytes()
+    assert sops.decrypt(shared, out, what="g", env="staging")["greeter"]["token"]
+    with pytest.raises(sops.KeyMissing):
+        sops.decrypt(shared, old.path, what="g", env="staging")
+    assert sops.decrypt(shared, keys["production"].path, what="g", env="production")
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+    assert git(creds_repo.path, "status", "--porcelain") == ""
+    listed = cli("keys", "list", "--env", "staging", "--repo", creds_repo.path).out
+    assert old.recipient not in listed and "age1" in listed
+    assert cli("keys", "list", "--env", "nope", "--repo", creds_repo.path).code == 2
+    bad = cli("keys", "rm", "--recipient", "age1nope", *args)
+    assert bad.code == 2 and "not an age public key" in bad.err

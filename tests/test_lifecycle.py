@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import HELLO, AgeKey, Result, commit_all, git
 from pipeline import ENVS, Pipeline
 from test_promotion import V2, V3, refused
@@ -274,3 +276,62 @@ def test_keys_add_updates_every_branch_that_needs_it(
     assert pipe.run("validate").code == 0
     bad = pipe.run("keys", "add", "--env", "staging", "--recipient", "age1nope")
     assert bad.code == 2 and "not an age public key" in bad.err
+
+
+def test_keys_rm_takes_a_recipient_out_of_one_environment(
+    pipe: Pipeline, tmp_path: Path, age_key: AgeKey
+) -> None:
+    from conftest import make_key
+
+    from loomgit import sops
+
+    new = make_key(tmp_path, "staging-2")
+    old = f"staging={age_key.path}"
+    fields = tmp_path / "f.json"
+    fields.write_text('{"token": "LOOMGIT-CANARY-scoped"}')
+    for args in (
+        ("keys", "add", "--env", "staging", "--recipient", new.recipient),
+        ("credentials", "set", "shop", "--env", "staging", "--from-json", str(fields)),
+    ):
+        assert pipe.run(*args, "--age-key-file", old).code == 0
+    tips = {env: pipe.tip(env) for env in ENVS}
+    result = pipe.run(
+        "keys", "rm", "--env", "staging", "--recipient", age_key.recipient,
+        "--age-key-file", f"staging={new.path}",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "earlier commits" in result.out
+    assert f"Loomgit-Keys: staging rm {age_key.recipient}" in pipe.message("staging")
+    if pipe.layout == "branches":  # the other environments still have the key: untouched
+        assert {e: pipe.tip(e) for e in ENVS if e != "staging"} == {
+            e: t for e, t in tips.items() if e != "staging"
+        }
+    with Git(pipe.path) as g:
+        at = g.resolve(pipe.ref("staging"))
+        scoped = g.blob_at(at, pipe.rel("staging", "credentials.sops.yaml"))
+        shared = g.blob_at(
+            at,
+            "credentials.sops.yaml"
+            if pipe.layout == "directories"
+            else "global-credentials.sops.yaml",
+        )
+    assert scoped is not None and shared is not None
+    token = sops.decrypt(scoped, new.path, what="s", env="staging")["shop"]["token"]
+    assert token.get_secret_value() == "LOOMGIT-CANARY-scoped"
+    with pytest.raises(sops.KeyMissing):
+        sops.decrypt(scoped, age_key.path, what="s", env="staging")
+    # The global file keeps the key: development and production still use it.
+    assert sops.decrypt(shared, age_key.path, what="g", env="development")["greeter"]
+    listed = json.loads(pipe.run("keys", "list", "--format", "json").out)
+    assert {r["environment"]: r["recipients"] for r in listed} == {
+        "development": [age_key.recipient],
+        "staging": [new.recipient],
+        "production": [age_key.recipient],
+    }
+    assert pipe.run("validate").code == 0
+    before = pipe.tip("staging")
+    again = pipe.run("keys", "rm", "--env", "staging", "--recipient", age_key.recipient)
+    assert again.code == 1 and "is not an age recipient of staging" in again.err
+    last = pipe.run("keys", "rm", "--env", "staging", "--recipient", new.recipient)
+    assert last.code == 1 and "staging's only age recipient" in last.err
+    assert pipe.tip("staging") == before
