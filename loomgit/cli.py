@@ -19,6 +19,13 @@ ISSUES_URL = "https://github.com/loomgit/loomgit/issues"
 FORMATS = click.Choice(["text", "json", "github"])
 
 
+def format_option(func: Any) -> Any:
+    """`--format text|json`, as `fmt`: JSON for scripts."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    )(func)
+
+
 def repo_option(func: Any) -> Any:
     return click.option(
         "--repo",

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from loomgit.cli import cli, repo_option
+from loomgit.cli import cli, format_option, repo_option
 from loomgit.errors import UsageError
 
 KEY_HELP = (
@@ -37,11 +37,15 @@ def credentials() -> None:
     """
 
 
+def _echo_json(rows: list[Any]) -> None:
+    from dataclasses import asdict
+
+    click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+
+
 @credentials.command("list")
 @click.option("--env", "env", metavar="ENV", help="Only what ENV uses.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @repo_option
 def list_(env: str | None, fmt: str, repo: Path) -> None:
     """Names, fields, scope and where each credential resolves; needs no key.
@@ -50,15 +54,13 @@ def list_(env: str | None, fmt: str, repo: Path) -> None:
     Example:
       loomgit credentials list --env production
     """
-    from dataclasses import asdict
-
     from loomgit import credops
     from loomgit.workspace import Workspace
 
     with Workspace(repo) as ws:
         rows = credops.listing(ws, ws.check_env(env) if env else None)
     if fmt == "json":
-        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        _echo_json(rows)
         return
     for r in rows:
         where = ", ".join(r.resolves_in) or "nowhere"
@@ -193,9 +195,7 @@ def keys() -> None:
 
 @keys.command("list")
 @click.option("--env", "env", metavar="ENV", help="Only this environment.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @repo_option
 def keys_list(env: str | None, fmt: str, repo: Path) -> None:
     """Each environment's age recipients, as .sops.yaml gives them; needs no key.
@@ -204,8 +204,6 @@ def keys_list(env: str | None, fmt: str, repo: Path) -> None:
     Example:
       loomgit keys list --env production --format json
     """
-    from dataclasses import asdict
-
     from loomgit import keys as keyring
     from loomgit.workspace import Workspace
 
@@ -213,12 +211,29 @@ def keys_list(env: str | None, fmt: str, repo: Path) -> None:
         only = ws.check_env(env) if env else None
         rows = [r for r in keyring.listing(ws) if only in (None, r.environment)]
     if fmt == "json":
-        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        _echo_json(rows)
         return
     for r in rows:
         click.echo(f"{r.environment}:")
         click.echo(f"  own credentials:    {', '.join(r.recipients) or 'no rule yet'}")
         click.echo(f"  global credentials: {', '.join(r.global_recipients) or 'no rule yet'}")
+
+
+def _change_recipient(
+    env: str, recipient: str, age_keys: tuple[str, ...], repo: Path, *, remove: bool
+) -> None:
+    from loomgit import credops
+    from loomgit import keys as keyring
+    from loomgit.workspace import Workspace
+
+    change = keyring.remove_recipient if remove else keyring.add_recipient
+    with Workspace(repo) as ws:
+        written = change(ws, env, recipient, credops.key_files(ws, age_keys))
+    did = f"removed {recipient} from" if remove else f"added {recipient} for"
+    for w in written:
+        click.echo(f"{did} {env} (commit {w.commit[:12]} on {w.branch})")
+    if remove:
+        click.echo(f"note: {keyring.ROTATE_HINT}")
 
 
 @keys.command("add")
@@ -233,14 +248,7 @@ def keys_add(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) ->
     Example:
       loomgit keys add --env staging --recipient age1... --age-key-file staging=old.key
     """
-    from loomgit import credops
-    from loomgit import keys as keyring
-    from loomgit.workspace import Workspace
-
-    with Workspace(repo) as ws:
-        written = keyring.add_recipient(ws, env, recipient, credops.key_files(ws, age_keys))
-    for w in written:
-        click.echo(f"added {recipient} for {env} (commit {w.commit[:12]} on {w.branch})")
+    _change_recipient(env, recipient, age_keys, repo, remove=False)
 
 
 @keys.command("generate")
@@ -289,12 +297,4 @@ def keys_rm(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> 
     Example:
       loomgit keys rm --env production --recipient age1... --age-key-file production=ours.key
     """
-    from loomgit import credops
-    from loomgit import keys as keyring
-    from loomgit.workspace import Workspace
-
-    with Workspace(repo) as ws:
-        written = keyring.remove_recipient(ws, env, recipient, credops.key_files(ws, age_keys))
-    for w in written:
-        click.echo(f"removed {recipient} from {env} (commit {w.commit[:12]} on {w.branch})")
-    click.echo(f"note: {keyring.ROTATE_HINT}")
+    _change_recipient(env, recipient, age_keys, repo, remove=True)

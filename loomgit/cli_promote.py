@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import click
 
-from loomgit.cli import cli, repo_option
+from loomgit.cli import cli, format_option, repo_option
 from loomgit.errors import UsageError
 
 
@@ -60,9 +60,7 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
     metavar="ENV=PATH",
     help="Age identity of an environment (for --copy-credential).",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @repo_option
 def promote(
     workflows: tuple[str, ...],
