@@ -250,6 +250,18 @@ def spec() -> dict[str, Any]:
     }
 
 
+_CONDITION = {
+    "type": "object",
+    "description": "The Ready condition (conditions), or something that happened (events).",
+    "properties": {
+        "type": {"type": "string", "enum": ["Ready", "Event"]},
+        "status": {"type": "string", "enum": ["True", "False"]},
+        "reason": {"type": "string", "examples": ["Ready", "ValidationFailed"]},
+        "message": {"type": "string"},
+        "last_transition": {"type": "string", "format": "date-time"},
+    },
+}
+
 _ENVIRONMENTS = {
     "type": "array",
     "items": {
@@ -259,8 +271,8 @@ _ENVIRONMENTS = {
             "commit": {"type": ["string", "null"]},
             "last_applied_commit": {"type": ["string", "null"]},
             "last_attempted_commit": {"type": ["string", "null"]},
-            "conditions": {"type": "array", "items": {"type": "object"}},
-            "events": {"type": "array", "items": {"type": "object"}},
+            "conditions": {"type": "array", "items": _CONDITION},
+            "events": {"type": "array", "items": _CONDITION},
             "workflows": {"type": "object"},
         },
     },

@@ -37,6 +37,7 @@ from loomgit.layout import Snapshot, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.problems import Problem, headline
+from loomgit.records import iso
 from loomgit.runtime import Deployment
 from loomgit.sops import SopsError
 from loomgit.source import RemoteSource
@@ -74,7 +75,7 @@ class Condition:
             "status": "True" if self.status else "False",
             "reason": self.reason,
             "message": self.message,
-            "last_transition": self.at,
+            "last_transition": iso(self.at),
         }
 
 

@@ -42,8 +42,8 @@ class StepRecord:
             "id": self.step_id,
             "type": self.type,
             "status": self.status,
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
             "duration_ms": self.duration_ms,
             "attempts": self.attempts,
             "input": self.input,
@@ -87,8 +87,8 @@ class Execution:
             "digest": self.digest,
             "trigger": {"type": self.trigger_type, **self.trigger},
             "status": self.status,
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
             "duration_ms": self.duration_ms,
             "stopped_at": self.stopped_at,
             "error": self.error,
@@ -109,7 +109,8 @@ class Query:
     before: str | None = None  # an execution's id: only those listed after it
 
 
-def _iso(ts: float | None) -> str | None:
+def iso(ts: float | None) -> str | None:
+    """A Unix time as the API and the history show times: UTC, milliseconds, `Z`."""
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"

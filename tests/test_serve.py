@@ -212,6 +212,10 @@ def test_environments_serves_those_named_in_the_pipelines_order(repo: Repo, star
     daemon = start(repo, "--environments", "production, staging,,production")
     _, envs = daemon.request("GET", "/api/v1/environments")
     assert [e["name"] for e in envs] == ["staging", "production"]
+    # Times as the executions give them: UTC, ISO 8601.
+    ready = envs[0]["conditions"][0]
+    assert ready["type"] == "Ready" and ready["status"] == "True"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ready["last_transition"])
     assert daemon.request("POST", "/hooks/production/hello", {})[0] == 202
     code, body = daemon.request("POST", "/hooks/development/hello", {})
     served = "development is not served here; this daemon serves staging, production"
