@@ -76,14 +76,21 @@ def global_files(ws: Workspace) -> list[Where]:
     ]
 
 
-def _sops_config_path(ws: Workspace, loc: Location) -> str:
+def sops_config_path(ws: Workspace) -> str:
+    """`.sops.yaml` in the tree: at the loomgit root, or at the top of each branch."""
     return ws.root.prefix + SOPS_CONFIG if ws.config.layout == "directories" else SOPS_CONFIG
 
 
-def recipients(ws: Workspace, where: Where) -> list[str]:
-    data = ws.git.blob_at(where.location.commit, _sops_config_path(ws, where.location))
+def recipients_under(ws: Workspace, config: bytes | None, where: Where) -> tuple[str, ...]:
+    """The recipients sops would encrypt `where` for under `config`: none without a rule of
+    its own (an environment's file covered only by the global rule has none)."""
     shared = None if where.label == "global" else global_files(ws)[0].rule_path
-    found = credentials.read_config(data).recipients_for(where.rule_path, shared)
+    return credentials.read_config(config).recipients_for(where.rule_path, shared) or ()
+
+
+def recipients(ws: Workspace, where: Where) -> list[str]:
+    data = ws.git.blob_at(where.location.commit, sops_config_path(ws))
+    found = recipients_under(ws, data, where)
     if not found:
         env = "ENV" if where.label == "global" else where.label
         raise Refused(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,18 @@ from pyrage import x25519
 from ruamel.yaml import YAML
 
 from loomgit import credentials, sops, yamlio
-from loomgit.credops import Where, global_files, open_file, scoped_file
+from loomgit.credops import (
+    Where,
+    global_files,
+    open_file,
+    recipients_under,
+    scoped_file,
+    sops_config_path,
+)
 from loomgit.errors import UsageError
 from loomgit.promotion import Refused, Written, write
 from loomgit.scaffold import SOPS_CONFIG_TEXT
-from loomgit.workspace import Workspace
+from loomgit.workspace import Location, Workspace
 
 ROTATE_HINT = (
     "the removed key can still decrypt the credentials in earlier commits: "
@@ -94,21 +102,52 @@ def without_recipient(config: bytes, regex: str, recipient: str) -> bytes:
     return yamlio.rewrite(yamlio.decode(config), change).encode()
 
 
-def _config_path(ws: Workspace) -> str:
-    return (ws.root.prefix if ws.config.layout == "directories" else "") + ".sops.yaml"
-
-
-def _effective(ws: Workspace, config: bytes | None, where: Where) -> tuple[str, ...]:
-    """The recipients sops would encrypt `where` for under `config` (none: no own rule)."""
-    shared = None if where.label == "global" else global_files(ws)[0].rule_path
-    return credentials.read_config(config).recipients_for(where.rule_path, shared) or ()
-
-
 def _refused_config(exc: yamlio.YamlFailure, config_path: str) -> Refused:
     return Refused(
         f"{exc.problem.at(config_path).location()}: {exc.problem.message}",
         hint="fix it by hand first; `loomgit validate` checks it too",
     )
+
+
+Plan = list[tuple[Location, list[Where]]]  # per branch, the credentials files to change
+
+
+def _rewritten(
+    ws: Workspace,
+    plan: Plan,
+    edit: Callable[[bytes | None, Where], bytes],
+    keys: dict[str, Path],
+    message: str,
+    check: Callable[[Where, tuple[str, ...]], None] | None = None,
+) -> list[Written]:
+    """Each branch's `.sops.yaml` changed by `edit` for each of its files, and those files
+    re-encrypted from their plaintext for the recipients it then gives them (so with a
+    new data key), one commit per branch. Every branch's change is made before any is
+    written: a refusal (`check`, an unreadable `.sops.yaml`, a key missing) writes
+    nothing."""
+    config_path = sops_config_path(ws)
+    commits: list[tuple[Location, dict[str, bytes | None]]] = []
+    for loc, files in plan:
+        config = ws.git.blob_at(loc.commit, config_path)
+        try:
+            for where in files:
+                config = edit(config, where)
+        except yamlio.YamlFailure as exc:
+            raise _refused_config(exc, config_path) from None
+        changes: dict[str, bytes | None] = {config_path: config}
+        for where in files:
+            targets = recipients_under(ws, config, where)
+            if check is not None:
+                check(where, targets)
+            if ws.git.blob_at(loc.commit, where.path) is not None:
+                doc = open_file(ws, where, keys)
+                changes[where.path] = sops.encrypt(doc, list(targets), what=where.path)
+        commits.append((loc, changes))
+    return [write(ws, loc, changes, message) for loc, changes in commits]
+
+
+def _regex_of(ws: Workspace, where: Where, env: str) -> str:
+    return _rule_regex(ws, None if where.label == "global" else env)
 
 
 def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]) -> list[Written]:
@@ -117,32 +156,18 @@ def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]
     check_recipient(recipient)
     scoped = scoped_file(ws, env)
     shared = global_files(ws)
+    plan: Plan
     if ws.config.layout == "directories":
         plan = [(scoped.location, [scoped, shared[0]])]
     else:
         plan = [(w.location, [scoped, w] if w.location.env == env else [w]) for w in shared]
-    written = []
-    for loc, files in plan:
-        config_path = (ws.root.prefix if ws.config.layout == "directories" else "") + ".sops.yaml"
-        config = ws.git.blob_at(loc.commit, config_path)
-        for where in files:
-            regex = _rule_regex(ws, None if where.label == "global" else env)
-            try:
-                config = with_recipient(config, regex, recipient, first=where.label != "global")
-            except yamlio.YamlFailure as exc:
-                raise _refused_config(exc, config_path) from None
-        changes: dict[str, bytes | None] = {config_path: config}
-        rules = credentials.read_config(config)
-        for where in files:
-            if ws.git.blob_at(loc.commit, where.path) is None:
-                continue
-            doc = open_file(ws, where, keys)
-            shared_path = None if where.label == "global" else shared[0].rule_path
-            targets = list(rules.recipients_for(where.rule_path, shared_path) or [])
-            changes[where.path] = sops.encrypt(doc, targets, what=where.path)
-        message = f"Add an age recipient for {env}\n\nLoomgit-Keys: {env} add {recipient}\n"
-        written.append(write(ws, loc, changes, message))
-    return written
+
+    def edit(config: bytes | None, where: Where) -> bytes:
+        first = where.label != "global"
+        return with_recipient(config, _regex_of(ws, where, env), recipient, first)
+
+    message = f"Add an age recipient for {env}\n\nLoomgit-Keys: {env} add {recipient}\n"
+    return _rewritten(ws, plan, edit, keys, message)
 
 
 def remove_recipient(
@@ -153,11 +178,13 @@ def remove_recipient(
     it is `env`'s only one, or when a rule loomgit does not manage gives it."""
     ws.check_env(env)
     check_recipient(recipient)
-    config_path = _config_path(ws)
+    config_path = sops_config_path(ws)
+
+    def of(where: Where) -> tuple[str, ...]:
+        return recipients_under(ws, ws.git.blob_at(where.location.commit, config_path), where)
+
     scoped = scoped_file(ws, env)
-    shared = global_files(ws)
-    config = ws.git.blob_at(scoped.location.commit, config_path)
-    current = _effective(ws, config, scoped)
+    current = of(scoped)
     if recipient not in current:
         raise Refused(
             f"{recipient} is not an age recipient of {env}",
@@ -168,49 +195,29 @@ def remove_recipient(
             f"{recipient} is {env}'s only age recipient; nobody could decrypt its credentials",
             hint=f"add the new key first: loomgit keys generate --env {env} --out PATH",
         )
-    others: set[str] = set()
-    for other in ws.config.names:
-        if other != env:
-            where = scoped_file(ws, other)
-            at = ws.git.blob_at(where.location.commit, config_path)
-            others.update(_effective(ws, at, where))
-    keep_global = recipient in others
+    # The global file keeps a key that another environment still has.
+    keep_global = any(recipient in of(scoped_file(ws, o)) for o in ws.config.names if o != env)
+    shared = [] if keep_global else [w for w in global_files(ws) if recipient in of(w)]
     if ws.config.layout == "directories":
-        plan = [(scoped.location, [scoped] if keep_global else [scoped, shared[0]])]
+        plan: Plan = [(scoped.location, [scoped, *shared])]
     else:
-        plan = [
-            (w.location, ([scoped] if w.location.env == env else []) + ([] if keep_global else [w]))
-            for w in shared
-        ]
-    written = []
-    for loc, files in plan:
-        if not files:
-            continue
-        before = ws.git.blob_at(loc.commit, config_path)
-        if before is None:
-            continue
-        try:
-            after = before
-            for where in files:
-                regex = _rule_regex(ws, None if where.label == "global" else env)
-                after = without_recipient(after, regex, recipient)
-        except yamlio.YamlFailure as exc:
-            raise _refused_config(exc, config_path) from None
-        changes: dict[str, bytes | None] = {config_path: after}
-        for where in files:
-            targets = _effective(ws, after, where)
-            if recipient in targets:
-                raise Refused(
-                    f"{config_path}: {recipient} comes from a creation rule loomgit does not "
-                    f"manage for {where.rule_path}",
-                    hint="take it out of that rule by hand; nothing was written",
-                )
-            if ws.git.blob_at(loc.commit, where.path) is not None:
-                doc = open_file(ws, where, keys)
-                changes[where.path] = sops.encrypt(doc, list(targets), what=where.path)
-        message = f"Remove an age recipient from {env}\n\nLoomgit-Keys: {env} rm {recipient}\n"
-        written.append(write(ws, loc, changes, message))
-    return written
+        plan = [(scoped.location, [scoped, *(w for w in shared if w.location.env == env)])]
+        plan += [(w.location, [w]) for w in shared if w.location.env != env]
+
+    def edit(config: bytes | None, where: Where) -> bytes:
+        assert config is not None  # each planned file has a rule that gives the recipient
+        return without_recipient(config, _regex_of(ws, where, env), recipient)
+
+    def check(where: Where, targets: tuple[str, ...]) -> None:
+        if recipient in targets:
+            raise Refused(
+                f"{config_path}: {recipient} comes from a creation rule loomgit does not "
+                f"manage for {where.rule_path}",
+                hint="take it out of that rule by hand; nothing was written",
+            )
+
+    message = f"Remove an age recipient from {env}\n\nLoomgit-Keys: {env} rm {recipient}\n"
+    return _rewritten(ws, plan, edit, keys, message, check)
 
 
 @dataclass(frozen=True)
@@ -222,14 +229,19 @@ class Recipients:
 
 def listing(ws: Workspace) -> list[Recipients]:
     """Each environment's age recipients, from `.sops.yaml`; needs no key."""
-    config_path = _config_path(ws)
+    config_path = sops_config_path(ws)
     out = []
-    shared = {w.location.env: w for w in global_files(ws)}
+    files = global_files(ws)
+    shared = {w.location.env: w for w in files}
     for env in ws.config.names:
         scoped = scoped_file(ws, env)
         config = ws.git.blob_at(scoped.location.commit, config_path)
-        glob = shared.get(env, global_files(ws)[0])
-        out.append(Recipients(env, _effective(ws, config, scoped), _effective(ws, config, glob)))
+        glob = shared.get(env, files[0])
+        out.append(
+            Recipients(
+                env, recipients_under(ws, config, scoped), recipients_under(ws, config, glob)
+            )
+        )
     return out
 
 

@@ -407,3 +407,27 @@ def test_keys_rm_also_takes_a_key_no_other_environment_has_off_the_global_file(
     assert cli("keys", "list", "--env", "nope", "--repo", creds_repo.path).code == 2
     bad = cli("keys", "rm", "--recipient", "age1nope", *args)
     assert bad.code == 2 and "not an age public key" in bad.err
+
+
+def test_keys_rm_refuses_a_key_a_hand_written_rule_gives(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    # A rule of the user's, first, covers staging's file: loomgit cannot take the key out.
+    config = creds_repo.path / ".sops.yaml"
+    both = f"{keys['staging'].recipient},{keys['production'].recipient}"
+    config.write_text(
+        config.read_text().replace(
+            "creation_rules:\n",
+            f"creation_rules:\n- path_regex: staging/credentials\\.sops\\.yaml$\n  age: {both}\n",
+        )
+    )
+    git(creds_repo.path, "commit", "-qam", "a rule by hand")
+    head = git(creds_repo.path, "rev-parse", "HEAD")
+    result = cli(
+        "keys", "rm", "--env", "staging", "--recipient", keys["staging"].recipient,
+        *_key_args(keys, "staging"), "--repo", creds_repo.path,
+    )  # fmt: skip
+    assert result.code == 1
+    assert "comes from a creation rule loomgit does not manage" in result.err
+    assert git(creds_repo.path, "rev-parse", "HEAD") == head
+    assert git(creds_repo.path, "status", "--porcelain") == ""
