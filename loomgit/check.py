@@ -14,6 +14,7 @@ from loomgit.documents import DocumentCache, digest
 from loomgit.layout import ENV_FILE, VARS_FILE, load_config
 from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
 from loomgit.problems import Problem, sort_key
+from loomgit.scaffold import SCHEMAS
 from loomgit.validate import Report, validate
 from loomgit.vcs import Git, Root, find_root
 from loomgit.views import parse_message
@@ -55,7 +56,7 @@ KEEP_FILE = "workflows/.gitkeep"  # written by `loomgit init` so the folder exis
 # The JSON Schemas `loomgit init` commits for editors; in the branch layout they sit on
 # every environment's branch, and `loomgit schema --write schemas/` refreshes them there
 # after an upgrade. They change nothing that runs.
-SCHEMA_FILES = frozenset(f"schemas/{kind}.schema.json" for kind in DOCUMENT_KINDS)
+SCHEMA_FILES = frozenset(f"{SCHEMAS}/{kind}.schema.json" for kind in DOCUMENT_KINDS)
 
 
 def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
