@@ -81,14 +81,18 @@ def _condition(env: dict[str, Any]) -> str:
 
 
 def _why(env: dict[str, Any]) -> tuple[tuple[str, str] | str, ...]:
-    """`ENV: REASON at COMMIT: MESSAGE` for an environment whose condition is not Ready."""
+    """`ENV: REASON at COMMIT since TIME: MESSAGE` for an environment that is not Ready."""
     conds = env.get("conditions") or []
     if not conds or conds[0].get("status") == "True":
         return ()
     cond = conds[0]
     attempted = (env.get("last_attempted_commit") or "")[:12]
+    at = f" at {attempted}" if attempted else ""
+    since = str(cond.get("last_transition") or "")  # 2026-11-22T08:04:42.123Z
+    if since:
+        at += f" since {since[:10]} {since[11:19]} UTC"
     return (
         (f"{env['name']}: ", "bold"),
         (str(cond.get("reason")), "red"),
-        f" at {attempted}: {cond.get('message')}" if attempted else f": {cond.get('message')}",
+        f"{at}: {cond.get('message')}",
     )

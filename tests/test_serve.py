@@ -1450,6 +1450,7 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
     # Why production is not Ready is said below the table, not in a column as wide as it.
     why = [line for line in result.out.splitlines() if line.startswith("production: ")]
     assert len(why) == 1 and "ValidationFailed at " in why[0] and "[LG102]" in why[0], why
+    assert re.search(r" since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: ", why[0]), why
     assert all("[LG102]" not in line for line in result.out.splitlines() if "│" in line)
     result = cli("status", "--server", daemon.url, "--format", "json")
     envs = {e["name"]: e for e in json.loads(result.out)}
