@@ -115,15 +115,12 @@ def init(directory: Path, layout: str, environments: str) -> None:
     for branch, commit in result.commits.items():
         click.echo(f"  {branch}: {commit[:12]}")
     first = result.environments[0]
-    where, schemas = (
-        (f"environments/{first}/workflows/", "../../../schemas")
-        if layout == "directories"
-        else (f"workflows/ on branch env/{first}", "../schemas")
-    )
+    folder = f"environments/{first}/workflows/" if layout == "directories" else "workflows/"
+    where = folder if layout == "directories" else f"{folder} on branch env/{first}"
     click.echo(f"next: add a workflow under {where}, then run `loomgit validate`")
     click.echo(
         "editor support: start a workflow file with "
-        f"`# yaml-language-server: $schema={schemas}/workflow.schema.json`"
+        f"`# yaml-language-server: $schema={scaffold.schemas_from(folder)}/workflow.schema.json`"
     )
 
 

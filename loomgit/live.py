@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -88,9 +89,10 @@ def _why(env: dict[str, Any]) -> tuple[tuple[str, str] | str, ...]:
     cond = conds[0]
     attempted = (env.get("last_attempted_commit") or "")[:12]
     at = f" at {attempted}" if attempted else ""
-    since = str(cond.get("last_transition") or "")  # 2026-11-22T08:04:42.123Z
+    # 2026-11-22T08:04:42.123Z; an older daemon gave a Unix time, shown as nothing.
+    since = re.match(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)", str(cond.get("last_transition")))
     if since:
-        at += f" since {since[:10]} {since[11:19]} UTC"
+        at += f" since {since[1]} {since[2]} UTC"
     return (
         (f"{env['name']}: ", "bold"),
         (str(cond.get("reason")), "red"),

@@ -28,6 +28,11 @@ def schema_line(path: str) -> str:
     return f"# yaml-language-server: $schema={path}\n"
 
 
+def schemas_from(folder: str) -> str:
+    """The schemas' folder relative to `folder` (a path from the loomgit root, ending `/`)."""
+    return "/".join([".."] * folder.count("/") + [SCHEMAS])
+
+
 def schema_files() -> dict[str, bytes]:
     return {f"{SCHEMAS}/{name}": schema.dumps(s).encode() for name, s in schema.generate().items()}
 
@@ -115,10 +120,9 @@ def variables_text(env: str, schemas: str) -> str:
 
 
 def _env_files(env: str, prefix: str) -> dict[str, bytes]:
-    schemas = "/".join([".."] * prefix.count("/") + [SCHEMAS])
     return {
         f"{prefix}environment.yaml": environment_text(env).encode(),
-        f"{prefix}variables.yaml": variables_text(env, schemas).encode(),
+        f"{prefix}variables.yaml": variables_text(env, schemas_from(prefix)).encode(),
         f"{prefix}workflows/.gitkeep": b"",
     }
 

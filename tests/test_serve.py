@@ -1563,3 +1563,14 @@ def test_the_environments_view_lets_the_event_loop_turn_while_it_describes() -> 
     reconciler.served = {}  # as when a commit is swapped in: the old one is not kept
     del served
     assert gone() is None
+
+
+def test_status_server_reads_an_older_daemons_unix_time_as_no_time() -> None:
+    from loomgit import live
+
+    env = {"name": "staging", "last_attempted_commit": "a" * 40}
+    cond = {"status": "False", "reason": "FetchFailed", "message": "unreachable"}
+    old = live._why({**env, "conditions": [{**cond, "last_transition": 1795333371.14}]})
+    new = live._why({**env, "conditions": [{**cond, "last_transition": "2026-11-22T08:04:42.1Z"}]})
+    assert old[-1] == f" at {'a' * 12}: unreachable"
+    assert new[-1] == f" at {'a' * 12} since 2026-11-22 08:04:42 UTC: unreachable"
