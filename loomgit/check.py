@@ -11,7 +11,7 @@ from pathlib import Path
 from loomgit import envstate, yamlio
 from loomgit.credentials import GLOBAL_FILE_BRANCHES, SCOPED_FILE, SOPS_CONFIG
 from loomgit.documents import DocumentCache, digest
-from loomgit.layout import ENV_FILE, VARS_FILE, load_config
+from loomgit.layout import ENV_FILE, VARS_FILE, branch_tip, load_config
 from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
 from loomgit.problems import Problem, sort_key
 from loomgit.scaffold import SCHEMAS
@@ -257,9 +257,9 @@ def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
         for code, why in _check_records(env, change, old, new):
             found.append((code, why, where + ENV_FILE))
         for rel in change.other:
-            found.append(
-                ("LG600", f"{rel} in {env} is not a file loomgit manages there", where + rel)
-            )
+            refused = _other_file(ctx, commit, env, rel)
+            if refused:
+                found.append(("LG600", refused, where + rel))
         problems += [Problem(code, f"commit {short}: {why}", path) for code, why, path in found]
     for name in sorted(claimed - promoted):
         problems.append(
@@ -270,6 +270,29 @@ def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
             )
         )
     return problems
+
+
+def _other_file(ctx: _Context, commit: str, env: str, rel: str) -> str | None:
+    """Why a change to a file loomgit does not manage in `env` is refused, or None.
+
+    In the branch layout every branch holds the repository's shared files (loomgit.yaml,
+    which is the same on every branch, .gitignore, the CI workflow…). Such a file may
+    change on a later branch to what it is on the branch just before, so a change made
+    on the first branch goes through the pipeline in order, as promotions do."""
+    refused = f"{rel} in {env} is not a file loomgit manages there"
+    if ctx.config.layout != "branches":
+        return refused
+    before = ctx.config.names[ctx.config.index(env) - 1]
+    tip = branch_tip(ctx.git, ctx.config, before)
+    if tip is None:
+        return refused
+    there = ctx.git.blob_at(tip, rel)
+    if ctx.git.blob_at(commit, rel) == there:
+        return None
+    if there is None:
+        return refused
+    branch = ctx.config.branch_of(before)
+    return f"{rel} in {env} is not as on {branch}: shared files change there first"
 
 
 def _branch_env(git: Git, config: Repository, commit: str, head: str) -> str | None:

@@ -371,7 +371,8 @@ def _root_files(
     return out
 
 
-def _branch_env(git: Git, config: Repository, name: str) -> str | None:
+def branch_tip(git: Git, config: Repository, name: str) -> str | None:
+    """Branch layout: the commit environment `name`'s branch is at, here or on origin."""
     branch = config.branch_of(name)
     return git.ref(f"refs/heads/{branch}") or git.ref(f"refs/remotes/origin/{branch}")
 
@@ -434,7 +435,7 @@ def _branches(
             env.commit = commit or head
             _classify(env, local, lambda rel: rel)
         else:
-            tip = _branch_env(git, config, name)
+            tip = branch_tip(git, config, name)
             branch_name = config.branch_of(name)
             if tip is None:
                 env.problems.append(

@@ -55,7 +55,11 @@ CODES: dict[str, str] = {
     "LG501": "environment folder not declared in loomgit.yaml",
     "LG502": "environment is missing from the repository",
     # check-promotion: what a pull request may change after the first environment
-    "LG600": "change to a later environment that no loomgit command made (hand edit)",
+    "LG600": (
+        "change to a later environment that no loomgit command made (hand edit); in the branch"
+        " layout a shared file (`loomgit.yaml`, `.gitignore`…) may change to what it is on the"
+        " branch before"
+    ),
     "LG601": "promoted content differs from the source at the recorded source commit",
     "LG602": "promotion does not come from the environment just before",
     "LG603": "version does not follow from the source",

@@ -126,6 +126,31 @@ def test_check_promotion_lets_the_schemas_be_refreshed(pipe: Pipeline) -> None:
     assert "schemas/extra.json in production is not a file loomgit manages" in result.out
 
 
+@pytest.mark.parametrize("pipe", ["branches"], indirect=True)
+def test_check_promotion_lets_shared_files_go_down_the_pipeline(pipe: Pipeline) -> None:
+    # loomgit.yaml is the same on every branch: a change to it (here, a comment) is made
+    # on the first branch, then brought to each next one as it is on the one before.
+    base = {env: pipe.tip(env) for env in ENVS}
+    config = git(pipe.path, "show", "env/development:loomgit.yaml") + "\n# reviewed by ops\n"
+    shared = {"loomgit.yaml": config.encode(), ".gitignore": b".venv/\n"}
+    pipe.commit_on("development", shared, "Note the pipeline's review")
+    pipe.commit_on("production", shared, "The same, straight to production")
+    result = _check(pipe, base["production"])
+    assert result.code == 1
+    assert "loomgit.yaml in production is not as on env/staging" in result.out
+    assert ".gitignore in production is not as on env/staging" in result.out
+    git(pipe.path, "branch", "-f", "env/production", base["production"])
+    pipe.commit_on("staging", shared, "The pipeline's review, in staging")
+    assert _check(pipe, base["staging"], "staging").code == 0
+    pipe.commit_on("production", shared, "The pipeline's review, in production")
+    assert _check(pipe, base["production"]).code == 0
+    # A file the branch before does not have is still not production's to add.
+    pipe.commit_on("production", {"notes.txt": b"hello\n"}, "a note")
+    result = _check(pipe, base["production"])
+    assert result.code == 1
+    assert "notes.txt in production is not a file loomgit manages" in result.out
+
+
 def _forge(pipe: Pipeline, env: str, content: str, message: str, **record: object) -> None:
     """Writes a workflow and a matching-looking record by hand, as an attacker would."""
     with Git(pipe.path) as g:
