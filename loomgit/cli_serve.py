@@ -16,10 +16,10 @@ from loomgit.ages import parse_age
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.cli_run import state_option
-from loomgit.errors import LoomgitError, UsageError, report_to
+from loomgit.errors import LoomgitError, RepositoryError, UsageError, report_to
 
 if TYPE_CHECKING:
-    from loomgit.reconcile import Reconciler
+    from loomgit.reconcile import AppliedRecord, Reconciler
     from loomgit.workspace import Workspace
 
 TOKENS_ENV = "LOOMGIT_API_TOKENS"
@@ -71,6 +71,35 @@ def _served(ws: Workspace, given: str) -> list[str]:
             hint=f"give some of {', '.join(ws.config.names)}, separated by commas",
         )
     return [ws.check_env(n) for n in dict.fromkeys(names)]
+
+
+def _workspace(repo: Path, applied: AppliedRecord) -> Workspace:
+    """The repository, its loomgit.yaml as the daemon serves it: as committed at HEAD, or,
+    when that cannot be read and this state folder served the repository before, as at
+    the commit applied last, which the daemon then serves until HEAD can be read."""
+    from loomgit import log
+    from loomgit.vcs import Git, find_root
+    from loomgit.workspace import Workspace
+
+    root = find_root(repo)
+    with Git(root.toplevel) as git:
+        if not git.has_commits():
+            raise RepositoryError(
+                f"{root.toplevel} has no commits yet",
+                hint="commit loomgit.yaml and the environments first: the daemon serves "
+                "what is committed",
+            )
+    try:
+        return Workspace(repo, rev="HEAD")
+    except RepositoryError as exc:
+        before = applied.read(str(repo.resolve())).values()
+        newest = max(before, key=lambda entry: entry[1], default=None)
+        if newest is None:
+            raise
+        ws = Workspace(repo, rev=newest[0])
+        log.event("HEAD not read; starting from the commit applied before", logging.WARNING,
+                  commit=newest[0], error=exc.message)  # fmt: skip
+        return ws
 
 
 def _retention_age(text: str) -> float:
@@ -212,7 +241,6 @@ def serve(
     from loomgit.server import open_files_limit
     from loomgit.server import serve as run_server
     from loomgit.source import RemoteSource, check_branch, check_url, shown_url
-    from loomgit.workspace import Workspace
 
     log.configure(log_format)
     open_files_limit()  # before any child process, which inherits it, is started
@@ -247,7 +275,8 @@ def serve(
             log.event("source not fetched; starting from the commit fetched before",
                       logging.WARNING, commit=last, error=exc.message)  # fmt: skip
         repo = source.path
-    with Workspace(repo) as ws:
+    applied = AppliedRecord(state / "applied.json")
+    with _workspace(repo, applied) as ws:
         if age_key_dir is not None:
             if not age_key_dir.is_dir():
                 raise UsageError(f"--age-key-dir {age_key_dir}: no such folder")
@@ -256,7 +285,6 @@ def serve(
         keys = key_files(ws, age_keys)
         names = _served(ws, environments) if environments is not None else None
     pool = parse_pool()
-    applied = AppliedRecord(state / "applied.json")
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool, applied=applied)
 
     def ready(urls: list[str]) -> None:

@@ -81,6 +81,7 @@ class Daemon:
     _schedule_runs: dict[tuple[str, str], int] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
     _fetch_failures: int = 0
+    _unread: str | None = None  # why the repository could not be read, as last logged
     _collected: float = field(default_factory=time.monotonic)
     _cycles_running: int = 0  # reconcile cycles in their worker thread now
     reconciled: bool = False  # the first cycle has ended (see `server.readiness`)
@@ -170,6 +171,11 @@ class Daemon:
                 log.event("ready again", environment=name, commit=st.last_applied_commit,
                           after=before[name][2])  # fmt: skip
         self._fetch_failures = self._fetch_failures + 1 if fetch_failed else 0
+        unread = self.reconciler.read_error
+        if unread is not None and not statuses and unread != self._unread:
+            # No environment is known yet to carry it (see `server.readiness`).
+            log.event("repository not read", logging.WARNING, error=unread)
+        self._unread = unread
         await self._sync_schedules()
         self._settle_memory()
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from loomgit import desired, log
 from loomgit.documents import PARALLEL_MIN, DocumentCache, Mapper
-from loomgit.errors import LoomgitError
+from loomgit.errors import LoomgitError, RepositoryError
 from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
@@ -198,6 +198,8 @@ class Reconciler:
     _before: dict[str, tuple[str, float]] | None = None  # applied before this process
     _kept: dict[str, str] = field(default_factory=dict)  # as last written to `applied`
     _removal_waits: set[str] = field(default_factory=set)  # told RemovalWaits, still served
+    _reading: str | None = None  # the commit the cycle reads, once resolved
+    read_error: str | None = None  # why the last cycle could not read the repository
 
     def cycle(self) -> dict[str, EnvStatus]:
         """One reconcile of every served environment; never raises for bad input."""
@@ -206,6 +208,7 @@ class Reconciler:
             if self._before is None:  # the first cycle: what was applied before a restart
                 self._before = self.applied.read(self._repo_key()) if self.applied else {}
             unreachable: LoomgitError | None = None
+            reason = "FetchFailed"
             try:
                 if self.source is not None:
                     try:
@@ -214,12 +217,17 @@ class Reconciler:
                         if self.served or self.source.checked_out() is None:
                             raise
                         unreachable = exc  # nothing served yet: the commit fetched last
+                reason = "ReadFailed"
                 with _collector_paused():
                     snap, git = self._read()
             except LoomgitError as exc:
                 # The last applied state keeps running; the status says why nothing new is.
-                self._fetch_failed(exc, now)
+                self.read_error = exc.message
+                if not self.served and reason == "ReadFailed":
+                    self._restore_unread(now)
+                self._not_read(reason, exc, now)
                 return self.status
+            self.read_error = None
             try:
                 with _collector_paused():
                     self._apply(snap, git, now)
@@ -229,13 +237,56 @@ class Reconciler:
             self._remove_unlisted(snap, now)
             self._keep_applied()
             if unreachable is not None:
-                self._fetch_failed(unreachable, now)
+                self._not_read("FetchFailed", unreachable, now)
             return self.status
 
-    def _fetch_failed(self, exc: LoomgitError, now: float) -> None:
+    def _not_read(self, reason: str, exc: LoomgitError, now: float) -> None:
         for name in self.names or self.environments or []:
             st = self.status.setdefault(name, EnvStatus(name))
-            st.set_ready(False, "FetchFailed", exc.message, now)
+            if self._reading is not None and reason == "ReadFailed":
+                st.last_attempted_commit = self._reading
+            st.set_ready(False, reason, exc.message, now)
+
+    def _restore_unread(self, now: float) -> None:
+        """After a restart onto a commit whose loomgit.yaml cannot be read: serves each
+        environment's commit applied before the restart, as _restore does for one
+        environment whose own files fail. Its status then says why HEAD is not applied."""
+        before = self._before or {}
+        wanted = [n for n in before if not self.environments or n in self.environments]
+        if not wanted:
+            return
+        try:
+            root = find_root(self.path)
+        except LoomgitError:
+            return
+        pipeline: list[str] = []
+        with CachingGit(root.toplevel, self.gitcache) as git:
+            for name in wanted:
+                commit, applied_at = before[name]
+                try:
+                    old = snapshot(root, git, self.cache, commit, env_hint=name)
+                    if name not in old.config.names:
+                        continue
+                    problems = check_by_env(old, self.cache).get(name, [])
+                    served = self._build(old, name, commit, problems)
+                except (LoomgitError, Failed) as exc:
+                    log.event("last applied commit not restored", logging.WARNING,
+                              environment=name, commit=commit, error=str(exc))  # fmt: skip
+                    continue
+                del before[name]
+                pipeline = pipeline or list(old.config.names)
+                self.served[name] = served
+                st = self.status.setdefault(name, EnvStatus(name))
+                st.last_applied_commit, st.applied_at = commit, applied_at
+                st.note(
+                    "RestoredLastApplied",
+                    f"the repository cannot be read; serving {commit[:12]}, applied before "
+                    "the restart, until it can be",
+                    now,
+                )
+        if self.served:
+            self.names = [n for n in pipeline if n in self.served]
+            self.pipeline = pipeline
 
     def _repo_key(self) -> str:
         return str(Path(self.path).resolve())
@@ -311,8 +362,13 @@ class Reconciler:
     def _read(self) -> tuple[Snapshot, Git]:
         root = find_root(self.path)
         git = CachingGit(root.toplevel, self.gitcache)
+        self._reading = None
         try:
-            head = git.resolve("HEAD")
+            if not git.has_commits():
+                raise RepositoryError(
+                    f"{root.toplevel} has no commits yet; the daemon serves committed files"
+                )
+            head = self._reading = git.resolve("HEAD")
             snap = snapshot(root, git, self.cache, head)
             if snap.config.layout == "branches":
                 first = snap.config.names[0]

@@ -312,8 +312,9 @@ def readiness(daemon: Daemon, wanted: list[str] | None = None) -> dict[str, Any]
     rec = daemon.reconciler
     if not daemon.reconciled:
         raise Refused(503, "the first reconcile has not ended")
-    if not rec.names:  # the first fetch failed before loomgit.yaml was read
-        raise Refused(503, "the repository has not been read yet; the log says why")
+    if not rec.names:  # the first read failed before loomgit.yaml was read
+        why = f": {rec.read_error}" if rec.read_error else ""
+        raise Refused(503, f"the repository has not been read yet{why}")
     unknown = [n for n in wanted or [] if n not in rec.names]
     if unknown:
         raise Refused(400, f"no environment {unknown[0]} here; it serves {', '.join(rec.names)}")

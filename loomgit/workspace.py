@@ -44,14 +44,16 @@ class Location:
 
 
 class Workspace:
-    """Opens the repository at `path`; use as a context manager."""
+    """Opens the repository at `path`; use as a context manager. Its loomgit.yaml is read
+    from the work tree, or with `rev`, as committed there."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rev: str | None = None) -> None:
         self.root = find_root(path)
         self.git = Git(self.root.toplevel)
         self.cache = DocumentCache()
         try:
-            self.config: Repository = load_config(self.root, self.git, self.cache, None)
+            commit = None if rev is None else self.git.resolve(rev)
+            self.config: Repository = load_config(self.root, self.git, self.cache, commit)
         except BaseException:
             self.git.close()
             raise

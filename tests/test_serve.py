@@ -320,6 +320,73 @@ def test_a_restart_without_a_record_of_what_was_applied_serves_nothing_bad(
         assert logged in daemon.log and "Traceback" not in daemon.log
 
 
+def test_a_broken_loomgit_yaml_is_survived_running_and_restarted(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    """loomgit.yaml broken in a commit: a running daemon keeps serving and says why
+    (ReadFailed); killed and started again on that commit, it serves what it applied
+    before instead of refusing to start, and applies the fix as any commit."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    state = tmp_path / "state"
+    daemon = start(repo, state=state)
+    good = daemon.reconcile()["staging"]["last_applied_commit"]
+    config = (repo.path / "loomgit.yaml").read_text()
+    (repo.path / "loomgit.yaml").write_text(config + "layout: sideways\n")
+    bad = commit_all(repo.path, "break loomgit.yaml")
+    staging = daemon.reconcile()["staging"]
+    assert staging["conditions"][0]["reason"] == "ReadFailed"
+    assert "loomgit.yaml:" in staging["conditions"][0]["message"]
+    assert "error[LG500]" in staging["conditions"][0]["message"]
+    assert (staging["last_attempted_commit"], staging["last_applied_commit"]) == (bad, good)
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Al"})[0] == 202
+    daemon.stop(signal.SIGKILL)
+
+    again = start(repo, state=state)
+    assert "HEAD not read; starting from the commit applied before" in again.log
+    code, body = again.request("GET", "/readyz?environments=staging")
+    assert code == 200 and body["environments"]["staging"]["serving"] == good, body
+    staging = again.reconcile()["staging"]
+    assert staging["conditions"][0]["reason"] == "ReadFailed"
+    assert (staging["last_attempted_commit"], staging["last_applied_commit"]) == (bad, good)
+    assert [e["reason"] for e in staging["events"]] == ["RestoredLastApplied"]
+    code, body = again.request("POST", "/hooks/staging/hello", {"name": "Ida"})
+    assert code == 202 and again.finished(body["execution"])["status"] == "succeeded"
+
+    (repo.path / "loomgit.yaml").write_text(config)
+    fixed = commit_all(repo.path, "fix loomgit.yaml")
+    staging = again.reconcile()["staging"]
+    assert (staging["last_applied_commit"], staging["conditions"][0]["reason"]) == (fixed, "Ready")
+    assert "Traceback" not in again.stop()
+
+
+def test_a_first_start_needs_a_readable_commit(repo: Repo, tmp_path: Path) -> None:
+    """With nothing applied before to fall back on, serve exits 2 and says why. It reads
+    loomgit.yaml as committed, as it serves it, not as the work tree has it."""
+
+    def serve(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # a daemon that starts instead is stopped by the timeout
+            [*LOOMGIT, "serve", "--repo", str(path), "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "LOOMGIT_STATE_DIR": str(tmp_path / "state")},
+        )
+
+    unborn = tmp_path / "unborn"
+    unborn.mkdir()
+    git(unborn, "init", "-q")
+    (unborn / "loomgit.yaml").write_bytes((repo.path / "loomgit.yaml").read_bytes())
+    proc = serve(unborn)
+    assert proc.returncode == 2 and "has no commits yet" in proc.stderr, proc.stderr
+    config = (repo.path / "loomgit.yaml").read_text()
+    (repo.path / "loomgit.yaml").write_text(config + "layout: sideways\n")
+    commit_all(repo.path, "break loomgit.yaml")
+    (repo.path / "loomgit.yaml").write_text(config)  # fixed, but not committed
+    proc = serve(repo.path)
+    assert proc.returncode == 2 and "error[LG500]" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_one_environment_failing_at_start_up_leaves_the_daemon_ready(
     repo: Repo, cli: Cli, start: Start
 ) -> None:
@@ -356,6 +423,7 @@ def test_readiness_waits_for_the_first_reconcile_and_for_an_environment_that_ser
         names=["staging", "production"],
         status={"staging": staging, "production": production},
         served={"production": SimpleNamespace(commit="c0ffee")},  # still serves the last good
+        read_error=None,
     )
     daemon = SimpleNamespace(reconciler=rec, reconciled=False)
 
@@ -378,7 +446,31 @@ def test_readiness_waits_for_the_first_reconcile_and_for_an_environment_that_ser
         "not serving: staging (DecryptionFailed), production (ValidationFailed)"
     )
     rec.names, rec.status = [], {}  # the first fetch failed before loomgit.yaml was read
-    assert "not been read yet" in str(refused())
+    assert str(refused()) == "the repository has not been read yet"
+    rec.read_error = "loomgit.yaml:3:1: error[LG500]: …"  # the answer says why
+    assert str(refused()) == "the repository has not been read yet: " + rec.read_error
+
+
+def test_a_first_read_that_fails_says_why(repo: Repo, tmp_path: Path) -> None:
+    """Before any environment is known, the reason is kept for /readyz and the log."""
+    from loomgit.reconcile import Reconciler
+
+    unborn = tmp_path / "unborn"
+    unborn.mkdir()
+    git(unborn, "init", "-q")
+    (unborn / "loomgit.yaml").write_bytes((repo.path / "loomgit.yaml").read_bytes())
+    reconciler = Reconciler(unborn, {})
+    assert reconciler.cycle() == {}
+    assert (
+        reconciler.read_error
+        == f"{unborn.resolve()} has no commits yet; the daemon serves committed files"
+    )
+    commit_all(unborn, "the pipeline, with no environments yet")
+    status = reconciler.cycle()
+    assert (
+        reconciler.read_error is None
+        and status["staging"].conditions[0].reason == "ValidationFailed"
+    )
 
 
 def test_a_tampered_credential_file_is_refused(repo: Repo, cli: Cli, start: Any) -> None:
