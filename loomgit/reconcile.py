@@ -42,7 +42,7 @@ from loomgit.runtime import Deployment
 from loomgit.sops import SopsError
 from loomgit.source import RemoteSource
 from loomgit.validate import check_by_env, positions
-from loomgit.vcs import Git, find_root
+from loomgit.vcs import Git, Root, find_root
 
 
 @dataclass(frozen=True)
@@ -249,12 +249,9 @@ class Reconciler:
 
     def _restore_unread(self, now: float) -> None:
         """After a restart onto a commit whose loomgit.yaml cannot be read: serves each
-        environment's commit applied before the restart, as _restore does for one
-        environment whose own files fail. Its status then says why HEAD is not applied."""
-        before = self._before or {}
-        wanted = [n for n in before if not self.environments or n in self.environments]
-        if not wanted:
-            return
+        environment's commit applied before the restart, as `_restore` does for one
+        whose own files fail. Their status then says why HEAD is not applied."""
+        wanted = [n for n in self._before or {} if not self.environments or n in self.environments]
         try:
             root = find_root(self.path)
         except LoomgitError:
@@ -262,29 +259,8 @@ class Reconciler:
         pipeline: list[str] = []
         with CachingGit(root.toplevel, self.gitcache) as git:
             for name in wanted:
-                commit, applied_at = before[name]
-                try:
-                    old = snapshot(root, git, self.cache, commit, env_hint=name)
-                    if name not in old.config.names:
-                        continue
-                    problems = check_by_env(old, self.cache).get(name, [])
-                    served = self._build(old, name, commit, problems)
-                except (LoomgitError, Failed) as exc:
-                    log.event("last applied commit not restored", logging.WARNING,
-                              environment=name, commit=commit, error=str(exc))  # fmt: skip
-                    continue
-                del before[name]
-                pipeline = pipeline or list(old.config.names)
-                self.served[name] = served
-                st = self.status.setdefault(name, EnvStatus(name))
-                st.last_applied_commit, st.applied_at = commit, applied_at
-                st.note(
-                    "RestoredLastApplied",
-                    f"the repository cannot be read; serving {commit[:12]}, applied before "
-                    "the restart, until it can be",
-                    now,
-                )
-        if self.served:
+                pipeline = self._restore(root, git, name, None, now) or pipeline
+        if pipeline:
             self.names = [n for n in pipeline if n in self.served]
             self.pipeline = pipeline
 
@@ -448,7 +424,7 @@ class Reconciler:
         except Failed as exc:
             st.set_ready(False, exc.reason, str(exc), now)
             if current is None:
-                self._restore(snap, git, name, commit, now)
+                self._restore(snap.root, git, name, commit, now)
             return
         old = st.last_applied_commit
         if old is not None and old != commit and not git.is_ancestor(old, commit):
@@ -462,31 +438,35 @@ class Reconciler:
         st.applied_at = now
         st.set_ready(True, "Ready", _serving(served), now)
 
-    def _restore(self, snap: Snapshot, git: Git, name: str, failed: str, now: float) -> None:
-        """After a restart, `failed` (the environment's newest commit) cannot be applied:
-        serves the commit applied before the restart instead, if it still can be. The
+    def _restore(
+        self, root: Root, git: Git, name: str, failed: str | None, now: float
+    ) -> list[str] | None:
+        """After a restart, `failed` (the environment's newest commit; None: the
+        repository's loomgit.yaml) cannot be applied: serves the commit applied before the
+        restart instead, if it still can be, and returns the pipeline as it was then. The
         status keeps saying why `failed` is not applied. Tried once per process."""
         before = (self._before or {}).pop(name, None)
         if before is None or before[0] == failed:
-            return
+            return None
         commit, applied_at = before
         try:
-            old = snapshot(snap.root, git, self.cache, commit, env_hint=name)
+            old = snapshot(root, git, self.cache, commit, env_hint=name)
             problems = check_by_env(old, self.cache).get(name, [])
             served = self._build(old, name, commit, problems)
         except (LoomgitError, Failed) as exc:
             log.event("last applied commit not restored", logging.WARNING, environment=name,
                       commit=commit, error=str(exc))  # fmt: skip
-            return
+            return None
         self.served[name] = served
-        st = self.status[name]
+        st = self.status.setdefault(name, EnvStatus(name))
         st.last_applied_commit, st.applied_at = commit, applied_at
+        what = f"{failed[:12]} cannot be applied" if failed else "the repository cannot be read"
         st.note(
             "RestoredLastApplied",
-            f"{failed[:12]} cannot be applied; serving {commit[:12]}, applied before the "
-            "restart, until a commit can be",
+            f"{what}; serving {commit[:12]}, applied before the restart, until a commit can be",
             now,
         )
+        return old.config.names
 
     def _build(self, snap: Snapshot, name: str, commit: str, problems: list[Problem]) -> Served:
         errors = [p for p in problems if p.severity == "error"]
