@@ -78,17 +78,8 @@ def _workspace(repo: Path, applied: AppliedRecord) -> Workspace:
     when that cannot be read and this state folder served the repository before, as at
     the commit applied last, which the daemon then serves until HEAD can be read."""
     from loomgit import log
-    from loomgit.vcs import Git, find_root
     from loomgit.workspace import Workspace
 
-    root = find_root(repo)
-    with Git(root.toplevel) as git:
-        if not git.has_commits():
-            raise RepositoryError(
-                f"{root.toplevel} has no commits yet",
-                hint="commit loomgit.yaml and the environments first: the daemon serves "
-                "what is committed",
-            )
     try:
         return Workspace(repo, rev="HEAD")
     except RepositoryError as exc:
@@ -96,7 +87,10 @@ def _workspace(repo: Path, applied: AppliedRecord) -> Workspace:
         newest = max(before, key=lambda entry: entry[1], default=None)
         if newest is None:
             raise
-        ws = Workspace(repo, rev=newest[0])
+        try:
+            ws = Workspace(repo, rev=newest[0])
+        except RepositoryError:
+            raise exc from None  # what is wrong with HEAD, not with an old commit
         log.event("HEAD not read; starting from the commit applied before", logging.WARNING,
                   commit=newest[0], error=exc.message)  # fmt: skip
         return ws

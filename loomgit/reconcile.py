@@ -31,7 +31,7 @@ from typing import Any
 
 from loomgit import desired, log
 from loomgit.documents import PARALLEL_MIN, DocumentCache, Mapper
-from loomgit.errors import LoomgitError, RepositoryError
+from loomgit.errors import LoomgitError
 from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
@@ -340,10 +340,6 @@ class Reconciler:
         git = CachingGit(root.toplevel, self.gitcache)
         self._reading = None
         try:
-            if not git.has_commits():
-                raise RepositoryError(
-                    f"{root.toplevel} has no commits yet; the daemon serves committed files"
-                )
             head = self._reading = git.resolve("HEAD")
             snap = snapshot(root, git, self.cache, head)
             if snap.config.layout == "branches":

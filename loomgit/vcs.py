@@ -181,6 +181,11 @@ class Git:
             ok=(0, 1, 128),
         )
         sha = out.decode().strip()
+        if not sha and rev == "HEAD" and not self.has_commits():
+            raise RepositoryError(
+                f"{self.toplevel} has no commits yet",
+                hint="commit loomgit.yaml and the environments' files first",
+            )
         if not sha:
             raise RepositoryError(
                 f"unknown revision '{rev}'", hint="check the branch, tag or commit id"

@@ -461,10 +461,7 @@ def test_a_first_read_that_fails_says_why(repo: Repo, tmp_path: Path) -> None:
     (unborn / "loomgit.yaml").write_bytes((repo.path / "loomgit.yaml").read_bytes())
     reconciler = Reconciler(unborn, {})
     assert reconciler.cycle() == {}
-    assert (
-        reconciler.read_error
-        == f"{unborn.resolve()} has no commits yet; the daemon serves committed files"
-    )
+    assert reconciler.read_error == f"{unborn.resolve()} has no commits yet"
     commit_all(unborn, "the pipeline, with no environments yet")
     status = reconciler.cycle()
     assert (
