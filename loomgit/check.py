@@ -35,6 +35,7 @@ class _Context:
     git: Git
     config: Repository
     head_env: str | None  # branch layout: the environment the checked range belongs to
+    tips: dict[str, str | None] = field(default_factory=dict)  # branch layout: env -> tip
 
     def base(self, env: str) -> str:
         if self.config.layout == "directories":
@@ -283,7 +284,9 @@ def _other_file(ctx: _Context, commit: str, env: str, rel: str) -> str | None:
     if ctx.config.layout != "branches":
         return refused
     before = ctx.config.names[ctx.config.index(env) - 1]
-    tip = branch_tip(ctx.git, ctx.config, before)
+    if before not in ctx.tips:
+        ctx.tips[before] = branch_tip(ctx.git, ctx.config, before)
+    tip = ctx.tips[before]
     if tip is None:
         return refused
     there = ctx.git.blob_at(tip, rel)
