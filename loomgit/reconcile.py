@@ -199,6 +199,7 @@ class Reconciler:
     _kept: dict[str, str] = field(default_factory=dict)  # as last written to `applied`
     _removal_waits: set[str] = field(default_factory=set)  # told RemovalWaits, still served
     _reading: str | None = None  # the commit the cycle reads, once resolved
+    _layout: str | None = None  # as last read: with "directories", HEAD is every env's commit
     read_error: str | None = None  # why the last cycle could not read the repository
 
     def cycle(self) -> dict[str, EnvStatus]:
@@ -243,7 +244,7 @@ class Reconciler:
     def _not_read(self, reason: str, exc: LoomgitError, now: float) -> None:
         for name in self.names or self.environments or []:
             st = self.status.setdefault(name, EnvStatus(name))
-            if self._reading is not None and reason == "ReadFailed":
+            if reason == "ReadFailed" and self._reading and self._layout == "directories":
                 st.last_attempted_commit = self._reading
             st.set_ready(False, reason, exc.message, now)
 
@@ -342,6 +343,7 @@ class Reconciler:
         try:
             head = self._reading = git.resolve("HEAD")
             snap = snapshot(root, git, self.cache, head)
+            self._layout = snap.config.layout
             if snap.config.layout == "branches":
                 first = snap.config.names[0]
                 branch = snap.config.branch_of(first)
@@ -454,6 +456,7 @@ class Reconciler:
                       commit=commit, error=str(exc))  # fmt: skip
             return None
         self.served[name] = served
+        self._layout = self._layout or old.config.layout
         st = self.status.setdefault(name, EnvStatus(name))
         st.last_applied_commit, st.applied_at = commit, applied_at
         what = f"{failed[:12]} cannot be applied" if failed else "the repository cannot be read"
