@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HELLO, AgeKey, Repo, Result, commit_all, promoted, state_yaml
+from pipeline import Pipeline
 
 from loomgit import sops
 from loomgit.documents import blob_id
@@ -238,3 +239,25 @@ def test_daemons_sharing_a_state_folder_keep_each_others_applied_commits(
         daemon.join()
     record = AppliedRecord(path)
     assert [record.read(f"/repo-{i}") for i in range(6)] == [{"staging": ("commit-14", 14.0)}] * 6
+
+
+@pytest.mark.parametrize("pipe", ["directories", "branches"], indirect=True)
+def test_a_commit_whose_loomgit_yaml_breaks_is_attempted_where_it_is(
+    pipe: Pipeline, age_key: AgeKey
+) -> None:
+    """ReadFailed keeps what runs. In the directory layout the commit is every
+    environment's last attempted one; in the branch layout only its own branch's, and
+    which that is cannot be read, so the others' stay as they were."""
+    reconciler = Reconciler(pipe.path, _keys(age_key))
+    reconciler.cycle()
+    applied = {env: reconciler.status[env].last_applied_commit for env in ENVS}
+    config = pipe.path / "loomgit.yaml"  # on development's branch, checked out
+    config.write_text(config.read_text() + "layout: sideways\n")
+    bad = commit_all(pipe.path, "break loomgit.yaml")
+    status = reconciler.cycle()
+    for env in ENVS:
+        assert status[env].conditions[0].reason == "ReadFailed"
+        assert "error[LG500]" in status[env].conditions[0].message
+        assert status[env].last_applied_commit == applied[env]
+        expected = bad if pipe.layout == "directories" else applied[env]
+        assert status[env].last_attempted_commit == expected
