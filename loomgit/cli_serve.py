@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 TOKENS_ENV = "LOOMGIT_API_TOKENS"
 GIT_SECRET_ENV = "LOOMGIT_GIT_WEBHOOK_SECRET"
+T = TypeVar("T")
 STRONG_TOKEN = 16  # characters; `openssl rand -hex 32` gives 64
 
 
@@ -73,27 +74,32 @@ def _served(ws: Workspace, given: str) -> list[str]:
     return [ws.check_env(n) for n in dict.fromkeys(names)]
 
 
-def _workspace(repo: Path, applied: AppliedRecord) -> Workspace:
-    """The repository, its loomgit.yaml as the daemon serves it: as committed at HEAD, or,
-    when that cannot be read and this state folder served the repository before, as at
-    the commit applied last, which the daemon then serves until HEAD can be read."""
+def _against_the_repository(
+    repo: Path, applied: AppliedRecord, check: Callable[[Workspace], T]
+) -> T:
+    """`check` (the options that name environments) against loomgit.yaml as the daemon
+    serves it: as committed at HEAD, or, when HEAD cannot be read or no longer lists an
+    environment the options name, and this state folder served the repository before,
+    as at the commit applied last, which the daemon then serves until HEAD can be. A
+    commit must not keep a restarted daemon from serving what it served before."""
     from loomgit import log
     from loomgit.workspace import Workspace
 
     try:
-        return Workspace(repo, rev="HEAD")
-    except RepositoryError as exc:
-        before = applied.read(str(repo.resolve())).values()
-        newest = max(before, key=lambda entry: entry[1], default=None)
+        with Workspace(repo, rev="HEAD") as ws:
+            return check(ws)
+    except (RepositoryError, UsageError) as exc:
+        newest = max(applied.read(str(repo.resolve())).values(), key=lambda e: e[1], default=None)
         if newest is None:
             raise
         try:
-            ws = Workspace(repo, rev=newest[0])
-        except RepositoryError:
-            raise exc from None  # what is wrong with HEAD, not with an old commit
-        log.event("HEAD not read; starting from the commit applied before", logging.WARNING,
+            with Workspace(repo, rev=newest[0]) as ws:
+                checked = check(ws)
+        except LoomgitError:
+            raise exc from None  # what is wrong with HEAD or the options, not an old commit
+        log.event("HEAD not served; starting from the commit applied before", logging.WARNING,
                   commit=newest[0], error=exc.message)  # fmt: skip
-        return ws
+        return checked
 
 
 def _retention_age(text: str) -> float:
@@ -269,15 +275,19 @@ def serve(
             log.event("source not fetched; starting from the commit fetched before",
                       logging.WARNING, commit=last, error=exc.message)  # fmt: skip
         repo = source.path
-    applied = AppliedRecord(state / "applied.json")
-    with _workspace(repo, applied) as ws:
+    if age_key_dir is not None and not age_key_dir.is_dir():
+        raise UsageError(f"--age-key-dir {age_key_dir}: no such folder")
+
+    def options(ws: Workspace) -> tuple[dict[str, Path], list[str] | None]:
+        given = age_keys
         if age_key_dir is not None:
-            if not age_key_dir.is_dir():
-                raise UsageError(f"--age-key-dir {age_key_dir}: no such folder")
             found = [f"{n}={age_key_dir / n}.agekey" for n in ws.config.names]
-            age_keys = tuple(k for k in found if Path(k.split("=", 1)[1]).is_file()) + age_keys
-        keys = key_files(ws, age_keys)
-        names = _served(ws, environments) if environments is not None else None
+            given = tuple(k for k in found if Path(k.split("=", 1)[1]).is_file()) + given
+        keys = key_files(ws, given)
+        return keys, _served(ws, environments) if environments is not None else None
+
+    applied = AppliedRecord(state / "applied.json")
+    keys, names = _against_the_repository(repo, applied, options)
     pool = parse_pool()
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool, applied=applied)
 

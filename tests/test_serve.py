@@ -342,7 +342,7 @@ def test_a_broken_loomgit_yaml_is_survived_running_and_restarted(
     daemon.stop(signal.SIGKILL)
 
     again = start(repo, state=state)
-    assert "HEAD not read; starting from the commit applied before" in again.log
+    assert "HEAD not served; starting from the commit applied before" in again.log
     code, body = again.request("GET", "/readyz?environments=staging")
     assert code == 200 and body["environments"]["staging"]["serving"] == good, body
     staging = again.reconcile()["staging"]
@@ -356,6 +356,30 @@ def test_a_broken_loomgit_yaml_is_survived_running_and_restarted(
     fixed = commit_all(repo.path, "fix loomgit.yaml")
     staging = again.reconcile()["staging"]
     assert (staging["last_applied_commit"], staging["conditions"][0]["reason"]) == (fixed, "Ready")
+    assert "Traceback" not in again.stop()
+
+
+def test_a_restart_onto_a_commit_that_drops_a_served_environment_keeps_serving_it(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    """`--environments staging` and a commit whose loomgit.yaml no longer lists staging:
+    exit 2 on a restart would stop staging until someone changes the daemon's options."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    state = tmp_path / "state"
+    daemon = start(repo, "--environments", "staging", state=state)
+    good = daemon.reconcile()["staging"]["last_applied_commit"]
+    config = repo.path / "loomgit.yaml"
+    config.write_text(config.read_text().replace("  - name: staging\n", ""))
+    commit_all(repo.path, "staging goes")
+    assert daemon.reconcile()["staging"]["conditions"][0]["reason"] == "ReadFailed"
+    daemon.stop(signal.SIGKILL)
+
+    again = start(repo, "--environments", "staging", state=state)
+    staging = again.reconcile()["staging"]
+    assert staging["last_applied_commit"] == good
+    assert staging["conditions"][0]["reason"] == "ReadFailed"
+    assert "unknown environment 'staging' in --environments" in staging["conditions"][0]["message"]
+    assert again.request("POST", "/hooks/staging/hello", {"name": "Bo"})[0] == 202
     assert "Traceback" not in again.stop()
 
 
