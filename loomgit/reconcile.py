@@ -249,9 +249,10 @@ class Reconciler:
             st.set_ready(False, reason, exc.message, now)
 
     def _restore_unread(self, now: float) -> None:
-        """After a restart onto a commit whose loomgit.yaml cannot be read: serves each
-        environment's commit applied before the restart, as `_restore` does for one
-        whose own files fail. Their status then says why HEAD is not applied."""
+        """After a restart onto a commit whose loomgit.yaml cannot be read, or no longer
+        lists an environment `--environments` names: serves each environment's commit
+        applied before the restart, as `_restore` does for one whose own files fail.
+        Their status then says why HEAD is not applied."""
         wanted = [n for n in self._before or {} if not self.environments or n in self.environments]
         try:
             root = find_root(self.path)
