@@ -254,6 +254,8 @@ class Reconciler:
         applied before the restart, as `_restore` does for one whose own files fail.
         Their status then says why HEAD is not applied."""
         wanted = [n for n in self._before or {} if not self.environments or n in self.environments]
+        if not wanted:  # none applied before, or already tried: nothing to read again
+            return
         try:
             root = find_root(self.path)
         except LoomgitError:
