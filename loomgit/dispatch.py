@@ -7,8 +7,8 @@ With runner processes, one more process writes the execution history: the writer
 takes one writer at a time, and a writer thread in the daemon would contend for the
 interpreter lock with the event loop on every row. The daemon sends the writer each
 accepted execution and answers the caller once the writer has committed it (queued);
-then sends it to the runner with the fewest executions in hand. The runner records it
-running, runs it, and sends how it ended; those records pass through the daemon to the
+then sends it to the runner with the fewest executions in hand. The runner runs it,
+records it running once it has run RUNNING_AFTER, and sends how it ended; those records pass through the daemon to the
 writer untouched. The writer commits what has arrived together (a group commit), accepted
 executions before the runners' records, and tells the daemon what ended, which answers
 a `respond: sync` webhook, counts it, and lets the next run of an `overlap: skip`
@@ -65,6 +65,11 @@ RUNNER_NICE = 19
 INTERRUPTED = "interrupted: its runner process stopped before it finished"
 NOT_STARTED = "interrupted: the daemon stopped before it started"
 STOP_MARGIN = 30.0  # past the grace period, a runner that has not exited is killed
+# A runner records an execution as running once it has run this long (seconds): most end
+# sooner, and for those the history's writer then makes one write, the end, instead of
+# two. Measured at 5,000 webhooks/s of a trivial workflow: the writer's CPU per
+# execution 88-92 -> 68-77 us.
+RUNNING_AFTER = 0.1
 
 
 # How an execution ended: its status, and its whole record when it was asked for.
@@ -560,37 +565,46 @@ class RunnerPool:
 
 
 class _Reporter:
-    """The runner's recorder: what it records goes to the writer, through the daemon,
-    once per turn of the event loop."""
+    """The runner's recorder: what it records goes to the writer, through the daemon:
+    ended executions once per turn of the event loop, those still running after
+    RUNNING_AFTER seconds as running."""
 
     def __init__(self, channel: _Channel, max_field_bytes: int) -> None:
         self.channel = channel
         self.max_field_bytes = max_field_bytes
         self.wanted: set[str] = set()  # executions whose whole record the daemon waits for
-        self._started: list[str] = []
+        self._started: dict[str, None] = {}  # not yet recorded as running, in order
         self._ended: list[tuple[FinishRows, Execution | None]] = []
-
-    def _later(self) -> None:
-        if not self._started and not self._ended:
-            asyncio.get_running_loop().call_soon(self.flush)
+        self._timer: asyncio.TimerHandle | None = None
 
     def flush(self) -> None:
+        """Sends what is still to send: the executions running, then those ended."""
+        self._running()
+        self._send_ended()
+
+    def _running(self) -> None:
+        self._timer = None
         if self._started:
-            self.channel.send(("running", self._started), FOR_WRITER)
-            self._started = []
+            self.channel.send(("running", list(self._started)), FOR_WRITER)
+            self._started = {}
+
+    def _send_ended(self) -> None:
         if self._ended:
             self.channel.send(("rows", self._ended), FOR_WRITER)
             self._ended = []
 
     def started(self, ident: str) -> None:
-        self._later()
-        self._started.append(ident)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(RUNNING_AFTER, self._running)
+        self._started[ident] = None
 
     async def start(self, ex: Execution) -> Execution:
         return ex  # recorded before it was sent here
 
     async def finish(self, ex: Execution) -> None:
-        self._later()
+        if not self._ended:
+            asyncio.get_running_loop().call_soon(self._send_ended)
+        self._started.pop(ex.id, None)  # its end says it ran
         record = ex if ex.id in self.wanted else None
         self.wanted.discard(ex.id)
         self._ended.append((finish_rows(ex, self.max_field_bytes), record))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -16,7 +17,16 @@ import pytest
 from test_writer import queued
 
 from loomgit import yamlio
-from loomgit.dispatch import INTERRUPTED, RunnerPool, _Channel, _Frames, _Runner, _Writer
+from loomgit.dispatch import (
+    INTERRUPTED,
+    RUNNING_AFTER,
+    RunnerPool,
+    _Channel,
+    _Frames,
+    _Reporter,
+    _Runner,
+    _Writer,
+)
 from loomgit.history import History
 from loomgit.models.workflow import Workflow
 from loomgit.runtime import Deployment, TriggerEvent
@@ -190,3 +200,38 @@ def test_the_daemon_keeps_no_trigger_of_an_execution_a_runner_holds(tmp_path: Pa
     )
     assert final.error == INTERRUPTED and final.ended_at is not None
     assert ended == [("production", "interrupted")]
+
+
+def test_a_runner_records_running_only_what_runs_longer_than_a_moment() -> None:
+    """An execution that ends within RUNNING_AFTER reaches the writer once, ended; one
+    still running then is recorded as running first (the history shows it running)."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    inbox = Inbox(theirs)
+    quick, slow = queued(), queued()
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        reporter = _Reporter(_Channel(transport), 1 << 16)
+        try:
+            reporter.started(quick.id)
+            reporter.started(slow.id)
+            await reporter.finish(replace(quick, status="succeeded", ended_at=time.time()))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            at_first = inbox.take(wait=False) or []
+            await asyncio.sleep(RUNNING_AFTER + 0.05)
+            later = inbox.take(wait=False) or []
+        finally:
+            transport.close()
+        return at_first, later
+
+    try:
+        at_first, later = asyncio.run(main())
+    finally:
+        theirs.close()
+    assert [(kind, [rows[0][-1] for rows, _ in items]) for kind, items in at_first] == [
+        ("rows", [quick.id])
+    ]
+    assert later == [("running", [slow.id])]
