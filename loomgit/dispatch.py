@@ -8,11 +8,11 @@ takes one writer at a time, and a writer thread in the daemon would contend for 
 interpreter lock with the event loop on every row. The daemon sends the writer each
 accepted execution and answers the caller once the writer has committed it (queued);
 then sends it to the runner with the fewest executions in hand. The runner runs it,
-records it running once it has run RUNNING_AFTER, and sends how it ended; those records pass through the daemon to the
-writer untouched. The writer commits what has arrived together (a group commit), accepted
-executions before the runners' records, and tells the daemon what ended, which answers
-a `respond: sync` webhook, counts it, and lets the next run of an `overlap: skip`
-schedule go.
+records it running once it has run RUNNING_AFTER, and sends how it ended; those records
+pass through the daemon to the writer untouched. The writer commits what has arrived
+together (a group commit), accepted executions before the runners' records, and tells
+the daemon what ended, which answers a `respond: sync` webhook, counts it, and lets the
+next run of an `overlap: skip` schedule go.
 
 Each runner receives a deployment (workflow, variables, decrypted credentials) once, over
 a socket pair only the two processes hold, and forgets it when no environment serves it
