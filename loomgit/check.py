@@ -320,7 +320,7 @@ def check_promotion(
     path: Path, base: str, head: str = "HEAD", *, validate_head: bool = True
 ) -> Report:
     """Checks every commit in BASE..HEAD, then (unless told not to) validates HEAD."""
-    root = find_root(path)
+    root = find_root(path, head)
     cache = DocumentCache()
     with Git(root.toplevel) as git:
         base_commit, head_commit = git.resolve(base), git.resolve(head)

@@ -42,7 +42,7 @@ from loomgit.runtime import Deployment
 from loomgit.sops import SopsError
 from loomgit.source import RemoteSource
 from loomgit.validate import check_by_env, positions
-from loomgit.vcs import Git, Root, find_root
+from loomgit.vcs import Git, Root, find_root, head_commit
 
 
 @dataclass(frozen=True)
@@ -256,8 +256,9 @@ class Reconciler:
         wanted = [n for n in self._before or {} if not self.environments or n in self.environments]
         if not wanted:  # none applied before, or already tried: nothing to read again
             return
+        newest = max((self._before or {}).values(), key=lambda before: before[1])[0]
         try:
-            root = find_root(self.path)
+            root = find_root(self.path, newest)  # HEAD may have deleted loomgit.yaml
         except LoomgitError:
             return
         pipeline: list[str] = []
@@ -340,9 +341,13 @@ class Reconciler:
         return self.pipeline[-1] if self.pipeline else None
 
     def _read(self) -> tuple[Snapshot, Git]:
-        root = find_root(self.path)
-        git = CachingGit(root.toplevel, self.gitcache)
         self._reading = None
+        try:
+            root = find_root(self.path, "HEAD")
+        except LoomgitError:
+            self._reading = head_commit(Path(self.path))  # one that deleted loomgit.yaml
+            raise
+        git = CachingGit(root.toplevel, self.gitcache)
         try:
             head = self._reading = git.resolve("HEAD")
             snap = snapshot(root, git, self.cache, head)

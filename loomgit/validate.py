@@ -288,7 +288,7 @@ def validate(
     path: Path, rev: str | None = None, env: str | None = None, cache: DocumentCache | None = None
 ) -> Report:
     """Validates the repository at `path` (work tree, or commit `rev`)."""
-    root = find_root(path)
+    root = find_root(path, rev)
     cache = cache or DocumentCache()
     with Git(root.toplevel) as git:
         snap = snapshot(root, git, cache, rev, env_hint=env)

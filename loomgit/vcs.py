@@ -81,8 +81,10 @@ def check_rev(rev: str) -> str:
     return rev
 
 
-def find_root(start: Path) -> Root:
-    """Finds loomgit.yaml in `start` or a folder above it, and the git repository holding it."""
+def find_root(start: Path, rev: str | None = None) -> Root:
+    """Finds loomgit.yaml in `start` or a folder above it, and the git repository holding it.
+    With `rev`, one that is not in the work tree is also looked for as committed at `rev`
+    (a commit that deleted it, read at a commit before)."""
     start = start.resolve()
     if not start.exists():
         raise UsageError(f"{start} does not exist")
@@ -96,6 +98,8 @@ def find_root(start: Path) -> Root:
             hint="run `loomgit init` to create one, or pass --repo PATH",
         )
     toplevel = top
+    if folder is None and rev is not None:
+        folder = _committed_root(toplevel, start, rev)
     if folder is None:
         raise RepositoryError(
             f"no {CONFIG_FILE} in {start} or any folder above it",
@@ -109,6 +113,45 @@ def find_root(start: Path) -> Root:
 
 def _blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _committed_root(toplevel: Path, start: Path, rev: str) -> Path | None:
+    """The nearest of `start` and the folders above it, up to `toplevel`, that holds
+    loomgit.yaml as committed at `rev`."""
+    check_rev(rev)
+    if toplevel not in (start, *start.parents):
+        return None
+    folders = [start, *start.parents]
+    folders = folders[: folders.index(toplevel) + 1]
+    for folder in folders:
+        rel = folder.relative_to(toplevel).as_posix()
+        spec = f"{rev}:{'' if rel == '.' else rel + '/'}{CONFIG_FILE}"
+        proc = subprocess.run(
+            ["git", "cat-file", "-e", spec],
+            cwd=toplevel,
+            env=git_env(),
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode == 0:
+            return folder
+    return None
+
+
+def head_commit(path: Path) -> str | None:
+    """The commit checked out in the git work tree holding `path`, if there is one."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            cwd=path,
+            env=git_env(),
+            capture_output=True,
+            check=False,
+        )
+    except OSError:  # no such folder, or no git
+        return None
+    out = proc.stdout.decode("ascii", "replace").strip()
+    return out if proc.returncode == 0 and out else None
 
 
 def _show_toplevel(path: Path) -> Path | None:

@@ -48,7 +48,7 @@ class Workspace:
     from the work tree, or with `rev`, as committed there."""
 
     def __init__(self, path: Path, rev: str | None = None) -> None:
-        self.root = find_root(path)
+        self.root = find_root(path, rev)
         self.git = Git(self.root.toplevel)
         self.cache = DocumentCache()
         try:

@@ -320,23 +320,28 @@ def test_a_restart_without_a_record_of_what_was_applied_serves_nothing_bad(
         assert logged in daemon.log and "Traceback" not in daemon.log
 
 
+@pytest.mark.parametrize("damage", ["broken", "deleted"])
 def test_a_broken_loomgit_yaml_is_survived_running_and_restarted(
-    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path, damage: str
 ) -> None:
-    """loomgit.yaml broken in a commit: a running daemon keeps serving and says why
-    (ReadFailed); killed and started again on that commit, it serves what it applied
-    before instead of refusing to start, and applies the fix as any commit."""
+    """loomgit.yaml broken or deleted in a commit: a running daemon keeps serving and
+    says why (ReadFailed); killed and started again on that commit, it serves what it
+    applied before instead of refusing to start, and applies the fix as any commit."""
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     state = tmp_path / "state"
     daemon = start(repo, state=state)
     good = daemon.reconcile()["staging"]["last_applied_commit"]
     config = (repo.path / "loomgit.yaml").read_text()
-    (repo.path / "loomgit.yaml").write_text(config + "layout: sideways\n")
-    bad = commit_all(repo.path, "break loomgit.yaml")
+    if damage == "broken":
+        (repo.path / "loomgit.yaml").write_text(config + "layout: sideways\n")
+        why = "error[LG500]"
+    else:
+        (repo.path / "loomgit.yaml").unlink()
+        why = "no loomgit.yaml in"
+    bad = commit_all(repo.path, f"{damage} loomgit.yaml")
     staging = daemon.reconcile()["staging"]
     assert staging["conditions"][0]["reason"] == "ReadFailed"
-    assert "loomgit.yaml:" in staging["conditions"][0]["message"]
-    assert "error[LG500]" in staging["conditions"][0]["message"]
+    assert why in staging["conditions"][0]["message"]
     assert (staging["last_attempted_commit"], staging["last_applied_commit"]) == (bad, good)
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Al"})[0] == 202
     daemon.stop(signal.SIGKILL)

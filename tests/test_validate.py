@@ -132,6 +132,19 @@ def test_old_commit_is_read_without_checkout(repo: Repo, cli: Callable[..., Resu
     assert git(repo.path, "status", "--porcelain") == ""
 
 
+def test_a_commit_is_read_where_the_work_tree_has_lost_loomgit_yaml(
+    repo: Repo, cli: Callable[..., Result]
+) -> None:
+    """`--rev` reads loomgit.yaml as committed: a commit after it that deleted the file
+    does not keep an earlier one from being validated (nor the daemon from restarting on it)."""
+    (repo.path / "loomgit.yaml").unlink()
+    commit_all(repo.path, "loomgit.yaml goes")
+    assert cli("validate", "--repo", repo.path, "--rev", "HEAD~1").code == 0
+    gone = cli("validate", "--repo", repo.path, "--rev", "HEAD")
+    assert gone.code == 2 and "no loomgit.yaml in" in gone.err
+    assert cli("validate", "--repo", repo.path).code == 2
+
+
 def test_identical_blobs_are_parsed_once(repo: Repo) -> None:
     cache = DocumentCache()
     report = validate(repo.path, rev="HEAD", cache=cache)
