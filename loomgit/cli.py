@@ -26,6 +26,24 @@ def format_option(func: Any) -> Any:
     )(func)
 
 
+def workflow_names(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A WORKFLOW argument (one, several or none): each must be a name a workflow can
+    have, so a typo or a path is refused as such, not looked up as a file."""
+    import re
+
+    from loomgit.errors import UsageError
+    from loomgit.models.base import NAME
+
+    for name in [value] if isinstance(value, str) else value or ():
+        if not re.fullmatch(NAME, name):
+            raise UsageError(
+                f"'{name}' is not a workflow name",
+                hint="workflow names are lowercase letters, digits, '-' and '_', at most 63,"
+                " as in environments/ENV/workflows/NAME.yaml",
+            )
+    return value
+
+
 def repo_option(func: Any) -> Any:
     return click.option(
         "--repo",

@@ -31,6 +31,17 @@ BAD = [
     (["history", "--env", "qa"], 2, "unknown environment"),
     (["check-promotion", "--base", "nope"], 2, "unknown revision 'nope'"),
     (["check-promotion", "--base", "-x"], 2, ""),
+    # A path or a name no workflow can have is refused as such, before anything is read.
+    (["promote", "hello", "../../etc", "--to", "staging"], 2, "'../../etc' is not a workflow"),
+    (["activate", "Hello", "--env", "staging"], 2, "'Hello' is not a workflow name"),
+    (["deactivate", "a/b", "--env", "staging"], 2, "'a/b' is not a workflow name"),
+    (["rollback", "-", "--env", "staging"], 2, "'-' is not a workflow name"),
+    (["show", "hello.yaml"], 2, "'hello.yaml' is not a workflow name"),
+    (["diff", "..", "--from", "development", "--to", "staging"], 2, "'..' is not a workflow"),
+    (["history", "hello/"], 2, "'hello/' is not a workflow name"),
+    (["revisions", " hello"], 2, "' hello' is not a workflow name"),
+    (["restore", "x" * 64, "HEAD"], 2, "is not a workflow name"),
+    (["run", "../hello"], 2, "'../hello' is not a workflow name"),
 ]
 
 
