@@ -22,7 +22,7 @@ def set_active(ws: Workspace, name: str, env: str, active: bool) -> Written | No
             if env == ws.config.first
             else f"promote it first: loomgit promote {name} --to {env}"
         )
-        raise Refused(f"{name} is not in {env}", hint=hint)
+        raise Refused(f"{name} is not in {env}", hint=ws.did_you_mean(env, name) or hint)
     record = envstate.record(files[loc.env_file], name)
     if record is None and env != ws.config.first:
         raise Refused(
@@ -81,7 +81,10 @@ def rollback(
     loc = ws.location(env)
     current = envstate.record(ws.git.blob_at(loc.commit, loc.env_file), name)
     if current is None or current.version is None:
-        raise Refused(f"{name} is not deployed to {env}; there is nothing to roll back")
+        raise Refused(
+            f"{name} is not deployed to {env}; there is nothing to roll back",
+            hint=ws.did_you_mean(env, name),
+        )
     history = [r for r in versions_run(ws, name, env) if r.version != current.version]
     if to_version is None:
         if not history:

@@ -147,16 +147,6 @@ def _next_version(ws: Workspace, name: str, known: dict[str, bytes | None]) -> i
     return highest + 1
 
 
-def _workflow_names(ws: Workspace, loc: Location) -> list[str]:
-    folder = loc.path("workflows/")
-    names = []
-    for entry in ws.git.ls_tree(loc.commit, folder):
-        rel = entry.path[len(folder) :]
-        if "/" not in rel and rel.endswith(".yaml"):
-            names.append(rel[: -len(".yaml")])
-    return sorted(names)
-
-
 def _check_source(
     ws: Workspace, name: str, data: bytes, source: Location, variables: set[str] | None
 ) -> None:
@@ -226,7 +216,7 @@ def plan(
     now = now or now_utc()
     if all_workflows == bool(names):
         raise UsageError("name the workflows to promote, or pass --all (not both)")
-    wanted = _workflow_names(ws, source) if all_workflows else list(dict.fromkeys(names))
+    wanted = ws.workflow_names(source_env) if all_workflows else list(dict.fromkeys(names))
     paths = [source.workflow(n) for n in wanted] + [source.env_file]
     src_files = ws.git.blobs_at(source.commit, paths)
     tgt_files = ws.git.blobs_at(
@@ -250,7 +240,10 @@ def plan(
                 if first
                 else f"promote it to {source_env} first: loomgit promote {name} --to {source_env}"
             )
-            raise Refused(f"{name} is not in {source_env} at {source.commit[:12]}", hint=hint)
+            raise Refused(
+                f"{name} is not in {source_env} at {source.commit[:12]}",
+                hint=ws.did_you_mean(source_env, name) or hint,
+            )
         before = envstate.record(tgt_env_file, name)
         same = before is not None and before.digest == digest(content)
         if same and tgt_files[target.workflow(name)] == content:

@@ -91,7 +91,7 @@ def show(ws: Workspace, name: str, env: str | None, version: int | None) -> byte
     if version is None:
         data = ws.git.blob_at(loc.commit, loc.workflow(name))
         if data is None:
-            raise LoomgitError(f"{name} is not in {env}")
+            raise LoomgitError(f"{name} is not in {env}", hint=ws.did_you_mean(env, name))
         return data
     if env == ws.config.first:
         raise LoomgitError(
@@ -208,7 +208,10 @@ def revisions(ws: Workspace, name: str, limit: int = 200) -> list[Revision]:
         if line
     ]
     if not revs:
-        raise LoomgitError(f"{name} has no revisions in {ws.config.first}")
+        raise LoomgitError(
+            f"{name} has no revisions in {ws.config.first}",
+            hint=ws.did_you_mean(ws.config.first, name),
+        )
     return revs
 
 
@@ -258,7 +261,7 @@ def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> Workfl
     src, dst = ws.location(from_env), ws.location(to_env)
     new = ws.git.blob_at(src.commit, src.workflow(name))
     if new is None:
-        raise LoomgitError(f"{name} is not in {from_env}")
+        raise LoomgitError(f"{name} is not in {from_env}", hint=ws.did_you_mean(from_env, name))
     old = ws.git.blob_at(dst.commit, dst.workflow(name))
     rec_src = envstate.record(ws.git.blob_at(src.commit, src.env_file), name)
     rec_dst = envstate.record(ws.git.blob_at(dst.commit, dst.env_file), name)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -75,6 +76,23 @@ class Workspace:
                 hint=f"environments: {', '.join(self.config.names)}",
             )
         return env
+
+    def workflow_names(self, env: str) -> list[str]:
+        """The names of `env`'s workflow files, sorted."""
+        loc = self.location(env)
+        folder = loc.path(WORKFLOWS_DIR) + "/"
+        names = []
+        for entry in self.git.ls_tree(loc.commit, folder):
+            rel = entry.path.removeprefix(folder)
+            if "/" not in rel and rel.endswith(".yaml"):
+                names.append(rel.removesuffix(".yaml"))
+        return sorted(names)
+
+    def did_you_mean(self, env: str, name: str) -> str | None:
+        """For a workflow `name` that `env` does not have: the hint naming the one of
+        `env`'s workflows it is likely a typo of, if any."""
+        close = difflib.get_close_matches(name, self.workflow_names(env), n=1)
+        return f"did you mean {close[0]}?" if close else None
 
     def location(self, env: str) -> Location:
         """Where `env` is, as of when it was first asked for in this command."""

@@ -42,6 +42,12 @@ BAD = [
     (["revisions", " hello"], 2, "' hello' is not a workflow name"),
     (["restore", "x" * 64, "HEAD"], 2, "is not a workflow name"),
     (["run", "../hello"], 2, "'../hello' is not a workflow name"),
+    # A typo of a workflow the environment has is named in the hint.
+    (["promote", "helo", "--to", "staging"], 1, "hint: did you mean hello?"),
+    (["activate", "hellow", "--env", "development"], 1, "hint: did you mean hello?"),
+    (["show", "hallo"], 1, "hint: did you mean hello?"),
+    (["diff", "hell", "--from", "development", "--to", "staging"], 1, "did you mean hello?"),
+    (["revisions", "helo"], 1, "hint: did you mean hello?"),
 ]
 
 
