@@ -4,6 +4,7 @@ The CLI's `run` and the daemon build their deployments here."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +69,14 @@ def plan(
         )
     if ref is None:
         known = sorted(r.rel.rsplit("/", 1)[-1].split(".")[0] for r in files.workflows)
+        close = difflib.get_close_matches(name, known, n=1)
         raise UsageError(
             f"there is no workflow '{name}' in {env}",
-            hint=f"workflows in {env}: {', '.join(known)}" if known else None,
+            hint=f"did you mean {close[0]}?"
+            if close
+            else f"workflows in {env}: {', '.join(known)}"
+            if known
+            else None,
         )
     mine = {ref.path, *(r.path for r in (files.variables, files.environment) if r)}
     blocking = (

@@ -100,7 +100,11 @@ def test_an_invalid_workflow_is_refused_and_nothing_recorded(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("nope",), "there is no workflow 'nope' in development"),
+        (
+            ("nope",),
+            "there is no workflow 'nope' in development\nhint: workflows in development: hello",
+        ),
+        (("helo",), "there is no workflow 'helo' in development\nhint: did you mean hello?"),
         (("hello", "--input", "{bad"), "--input is not valid JSON"),
         (("hello", "--input-file", "missing.json"), "cannot read missing.json"),
         (("hello", "--timeout", "soon"), "'soon' is not a duration"),
