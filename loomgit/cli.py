@@ -26,7 +26,7 @@ def format_option(func: Any) -> Any:
     )(func)
 
 
-def workflow_names(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A WORKFLOW argument (one, several or none): each must be a name a workflow can
     have, so a typo or a path is refused as such, not looked up as a file."""
     import re

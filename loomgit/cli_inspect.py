@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from loomgit.cli import FORMATS, cli, repo_option, workflow_names
+from loomgit.cli import FORMATS, cli, repo_option, workflow_arguments
 
 TEXT_JSON = click.Choice(["text", "json"])
 
@@ -92,7 +92,7 @@ def _print(renderable: object) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--env", "env", metavar="ENV", help="Environment (default: the first).")
 @click.option(
     "--version",
@@ -119,7 +119,7 @@ def show(workflow: str, env: str | None, version: int | None, repo: Path) -> Non
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--from", "from_env", required=True, metavar="ENV")
 @click.option("--to", "to_env", required=True, metavar="ENV")
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
@@ -144,7 +144,7 @@ def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> Non
 
 
 @cli.command()
-@click.argument("workflow", required=False, callback=workflow_names)
+@click.argument("workflow", required=False, callback=workflow_arguments)
 @click.option("--env", "env", metavar="ENV", help="Only this environment.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
@@ -177,7 +177,7 @@ def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: P
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
 @repo_option
 def revisions(workflow: str, fmt: str, repo: Path) -> None:
@@ -200,7 +200,7 @@ def revisions(workflow: str, fmt: str, repo: Path) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.argument("revision")
 @repo_option
 def restore(workflow: str, revision: str, repo: Path) -> None:

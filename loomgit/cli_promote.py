@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import click
 
-from loomgit.cli import cli, format_option, repo_option, workflow_names
+from loomgit.cli import cli, format_option, repo_option, workflow_arguments
 from loomgit.errors import UsageError
 
 
@@ -22,7 +22,7 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
 
 
 @cli.command()
-@click.argument("workflows", nargs=-1, metavar="WORKFLOW...", callback=workflow_names)
+@click.argument("workflows", nargs=-1, metavar="WORKFLOW...", callback=workflow_arguments)
 @click.option("--to", "to_env", required=True, metavar="ENV", help="Target environment.")
 @click.option(
     "--from",
@@ -175,7 +175,7 @@ def _toggle(name: str, env: str, repo: Path, active: bool) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--env", "env", required=True, metavar="ENV")
 @repo_option
 def activate(workflow: str, env: str, repo: Path) -> None:
@@ -191,7 +191,7 @@ def activate(workflow: str, env: str, repo: Path) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--env", "env", required=True, metavar="ENV")
 @repo_option
 def deactivate(workflow: str, env: str, repo: Path) -> None:
@@ -205,7 +205,7 @@ def deactivate(workflow: str, env: str, repo: Path) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--env", "env", required=True, metavar="ENV")
 @click.option(
     "--to-version",

@@ -12,7 +12,7 @@ import click
 
 from loomgit import jsontext
 from loomgit.ages import parse_since
-from loomgit.cli import cli, repo_option, workflow_names
+from loomgit.cli import cli, repo_option, workflow_arguments
 from loomgit.cli_credentials import key_option
 from loomgit.errors import UsageError, report_to
 
@@ -99,7 +99,7 @@ class _Printer:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_names)
+@click.argument("workflow", callback=workflow_arguments)
 @click.option("--input", "raw_input", metavar="JSON", help="The trigger body, as JSON.")
 @click.option(
     "--input-file",

@@ -70,13 +70,10 @@ def plan(
     if ref is None:
         known = sorted(r.rel.rsplit("/", 1)[-1].split(".")[0] for r in files.workflows)
         close = difflib.get_close_matches(name, known, n=1)
+        hint = f"workflows in {env}: {', '.join(known)}" if known else None
         raise UsageError(
             f"there is no workflow '{name}' in {env}",
-            hint=f"did you mean {close[0]}?"
-            if close
-            else f"workflows in {env}: {', '.join(known)}"
-            if known
-            else None,
+            hint=f"did you mean {close[0]}?" if close else hint,
         )
     mine = {ref.path, *(r.path for r in (files.variables, files.environment) if r)}
     blocking = (
