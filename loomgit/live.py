@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import urllib.error
@@ -22,6 +23,10 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
     base = server.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--server {server}: give an http:// or https:// URL")
+    if any(c.isspace() or not c.isprintable() for c in base):
+        raise UsageError(
+            f"--server {server!r}: not a valid URL (it holds a space or a control character)"
+        )
     try:
         urllib.parse.urlsplit(base).port  # noqa: B018 - reading it checks the host and port
     except ValueError as exc:
@@ -38,7 +43,7 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
             f"cannot reach the daemon at {base}: {reason}",
             hint="is `loomgit serve` running there? it prints its URL when it starts",
         ) from None
-    except ValueError:
+    except (ValueError, http.client.HTTPException):
         raise UsageError(f"{url} did not answer JSON; is it a loomgit daemon?") from None
     if not isinstance(body, list):
         raise UsageError(f"{url} did not answer a list of environments")

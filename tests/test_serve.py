@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -1579,6 +1580,28 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
     for bad in ("http://[::1", "http://127.0.0.1:99999"):  # once "did not answer JSON"
         result = cli("status", "--server", bad)
         assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
+
+
+def test_status_server_refuses_what_is_no_url_and_what_answers_no_http(cli: Cli) -> None:
+    """A URL with a space or a control character, and a server answering something other
+    than HTTP: one-line errors, exit 2 (both were tracebacks, exit 3)."""
+    for bad in ("http://127.0.0.1:9/a b", "http://127.0.0.1:9/\x01"):
+        result = cli("status", "--server", bad)
+        assert result.code == 2 and "not a valid URL" in result.err, result.err
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        result = cli("status", "--server", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    finally:
+        listener.close()
+    assert result.code == 2 and "did not answer JSON; is it a loomgit daemon?" in result.err
 
 
 def test_the_banner_lists_the_first_triggers_of_each_kind_and_counts_the_rest() -> None:
