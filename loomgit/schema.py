@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loomgit.errors import UsageError
 from loomgit.models import DOCUMENT_KINDS
 from loomgit.models.steps import BUILTIN_STEPS
 
@@ -48,10 +49,16 @@ def dumps(schema: dict[str, Any]) -> str:
 
 def write(folder: Path) -> list[Path]:
     """Writes every schema into `folder`; returns the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in generate().items():
-        path = folder / name
-        path.write_text(dumps(schema), encoding="utf-8")
-        written.append(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, schema in generate().items():
+            path = folder / name
+            path.write_text(dumps(schema), encoding="utf-8")
+            written.append(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the schemas into {folder}: {exc.strerror or exc}",
+            hint="--write takes a folder you can write to",
+        ) from None
     return written

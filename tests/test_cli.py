@@ -175,6 +175,10 @@ def test_schema_command(tmp_path: Path, cli: Callable[..., Result]) -> None:
     assert cli("schema", "--write", tmp_path).code == 0
     assert len(list(tmp_path.glob("*.schema.json"))) == 4
     assert cli("schema").code == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("schema", "--write", blocker / "schemas")
+    assert result.code == 2 and "cannot write the schemas into" in result.err, result.err
 
 
 def test_help_does_not_import_heavy_modules() -> None:
