@@ -262,6 +262,11 @@ def generate(
     recipient = str(identity.to_public())
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder above the key would go
+        raise Refused(f"cannot write {out}: {target.parent} is not a folder") from None
+    except OSError as exc:
+        raise Refused(f"cannot write {out}: {exc.strerror}") from None
+    try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise Refused(f"{out} already exists; loomgit will not overwrite a key") from None

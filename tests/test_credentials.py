@@ -237,6 +237,11 @@ def test_keys_generate(
     assert cli("validate", "--repo", creds_repo.path).code == 0
     again = cli("keys", "generate", "--env", "staging", "--out", out, "--repo", creds_repo.path)
     assert again.code == 1 and "will not overwrite" in again.err
+    under_a_file = out / "new.agekey"  # `out` is a file: this key does not exist, it cannot
+    again = cli(
+        "keys", "generate", "--env", "staging", "--out", under_a_file, "--repo", creds_repo.path
+    )
+    assert again.code == 1 and f"cannot write {under_a_file}: {out} is not a folder" in again.err
 
 
 @pytest.mark.parametrize(
