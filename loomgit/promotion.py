@@ -382,9 +382,10 @@ def write(
                 f"{dirty[0]} has uncommitted changes; loomgit would overwrite them",
                 hint="commit or stash them first; nothing was written",
             )
-    commit = ws.git.commit_files(ref.ref, ref.commit, changes, message)
     if ref.checked_out:
-        ws.git.refresh_paths(changes)
+        commit = ws.git.commit_checked_out(ref.ref, ref.commit, changes, message)
+    else:
+        commit = ws.git.commit_files(ref.ref, ref.commit, changes, message)
     return Written(commit, ref.branch, False)
 
 

@@ -401,6 +401,33 @@ class Git:
             ) from None
         return commit
 
+    def commit_checked_out(
+        self, ref: str, parent: str, changes: dict[str, bytes | None], message: str
+    ) -> str:
+        """`commit_files` on the checked-out branch, then the same changes written into
+        the work tree and the index. Refused before anything is written while another git
+        process holds the index; should writing them fail after the commit, the error says
+        the commit stands and how to bring those files in line with it."""
+        lock = Path(self.run("rev-parse", "--git-path", "index.lock").decode().strip())
+        lock = lock if lock.is_absolute() else self.toplevel / lock
+        if lock.exists():
+            raise GitError(
+                f"another git process is using this repository ({lock} exists); "
+                "nothing was written",
+                hint="wait for it to finish, or delete that file if no git process is running",
+            )
+        commit = self.commit_files(ref, parent, changes, message)
+        try:
+            self.refresh_paths(changes)
+        except (GitError, OSError) as exc:
+            shown = " ".join(list(changes)[:3]) + (" …" if len(changes) > 3 else "")
+            raise GitError(
+                f"committed {commit[:12]}, but its files could not be written into the work "
+                f"tree: {exc}",
+                hint=f"`git checkout HEAD -- {shown}` brings them in line with the commit",
+            ) from None
+        return commit
+
     def refresh_paths(self, changes: dict[str, bytes | None]) -> None:
         """After the checked-out branch moved to a commit with `changes`: write them into
         the work tree and the index (the caller made sure nothing uncommitted is there)."""

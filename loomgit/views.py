@@ -250,9 +250,10 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
             ws.git.refresh_paths({path: content})
         return Restored(None, backup)
     message = f"Restore {name} to revision {rev[:12]}\n\nLoomgit-Restore: {name} {rev}\n"
-    commit = ws.git.commit_files(loc.ref, loc.commit, {path: content}, message)
     if loc.checked_out:
-        ws.git.refresh_paths({path: content})
+        commit = ws.git.commit_checked_out(loc.ref, loc.commit, {path: content}, message)
+    else:
+        commit = ws.git.commit_files(loc.ref, loc.commit, {path: content}, message)
     return Restored(commit, backup)
 
 

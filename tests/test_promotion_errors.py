@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import AgeKey, Result
+from conftest import AgeKey, Result, git
 from pipeline import Pipeline
 
 BAD = [
@@ -67,9 +67,34 @@ def test_bad_input(pipe: Pipeline, args: list[str], code: int, says: str) -> Non
     assert pipe.snapshot() == before
 
 
-def test_detached_head_is_explained(pipe: Pipeline) -> None:
-    from conftest import git
+def test_a_git_process_holding_the_index_stops_a_commit_before_it_is_written(
+    pipe: Pipeline,
+) -> None:
+    lock = pipe.path / ".git" / "index.lock"
+    lock.touch()
+    before = pipe.snapshot()
+    result = pipe.run("promote", "hello", "--to", "staging")
+    assert result.code == 2 and "index.lock exists); nothing was written" in result.err
+    assert pipe.snapshot() == before
+    lock.unlink()
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
 
+
+def test_a_commit_whose_files_cannot_reach_the_work_tree_says_it_stands(pipe: Pipeline) -> None:
+    """An empty folder where the promoted file goes (git does not see it, so the path is
+    clean): the commit is made, and the error says so and how to mend the work tree."""
+    (pipe.path / "environments/staging/workflows/hello.yaml").mkdir(parents=True)
+    result = pipe.run("promote", "hello", "--to", "staging")
+    assert result.code == 2
+    assert "but its files could not be written into the work tree" in result.err
+    assert "hint: `git checkout HEAD -- environments/staging/workflows/hello.yaml" in result.err
+    (pipe.path / "environments/staging/workflows/hello.yaml").rmdir()
+    git(pipe.path, "checkout", "HEAD", "--", ".")
+    assert git(pipe.path, "status", "--porcelain") == ""
+    assert "Promote hello v1 to staging" in git(pipe.path, "log", "-1", "--format=%s")
+
+
+def test_detached_head_is_explained(pipe: Pipeline) -> None:
     git(pipe.path, "checkout", "-q", "--detach")
     result = pipe.run("promote", "hello", "--to", "staging")
     assert result.code == 2 and "HEAD is detached" in result.err
