@@ -36,7 +36,9 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
     is_flag=True,
     help="Every workflow whose definition differs from the target.",
 )
-@click.option("--notes", metavar="TEXT", help="Promotion notes for the commit and the record.")
+@click.option(
+    "-m", "--notes", metavar="TEXT", help="Promotion notes for the commit and the record."
+)
 @click.option("--notes-file", type=click.File("r"), help="Read the notes from a file (- stdin).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option(
@@ -213,7 +215,7 @@ def deactivate(workflow: str, env: str, repo: Path) -> None:
     metavar="N",
     help="A version ENV ran before (default: the one before the current).",
 )
-@click.option("--notes", metavar="TEXT", help="Why; goes into the commit and the record.")
+@click.option("-m", "--notes", metavar="TEXT", help="Why; goes into the commit and the record.")
 @repo_option
 def rollback(
     workflow: str, env: str, to_version: int | None, notes: str | None, repo: Path

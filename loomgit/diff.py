@@ -48,6 +48,10 @@ class WorkflowDiff:
     webhooks: list[str] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
     credentials: list[Credential] = field(default_factory=list)
+    # Whether the target serves it, before and after: what a reviewer most needs to know
+    # (None after: a comparison that decides nothing, as `loomgit diff`).
+    active_before: bool = False
+    active_after: bool | None = None
 
     @property
     def new(self) -> bool:
@@ -103,9 +107,19 @@ def compare(
     now: datetime,
     fire_times: bool = True,
     resolves: dict[str, bool] | None = None,
+    active_before: bool = False,
+    active_after: bool | None = None,
 ) -> WorkflowDiff:
     """What changes in `target_env` when `source` replaces `target` (None: not there)."""
-    diff = WorkflowDiff(name, source_env, target_env, version_before, version_after)
+    diff = WorkflowDiff(
+        name,
+        source_env,
+        target_env,
+        version_before,
+        version_after,
+        active_before=active_before,
+        active_after=active_after,
+    )
     new_steps = {s.id: s.model_dump(by_alias=True) for s in source.spec.steps}
     old_steps = {s.id: s.model_dump(by_alias=True) for s in target.spec.steps} if target else {}
     diff.steps_added.extend(i for i in new_steps if i not in old_steps)
@@ -143,6 +157,16 @@ def _versions(d: WorkflowDiff) -> str:
     return f"{before} -> {after}"
 
 
+def _activation(d: WorkflowDiff) -> str:
+    env = d.target_env
+    if not d.active_after:
+        how = "lands" if d.new else "stays"
+        return f"{how} inactive in {env}: `loomgit activate {d.name} --env {env}` makes it serve"
+    if d.active_before:
+        return f"stays active in {env}: it serves v{d.version_after} once the commit is applied"
+    return f"activated in {env} by this commit: it serves once the commit is applied"
+
+
 def render_text(diffs: list[WorkflowDiff]) -> str:
     lines: list[str] = []
     for d in diffs:
@@ -166,7 +190,10 @@ def render_text(diffs: list[WorkflowDiff]) -> str:
             or d.other_changes
         ):
             lines.append("  no change to steps or triggers" if not d.new else "  new workflow")
-        lines.extend(f"  webhook in {d.target_env}: {url}" for url in d.webhooks)
+        if d.active_after is not None:
+            lines.append(f"  {_activation(d)}")
+        once = " once active" if d.active_after is False else ""
+        lines.extend(f"  webhook in {d.target_env}{once}: {url}" for url in d.webhooks)
         for s in d.schedules:
             nxt = f", next: {', '.join(s.next_fires)}" if s.next_fires else ""
             lines.append(f"  schedule '{s.cron}' ({s.timezone}){nxt}")

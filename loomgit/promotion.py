@@ -131,7 +131,7 @@ def _source_env(ws: Workspace, to_env: str, from_env: str | None) -> str:
     return source
 
 
-def _next_version(ws: Workspace, name: str, known: dict[str, bytes | None]) -> int:
+def next_version(ws: Workspace, name: str, known: dict[str, bytes | None]) -> int:
     """One more than any version any environment records, rolled-back ones included.
     `known` holds environment.yaml files already read, by environment."""
     highest = 0
@@ -277,7 +277,7 @@ def plan(
                 f"`loomgit credentials set {missing[0]} --env {to_env}`",
             )
         if first:
-            version = _next_version(ws, name, known_files)
+            version = next_version(ws, name, known_files)
         else:
             src_rec = envstate.record(src_files[source.env_file], name)
             if src_rec is None or src_rec.version is None:
@@ -308,6 +308,8 @@ def plan(
             now=now,
             fire_times=fire_times,
             resolves=resolves,
+            active_before=bool(before and before.active),
+            active_after=after.active,
         )
         items.append(Item(name, content, before, after, diff))
     if not items:

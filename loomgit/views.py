@@ -9,9 +9,10 @@ from typing import Any
 
 from loomgit import envstate
 from loomgit.diff import WorkflowDiff, compare
+from loomgit.documents import digest
 from loomgit.errors import LoomgitError, RepositoryError
 from loomgit.lifecycle import versions_run
-from loomgit.promotion import load_workflow, now_utc
+from loomgit.promotion import load_workflow, next_version, now_utc
 from loomgit.workspace import Location, Workspace
 
 _TRAILER = re.compile(r"^(Loomgit-[A-Za-z-]+):\s*(.*)$")
@@ -266,6 +267,13 @@ def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> Workfl
     old = ws.git.blob_at(dst.commit, dst.workflow(name))
     rec_src = envstate.record(ws.git.blob_at(src.commit, src.env_file), name)
     rec_dst = envstate.record(ws.git.blob_at(dst.commit, dst.env_file), name)
+    active = bool(rec_dst and rec_dst.active)
+    if rec_dst is not None and rec_dst.digest == digest(new):
+        after = rec_dst.version  # the same definition: nothing to promote
+    elif from_env == ws.config.first:
+        after = next_version(ws, name, {})  # the version a promotion would give it
+    else:
+        after = rec_src.version if rec_src else None
     return compare(
         name,
         load_workflow(new, src.workflow(name)),
@@ -273,6 +281,8 @@ def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> Workfl
         source_env=from_env,
         target_env=to_env,
         version_before=rec_dst.version if rec_dst else None,
-        version_after=rec_src.version if rec_src else None,
+        version_after=after,
         now=now_utc(),
+        active_before=active,
+        active_after=active,  # a promotion keeps it; --activate is the promotion's choice
     )

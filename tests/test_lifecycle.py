@@ -26,7 +26,7 @@ def _three_versions_in_staging(pipe: Pipeline) -> None:
 
 def test_rollback_to_the_previous_version(pipe: Pipeline) -> None:
     _three_versions_in_staging(pipe)
-    result = pipe.run("rollback", "hello", "--env", "staging", "--notes", "v3 pages at night")
+    result = pipe.run("rollback", "hello", "--env", "staging", "-m", "v3 pages at night")
     assert result.code == 0 and "from v3 to v2" in result.out
     rec = pipe.record("staging", "hello")
     assert rec and rec.version == 2 and rec.rolled_back_from == 3 and rec.active is True

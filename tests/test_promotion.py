@@ -27,7 +27,7 @@ def refused(pipe: Pipeline, *args: str, says: str) -> Result:
 
 def test_development_to_production_with_notes_and_versions(pipe: Pipeline) -> None:
     source = pipe.tip("development")
-    result = pipe.run("promote", "hello", "--to", "staging", "--notes", "First cut")
+    result = pipe.run("promote", "hello", "--to", "staging", "-m", "First cut")
     assert result.code == 0, result.err
     assert "Promote hello v1 to staging" in result.out
     assert pipe.file("staging", "hello") == HELLO.encode()
@@ -144,6 +144,13 @@ def test_dry_run_writes_nothing_and_reports(pipe: Pipeline) -> None:
     report = json.loads(result.out)["workflows"][0]
     assert report["new"] and report["steps_added"] == ["greet", "say"]
     assert report["webhooks"] == ["POST /hooks/staging/hello"]
+    assert report["active_before"] is False and report["active_after"] is False
+    text = pipe.run("promote", "hello", "--to", "staging", "--dry-run").out
+    assert "lands inactive in staging: `loomgit activate hello --env staging`" in text
+    assert "webhook in staging once active: POST /hooks/staging/hello" in text
+    text = pipe.run("promote", "hello", "--to", "staging", "--dry-run", "--activate").out
+    assert "activated in staging by this commit" in text
+    assert "webhook in staging: POST /hooks/staging/hello" in text
     assert len(report["schedules"][0]["next_fires"]) == 3
     assert report["schedules"][0]["next_fires"][0].endswith(("+01:00", "+02:00"))
     assert pipe.run("promote", "hello", "--to", "staging").code == 0
@@ -152,6 +159,10 @@ def test_dry_run_writes_nothing_and_reports(pipe: Pipeline) -> None:
     assert "step changed: say (timeout)" in text
     assert "trigger added: schedule '0 9 * * 1-5' (Europe/Paris)" in text
     assert "trigger removed: schedule '0 9 * * 1-5' (Europe/Berlin)" in text
+    assert "stays inactive in staging" in text
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    text = pipe.run("promote", "hello", "--to", "staging", "--dry-run").out
+    assert "stays active in staging: it serves v2 once the commit is applied" in text
 
 
 def test_branch_option_writes_a_pull_request_branch(pipe: Pipeline) -> None:
@@ -164,6 +175,7 @@ def test_branch_option_writes_a_pull_request_branch(pipe: Pipeline) -> None:
     assert git(pipe.path, "rev-parse", "promote/hello^") == target
     assert "Pull request title:\nPromote hello v1 to staging" in result.out
     assert "for review" in result.out and "### `hello`" in result.out
+    assert "- lands inactive in staging" in result.out  # the reviewer sees it will not serve
     refused(
         pipe,
         "promote",
@@ -240,6 +252,12 @@ def test_diff_between_environments(pipe: Pipeline) -> None:
     assert pipe.run("promote", "hello", "--to", "staging").code == 0
     out = pipe.run("diff", "hello", "--from", "staging", "--to", "production").out
     assert "not deployed -> v2" in out
+    assert "lands inactive in production" in out
+    out = pipe.run("diff", "hello", "--from", "development", "--to", "staging").out
+    assert "v2 -> v2" in out and "no change to steps or triggers" in out
     assert pipe.run("promote", "hello", "--to", "production").code == 0
     out = pipe.run("diff", "hello", "--from", "development", "--to", "production").out
     assert "no change to steps or triggers" in out
+    pipe.edit("hello", V3)
+    out = pipe.run("diff", "hello", "--from", "development", "--to", "staging").out
+    assert "v2 -> v3" in out  # the version a promotion would give it
