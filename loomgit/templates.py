@@ -105,11 +105,10 @@ def template_refs(text: str) -> Refs:
     if not any(m in rest for m in _MARKERS):
         # Fast path: only `{{ dotted.path }}` placeholders, which Jinja reads the same way.
         return _path_refs(paths)
-    try:
-        ast = sandbox().parse(text)
+    try:  # compiling for the references also finds unknown filters and tests
+        return _jinja_refs(sandbox().parse(text))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxError(exc.message or "invalid template", exc.lineno) from None
-    return _jinja_refs(ast)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -121,10 +120,9 @@ def expression_refs(text: str) -> Refs:
     if "{{" in stripped or "}}" in stripped or "{%" in stripped:
         raise TemplateSyntaxError("write `when:` as a bare expression, without {{ }}")
     try:
-        ast = sandbox().parse("{{ (" + stripped + ") }}")
+        return _jinja_refs(sandbox().parse("{{ (" + stripped + ") }}"))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxError(exc.message or "invalid expression") from None
-    return _jinja_refs(ast)
 
 
 def _leading_fields(node: dict[str, object]) -> list[str]:

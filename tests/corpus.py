@@ -155,6 +155,18 @@ CASES = [
         [("LG330", DEV, 21)],
     ),
     Case(
+        "unknown-filter",
+        {DEV: hello("{{ steps.greet.output.text }}", "{{ steps.greet.output.text | b64encode }}")},
+        [("LG330", DEV, 21)],
+        "No filter named 'b64encode'",
+    ),
+    Case(
+        "unknown-test",
+        {DEV: hello("      type: log\n", "      type: log\n      when: trigger.body is fancy\n")},
+        [("LG330", DEV, 20)],
+        "No test named 'fancy'",
+    ),
+    Case(
         "later-step",
         {DEV: hello("{{ trigger.body.name }}", "{{ steps.say.output }}")},
         [("LG331", DEV, 17)],
