@@ -78,6 +78,8 @@ def check_rev(rev: str) -> str:
     """A revision a user typed: refuse what git could read as an option."""
     if not rev or rev.startswith("-") or any(c in rev for c in "\0\n\r"):
         raise UsageError(f"'{rev}' is not a valid revision")
+    if ".." in rev:  # no ref name has it (git check-ref-format)
+        raise UsageError(f"'{rev}' is a range; name one commit, branch or tag")
     return rev
 
 
@@ -223,7 +225,8 @@ class Git:
             rev + "^{commit}",
             ok=(0, 1, 128),
         )
-        sha = out.decode().strip()
+        found = out.decode().split()
+        sha = found[0] if len(found) == 1 else ""  # more: git read it as several
         if not sha and rev == "HEAD" and not self.has_commits():
             raise RepositoryError(
                 f"{self.toplevel} has no commits yet",

@@ -31,6 +31,11 @@ BAD = [
     (["history", "--env", "qa"], 2, "unknown environment"),
     (["check-promotion", "--base", "nope"], 2, "unknown revision 'nope'"),
     (["check-promotion", "--base", "-x"], 2, ""),
+    # A range or a revision git reads as several commits is not one commit.
+    (["check-promotion", "--base", "HEAD~1..HEAD"], 2, "'HEAD~1..HEAD' is a range"),
+    (["validate", "--rev", "HEAD...HEAD"], 2, "'HEAD...HEAD' is a range"),
+    (["validate", "--rev", "HEAD^@"], 2, "unknown revision 'HEAD^@'"),
+    (["restore", "hello", "HEAD^!"], 2, "unknown revision 'HEAD^!'"),
     # A path or a name no workflow can have is refused as such, before anything is read.
     (["promote", "hello", "../../etc", "--to", "staging"], 2, "'../../etc' is not a workflow"),
     (["activate", "Hello", "--env", "staging"], 2, "'Hello' is not a workflow name"),
