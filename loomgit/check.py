@@ -11,6 +11,7 @@ from pathlib import Path
 from loomgit import envstate, yamlio
 from loomgit.credentials import GLOBAL_FILE_BRANCHES, SCOPED_FILE, SOPS_CONFIG
 from loomgit.documents import DocumentCache, digest
+from loomgit.errors import RepositoryError
 from loomgit.layout import ENV_FILE, VARS_FILE, branch_tip, load_config
 from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
 from loomgit.problems import Problem, sort_key
@@ -323,6 +324,13 @@ def check_promotion(
     root = find_root(path, head)
     cache = DocumentCache()
     with Git(root.toplevel) as git:
+        if git.is_shallow():  # the commits promoted from would look missing: false errors
+            raise RepositoryError(
+                f"{root.toplevel} is a shallow clone; check-promotion reads the commits "
+                "that promotions copy from, so it needs the whole history",
+                hint="run `git fetch --unshallow`; in GitHub Actions, give actions/checkout "
+                "`fetch-depth: 0`",
+            )
         base_commit, head_commit = git.resolve(base), git.resolve(head)
         config = load_config(root, git, cache, head_commit)
         head_env = _branch_env(git, config, head_commit, head)

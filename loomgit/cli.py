@@ -96,7 +96,8 @@ def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
     from loomgit import report
     from loomgit.validate import validate as run
 
-    result = run(repo, rev=rev, env=env)
+    with report.annotated(fmt):
+        result = run(repo, rev=rev, env=env)
     click.echo(report.render(result, fmt))
     sys.exit(0 if result.ok else 1)
 

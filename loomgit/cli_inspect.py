@@ -253,6 +253,7 @@ def check_promotion(base: str, head: str, fmt: str, skip_validate: bool, repo: P
     from loomgit import report
     from loomgit.check import check_promotion as run
 
-    result = run(repo, base, head, validate_head=not skip_validate)
+    with report.annotated(fmt):
+        result = run(repo, base, head, validate_head=not skip_validate)
     click.echo(report.render(result, fmt))
     sys.exit(0 if result.ok else 1)

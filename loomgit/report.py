@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+from collections.abc import Iterator
 
+from loomgit.errors import LoomgitError
 from loomgit.problems import Problem
 from loomgit.validate import Report, to_json
 
@@ -26,6 +30,19 @@ def github(problem: Problem) -> str:
     props.append(f"title={problem.code}")
     where = "" if problem.path and ":" not in problem.path else f"{problem.location()}: "
     return f"::{problem.severity} {','.join(props)}::{_gh_escape(where + problem.message)}"
+
+
+@contextlib.contextmanager
+def annotated(fmt: str) -> Iterator[None]:
+    """With the github format, an error that stops the check before any report (a shallow
+    clone, an unknown --base) is an annotation too: the pull request shows why it failed."""
+    try:
+        yield
+    except LoomgitError as exc:
+        if fmt == "github":
+            text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            print(f"::error title=loomgit::{_gh_escape(text)}", file=sys.stdout, flush=True)
+        raise
 
 
 def summary(report: Report) -> str:

@@ -250,6 +250,10 @@ class Git:
         )
         return out.decode().strip() or None
 
+    def is_shallow(self) -> bool:
+        """Whether this is a shallow clone: commits before its cut-off are not in it."""
+        return self.run("rev-parse", "--is-shallow-repository").strip() == b"true"
+
     def is_ancestor(self, ancestor: str, commit: str) -> bool:
         """Whether `commit` descends from `ancestor` (false when `ancestor` is gone)."""
         base = self.run("merge-base", ancestor, commit, ok=(0, 1, 128)).decode().strip()

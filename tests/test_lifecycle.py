@@ -237,6 +237,25 @@ def test_check_promotion_github_format(pipe: Pipeline) -> None:
     assert "::error " in out and "title=LG600" in out
 
 
+def test_check_promotion_refuses_a_shallow_clone(pipe: Pipeline, tmp_path: Path) -> None:
+    """A shallow clone lacks the commits promotions copied from; checked anyway, every
+    promotion looked forged ("the source commit does not exist")."""
+    base = pipe.tip("production")
+    _promoted_to_production(pipe)
+    clone = tmp_path / "ci"
+    url = pipe.path.as_uri()
+    git(tmp_path, "clone", "--quiet", "--depth", "1", "--no-single-branch", url, str(clone))
+    git(clone, "checkout", "--quiet", pipe.ref("production"))
+    args = ("check-promotion", "--base", base, "--repo", clone)
+    result = pipe.cli(*args, "--format", "github")
+    assert result.code == 2, result.out + result.err
+    assert "is a shallow clone" in result.err and "git fetch --unshallow" in result.err
+    assert result.out.startswith("::error title=loomgit::") and "fetch-depth: 0" in result.out
+    git(clone, "fetch", "--quiet", "--unshallow")
+    result = pipe.cli(*args)
+    assert result.code == 0, result.out + result.err
+
+
 def test_first_environment_is_free_to_change(pipe: Pipeline) -> None:
     base = pipe.tip(ENVS[0])
     pipe.edit("hello", V2)
