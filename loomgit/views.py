@@ -10,7 +10,7 @@ from typing import Any
 from loomgit import envstate
 from loomgit.diff import WorkflowDiff, compare
 from loomgit.documents import digest
-from loomgit.errors import LoomgitError, RepositoryError
+from loomgit.errors import LoomgitError, RepositoryError, UsageError
 from loomgit.lifecycle import versions_run
 from loomgit.promotion import load_workflow, next_version, now_utc
 from loomgit.workspace import Location, Workspace
@@ -261,6 +261,15 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
 def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> WorkflowDiff:
     """What would change in `to_env` if `name` as `from_env` has it replaced it."""
     src, dst = ws.location(from_env), ws.location(to_env)
+    order = ws.config.names
+    if order.index(to_env) <= order.index(from_env):  # no promotion goes there
+        raise UsageError(
+            f"--to {to_env} does not come after --from {from_env}; "
+            f"promotions go {' -> '.join(order)}",
+            hint=None
+            if to_env == from_env
+            else f"loomgit diff {name} --from {to_env} --to {from_env}",
+        )
     new = ws.git.blob_at(src.commit, src.workflow(name))
     if new is None:
         raise LoomgitError(f"{name} is not in {from_env}", hint=ws.did_you_mean(from_env, name))

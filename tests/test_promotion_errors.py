@@ -26,6 +26,12 @@ BAD = [
     (["show", "ghost"], 1, "ghost is not in development"),
     (["show", "hello", "--version", "1"], 1, "revisions, not versions"),
     (["diff", "ghost", "--from", "development", "--to", "staging"], 1, "ghost is not in"),
+    (
+        ["diff", "hello", "--from", "production", "--to", "staging"],
+        2,
+        "--to staging does not come after --from production",
+    ),
+    (["diff", "hello", "--from", "staging", "--to", "staging"], 2, "does not come after"),
     (["revisions", "ghost"], 1, "no revisions"),
     (["restore", "hello", "no-such-rev"], 2, "unknown revision 'no-such-rev'"),
     (["history", "--env", "qa"], 2, "unknown environment"),
