@@ -226,6 +226,9 @@ def restore(workflow: str, revision: str, repo: Path) -> None:
         click.echo(f"restored {workflow} to {revision} (commit {done.commit[:12]})")
     else:
         click.echo(f"{workflow} is already at {revision}; nothing to commit")
+    if done.problem:
+        click.echo(f"warning: this revision does not validate: {done.problem}", err=True)
+        click.echo("hint: fix it and commit before promoting it (`loomgit validate`)", err=True)
 
 
 @cli.command("check-promotion")

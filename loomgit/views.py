@@ -9,9 +9,10 @@ from typing import Any
 
 from loomgit import envstate
 from loomgit.diff import WorkflowDiff, compare
-from loomgit.documents import digest
+from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, RepositoryError, UsageError
 from loomgit.lifecycle import versions_run
+from loomgit.problems import headline
 from loomgit.promotion import load_workflow, next_version, now_utc
 from loomgit.workspace import Location, Workspace
 
@@ -220,6 +221,7 @@ def revisions(ws: Workspace, name: str, limit: int = 200) -> list[Revision]:
 class Restored:
     commit: str | None
     backup: str | None
+    problem: str | None = None  # why the restored definition does not validate
 
 
 def restore(ws: Workspace, name: str, revision: str) -> Restored:
@@ -246,16 +248,21 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
             f"Backup of uncommitted {name} before restoring {rev[:12]}",
             new_ref=True,
         )
+    parsed = ws.cache.workflow(blob_id(content), content)
+    problem = None
+    if parsed.problems:  # restored all the same: it is what was asked for, and nothing is lost
+        found, more = headline(parsed.problems)
+        problem = found.at(path).render() + more
     if ws.git.blob_at(loc.commit, path) == content:
         if backup:
             ws.git.refresh_paths({path: content})
-        return Restored(None, backup)
+        return Restored(None, backup, problem)
     message = f"Restore {name} to revision {rev[:12]}\n\nLoomgit-Restore: {name} {rev}\n"
     if loc.checked_out:
         commit = ws.git.commit_checked_out(loc.ref, loc.commit, {path: content}, message)
     else:
         commit = ws.git.commit_files(loc.ref, loc.commit, {path: content}, message)
-    return Restored(commit, backup)
+    return Restored(commit, backup, problem)
 
 
 def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> WorkflowDiff:

@@ -79,6 +79,18 @@ def test_revisions_and_restore_with_backup(pipe: Pipeline) -> None:
     assert pipe.file("development", "hello") == HELLO.encode()
     assert git(pipe.path, "status", "--porcelain") == ""
     assert "Loomgit-Restore: hello" in pipe.message("development")
+    assert "warning" not in result.err
+
+
+def test_restoring_a_revision_that_does_not_validate_says_so(pipe: Pipeline) -> None:
+    text = HELLO.replace("      type: log\n", "      type: logg\n", 1)
+    broken = pipe.edit("hello", text)
+    pipe.edit("hello", V2)
+    result = pipe.run("restore", "hello", broken[:12])
+    assert result.code == 0, result.err
+    assert pipe.file("development", "hello") == text.encode()
+    assert "warning: this revision does not validate: " in result.err
+    assert "workflows/hello.yaml:" in result.err and "error[LG321]" in result.err
 
 
 def _check(pipe: Pipeline, base: str, env: str = "production") -> Result:
