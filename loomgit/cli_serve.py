@@ -35,7 +35,10 @@ def _tokens(path: Path | None) -> tuple[str, ...]:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
-        found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not listed:  # a mistake, or a rotation caught half-written: never "no tokens"
+            raise UsageError(f"the token file {path} holds no tokens")
+        found += listed
     short = sum(len(t) < STRONG_TOKEN for t in found)
     if short:  # logged, not refused: a restart must not take the webhooks down over it
         from loomgit import log

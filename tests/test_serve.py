@@ -769,6 +769,10 @@ def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
     result = cli("serve", "--prune-older-than", "0d", *remote, "--repo", repo.path)
     expected = "error: --prune-older-than 0d would delete each execution as soon as it ends\n"
     assert (result.code, result.err.splitlines()[0] + "\n") == (2, expected), result.err
+    empty = repo.path.parent / "tokens"
+    empty.write_text("# none yet\n\n")
+    result = cli("serve", "--api-token-file", empty, *remote, "--repo", repo.path)
+    assert (result.code, result.err) == (2, f"error: the token file {empty} holds no tokens\n")
 
 
 def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
@@ -1242,6 +1246,14 @@ def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
             break
         time.sleep(0.05)
     assert (allowed("new-token-0002"), pushed("new-secret-0002")) == (200, 202)
+    secret.write_text("new-secret-0002\n")
+    tokens.write_text("# rotated by a script that truncates first\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    for _ in range(100):
+        if "holds no tokens" in daemon.log:
+            break
+        time.sleep(0.05)
+    assert allowed("new-token-0002") == 200  # not "this daemon has no API tokens"
     log = daemon.stop()
     assert daemon.proc.returncode == 0 and "info reload tokens=1 git_webhook=true" in log
     for secret_text in ("old-token-0001", "new-token-0002", "old-secret", "new-secret"):
