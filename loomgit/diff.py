@@ -163,7 +163,8 @@ def _activation(d: WorkflowDiff) -> str:
         how = "lands" if d.new else "stays"
         return f"{how} inactive in {env}: `loomgit activate {d.name} --env {env}` makes it serve"
     if d.active_before:
-        return f"stays active in {env}: it serves v{d.version_after} once the commit is applied"
+        what = f"v{d.version_after}" if d.version_after else "this definition"
+        return f"stays active in {env}: it serves {what} once the commit is applied"
     return f"activated in {env} by this commit: it serves once the commit is applied"
 
 
