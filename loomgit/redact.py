@@ -18,8 +18,13 @@ SENSITIVE_HEADERS = frozenset(
 
 
 def _forms(secret: str) -> set[str]:
-    """The secret as it appears raw, JSON-escaped and URL-encoded."""
-    return {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
+    """The secret as it appears raw, JSON-escaped and URL-encoded, in its own case and as
+    a template's `upper`, `lower`, `capitalize` and `title` filters give it. (Matching
+    without regard to case instead made a webhook's record about 7 times slower.)"""
+    cased = {secret, secret.upper(), secret.lower(), secret.capitalize(), secret.title()}
+    return {
+        form for s in cased for form in (s, json.dumps(s)[1:-1], quote(s, safe=""), quote_plus(s))
+    }
 
 
 class Redactor:

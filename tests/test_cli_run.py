@@ -150,6 +150,11 @@ spec:
     - id: note
       type: log
       with: {{message: "the token is {{{{ credentials.greeter.token }}}}"}}
+    - id: shout
+      type: log
+      with:
+        message: >-
+          {{{{ credentials.greeter.token | upper }}}} {{{{ credentials.greeter.token | lower }}}}
     - id: stop
       type: fail
       with: {{message: "{{{{ steps.call.output.json.headers }}}}"}}
@@ -174,9 +179,10 @@ def test_the_canary_never_reaches_output_or_history(
     outputs.append(cli("executions", "show", ident, "--format", "json").out)
     joined = "\n".join(outputs)
     assert "[redacted]" in joined
-    assert CANARY not in joined
-    for path in state.glob("history.db*"):
-        assert CANARY.encode() not in path.read_bytes()
+    for form in (CANARY, CANARY.upper(), CANARY.lower()):
+        assert form not in joined
+        for path in state.glob("history.db*"):
+            assert form.encode() not in path.read_bytes()
 
 
 def _seed(history: History) -> list[Execution]:

@@ -30,6 +30,13 @@ def test_secrets_are_masked_wherever_they_are() -> None:
     }
 
 
+def test_a_secret_is_masked_in_the_cases_a_template_filter_gives_it() -> None:
+    r = Redactor(["s3cr3t-token word"])
+    text = "S3CR3T-TOKEN WORD s3cr3t-token word S3cr3t-token word S3Cr3T-Token Word"
+    assert r.text(text) == " ".join([MASK] * 4)
+    assert r.text("S3CR3T-TOKEN%20WORD") == MASK  # cased, then URL-encoded
+
+
 def test_sensitive_headers_are_masked_at_any_depth_with_or_without_secrets() -> None:
     for r in (Redactor(), Redactor([SECRET])):
         value = {"headers": {"Authorization": "Bearer x", "X-Api-Key": "", "Accept": "*/*"}}
