@@ -89,13 +89,15 @@ def crash_report(exc: BaseException) -> str | None:
         else:
             xdg = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
             folder = Path(xdg) / "loomgit"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError:
         folder = Path(tempfile.gettempdir())
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = folder / f"crash-{stamp}-{os.getpid()}-{type(exc).__name__}.log"
     try:
-        with open(path, "w", encoding="utf-8") as fh:
+        # A traceback can quote what the failing command was handling: its user's alone.
+        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(opened, "w", encoding="utf-8") as fh:
             fh.write(f"loomgit {__version__}\nargv: {sys.argv[1:]}\n\n")
             fh.write(_stack(exc))
     except OSError:

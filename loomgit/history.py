@@ -171,7 +171,11 @@ class History:
         self.max_field_bytes = max_field_bytes
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Executions hold what triggered them and what their steps answered (orders,
+            # addresses…): only this user reads them. SQLite gives its -wal and -shm files
+            # the database file's permissions.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10
             )
@@ -186,8 +190,13 @@ class History:
                 hint="pass --state-dir to use another folder",
             ) from None
         except OSError as exc:
+            what = (
+                f"open the execution history {self.path}"
+                if exc.filename == str(self.path)
+                else f"create the state folder {self.path.parent}"
+            )
             raise HistoryError(
-                f"cannot create the state folder {self.path.parent}: {exc.strerror}",
+                f"cannot {what}: {exc.strerror}",
                 hint="pass --state-dir or set LOOMGIT_STATE_DIR to a writable folder",
             ) from None
 

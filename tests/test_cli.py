@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -62,6 +63,7 @@ def test_unexpected_error_exits_3_with_a_report(
     assert len(reports) == 1 and "RuntimeError" in report and "in explode" in report
     assert "boom" not in report
     assert str(reports[0]) in result.err
+    assert stat.S_IMODE(reports[0].stat().st_mode) == 0o600
 
 
 def test_crash_reports_go_to_the_state_folder(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import stat
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +52,21 @@ def test_wal_mode(tmp_path: Path) -> None:
         pass
     mode = sqlite3.connect(tmp_path / "h.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_only_its_user_can_read_a_new_history(tmp_path: Path) -> None:
+    """Executions hold webhook bodies and step answers; a world-readable file (0644, as
+    SQLite creates it under the usual umask) showed them to every user of the host."""
+    path = tmp_path / "state" / "history.db"
+    with History(path) as h:
+        h.start(execution())
+        # the -wal and -shm files exist while the connection is open
+        for made in (path, path.with_name("history.db-wal"), path.with_name("history.db-shm")):
+            assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(HistoryError, match=r"cannot open the execution history .*folder\.db"):
+        History(tmp_path / "folder.db")
 
 
 def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
