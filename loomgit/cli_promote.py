@@ -17,7 +17,11 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
 
     if notes is not None and notes_file is not None:
         raise UsageError("give --notes or --notes-file, not both")
-    text = notes_file.read() if notes_file is not None else (notes or "")
+    try:
+        text = notes_file.read() if notes_file is not None else (notes or "")
+    except UnicodeDecodeError:
+        name = getattr(notes_file, "name", "-")
+        raise UsageError(f"--notes-file {name} is not UTF-8 text") from None
     return sanitise_notes(text)
 
 
@@ -39,7 +43,11 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
 @click.option(
     "-m", "--notes", metavar="TEXT", help="Promotion notes for the commit and the record."
 )
-@click.option("--notes-file", type=click.File("r"), help="Read the notes from a file (- stdin).")
+@click.option(
+    "--notes-file",
+    type=click.File("r", encoding="utf-8"),
+    help="Read the notes from a file (- stdin).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option(
     "--branch",

@@ -78,6 +78,15 @@ def test_bad_input(pipe: Pipeline, args: list[str], code: int, says: str) -> Non
     assert pipe.snapshot() == before
 
 
+def test_notes_that_are_not_text_are_refused(pipe: Pipeline, tmp_path: Path) -> None:
+    binary = tmp_path / "notes.bin"
+    binary.write_bytes(b"\xff\xfe\x00 not text \xc3\x28")
+    before = pipe.snapshot()
+    result = pipe.run("promote", "hello", "--to", "staging", "--notes-file", str(binary))
+    assert (result.code, result.err) == (2, f"error: --notes-file {binary} is not UTF-8 text\n")
+    assert pipe.snapshot() == before
+
+
 def test_a_git_process_holding_the_index_stops_a_commit_before_it_is_written(
     pipe: Pipeline,
 ) -> None:
