@@ -35,6 +35,8 @@ def _tokens(path: Path | None) -> tuple[str, ...]:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"the token file {path} is not UTF-8 text") from None
         listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         if not listed:  # a mistake, or a rotation caught half-written: never "no tokens"
             raise UsageError(f"the token file {path} holds no tokens")
@@ -61,6 +63,8 @@ def _git_secret(path: Path | None) -> bytes | None:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise UsageError(f"cannot read the git webhook secret {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"the git webhook secret file {path} is not UTF-8 text") from None
     if not value:
         raise UsageError(f"the git webhook secret file {path} is empty")
     return value.encode()

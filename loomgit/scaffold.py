@@ -168,9 +168,9 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
         dest = target / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if rel == ".gitignore" and dest.exists():
-            ignored = dest.read_text(encoding="utf-8")
-            if ".loomgit/" not in ignored:
-                dest.write_text(ignored.rstrip("\n") + "\n" + GITIGNORE, encoding="utf-8")
+            ignored = dest.read_bytes()  # as it is: git does not require UTF-8 there
+            if b".loomgit/" not in ignored:
+                dest.write_bytes(ignored.rstrip(b"\n") + b"\n" + GITIGNORE.encode())
         else:
             dest.write_bytes(data)
     paths = [prefix + rel for rel in files]

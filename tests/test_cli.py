@@ -107,6 +107,16 @@ def test_init_directories(tmp_path: Path, cli: Callable[..., Result]) -> None:
     assert cli("validate", "--repo", target).code == 0
 
 
+def test_init_keeps_a_gitignore_that_is_not_utf8(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    git(tmp_path, "init", "--quiet")
+    (tmp_path / ".gitignore").write_bytes(b"caf\xe9/\n")  # Latin-1, as git allows
+    result = cli("init", tmp_path)
+    assert result.code == 0, result.err
+    assert (tmp_path / ".gitignore").read_bytes().startswith(b"caf\xe9/\n# loomgit")
+
+
 @pytest.mark.parametrize("layout", ["directories", "branches"])
 def test_init_commits_the_schemas_its_files_point_at(
     tmp_path: Path, cli: Callable[..., Result], layout: str

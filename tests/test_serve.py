@@ -773,6 +773,14 @@ def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
     empty.write_text("# none yet\n\n")
     result = cli("serve", "--api-token-file", empty, *remote, "--repo", repo.path)
     assert (result.code, result.err) == (2, f"error: the token file {empty} holds no tokens\n")
+    binary = repo.path.parent / "binary"
+    binary.write_bytes(b"\xff\xfe\x00\xc3\x28")
+    for option, what in (
+        ("--api-token-file", "the token file"),
+        ("--git-webhook-secret-file", "the git webhook secret file"),
+    ):
+        result = cli("serve", option, binary, *remote, "--repo", repo.path)
+        assert (result.code, result.err) == (2, f"error: {what} {binary} is not UTF-8 text\n")
 
 
 def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
