@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from loomgit import __version__
+from loomgit.models.base import ENV_NAME, NAME
 from loomgit.records import STATUSES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -13,7 +14,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"description": description}
-    out["content"] = {"application/json": {"schema": schema or _ERROR}}
+    out["content"] = {"application/json": {"schema": _ERROR if schema is None else schema}}
     return out
 
 
@@ -23,6 +24,8 @@ _REPEAT = _answer(
     {"$ref": "#/components/schemas/Accepted"},
 )
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+_ENV = {"type": "string", "pattern": ENV_NAME}  # as loomgit.yaml allows
+_ID = {"type": "string", "pattern": "^[0-9A-Za-z]{6,26}$"}  # an id, or its first 6 or more
 
 
 def spec() -> dict[str, Any]:
@@ -37,7 +40,7 @@ def spec() -> dict[str, Any]:
             "/hooks/{environment}/{path}": {
                 "post": {
                     "summary": "A workflow's webhook trigger (any method the trigger names)",
-                    "parameters": [_path("environment"), _path("path")],
+                    "parameters": [_path("environment", _ENV), _path("path")],
                     "requestBody": {"content": {"*/*": {}}},
                     "responses": {
                         "200": _REPEAT,
@@ -66,7 +69,7 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Start a workflow with an api trigger",
                     "security": _AUTH,
-                    "parameters": [_path("name")],
+                    "parameters": [_path("name", {"type": "string", "pattern": NAME})],
                     "requestBody": {
                         "content": {
                             "application/json": {
@@ -74,7 +77,7 @@ def spec() -> dict[str, Any]:
                                     "type": "object",
                                     "properties": {
                                         "environment": {
-                                            "type": "string",
+                                            **_ENV,
                                             "description": "default: the last environment",
                                         },
                                         "input": {"description": "trigger.body"},
@@ -134,13 +137,14 @@ def spec() -> dict[str, Any]:
                     "summary": "Executions, newest first",
                     "security": _AUTH,
                     "parameters": [
-                        _query("environment"),
-                        _query("workflow"),
+                        _query("environment"),  # any text: one removed since is
+                        _query("workflow"),  # still readable, and none gives []
                         _query("status", {"type": "string", "enum": list(STATUSES)}),
                         _query(
                             "since",
                             {
                                 "type": "string",
+                                "minLength": 1,
                                 "description": "Started since: a Unix time, an age (30m, 2h,"
                                 " 7d) or an ISO date, as the CLI's --since",
                             },
@@ -152,7 +156,7 @@ def spec() -> dict[str, Any]:
                         _query(
                             "before",
                             {
-                                "type": "string",
+                                **_ID,
                                 "description": "An execution's id: the page after it. A"
                                 " full page's `Link` header (rel=next) gives the next one.",
                             },
@@ -172,7 +176,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "One execution with its steps (a unique id prefix works)",
                     "security": _AUTH,
-                    "parameters": [_path("id")],
+                    "parameters": [_path("id", _ID)],
                     "responses": {
                         "200": _answer("The execution", {"$ref": "#/components/schemas/Execution"}),
                         "401": _answer("No valid bearer token"),
@@ -180,7 +184,21 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": {"get": {"summary": "Alive", "responses": {"200": _answer("ok", {})}}},
+            "/healthz": {
+                "get": {
+                    "summary": "Alive",
+                    "responses": {
+                        "200": _answer(
+                            "ok",
+                            {
+                                "type": "object",
+                                "properties": {"status": {"const": "ok"}},
+                                "required": ["status"],
+                            },
+                        )
+                    },
+                }
+            },
             "/readyz": {
                 "get": {
                     "summary": "The first reconcile has ended and an environment serves",
@@ -279,8 +297,8 @@ _ENVIRONMENTS = {
 }
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
 def _query(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:

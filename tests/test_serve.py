@@ -1412,6 +1412,35 @@ def test_a_restart_onto_an_emptied_environment_keeps_what_it_served(
     assert again.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 202
 
 
+def _answers_as_described(daemon: Any, spec: dict[str, Any], ident: str) -> None:
+    """Real answers of each kind validate against the schema /openapi.json gives for
+    their path, method and status (a client generated from it would read them)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+    asked = [
+        ("GET", "/healthz", "/healthz", None, {}),
+        ("GET", "/readyz", "/readyz", None, {}),
+        ("GET", "/api/v1/environments", "/api/v1/environments", None, {}),
+        ("GET", "/api/v1/executions?limit=2", "/api/v1/executions", None, AUTH),
+        ("GET", f"/api/v1/executions/{ident}", "/api/v1/executions/{id}", None, AUTH),
+        ("GET", "/api/v1/executions", "/api/v1/executions", None, {}),  # 401
+        ("POST", "/hooks/staging/hello", "/hooks/{environment}/{path}", {"name": "Sc"}, {}),
+        ("POST", "/hooks/staging/nope", "/hooks/{environment}/{path}", {}, {}),  # 404
+    ]
+    for method, url, path, data, headers in asked:
+        code, answer = daemon.request(method, url, data, headers=headers)
+        pointer = f"/paths/{path.replace('/', '~1')}/{method.lower()}/responses/{code}"
+        described = spec["paths"][path][method.lower()]["responses"][str(code)]
+        assert described["content"]["application/json"]["schema"], (url, code)
+        ref = f"urn:spec#{pointer}/content/application~1json/schema"
+        Draft202012Validator({"$ref": ref}, registry=registry).validate(answer)
+
+
 def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: Start) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
@@ -1429,6 +1458,7 @@ def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: St
     assert "process_resident_memory_bytes" in text and "process_open_fds" in text
     code, spec = daemon.request("GET", "/openapi.json")
     assert code == 200 and spec["openapi"].startswith("3.")
+    _answers_as_described(daemon, spec, body["execution"])
     # A trailing slash is a 404 that names the path meant, not a redirect `curl -X POST`
     # would end on in silence.
     code, body = daemon.request("POST", "/api/v1/reconcile/", headers=AUTH)
