@@ -78,6 +78,11 @@ def test_bad_input(pipe: Pipeline, args: list[str], code: int, says: str) -> Non
     assert pipe.snapshot() == before
 
 
+def test_an_error_quoting_a_control_character_stays_one_line(pipe: Pipeline) -> None:
+    result = pipe.run("validate", "--rev", "main\n\x1b[2Jx")
+    assert (result.code, result.err) == (2, "error: 'main\\n\\x1b[2Jx' is not a valid revision\n")
+
+
 def test_notes_that_are_not_text_are_refused(pipe: Pipeline, tmp_path: Path) -> None:
     binary = tmp_path / "notes.bin"
     binary.write_bytes(b"\xff\xfe\x00 not text \xc3\x28")
