@@ -8,6 +8,7 @@ to a configurable size. Writes from many executions at once are grouped into one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -175,7 +176,8 @@ class History:
             # addresses…): only this user reads them. SQLite gives its -wal and -shm files
             # the database file's permissions.
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            with contextlib.suppress(FileExistsError):  # one made before: opened as it is
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10
             )
