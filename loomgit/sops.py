@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from pyrage import x25519
 
 from loomgit.errors import LoomgitError
 
@@ -82,19 +83,68 @@ def binary() -> str:
 
 
 def check_key_file(path: Path, env: str) -> Path:
-    """An age identity file for `env`: it must exist and be private to its owner."""
+    """An age identity file for `env`: it must exist, be private to its owner and hold at
+    least one identity that sops can use."""
+    what = f"the age key file for {env} ({path})"
     try:
         mode = path.stat().st_mode
     except OSError:
-        raise KeyFileUnusable(f"the age key file for {env} ({path}) does not exist") from None
+        raise KeyFileUnusable(f"{what} does not exist") from None
     if not stat.S_ISREG(mode):
-        raise KeyFileUnusable(f"the age key file for {env} ({path}) is not a file")
+        raise KeyFileUnusable(f"{what} is not a file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileUnusable(
-            f"the age key file for {env} ({path}) can be read by other users",
-            hint=f"chmod 600 {path}",
-        )
+        raise KeyFileUnusable(f"{what} can be read by other users", hint=f"chmod 600 {path}")
+    _check_identities(path, what)
     return path.absolute()  # sops runs in an empty folder of its own
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+AGE_KEYGEN_HINT = "an age key file is what `age-keygen -o FILE` or `loomgit keys generate` writes"
+
+
+def _check_identities(path: Path, what: str) -> None:
+    """Refuses a key file sops could not use, as age reads one: comments (`#`) and blank
+    lines, and identities, at least one. sops would only have said, at each decryption,
+    that the key cannot decrypt the file. No line of the file is ever quoted: a
+    malformed one may still be most of a secret key."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise KeyFileUnusable(f"{what} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyFileUnusable(f"{what} is larger than {MAX_KEY_FILE_BYTES // 1024} KiB")
+    if data.startswith(b"age-encryption.org/"):
+        raise KeyFileUnusable(
+            f"{what} is encrypted with a passphrase, which sops cannot ask for here",
+            hint=f"decrypt it into a file of mode 0600 (age -d -o FILE {path})",
+        )
+    try:
+        lines = data.decode().splitlines()
+    except UnicodeDecodeError:
+        raise KeyFileUnusable(f"{what} is not an age identity file", hint=AGE_KEYGEN_HINT) from None
+    found = 0
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("AGE-PLUGIN-"):
+            found += 1
+            continue
+        if line.startswith("age1"):
+            raise KeyFileUnusable(
+                f"{what}: line {number} is a public key (age1…), not an identity",
+                hint=AGE_KEYGEN_HINT + "; the public key is only for encrypting",
+            )
+        try:
+            x25519.Identity.from_str(line)
+        except Exception:
+            raise KeyFileUnusable(
+                f"{what}: line {number} is not an age identity", hint=AGE_KEYGEN_HINT
+            ) from None
+        found += 1
+    if not found:
+        raise KeyFileUnusable(f"{what} holds no age identity", hint=AGE_KEYGEN_HINT)
 
 
 def _run(args: list[str], data: bytes, key_file: Path | None) -> subprocess.CompletedProcess[bytes]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HELLO, AgeKey, Repo, Result, git, make_key
+from pyrage import passphrase, x25519
 
 from loomgit import sops
 
@@ -92,6 +93,32 @@ def test_key_files_readable_by_others_are_refused(keys: dict[str, AgeKey]) -> No
         sops.check_key_file(path, "staging")
     path.chmod(0o600)
     assert sops.check_key_file(path, "staging") == path
+
+
+def test_key_files_sops_could_not_use_are_refused(tmp_path: Path) -> None:
+    """Each would have made every decryption fail with "cannot decrypt"; none is quoted."""
+    identity = x25519.Identity.generate()
+    secret = str(identity)
+    cases = {
+        "comments only": (b"# created: today\n\n", "holds no age identity"),
+        "public key": (f"{identity.to_public()}\n".encode(), "line 1 is a public key"),
+        "truncated": (f"# mine\n{secret[:40]}\n".encode(), "line 2 is not an age identity"),
+        "not text": (b"\xff\xfe" + secret.encode(), "is not an age identity file"),
+        "passphrase": (passphrase.encrypt(secret.encode(), "pw"), "encrypted with a passphrase"),
+        "too large": (b"#" * 70_000, "larger than 64 KiB"),
+    }
+    for name, (data, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+        with pytest.raises(sops.KeyFileUnusable, match=expected) as refused:
+            sops.check_key_file(path, "staging")
+        assert secret[15:] not in str(refused.value) + str(refused.value.hint), name
+        assert refused.value.exit_code == 2
+    good = tmp_path / "good"
+    good.write_text(f"# throwaway test key\r\n\n  {secret}  \r\n")
+    good.chmod(0o600)
+    assert sops.check_key_file(good, "staging") == good
 
 
 # -- keyless checks --------------------------------------------------------------------

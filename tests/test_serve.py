@@ -781,6 +781,13 @@ def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
     ):
         result = cli("serve", option, binary, *remote, "--repo", repo.path)
         assert (result.code, result.err) == (2, f"error: {what} {binary} is not UTF-8 text\n")
+    # An age key file without an identity: before, staging was served as DecryptionFailed.
+    public = repo.path.parent / "public.agekey"
+    public.write_text("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n")
+    public.chmod(0o600)
+    result = cli("serve", "--age-key-file", f"staging={public}", "--repo", repo.path)
+    expected = f"error: the age key file for staging ({public}): line 1 is a public key"
+    assert (result.code, result.err.splitlines()[0][: len(expected)]) == (2, expected)
 
 
 def test_a_port_in_use_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
