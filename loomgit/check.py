@@ -17,7 +17,7 @@ from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, Workflo
 from loomgit.problems import Problem, sort_key
 from loomgit.scaffold import SCHEMAS
 from loomgit.validate import Report, validate
-from loomgit.vcs import Git, Root, find_root
+from loomgit.vcs import UNSHALLOW_HINT, Git, Root, find_root
 from loomgit.views import parse_message
 
 
@@ -328,8 +328,7 @@ def check_promotion(
             raise RepositoryError(
                 f"{root.toplevel} is a shallow clone; check-promotion reads the commits "
                 "that promotions copy from, so it needs the whole history",
-                hint="run `git fetch --unshallow`; in GitHub Actions, give actions/checkout "
-                "`fetch-depth: 0`",
+                hint=UNSHALLOW_HINT,
             )
         base_commit, head_commit = git.resolve(base), git.resolve(head)
         config = load_config(root, git, cache, head_commit)

@@ -132,7 +132,7 @@ def set_(
     with Workspace(repo) as ws:
         written = credops.set_credential(ws, name, scope, fields, credops.key_files(ws, age_keys))
     for w in written:
-        click.echo(f"set {name} in {scope or 'global'} (commit {w.commit[:12]} on {w.branch})")
+        click.echo(f"set {name} in {scope or 'global'} ({w.where()})")
 
 
 @credentials.command("rm")
@@ -231,7 +231,7 @@ def _change_recipient(
         written = change(ws, env, recipient, credops.key_files(ws, age_keys))
     did = f"removed {recipient} from" if remove else f"added {recipient} for"
     for w in written:
-        click.echo(f"{did} {env} (commit {w.commit[:12]} on {w.branch})")
+        click.echo(f"{did} {env} ({w.where()})")
     if remove:
         click.echo(f"note: {keyring.ROTATE_HINT}")
 
@@ -277,7 +277,7 @@ def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) ->
     click.echo(f"wrote a new age identity for {env} to {out} (keep it secret)")
     click.echo(f"public key: {recipient}")
     for w in written:
-        click.echo(f"  commit {w.commit[:12]} on {w.branch}")
+        click.echo(f"  {w.where()}")
 
 
 @keys.command("rm")

@@ -7,10 +7,14 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from loomgit.cli import FORMATS, cli, repo_option, workflow_arguments
+
+if TYPE_CHECKING:
+    from loomgit.workspace import Workspace
 
 TEXT_JSON = click.Choice(["text", "json"])
 
@@ -143,6 +147,17 @@ def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> Non
         click.echo(semantic.render_text([result]))
 
 
+def _note_if_shallow(ws: Workspace) -> None:
+    """A history read from a shallow clone ends at its cut-off: said on stderr, so that
+    what is listed (or that nothing is) is not taken for all there was."""
+    from loomgit.vcs import UNSHALLOW_HINT
+
+    if ws.git.is_shallow():
+        note = "note: this is a shallow clone; what came before its oldest commits is not listed"
+        click.echo(note, err=True)
+        click.echo(f"hint: {UNSHALLOW_HINT}", err=True)
+
+
 @cli.command()
 @click.argument("workflow", required=False, callback=workflow_arguments)
 @click.option("--env", "env", metavar="ENV", help="Only this environment.")
@@ -162,6 +177,7 @@ def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: P
 
     with Workspace(repo) as ws:
         events = views.history(ws, workflow, env, limit)
+        _note_if_shallow(ws)
     if fmt == "json":
         click.echo(json.dumps([asdict(e) for e in events], indent=2))
         return
@@ -192,6 +208,7 @@ def revisions(workflow: str, fmt: str, repo: Path) -> None:
 
     with Workspace(repo) as ws:
         revs = views.revisions(ws, workflow)
+        _note_if_shallow(ws)
     if fmt == "json":
         click.echo(json.dumps([asdict(r) for r in revs], indent=2))
         return
@@ -222,8 +239,8 @@ def restore(workflow: str, revision: str, repo: Path) -> None:
             f"saved your uncommitted {workflow} as {done.backup} "
             f"(see it with: git show {done.backup})"
         )
-    if done.commit:
-        click.echo(f"restored {workflow} to {revision} (commit {done.commit[:12]})")
+    if done.written:
+        click.echo(f"restored {workflow} to {revision} ({done.written.where()})")
     else:
         click.echo(f"{workflow} is already at {revision}; nothing to commit")
     if done.problem:

@@ -150,6 +150,7 @@ def promote(
         out: dict[str, object] = {
             "commit": written.commit,
             "branch": written.branch,
+            "created_from": written.from_remote,
             "subject": plan.subject,
             "workflows": [d.to_json() for d in diffs],
         }
@@ -157,7 +158,7 @@ def promote(
             out["pull_request"] = {"title": plan.subject, "body": body}
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"{plan.subject} (commit {written.commit[:12]} on {written.branch})")
+    click.echo(f"{plan.subject} ({written.where()})")
     click.echo(diff.render_text(diffs))
     if branch:
         click.echo(f"\nPull request title:\n{plan.subject}\n\nPull request body:\n{body}")
@@ -179,9 +180,7 @@ def _toggle(name: str, env: str, repo: Path, active: bool) -> None:
     if written is None:
         click.echo(f"{name} is already {state} in {env}; nothing to do")
     else:
-        click.echo(
-            f"{name} is now {state} in {env} (commit {written.commit[:12]} on {written.branch})"
-        )
+        click.echo(f"{name} is now {state} in {env} ({written.where()})")
 
 
 @cli.command()
@@ -243,7 +242,4 @@ def rollback(
 
     with Workspace(repo) as ws:
         written, old, new = lifecycle.rollback(ws, workflow, env, to_version, notes or "")
-    click.echo(
-        f"rolled back {workflow} in {env} from v{old} to v{new} "
-        f"(commit {written.commit[:12]} on {written.branch})"
-    )
+    click.echo(f"rolled back {workflow} in {env} from v{old} to v{new} ({written.where()})")

@@ -9,6 +9,7 @@ from loomgit import envstate
 from loomgit.documents import digest
 from loomgit.models import WorkflowState
 from loomgit.promotion import Refused, Written, now_utc, sanitise_notes, write
+from loomgit.vcs import UNSHALLOW_HINT
 from loomgit.workspace import Workspace
 
 
@@ -69,6 +70,13 @@ def versions_run(ws: Workspace, name: str, env: str) -> list[Ran]:
     return list(seen.values())
 
 
+def _unless_shallow(ws: Workspace, missing: str) -> None:
+    """In a shallow clone, what is not found may lie before its cut-off: said so, rather
+    than that the environment never ran it."""
+    if ws.git.is_shallow():
+        raise Refused(f"{missing} in this shallow clone's history", hint=UNSHALLOW_HINT)
+
+
 def rollback(
     ws: Workspace, name: str, env: str, to_version: int | None = None, notes: str = ""
 ) -> tuple[Written, int, int]:
@@ -88,6 +96,7 @@ def rollback(
     history = [r for r in versions_run(ws, name, env) if r.version != current.version]
     if to_version is None:
         if not history:
+            _unless_shallow(ws, f"no version of {name} before v{current.version}")
             raise Refused(f"{env} has only ever run v{current.version} of {name}")
         chosen = history[0]
     else:
@@ -95,6 +104,7 @@ def rollback(
             raise Refused(f"{env} already runs v{to_version} of {name}")
         found = [r for r in history if r.version == to_version]
         if not found:
+            _unless_shallow(ws, f"v{to_version} of {name} is not")
             ran = ", ".join(f"v{r.version}" for r in sorted(history, key=lambda r: r.version))
             raise Refused(
                 f"{env} never ran v{to_version} of {name}",

@@ -352,6 +352,12 @@ class Written:
     commit: str
     branch: str
     new_branch: bool
+    from_remote: str | None = None  # the branch was created by this commit, from this one
+
+    def where(self) -> str:
+        """ "commit … on BRANCH", as the commands that write say it."""
+        said = f"commit {self.commit[:12]} on {self.branch}"
+        return f"{said}, a new branch from {self.from_remote}" if self.from_remote else said
 
 
 def check_branch_name(ws: Workspace, name: str) -> str:
@@ -384,6 +390,10 @@ def write(
                 f"{dirty[0]} has uncommitted changes; loomgit would overwrite them",
                 hint="commit or stash them first; nothing was written",
             )
+    if ref.from_remote is not None:
+        commit = ws.git.commit_files(ref.ref, ref.commit, changes, message, new_ref=True)
+        ws.git.track(ref.branch, ref.from_remote)
+        return Written(commit, ref.branch, False, ref.from_remote)
     if ref.checked_out:
         commit = ws.git.commit_checked_out(ref.ref, ref.commit, changes, message)
     else:

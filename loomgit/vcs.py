@@ -32,6 +32,10 @@ SAFE_ENV = {
 }
 
 MODE_SYMLINK = "120000"
+# What a shallow clone (a CI checkout's default) needs to read history before its cut-off.
+UNSHALLOW_HINT = (
+    "run `git fetch --unshallow`; in GitHub Actions, give actions/checkout `fetch-depth: 0`"
+)
 MODE_SUBMODULE = "160000"
 
 
@@ -249,6 +253,11 @@ class Git:
             ok=(0, 1, 128),
         )
         return out.decode().strip() or None
+
+    def track(self, branch: str, upstream: str) -> None:
+        """Makes `upstream` (origin/…) what `branch` pulls from and pushes to, as `git
+        switch` does for a branch it creates from a remote's; best effort."""
+        self.run("branch", "--quiet", f"--set-upstream-to={upstream}", branch, ok=(0, 1, 128))
 
     def is_shallow(self) -> bool:
         """Whether this is a shallow clone: commits before its cut-off are not in it."""

@@ -13,7 +13,7 @@ from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, RepositoryError, UsageError
 from loomgit.lifecycle import versions_run
 from loomgit.problems import headline
-from loomgit.promotion import load_workflow, next_version, now_utc
+from loomgit.promotion import Written, load_workflow, next_version, now_utc, write
 from loomgit.workspace import Location, Workspace
 
 _TRAILER = re.compile(r"^(Loomgit-[A-Za-z-]+):\s*(.*)$")
@@ -59,7 +59,7 @@ def status(ws: Workspace) -> Status:
     envs, blobs, records = [], {}, {}
     for env in names:
         loc = ws.location(env)
-        envs.append({"name": env, "branch": loc.branch, "commit": loc.commit})
+        envs.append({"name": env, "branch": loc.from_remote or loc.branch, "commit": loc.commit})
         blobs[env] = _blobs(ws, loc)
         records[env] = envstate.summaries(ws.git.blob_at(loc.commit, loc.env_file))
     rows = []
@@ -219,7 +219,7 @@ def revisions(ws: Workspace, name: str, limit: int = 200) -> list[Revision]:
 
 @dataclass(frozen=True)
 class Restored:
-    commit: str | None
+    written: Written | None  # None: the first environment already had that revision
     backup: str | None
     problem: str | None = None  # why the restored definition does not validate
 
@@ -258,11 +258,8 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
             ws.git.refresh_paths({path: content})
         return Restored(None, backup, problem)
     message = f"Restore {name} to revision {rev[:12]}\n\nLoomgit-Restore: {name} {rev}\n"
-    if loc.checked_out:
-        commit = ws.git.commit_checked_out(loc.ref, loc.commit, {path: content}, message)
-    else:
-        commit = ws.git.commit_files(loc.ref, loc.commit, {path: content}, message)
-    return Restored(commit, backup, problem)
+    written = write(ws, loc, {path: content}, message, checked_clean=True)  # saved above
+    return Restored(written, backup, problem)
 
 
 def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> WorkflowDiff:

@@ -24,6 +24,9 @@ class Location:
     commit: str
     base: str  # "environments/<env>/" (after any monorepo prefix), or "" on its own branch
     checked_out: bool
+    # Branch layout, in a clone that has the branch only as origin's: read from there
+    # ("origin/env/production"); a commit creates the local branch.
+    from_remote: str | None = None
 
     def path(self, rel: str) -> str:
         return self.base + rel
@@ -115,13 +118,20 @@ class Workspace:
             ref = f"refs/heads/{self.config.branch_of(env)}"
             base = ""
         commit = self.git.ref(ref)
+        from_remote = None
+        if commit is None and self.config.layout == "branches":
+            # A clone has only its checked-out branch of its own; validate reads the
+            # others from origin too (layout.branch_tip), and so does every command.
+            tracking = "origin/" + ref.removeprefix("refs/heads/")
+            commit = self.git.ref(f"refs/remotes/{tracking}")
+            from_remote = tracking if commit else None
         if commit is None:
             raise RepositoryError(
                 f"{ref.removeprefix('refs/heads/')} has no commits",
                 hint="run `loomgit init` or create the branch",
             )
         checked_out = self._branch is not None and ref == f"refs/heads/{self._branch}"
-        return Location(env, ref, commit, base, checked_out)
+        return Location(env, ref, commit, base, checked_out, from_remote)
 
     def previous(self, env: str) -> str | None:
         index = self.config.index(self.check_env(env))

@@ -268,6 +268,32 @@ def test_check_promotion_refuses_a_shallow_clone(pipe: Pipeline, tmp_path: Path)
     assert result.code == 0, result.out + result.err
 
 
+def test_rollback_and_history_in_a_shallow_clone(pipe: Pipeline, tmp_path: Path) -> None:
+    """A shallow clone holds no earlier version: rollback said staging "has only ever run
+    v3", and history listed the last commit as if it were all there was."""
+    _three_versions_in_staging(pipe)
+    clone = tmp_path / "shallow"
+    url = pipe.path.as_uri()
+    git(tmp_path, "clone", "--quiet", "--depth", "1", "--no-single-branch", url, str(clone))
+    git(clone, "checkout", "--quiet", pipe.ref("staging"))
+    result = pipe.cli("rollback", "hello", "--env", "staging", "--repo", clone)
+    assert result.code == 1 and result.err.splitlines() == [
+        "error: no version of hello before v3 in this shallow clone's history",
+        "hint: run `git fetch --unshallow`; in GitHub Actions, give actions/checkout "
+        "`fetch-depth: 0`",
+    ]
+    result = pipe.cli("rollback", "hello", "--env", "staging", "--to-version", "1", "--repo", clone)
+    assert "v1 of hello is not in this shallow clone's history" in result.err
+    for command in (("history",), ("revisions", "hello"), ("history", "--format", "json")):
+        result = pipe.cli(*command, "--repo", clone)
+        assert result.code == 0 and "note: this is a shallow clone" in result.err, command
+        assert "note:" not in pipe.run(*command).err
+    git(clone, "fetch", "--quiet", "--unshallow")
+    result = pipe.cli("rollback", "hello", "--env", "staging", "--repo", clone)
+    assert result.code == 0 and "from v3 to v2" in result.out, result.err
+    assert "shallow" not in pipe.cli("history", "--repo", clone).err
+
+
 def test_first_environment_is_free_to_change(pipe: Pipeline) -> None:
     base = pipe.tip(ENVS[0])
     pipe.edit("hello", V2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import HELLO, Result, git
@@ -261,3 +262,37 @@ def test_diff_between_environments(pipe: Pipeline) -> None:
     pipe.edit("hello", V3)
     out = pipe.run("diff", "hello", "--from", "development", "--to", "staging").out
     assert "v2 -> v3" in out  # the version a promotion would give it
+
+
+def test_a_fresh_clone_promotes_and_pushes(pipe: Pipeline, tmp_path: Path) -> None:
+    """A clone has only its checked-out branch of its own. On the branch layout, `status`
+    and `history` said "env/staging has no commits, run `loomgit init`", and nothing could
+    be promoted; the other branches are now read from origin, and a commit onto one of
+    them creates it, tracking origin's, as `git switch` would."""
+    assert pipe.run("promote", "hello", "--to", "staging", "--notes", "from origin").code == 0
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", pipe.path.as_uri(), str(clone))
+
+    def run(*args: str) -> Result:
+        return pipe.cli(*args, "--repo", clone)
+
+    branches = pipe.layout == "branches"
+    shown = {
+        e["name"]: e["branch"]
+        for e in json.loads(run("status", "--format", "json").out)["environments"]
+    }
+    assert shown["production"] == ("origin/env/production" if branches else "main")
+    assert "from origin" in run("history", "--env", "staging").out
+    result = run("promote", "hello", "--to", "production", "-m", "from a clone")
+    assert result.code == 0, result.err
+    created = ", a new branch from origin/env/production" if branches else ""
+    assert result.out.splitlines()[0].endswith(f" on {pipe.ref('production')}{created})")
+    if branches:
+        upstream = git(clone, "rev-parse", "--abbrev-ref", "env/production@{upstream}")
+        assert upstream.strip() == "origin/env/production"
+    result = run("activate", "hello", "--env", "production")
+    assert result.code == 0 and "a new branch" not in result.out
+    git(pipe.path, "config", "receive.denyCurrentBranch", "updateInstead")  # main is out
+    git(clone, "push", "--quiet", "origin", pipe.ref("production"))
+    rec = pipe.record("production", "hello")
+    assert rec and rec.version == 1 and rec.active and rec.notes == "from a clone"
