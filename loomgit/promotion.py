@@ -334,6 +334,12 @@ def plan(
         for p in dirty
         if p in src_paths
     ]
+    stale = ws.behind_origin(to_env)
+    if stale:
+        warnings.append(f"{stale}: this commit will not push as it is; `git pull` first")
+    stale = ws.behind_origin(source_env) if source.ref != target.ref else None
+    if stale:
+        warnings.append(f"{stale}: the promotion copies {source_env} as this clone has it")
     extra: dict[str, bytes | None] = {}
     if copying:
         from loomgit.credops import copy_changes  # credops writes through this module

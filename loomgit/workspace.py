@@ -133,6 +133,20 @@ class Workspace:
         checked_out = self._branch is not None and ref == f"refs/heads/{self._branch}"
         return Location(env, ref, commit, base, checked_out, from_remote)
 
+    def behind_origin(self, env: str) -> str | None:
+        """Why `env`'s branch may be out of date: origin's copy of it has commits it
+        lacks (fetched, not pulled). A commit onto it would then not push."""
+        loc = self.location(env)
+        if loc.from_remote is not None:
+            return None
+        tracking = f"origin/{loc.branch}"
+        if self.git.ref(f"refs/remotes/{tracking}") is None:
+            return None
+        count = int(self.git.run("rev-list", "--count", f"{loc.commit}..refs/remotes/{tracking}"))
+        if not count:
+            return None
+        return f"{loc.branch} is {count} commit{'s' * (count > 1)} behind {tracking}"
+
     def previous(self, env: str) -> str | None:
         index = self.config.index(self.check_env(env))
         return self.config.names[index - 1] if index else None

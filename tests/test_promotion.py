@@ -296,3 +296,33 @@ def test_a_fresh_clone_promotes_and_pushes(pipe: Pipeline, tmp_path: Path) -> No
     git(clone, "push", "--quiet", "origin", pipe.ref("production"))
     rec = pipe.record("production", "hello")
     assert rec and rec.version == 1 and rec.active and rec.notes == "from a clone"
+
+
+def test_promoting_onto_a_branch_behind_origin_warns(pipe: Pipeline, tmp_path: Path) -> None:
+    """A promotion onto a branch that origin has moved on from cannot be pushed as it is:
+    said before it is written, with the fix."""
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", pipe.path.as_uri(), str(clone))
+    git(pipe.path, "config", "receive.denyCurrentBranch", "updateInstead")
+    assert pipe.cli("activate", "hello", "--env", "staging", "--repo", clone).code == 0
+    git(clone, "push", "--quiet", "origin", pipe.ref("staging"))
+    assert pipe.run("deactivate", "hello", "--env", "staging").code == 0  # origin moves on
+    git(clone, "fetch", "--quiet")
+    result = pipe.cli("promote", "hello", "--to", "production", "--dry-run", "--repo", clone)
+    said = (  # on the branch layout, production is read from origin: only staging is behind
+        "warning: env/staging is 1 commit behind origin/env/staging: the promotion copies "
+        "staging as this clone has it"
+        if pipe.layout == "branches"
+        else "warning: main is 1 commit behind origin/main: this commit will not push as it "
+        "is; `git pull` first"
+    )
+    assert result.code == 0 and result.err.splitlines() == [said], result.err
+    (clone / pipe.rel("development", "workflows/hello.yaml")).write_text(V2)
+    git(clone, "commit", "--quiet", "-am", "v2")
+    result = pipe.cli("promote", "hello", "--to", "staging", "--dry-run", "--repo", clone)
+    assert "behind" not in pipe.run("promote", "hello", "--to", "production", "--dry-run").err
+    behind = f"{pipe.ref('staging')} is 1 commit behind origin/{pipe.ref('staging')}"
+    assert result.code == 0 and result.err.splitlines()[0] == (
+        f"warning: {behind}: this commit will not push as it is; `git pull` first"
+    ), result.err
