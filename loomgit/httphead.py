@@ -113,8 +113,8 @@ def protocol(
             if counting and self._in_head:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
+                    refused("head_too_large")  # counted before the client can see it
                     self._refuse(_TOO_LARGE)
-                    refused("head_too_large")
 
         def expire(self) -> None:
             """Its head or body did not arrive in time: 408, or closed at once when no
@@ -122,12 +122,12 @@ def protocol(
             self.deadline = math.inf
             answering = self.cycle is not None and self.cycle.response_started
             if not self._begun or answering:
+                refused("idle" if not self._begun else "too_slow")
                 self._refused = True
                 self.transport.close()
-                refused("idle" if not self._begun else "too_slow")
             else:
-                self._refuse(_TOO_SLOW)
                 refused("too_slow")
+                self._refuse(_TOO_SLOW)
 
         def _refuse(self, answer: bytes) -> None:
             self._refused = True
