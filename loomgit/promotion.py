@@ -336,7 +336,7 @@ def plan(
     ]
     stale = ws.behind_origin(to_env)
     if stale:
-        warnings.append(f"{stale}: this commit will not push as it is; `git pull` first")
+        warnings.append(f"{stale}: {NOT_PUSHABLE}")
     stale = ws.behind_origin(source_env) if source.ref != target.ref else None
     if stale:
         warnings.append(f"{stale}: the promotion copies {source_env} as this clone has it")
@@ -364,6 +364,9 @@ class Written:
         """ "commit … on BRANCH", as the commands that write say it."""
         said = f"commit {self.commit[:12]} on {self.branch}"
         return f"{said}, a new branch from {self.from_remote}" if self.from_remote else said
+
+
+NOT_PUSHABLE = "this commit will not push as it is; `git pull` first"
 
 
 def check_branch_name(ws: Workspace, name: str) -> str:

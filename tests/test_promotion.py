@@ -326,3 +326,7 @@ def test_promoting_onto_a_branch_behind_origin_warns(pipe: Pipeline, tmp_path: P
     assert result.code == 0 and result.err.splitlines()[0] == (
         f"warning: {behind}: this commit will not push as it is; `git pull` first"
     ), result.err
+    result = pipe.cli("deactivate", "hello", "--env", "staging", "--repo", clone)  # stale: on
+    assert result.code == 0 and result.err == (
+        f"warning: {behind}: this commit will not push as it is; `git pull` first\n"
+    )
