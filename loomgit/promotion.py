@@ -357,11 +357,10 @@ def plan(
 class Written:
     commit: str
     branch: str
-    new_branch: bool
     from_remote: str | None = None  # the branch was created by this commit, from this one
 
     def where(self) -> str:
-        """ "commit … on BRANCH", as the commands that write say it."""
+        """Where the commit went, as the commands that write say it: commit ID on BRANCH."""
         said = f"commit {self.commit[:12]} on {self.branch}"
         return f"{said}, a new branch from {self.from_remote}" if self.from_remote else said
 
@@ -391,7 +390,7 @@ def write(
         commit = ws.git.commit_files(
             f"refs/heads/{name}", ref.commit, changes, message, new_ref=True
         )
-        return Written(commit, name, True)
+        return Written(commit, name)
     if ref.checked_out and not checked_clean:
         dirty = ws.git.dirty_paths(changes)
         if dirty:
@@ -402,12 +401,12 @@ def write(
     if ref.from_remote is not None:
         commit = ws.git.commit_files(ref.ref, ref.commit, changes, message, new_ref=True)
         ws.git.track(ref.branch, ref.from_remote)
-        return Written(commit, ref.branch, False, ref.from_remote)
+        return Written(commit, ref.branch, ref.from_remote)
     if ref.checked_out:
         commit = ws.git.commit_checked_out(ref.ref, ref.commit, changes, message)
     else:
         commit = ws.git.commit_files(ref.ref, ref.commit, changes, message)
-    return Written(commit, ref.branch, False)
+    return Written(commit, ref.branch)
 
 
 def apply(ws: Workspace, planned: Plan, *, branch: str | None = None) -> Written:
