@@ -105,8 +105,9 @@ def _check_workflow(
     new: WorkflowState | None,
     old: WorkflowState | None,
     trailers: dict[str, list[str]],
-) -> list[tuple[str, str]]:
-    """(code, reason) for one changed workflow file."""
+) -> list[tuple[str, str, int | None]]:
+    """(code, reason, line) for one changed workflow file; the line, where there is one,
+    is the first the commit changed, so that a pull-request annotation sits on it."""
     path = ctx.base(env) + f"workflows/{name}.yaml"
     content = ctx.git.blob_at(commit, path)
     if content is None:
@@ -115,6 +116,7 @@ def _check_workflow(
                 "LG600",
                 f"{name} was removed from {env}; environments after the first "
                 "change only through loomgit",
+                None,
             )
         ]
     if new is None or new.digest != digest(content):
@@ -123,12 +125,17 @@ def _check_workflow(
                 "LG600",
                 f"{name} in {env} was edited by hand: it differs from the "
                 "definition recorded in environment.yaml",
+                first_changed_line(ctx.git.blob_at(parent, path), content),
             )
         ]
     if new.rolled_back_from and (old is None or old.version != new.version):
         if not _ever_ran(ctx, parent, env, name, new):
             return [
-                ("LG605", f"{name} was rolled back in {env} to v{new.version}, which it never ran")
+                (
+                    "LG605",
+                    f"{name} was rolled back in {env} to v{new.version}, which it never ran",
+                    None,
+                )
             ]
         claimed = trailers.get("Loomgit-Rollback", [])
         if not any(c.startswith(f"{env} {name} ") for c in claimed):
@@ -136,24 +143,26 @@ def _check_workflow(
                 (
                     "LG604",
                     f"rollback of {name} in {env} is not recorded in a Loomgit-Rollback trailer",
+                    None,
                 )
             ]
         return []
     names = ctx.config.names
     index = names.index(env)
     previous = names[index - 1]
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str, int | None]] = []
     if new.promoted_from != previous:
         problems.append(
             (
                 "LG602",
                 f"{name} came to {env} from {new.promoted_from}, but "
                 f"promotions to {env} come from {previous}",
+                None,
             )
         )
         return problems
     if not new.source_commit or ctx.git.ref(new.source_commit) is None:
-        return [("LG601", f"the source commit of {name} in {env} does not exist")]
+        return [("LG601", f"the source commit of {name} in {env} does not exist", None)]
     source_base = ctx.base(previous)
     source_commit = new.source_commit
     if ctx.config.layout == "branches" and previous != env:
@@ -165,6 +174,7 @@ def _check_workflow(
                 "LG601",
                 f"{name} in {env} differs from {previous} at "
                 f"{source_commit[:12]}, the commit it claims to come from",
+                first_changed_line(source, content),
             )
         )
     if index == 1:
@@ -174,6 +184,7 @@ def _check_workflow(
                 (
                     "LG603",
                     f"{name} v{new.version} in {env} is not newer than v{floor}, which it replaces",
+                    None,
                 )
             )
     else:
@@ -185,6 +196,7 @@ def _check_workflow(
                     "LG603",
                     f"{name} is v{new.version} in {env}, but {previous} "
                     f"had {had} at {source_commit[:12]}",
+                    None,
                 )
             )
     if f"{name} v{new.version}" not in trailers.get(
@@ -195,9 +207,22 @@ def _check_workflow(
                 "LG604",
                 f"the commit message does not record the promotion of "
                 f"{name} v{new.version} from {previous} to {env}",
+                None,
             )
         )
     return problems
+
+
+def first_changed_line(old: bytes | None, new: bytes) -> int:
+    """The first line of `new` that differs from `old` (1 for a new file; the last line
+    when `new` only lost lines at its end)."""
+    if old is None:
+        return 1
+    before, after = old.splitlines(), new.splitlines()
+    for number, (a, b) in enumerate(zip(before, after, strict=False), start=1):
+        if a != b:
+            return number
+    return max(1, min(len(before), len(after)) + (len(after) > len(before)))
 
 
 def _check_records(
@@ -244,25 +269,27 @@ def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
         old_file = ctx.git.blob_at(parent, where + ENV_FILE)
         new_file = ctx.git.blob_at(commit, where + ENV_FILE)
         old, new = envstate.changed_records(old_file, new_file)
-        found: list[tuple[str, str, str]] = []
+        found: list[tuple[str, str, str, int | None]] = []
         for name in sorted(change.workflows):
             path = f"{where}workflows/{name}.yaml"
             # A file can change while its record does not: then read the unchanged record.
             new_rec = new.get(name) or envstate.record(new_file, name)
             old_rec = old.get(name) or envstate.record(old_file, name)
-            for code, why in _check_workflow(
+            for code, why, line in _check_workflow(
                 ctx, commit, parent, env, name, new_rec, old_rec, trailers
             ):
-                found.append((code, why, path))
+                found.append((code, why, path, line))
             if not (new_rec and new_rec.rolled_back_from):
                 promoted.add(name)
         for code, why in _check_records(env, change, old, new):
-            found.append((code, why, where + ENV_FILE))
+            found.append((code, why, where + ENV_FILE, None))
         for rel in change.other:
             refused = _other_file(ctx, commit, env, rel)
             if refused:
-                found.append(("LG600", refused, where + rel))
-        problems += [Problem(code, f"commit {short}: {why}", path) for code, why, path in found]
+                found.append(("LG600", refused, where + rel, None))
+        problems += [
+            Problem(code, f"commit {short}: {why}", path, line) for code, why, path, line in found
+        ]
     for name in sorted(claimed - promoted):
         problems.append(
             Problem(

@@ -13,6 +13,7 @@ from pipeline import ENVS, Pipeline
 from test_promotion import V2, V3, refused
 
 from loomgit import schema
+from loomgit.check import first_changed_line
 from loomgit.vcs import Git
 
 
@@ -117,6 +118,13 @@ def test_check_promotion_catches_a_hand_edit(pipe: Pipeline) -> None:
     result = _check(pipe, base)
     assert result.code == 1
     assert "error[LG600]" in result.out and "edited by hand" in result.out
+    # Pointed at the first line the commit changed, so the annotation sits on the diff.
+    hello = pipe.rel("production", "workflows/hello.yaml")
+    assert f"{hello}:20:1: error[LG600]" in result.out
+    github = pipe.run(
+        "check-promotion", "--base", base, "--head", pipe.ref("production"), "--format", "github"
+    ).out
+    assert f"::error file={hello},line=20,col=1,title=LG600::" in github
 
 
 def test_check_promotion_lets_the_schemas_be_refreshed(pipe: Pipeline) -> None:
@@ -192,6 +200,8 @@ def test_check_promotion_catches_content_that_differs_from_its_source(pipe: Pipe
     )
     result = _check(pipe, base)
     assert result.code == 1 and "error[LG601]" in result.out
+    hello = pipe.rel("production", "workflows/hello.yaml")
+    assert f"{hello}:20:1: error[LG601]" in result.out  # where it departs from staging's
 
 
 def test_check_promotion_catches_a_forged_trailer(pipe: Pipeline) -> None:
@@ -417,3 +427,18 @@ def test_keys_rm_takes_a_recipient_out_of_one_environment(
     last = pipe.run("keys", "rm", "--env", "staging", "--recipient", new.recipient)
     assert last.code == 1 and "staging's only age recipient" in last.err
     assert pipe.tip("staging") == before
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        (None, b"a\n", 1),  # a new file
+        (b"a\nb\nc\n", b"a\nB\nc\n", 2),
+        (b"a\nb\n", b"a\nb\nc\n", 3),  # a line added at the end
+        (b"a\nb\nc\n", b"a\nb\n", 2),  # lines removed at the end: the last that is left
+        (b"a\n", b"", 1),
+        (b"a\nb", b"a\nb\n", 2),  # only the final newline
+    ],
+)
+def test_first_changed_line(old: bytes | None, new: bytes, line: int) -> None:
+    assert first_changed_line(old, new) == line
