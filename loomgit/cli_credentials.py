@@ -64,7 +64,8 @@ def list_(env: str | None, fmt: str, repo: Path) -> None:
         return
     for r in rows:
         where = ", ".join(r.resolves_in) or "nowhere"
-        click.echo(f"{r.name:<20} {r.scope:<12} fields: {', '.join(r.fields):<24} used in: {where}")
+        fields = ", ".join(r.fields)
+        click.echo(f"{r.name:<20} {r.scope:<12} fields: {fields:<24} resolves in: {where}")
     if not rows:
         click.echo("no credentials yet")
 

@@ -147,6 +147,10 @@ def test_credentials_list_needs_no_key(creds_repo: Repo, cli: Callable[..., Resu
             "resolves_in": ["development", "staging", "production"],
         }
     ]
+    text = cli("credentials", "list", "--repo", creds_repo.path).out
+    assert " ".join(text.split()) == (
+        "greeter global fields: token resolves in: development, staging, production"
+    )
     assert cli("validate", "--repo", creds_repo.path).code == 0
 
 
