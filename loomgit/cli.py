@@ -44,6 +44,15 @@ def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -
     return value
 
 
+def warn_if_unpushable(written: Any) -> None:
+    """A commit onto a branch that is behind origin's copy would not push as it is
+    (promotion.Written.behind); `promote` says so in its plan, the other writers here."""
+    if written is not None and written.behind:
+        from loomgit.promotion import NOT_PUSHABLE
+
+        click.echo(f"warning: {written.behind}: {NOT_PUSHABLE}", err=True)
+
+
 def repo_option(func: Any) -> Any:
     return click.option(
         "--repo",

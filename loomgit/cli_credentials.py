@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from loomgit.cli import cli, format_option, repo_option
+from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable
 from loomgit.errors import UsageError
 
 KEY_HELP = (
@@ -134,6 +134,7 @@ def set_(
         written = credops.set_credential(ws, name, scope, fields, credops.key_files(ws, age_keys))
     for w in written:
         click.echo(f"set {name} in {scope or 'global'} ({w.where()})")
+        warn_if_unpushable(w)
 
 
 @credentials.command("rm")
@@ -156,7 +157,8 @@ def rm(name: str, env: str | None, is_global: bool, age_keys: tuple[str, ...], r
     with Workspace(repo) as ws:
         written = credops.remove_credential(ws, name, scope, credops.key_files(ws, age_keys))
     for w in written:
-        click.echo(f"removed {name} from {scope or 'global'} (commit {w.commit[:12]})")
+        click.echo(f"removed {name} from {scope or 'global'} ({w.where()})")
+        warn_if_unpushable(w)
 
 
 @credentials.command("copy")
@@ -178,7 +180,8 @@ def copy(name: str, from_env: str, to_env: str, age_keys: tuple[str, ...], repo:
 
     with Workspace(repo) as ws:
         w = credops.copy_credential(ws, name, from_env, to_env, credops.key_files(ws, age_keys))
-    click.echo(f"copied {name} from {from_env} to {to_env} (commit {w.commit[:12]})")
+    click.echo(f"copied {name} from {from_env} to {to_env} ({w.where()})")
+    warn_if_unpushable(w)
 
 
 @cli.group()
@@ -233,6 +236,7 @@ def _change_recipient(
     did = f"removed {recipient} from" if remove else f"added {recipient} for"
     for w in written:
         click.echo(f"{did} {env} ({w.where()})")
+        warn_if_unpushable(w)
     if remove:
         click.echo(f"note: {keyring.ROTATE_HINT}")
 
@@ -279,6 +283,7 @@ def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) ->
     click.echo(f"public key: {recipient}")
     for w in written:
         click.echo(f"  {w.where()}")
+        warn_if_unpushable(w)
 
 
 @keys.command("rm")

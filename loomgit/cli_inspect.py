@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from loomgit.cli import FORMATS, cli, repo_option, workflow_arguments
+from loomgit.cli import FORMATS, cli, repo_option, warn_if_unpushable, workflow_arguments
 
 if TYPE_CHECKING:
     from loomgit.workspace import Workspace
@@ -241,6 +241,7 @@ def restore(workflow: str, revision: str, repo: Path) -> None:
         )
     if done.written:
         click.echo(f"restored {workflow} to {revision} ({done.written.where()})")
+        warn_if_unpushable(done.written)
     else:
         click.echo(f"{workflow} is already at {revision}; nothing to commit")
     if done.problem:

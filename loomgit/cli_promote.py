@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import click
 
-from loomgit.cli import cli, format_option, repo_option, workflow_arguments
+from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable, workflow_arguments
 from loomgit.errors import UsageError
 
 
@@ -170,24 +170,13 @@ def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
     return credops.key_files(ws, age_keys)
 
 
-def _warn_if_behind(ws: Any, env: str) -> None:
-    """As `promote` does (Plan.warnings): a commit onto a branch behind origin's copy of
-    it would not push as it is."""
-    stale = ws.behind_origin(env)
-    if stale:
-        from loomgit.promotion import NOT_PUSHABLE
-
-        click.echo(f"warning: {stale}: {NOT_PUSHABLE}", err=True)
-
-
 def _toggle(name: str, env: str, repo: Path, active: bool) -> None:
     from loomgit import lifecycle
     from loomgit.workspace import Workspace
 
     with Workspace(repo) as ws:
         written = lifecycle.set_active(ws, name, env, active)
-        if written is not None:
-            _warn_if_behind(ws, env)
+    warn_if_unpushable(written)
     state = "active" if active else "inactive"
     if written is None:
         click.echo(f"{name} is already {state} in {env}; nothing to do")
@@ -254,5 +243,5 @@ def rollback(
 
     with Workspace(repo) as ws:
         written, old, new = lifecycle.rollback(ws, workflow, env, to_version, notes or "")
-        _warn_if_behind(ws, env)
+    warn_if_unpushable(written)
     click.echo(f"rolled back {workflow} in {env} from v{old} to v{new} ({written.where()})")

@@ -358,6 +358,7 @@ class Written:
     commit: str
     branch: str
     from_remote: str | None = None  # the branch was created by this commit, from this one
+    behind: str | None = None  # why the commit will not push as it is (Workspace.branch_behind)
 
     def where(self) -> str:
         """Where the commit went, as the commands that write say it: commit ID on BRANCH."""
@@ -406,7 +407,7 @@ def write(
         commit = ws.git.commit_checked_out(ref.ref, ref.commit, changes, message)
     else:
         commit = ws.git.commit_files(ref.ref, ref.commit, changes, message)
-    return Written(commit, ref.branch)
+    return Written(commit, ref.branch, behind=ws.branch_behind(ref.branch, commit))
 
 
 def apply(ws: Workspace, planned: Plan, *, branch: str | None = None) -> Written:

@@ -137,15 +137,17 @@ class Workspace:
         """Why `env`'s branch may be out of date: origin's copy of it has commits it
         lacks (fetched, not pulled). A commit onto it would then not push."""
         loc = self.location(env)
-        if loc.from_remote is not None:
-            return None
-        tracking = f"origin/{loc.branch}"
+        return None if loc.from_remote is not None else self.branch_behind(loc.branch, loc.commit)
+
+    def branch_behind(self, branch: str, commit: str) -> str | None:
+        """Why `branch`, at `commit`, may be out of date: origin's copy has commits it lacks."""
+        tracking = f"origin/{branch}"
         if self.git.ref(f"refs/remotes/{tracking}") is None:
             return None
-        count = int(self.git.run("rev-list", "--count", f"{loc.commit}..refs/remotes/{tracking}"))
+        count = int(self.git.run("rev-list", "--count", f"{commit}..refs/remotes/{tracking}"))
         if not count:
             return None
-        return f"{loc.branch} is {count} commit{'s' * (count > 1)} behind {tracking}"
+        return f"{branch} is {count} commit{'s' * (count > 1)} behind {tracking}"
 
     def previous(self, env: str) -> str | None:
         index = self.config.index(self.check_env(env))

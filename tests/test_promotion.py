@@ -326,7 +326,19 @@ def test_promoting_onto_a_branch_behind_origin_warns(pipe: Pipeline, tmp_path: P
     assert result.code == 0 and result.err.splitlines()[0] == (
         f"warning: {behind}: this commit will not push as it is; `git pull` first"
     ), result.err
-    result = pipe.cli("deactivate", "hello", "--env", "staging", "--repo", clone)  # stale: on
-    assert result.code == 0 and result.err == (
-        f"warning: {behind}: this commit will not push as it is; `git pull` first\n"
+    # Every command that commits says so, not only promote: a credential, then a toggle.
+    fields = tmp_path / "fields.json"
+    fields.write_text('{"token": "scoped"}')
+    result = pipe.cli(
+        "credentials", "set", "greeter", "--env", "staging", "--from-json", fields, "--repo", clone
     )
+    warned = f"warning: {behind}: this commit will not push as it is; `git pull` first\n"
+    assert result.code == 0 and result.err == warned, result.err
+    assert f"on {pipe.ref('staging')})" in result.out
+    result = pipe.cli("deactivate", "hello", "--env", "staging", "--repo", clone)  # stale: on
+    assert result.code == 0 and result.err == warned, result.err
+    # restore writes in the first environment: on the directory layout that is main, behind.
+    revisions = json.loads(pipe.cli("revisions", "hello", "--format", "json", "--repo", clone).out)
+    result = pipe.cli("restore", "hello", revisions[1]["commit"], "--repo", clone)
+    assert result.code == 0 and "restored hello" in result.out, result.err
+    assert ("behind origin/main" in result.err) == (pipe.layout == "directories"), result.err
