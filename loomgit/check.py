@@ -14,7 +14,7 @@ from loomgit.documents import DocumentCache, digest
 from loomgit.errors import RepositoryError
 from loomgit.layout import ENV_FILE, VARS_FILE, branch_tip, load_config
 from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
-from loomgit.problems import Problem, sort_key
+from loomgit.problems import Problem, first_changed_line, sort_key
 from loomgit.scaffold import SCHEMAS
 from loomgit.validate import Report, validate
 from loomgit.vcs import UNSHALLOW_HINT, Git, Root, find_root
@@ -211,18 +211,6 @@ def _check_workflow(
             )
         )
     return problems
-
-
-def first_changed_line(old: bytes | None, new: bytes) -> int:
-    """The first line of `new` that differs from `old` (1 for a new file; the last line
-    when `new` only lost lines at its end)."""
-    if old is None:
-        return 1
-    before, after = old.splitlines(), new.splitlines()
-    for number, (a, b) in enumerate(zip(before, after, strict=False), start=1):
-        if a != b:
-            return number
-    return max(1, min(len(before), len(after)) + (len(after) > len(before)))
 
 
 def _check_records(

@@ -165,3 +165,15 @@ def headline(problems: Sequence[Problem]) -> tuple[Problem, str]:
     most likely to explain the others, and " (and N more)"."""
     first = min(problems, key=_explains_first)
     return first, f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+
+
+def first_changed_line(old: bytes | None, new: bytes) -> int:
+    """The first line of `new` that differs from `old` (1 for a new file; the last line
+    when `new` only lost lines at its end)."""
+    if old is None:
+        return 1
+    before, after = old.splitlines(), new.splitlines()
+    for number, (a, b) in enumerate(zip(before, after, strict=False), start=1):
+        if a != b:
+            return number
+    return max(1, min(len(before), len(after)) + (len(after) > len(before)))

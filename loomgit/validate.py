@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from loomgit import credrules, yamlio
-from loomgit.documents import DocumentCache, ParsedWorkflow
+from loomgit.documents import DocumentCache, ParsedWorkflow, digest
 from loomgit.layout import FileRef, Snapshot, snapshot
-from loomgit.models import EnvironmentState, Variables
-from loomgit.problems import Problem, sort_key
+from loomgit.models import EnvironmentState, Variables, WorkflowState
+from loomgit.problems import Problem, first_changed_line, sort_key
 from loomgit.vcs import Git, find_root
 
 
@@ -231,12 +231,25 @@ def _check_state(
                     f"{wf_name} differs from v{record.version} as promoted to {env.name} "
                     f"(digest in {env_ref.path}); edit {snap.config.first} and promote instead",
                     ref.path,
-                    1,
+                    _first_edited_line(snap, wf_name, record, snap.bytes_of(ref)),
                     1,
                 )
             )
         if index >= 2 and previous is not None:
             _check_version(snap, cache, env, previous, wf_name, record.version)
+
+
+def _first_edited_line(snap: Snapshot, name: str, record: WorkflowState, content: bytes) -> int:
+    """Where a hand edit starts, so an annotation sits on it: the promoted content is read
+    back from the commit it was promoted from, when that commit is here and matches the
+    recorded digest; otherwise line 1."""
+    source = snap.envs.get(record.promoted_from or "")
+    if source is None or record.source_commit is None:
+        return 1
+    promoted = snap.git.blob_at(record.source_commit, f"{source.base}workflows/{name}.yaml")
+    if promoted is None or digest(promoted) != record.digest:
+        return 1
+    return first_changed_line(promoted, content)
 
 
 def _check_version(

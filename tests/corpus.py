@@ -217,7 +217,7 @@ CASES = [
     Case(
         "hand-edit-in-staging",
         {STAGING: hello("message:", "level: warning\n        message:")},
-        [("LG401", STAGING, 1)],
+        [("LG401", STAGING, 21)],  # the first line the edit changed
         "edit development and promote",
     ),
     Case(

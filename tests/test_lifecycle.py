@@ -13,7 +13,7 @@ from pipeline import ENVS, Pipeline
 from test_promotion import V2, V3, refused
 
 from loomgit import schema
-from loomgit.check import first_changed_line
+from loomgit.problems import first_changed_line
 from loomgit.vcs import Git
 
 
@@ -125,6 +125,9 @@ def test_check_promotion_catches_a_hand_edit(pipe: Pipeline) -> None:
         "check-promotion", "--base", base, "--head", pipe.ref("production"), "--format", "github"
     ).out
     assert f"::error file={hello},line=20,col=1,title=LG600::" in github
+    # validate finds the same line: what was promoted is read back from its source commit.
+    shown = hello if pipe.layout == "directories" else f"{pipe.ref('production')}:{hello}"
+    assert f"{shown}:20:1: error[LG401]" in pipe.run("validate").out
 
 
 def test_check_promotion_lets_the_schemas_be_refreshed(pipe: Pipeline) -> None:
