@@ -120,6 +120,24 @@ def _retention_age(text: str) -> float:
     return age
 
 
+MIN_INTERVAL = 1.0  # each cycle reads git, and with --remote fetches from the host
+
+
+def _interval(text: str) -> float:
+    """`--interval`: from 1s to 24h; a push webhook, not a short interval, is the fast path."""
+    from loomgit.runner import parse_duration
+
+    seconds = parse_duration(text, "--interval")
+    if seconds < MIN_INTERVAL:
+        raise UsageError(
+            f"--interval {text.strip()}: give at least 1s; each cycle reads git (with --remote,"
+            " fetches)",
+            hint="for changes to apply at once, send the git host's push webhook to "
+            "POST /api/v1/git-webhook",
+        )
+    return seconds
+
+
 @cli.command()
 @click.option(
     "--remote",
@@ -132,9 +150,26 @@ def _retention_age(text: str) -> float:
     metavar="A,B",
     help="Serve only these, separated by commas (default: all); another daemon can serve the rest.",
 )
-@click.option("--interval", default="60s", show_default=True, metavar="DURATION")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--interval",
+    default="60s",
+    show_default=True,
+    metavar="DURATION",
+    help="How often to fetch and reconcile when no push webhook comes (1s to 24h).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 for every interface.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="0 picks a free port, printed at start-up.",
+)
 @click.option(
     "--api-token-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -153,7 +188,11 @@ def _retention_age(text: str) -> float:
     help=f"HMAC secret of POST /api/v1/git-webhook (also: ${GIT_SECRET_ENV}).",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line, for log collectors.",
 )
 @click.option(
     "--age-key-dir",
@@ -255,7 +294,7 @@ def serve(
         report_to(state_dir)
     # Every option is checked before anything is fetched or read.
     settings = Settings(
-        interval=parse_duration(interval, "--interval"),
+        interval=_interval(interval),
         grace=parse_duration(grace, "--grace"),
         tokens=_tokens(api_token_file),
         git_webhook_secret=_git_secret(git_webhook_secret_file),

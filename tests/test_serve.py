@@ -763,6 +763,16 @@ def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
         result = cli("serve", "--interval", value, "--repo", repo.path)
         expected = f"error: --interval {value}: give a duration above 0 and at most 24h\n"
         assert (result.code, result.err) == (2, expected)
+    result = cli("serve", "--interval", "100ms", "--repo", repo.path)  # a fetch storm
+    assert (result.code, result.err.splitlines()) == (
+        2,
+        [
+            "error: --interval 100ms: give at least 1s; each cycle reads git (with --remote,"
+            " fetches)",
+            "hint: for changes to apply at once, send the git host's push webhook to"
+            " POST /api/v1/git-webhook",
+        ],
+    )
     # Retention that would keep nothing is refused, and every option is checked before
     # a remote is fetched (fetched first, this closed port's error would come instead).
     remote = ("--remote", "https://127.0.0.1:9/flows.git", "--branch", "main")
