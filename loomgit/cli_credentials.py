@@ -97,7 +97,7 @@ def _scope(env: str | None, is_global: bool) -> str | None:
 
 @credentials.command("set")
 @click.argument("name")
-@click.option("--env", "env", metavar="ENV")
+@click.option("--env", "env", metavar="ENV", help="In ENV's own (scoped) file.")
 @click.option("--global", "is_global", is_flag=True, help="Shared by all environments.")
 @click.option(
     "--from-json",
@@ -139,8 +139,8 @@ def set_(
 
 @credentials.command("rm")
 @click.argument("name")
-@click.option("--env", "env", metavar="ENV")
-@click.option("--global", "is_global", is_flag=True)
+@click.option("--env", "env", metavar="ENV", help="From ENV's own (scoped) file.")
+@click.option("--global", "is_global", is_flag=True, help="From the global file.")
 @key_option
 @repo_option
 def rm(name: str, env: str | None, is_global: bool, age_keys: tuple[str, ...], repo: Path) -> None:
@@ -163,8 +163,8 @@ def rm(name: str, env: str | None, is_global: bool, age_keys: tuple[str, ...], r
 
 @credentials.command("copy")
 @click.argument("name")
-@click.option("--from", "from_env", required=True, metavar="ENV")
-@click.option("--to", "to_env", required=True, metavar="ENV")
+@click.option("--from", "from_env", required=True, metavar="ENV", help="Where it resolves now.")
+@click.option("--to", "to_env", required=True, metavar="ENV", help="Gets a scoped copy.")
 @key_option
 @repo_option
 def copy(name: str, from_env: str, to_env: str, age_keys: tuple[str, ...], repo: Path) -> None:
@@ -243,7 +243,9 @@ def _change_recipient(
 
 @keys.command("add")
 @click.option("--env", "env", required=True, metavar="ENV")
-@click.option("--recipient", required=True, metavar="AGE_PUBLIC_KEY")
+@click.option(
+    "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
+)
 @key_option
 @repo_option
 def keys_add(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
@@ -288,7 +290,9 @@ def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) ->
 
 @keys.command("rm")
 @click.option("--env", "env", required=True, metavar="ENV")
-@click.option("--recipient", required=True, metavar="AGE_PUBLIC_KEY")
+@click.option(
+    "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
+)
 @key_option
 @repo_option
 def keys_rm(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:

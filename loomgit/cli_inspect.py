@@ -124,8 +124,16 @@ def show(workflow: str, env: str | None, version: int | None, repo: Path) -> Non
 
 @cli.command()
 @click.argument("workflow", callback=workflow_arguments)
-@click.option("--from", "from_env", required=True, metavar="ENV")
-@click.option("--to", "to_env", required=True, metavar="ENV")
+@click.option(
+    "--from",
+    "from_env",
+    required=True,
+    metavar="ENV",
+    help="The workflow as this environment has it…",
+)
+@click.option(
+    "--to", "to_env", required=True, metavar="ENV", help="…compared with what runs in this one."
+)
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
 @repo_option
 def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> None:
@@ -161,7 +169,9 @@ def _note_if_shallow(ws: Workspace) -> None:
 @cli.command()
 @click.argument("workflow", required=False, callback=workflow_arguments)
 @click.option("--env", "env", metavar="ENV", help="Only this environment.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest first."
+)
 @click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
 @repo_option
 def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: Path) -> None:
@@ -251,7 +261,9 @@ def restore(workflow: str, revision: str, repo: Path) -> None:
 
 @cli.command("check-promotion")
 @click.option("--base", required=True, metavar="REF", help="The pull request's target.")
-@click.option("--head", default="HEAD", show_default=True, metavar="REF")
+@click.option(
+    "--head", default="HEAD", show_default=True, metavar="REF", help="The pull request's head."
+)
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option(
     "--no-validate",
