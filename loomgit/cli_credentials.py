@@ -241,13 +241,17 @@ def _change_recipient(
         click.echo(f"note: {keyring.ROTATE_HINT}")
 
 
+def recipient_options(func: Any) -> Any:
+    """`--env ENV --recipient AGE_PUBLIC_KEY`, with the key and repository options."""
+    func = key_option(repo_option(func))
+    func = click.option(
+        "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
+    )(func)
+    return click.option("--env", "env", required=True, metavar="ENV")(func)
+
+
 @keys.command("add")
-@click.option("--env", "env", required=True, metavar="ENV")
-@click.option(
-    "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
-)
-@key_option
-@repo_option
+@recipient_options
 def keys_add(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
     """Let RECIPIENT decrypt ENV's credentials (and the global ones); re-encrypts them.
 
@@ -289,12 +293,7 @@ def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) ->
 
 
 @keys.command("rm")
-@click.option("--env", "env", required=True, metavar="ENV")
-@click.option(
-    "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
-)
-@key_option
-@repo_option
+@recipient_options
 def keys_rm(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
     """Stop RECIPIENT decrypting ENV's credentials (and the global ones, unless another
     environment still has it); re-encrypts them with a new data key.
