@@ -199,7 +199,8 @@ def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: P
         if e.notes:
             click.echo("".join(f"    {ln}\n" for ln in e.notes.splitlines()), nl=False)
     if not events:
-        click.echo("no promotions, activations or rollbacks yet")
+        of = f" of {workflow}" if workflow else ""
+        click.echo(f"no promotions, activations or rollbacks{of}{f' in {env}' if env else ''} yet")
 
 
 @cli.command()

@@ -229,6 +229,8 @@ def test_history_reads_promotions_back(pipe: Pipeline) -> None:
     assert [e["kind"] for e in events[:2]] == ["activation", "promotion"]
     assert events[1]["notes"] == "n1"
     assert "promotion" in pipe.run("history", "--env", "staging").out
+    said = pipe.run("history", "hello", "--env", "production").out  # says what it looked for
+    assert said == "no promotions, activations or rollbacks of hello in production yet\n"
 
 
 def test_status_and_show(pipe: Pipeline) -> None:
