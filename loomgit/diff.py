@@ -20,6 +20,12 @@ class StepChange:
 
 
 @dataclass(frozen=True)
+class TriggerChange:
+    trigger: str  # as `describe` gives it in the target environment
+    fields: list[str]
+
+
+@dataclass(frozen=True)
 class Schedule:
     cron: str
     timezone: str
@@ -44,6 +50,8 @@ class WorkflowDiff:
     steps_changed: list[StepChange] = field(default_factory=list)
     triggers_added: list[str] = field(default_factory=list)
     triggers_removed: list[str] = field(default_factory=list)
+    # The same trigger with other settings: respond, signature, overlap, catchup…
+    triggers_changed: list[TriggerChange] = field(default_factory=list)
     other_changes: list[str] = field(default_factory=list)
     webhooks: list[str] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
@@ -127,10 +135,7 @@ def compare(
     for sid, data in new_steps.items():
         if sid in old_steps and old_steps[sid] != data:
             diff.steps_changed.append(StepChange(sid, _changed_fields(old_steps[sid], data)))
-    new_trig = [describe(t, target_env) for t in source.spec.triggers]
-    old_trig = [describe(t, target_env) for t in target.spec.triggers] if target else []
-    diff.triggers_added.extend(t for t in new_trig if t not in old_trig)
-    diff.triggers_removed.extend(t for t in old_trig if t not in new_trig)
+    _compare_triggers(diff, source, target)
     if target is not None:
         if source.metadata != target.metadata:
             diff.other_changes.append("metadata")
@@ -149,6 +154,28 @@ def compare(
         for c in source.spec.credentials
     )
     return diff
+
+
+def _by_trigger(workflow: Workflow | None, env: str) -> dict[str, list[dict[str, Any]]]:
+    """Triggers as `describe` names them (a webhook by method and URL, a schedule by its
+    cron and zone); two schedules can share a name, so each name holds a list."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for t in workflow.spec.triggers if workflow else []:
+        out.setdefault(describe(t, env), []).append(t.model_dump(by_alias=True))
+    return out
+
+
+def _compare_triggers(diff: WorkflowDiff, source: Workflow, target: Workflow | None) -> None:
+    new, old = _by_trigger(source, diff.target_env), _by_trigger(target, diff.target_env)
+    for name, settings in new.items():
+        before = old.get(name, [])
+        for i, data in enumerate(settings):
+            if i >= len(before):
+                diff.triggers_added.append(name)
+            elif before[i] != data:
+                diff.triggers_changed.append(TriggerChange(name, _changed_fields(before[i], data)))
+    for name, settings in old.items():
+        diff.triggers_removed.extend([name] * (len(settings) - len(new.get(name, []))))
 
 
 def _versions(d: WorkflowDiff) -> str:
@@ -182,12 +209,15 @@ def render_text(diffs: list[WorkflowDiff]) -> str:
             lines.extend(f"  {label}: {item}" for item in items)
         for change in d.steps_changed:
             lines.append(f"  step changed: {change.id} ({', '.join(change.fields)})")
+        for t in d.triggers_changed:
+            lines.append(f"  trigger changed: {t.trigger} ({', '.join(t.fields)})")
         if not (
             d.steps_added
             or d.steps_removed
             or d.steps_changed
             or d.triggers_added
             or d.triggers_removed
+            or d.triggers_changed
             or d.other_changes
         ):
             lines.append("  no change to steps or triggers" if not d.new else "  new workflow")

@@ -166,6 +166,28 @@ def test_dry_run_writes_nothing_and_reports(pipe: Pipeline) -> None:
     assert "stays active in staging: it serves v2 once the commit is applied" in text
 
 
+def test_a_changed_trigger_setting_is_shown_for_review(pipe: Pipeline) -> None:
+    """Turning a webhook synchronous or a schedule's overlap policy changes how it serves:
+    the review says so, where it once said 'no change to steps or triggers'."""
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    changed = HELLO.replace("      path: hello\n", "      path: hello\n      respond: sync\n")
+    changed = changed.replace("Europe/Berlin\n", "Europe/Berlin\n      overlap: allow\n")
+    pipe.edit("hello", changed)
+    text = pipe.run("promote", "hello", "--to", "staging", "--dry-run").out
+    assert "  trigger changed: webhook POST /hooks/staging/hello (respond)\n" in text
+    assert "  trigger changed: schedule '0 9 * * 1-5' (Europe/Berlin) (overlap)\n" in text
+    assert "no change to steps or triggers" not in text and "trigger added" not in text
+    result = pipe.run("promote", "hello", "--to", "staging", "--dry-run", "--format", "json")
+    report = json.loads(result.out)["workflows"][0]
+    assert report["triggers_changed"] == [
+        {"trigger": "webhook POST /hooks/staging/hello", "fields": ["respond"]},
+        {"trigger": "schedule '0 9 * * 1-5' (Europe/Berlin)", "fields": ["overlap"]},
+    ]
+    assert (report["triggers_added"], report["triggers_removed"]) == ([], [])
+    body = pipe.run("promote", "hello", "--to", "staging", "--branch", "review/hello").out
+    assert "- trigger changed: webhook POST /hooks/staging/hello (respond)" in body
+
+
 def test_branch_option_writes_a_pull_request_branch(pipe: Pipeline) -> None:
     target = pipe.tip("staging")
     result = pipe.run(
