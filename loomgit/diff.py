@@ -137,6 +137,9 @@ def compare(
             diff.steps_changed.append(StepChange(sid, _changed_fields(old_steps[sid], data)))
     _compare_triggers(diff, source, target)
     if target is not None:
+        kept_new = [i for i in new_steps if i in old_steps]
+        if kept_new != [i for i in old_steps if i in new_steps]:  # steps run in order
+            diff.other_changes.append(f"step order ({', '.join(kept_new)})")
         if source.metadata != target.metadata:
             diff.other_changes.append("metadata")
         if source.spec.timeout != target.spec.timeout:

@@ -188,6 +188,29 @@ def test_a_changed_trigger_setting_is_shown_for_review(pipe: Pipeline) -> None:
     assert "- trigger changed: webhook POST /hooks/staging/hello (respond)" in body
 
 
+def test_the_same_steps_in_another_order_are_a_change() -> None:
+    """Steps run in order, so a review must show a reordering even if no step changed."""
+    from datetime import UTC, datetime
+
+    from loomgit import yamlio
+    from loomgit.diff import compare, render_text
+    from loomgit.models import Workflow
+
+    before = Workflow.model_validate(
+        yamlio.load(HELLO.replace("{{ steps.greet.output.text }}", "hi").encode())
+    )
+    after = before.model_copy(deep=True)
+    after.spec.steps.reverse()
+    kw = {"source_env": "staging", "target_env": "production", "now": datetime.now(UTC)}
+    d = compare("hello", after, before, version_before=1, version_after=2, **kw)
+    assert d.other_changes == ["step order (say, greet)"]
+    assert "  changed: step order (say, greet)" in render_text([d]).splitlines()
+    assert (
+        compare("hello", before, before, version_before=1, version_after=2, **kw).other_changes
+        == []
+    )
+
+
 def test_branch_option_writes_a_pull_request_branch(pipe: Pipeline) -> None:
     target = pipe.tip("staging")
     result = pipe.run(
