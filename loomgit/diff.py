@@ -141,7 +141,8 @@ def compare(
         if kept_new != [i for i in old_steps if i in new_steps]:  # steps run in order
             diff.other_changes.append(f"step order ({', '.join(kept_new)})")
         if source.metadata != target.metadata:
-            diff.other_changes.append("metadata")
+            fields = _changed_fields(target.metadata.model_dump(), source.metadata.model_dump())
+            diff.other_changes.append(f"metadata ({', '.join(fields)})")
         if source.spec.timeout != target.spec.timeout:
             diff.other_changes.append("spec.timeout")
         if source.spec.credentials != target.spec.credentials:

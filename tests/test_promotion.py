@@ -209,6 +209,10 @@ def test_the_same_steps_in_another_order_are_a_change() -> None:
         compare("hello", before, before, version_before=1, version_after=2, **kw).other_changes
         == []
     )
+    metadata = before.metadata.model_copy(update={"description": "says hello"})
+    described = before.model_copy(update={"metadata": metadata})
+    d = compare("hello", described, before, version_before=1, version_after=2, **kw)
+    assert d.other_changes == ["metadata (description)"]
 
 
 def test_branch_option_writes_a_pull_request_branch(pipe: Pipeline) -> None:
