@@ -11,16 +11,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from loomgit.cli import FORMATS, cli, repo_option, warn_if_unpushable, workflow_arguments
+from loomgit.cli import (
+    FORMATS,
+    cli,
+    format_option,
+    repo_option,
+    warn_if_unpushable,
+    workflow_arguments,
+)
 
 if TYPE_CHECKING:
     from loomgit.workspace import Workspace
 
-TEXT_JSON = click.Choice(["text", "json"])
-
 
 @cli.command()
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @click.option(
     "--server",
     metavar="URL",
@@ -134,7 +139,7 @@ def show(workflow: str, env: str | None, version: int | None, repo: Path) -> Non
 @click.option(
     "--to", "to_env", required=True, metavar="ENV", help="…compared with what runs in this one."
 )
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @repo_option
 def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> None:
     """What would change in --to if WORKFLOW as it is in --from replaced it.
@@ -172,7 +177,7 @@ def _note_if_shallow(ws: Workspace) -> None:
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest first."
 )
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @repo_option
 def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: Path) -> None:
     """Promotions, activations and rollbacks read back from git, newest first.
@@ -205,7 +210,7 @@ def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: P
 
 @cli.command()
 @click.argument("workflow", callback=workflow_arguments)
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @repo_option
 def revisions(workflow: str, fmt: str, repo: Path) -> None:
     """The edit history of WORKFLOW in the first environment, newest first.

@@ -12,11 +12,10 @@ import click
 
 from loomgit import jsontext
 from loomgit.ages import parse_since
-from loomgit.cli import cli, repo_option, workflow_arguments
+from loomgit.cli import cli, format_option, repo_option, workflow_arguments
 from loomgit.cli_credentials import key_option
 from loomgit.errors import UsageError, report_to
 
-TEXT_JSON = click.Choice(["text", "json"])
 # The history module is imported only by the commands; the names are repeated here so that
 # `--help` stays fast. A test keeps the two lists equal.
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"]
@@ -128,7 +127,7 @@ class _Printer:
     help="Largest input or output of a step kept in the history; larger ones are kept as "
     "a marked preview.",
 )
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @key_option
 @state_option
 @repo_option
@@ -198,7 +197,7 @@ def _short_time(iso: str | None) -> str:
     metavar="ID",
     help="Only those listed after this execution: the next page, from the last id shown.",
 )
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @state_option
 @click.pass_context
 def executions(
@@ -269,7 +268,7 @@ def _block(label: str, value: Any, indent: str = "      ") -> None:
 
 @executions.command("show")
 @click.argument("ident", metavar="ID")
-@click.option("--format", "fmt", type=TEXT_JSON, default="text", show_default=True)
+@format_option
 @state_option
 @click.pass_obj
 def show_execution(
