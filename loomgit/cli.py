@@ -32,13 +32,13 @@ def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -
     import re
 
     from loomgit.errors import UsageError
-    from loomgit.models.base import NAME
+    from loomgit.models.base import NAME, PATTERN_WORDS
 
     for name in [value] if isinstance(value, str) else value or ():
         if not re.fullmatch(NAME, name):
             raise UsageError(
                 f"'{name}' is not a workflow name",
-                hint="workflow names are lowercase letters, digits, '-' and '_', at most 63,"
+                hint=f"workflow names are {PATTERN_WORDS[NAME]},"
                 " as in environments/ENV/workflows/NAME.yaml",
             )
     return value

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from loomgit import yamlio
+from loomgit.models.base import PATTERN_WORDS
 from loomgit.problems import Problem
 
 KeyPath = tuple[str | int, ...]
@@ -153,9 +154,19 @@ def _message(err: ErrorDetails, path: KeyPath, allowed: list[str]) -> tuple[str,
         )
     if kind == "literal_error" and last in ("apiVersion", "kind"):
         return "LG203", f"{last}: {msg.replace('Input should be', 'must be')}"
+    if kind == "string_pattern_mismatch":
+        words = PATTERN_WORDS.get((err.get("ctx") or {}).get("pattern", ""))
+        if words:
+            return "LG200", f"{dotted(path)}: {_shown(err['input'])} must be {words}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return "LG200", f"{dotted(path)}: {msg}"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value a finding quotes: names and paths, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def from_validation_error(

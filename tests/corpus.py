@@ -109,6 +109,30 @@ CASES = [
         {DEV: hello("      path: hello", "      path: a/../b")},
         [("LG200", DEV, 8)],
     ),
+    Case(
+        "webhook-path-characters",
+        {DEV: hello("      path: hello", "      path: hello?x=1")},
+        [("LG200", DEV, 8)],
+        "'hello?x=1' must be URL path segments of letters, digits",
+    ),
+    Case(
+        "step-type-case",
+        {DEV: hello("      type: log", "      type: Log")},
+        [("LG200", DEV, 19)],
+        "spec.steps[1].type: 'Log' must be lowercase letters",
+    ),
+    Case(
+        "set-key-not-an-identifier",
+        {DEV: hello("        text:", "        2text:")},
+        [("LG322", DEV, 17)],
+        "'2text' must be letters, digits and '_', not starting with a digit",
+    ),
+    Case(
+        "uppercase-name",
+        {DEV: hello("  name: hello", "  name: Hello")},
+        [("LG200", DEV, 4)],
+        "metadata.name: 'Hello' must be lowercase letters, digits, '-' and '_', at most 63",
+    ),
     Case("name-mismatch", {DEV: hello("  name: hello", "  name: hullo")}, [("LG300", DEV, 4)]),
     Case(
         "duplicate-name",

@@ -96,6 +96,17 @@ def test_not_a_git_repository(tmp_path: Path, cli: Callable[..., Result]) -> Non
     )
 
 
+def test_a_name_that_breaks_a_rule_is_told_in_words(repo: Repo, cli: Callable[..., Result]) -> None:
+    """A value that does not fit its pattern says what the name may hold, not the
+    regular expression the model checks it with."""
+    conf = repo.path / "loomgit.yaml"
+    conf.write_text(conf.read_text().replace("name: staging", "name: Staging"))
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 2, result.err
+    told = "environments[1].name: 'Staging' must be lowercase letters, digits and '-'"
+    assert "loomgit.yaml:" in result.err and told in result.err and "^[" not in result.err
+
+
 def test_no_loomgit_yaml(tmp_path: Path, cli: Callable[..., Result]) -> None:
     git(tmp_path, "init", "-q")
     result = cli("validate", "--repo", tmp_path)

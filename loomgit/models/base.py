@@ -10,13 +10,34 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 API_VERSION = "loomgit/v1"
 ApiVersion = Literal["loomgit/v1"]
 
+# What each pattern of the models asks for, in words: a finding says this, not the
+# regular expression (see findings._message).
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def pattern(regex: str, words: str) -> str:
+    """`regex`, remembered with what it asks for in words."""
+    PATTERN_WORDS[regex] = words
+    return regex
+
+
 # Names that appear in templates (`steps.fetch`, `vars.shop_url`) must be identifiers.
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+IDENTIFIER = pattern(
+    r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "letters, digits and '_', not starting with a digit (it is used in templates)",
+)
 Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=64)]
 # Workflow names are file names and URL segments.
-NAME = r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$"
+NAME = pattern(
+    r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$",
+    "lowercase letters, digits, '-' and '_', at most 63, starting and ending with a letter"
+    " or digit",
+)
 WorkflowName = Annotated[str, Field(pattern=NAME)]
-ENV_NAME = r"^[a-z][a-z0-9-]{0,30}$"
+ENV_NAME = pattern(
+    r"^[a-z][a-z0-9-]{0,30}$",
+    "lowercase letters, digits and '-', at most 31, starting with a letter",
+)
 EnvName = Annotated[str, Field(pattern=ENV_NAME)]
 
 

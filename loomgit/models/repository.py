@@ -6,9 +6,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from loomgit.models.base import ApiVersion, EnvName, StrictModel
+from loomgit.models.base import ApiVersion, EnvName, StrictModel, pattern
 
 Layout = Literal["directories", "branches"]
+BRANCH = pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+    "a branch name: letters, digits, '.', '_', '/' and '-', starting with a letter or digit",
+)
 
 
 class EnvironmentDecl(StrictModel):
@@ -18,7 +22,7 @@ class EnvironmentDecl(StrictModel):
     branch: str | None = Field(
         default=None,
         description="branch layout only: the branch holding this environment (default env/<name>)",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        pattern=BRANCH,
     )
     description: str = ""
     allow_empty: bool = Field(

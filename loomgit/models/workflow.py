@@ -13,10 +13,18 @@ from loomgit.models.base import (
     Identifier,
     StrictModel,
     WorkflowName,
+    pattern,
 )
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-WEBHOOK_PATH = r"^/?[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*$"
+WEBHOOK_PATH = pattern(
+    r"^/?[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*$",
+    "URL path segments of letters, digits and '.', '_', '~', '-', separated by '/'",
+)
+STEP_TYPE = pattern(
+    r"^[a-z][a-z0-9_.-]*$", "lowercase letters, digits, '_', '.' and '-', starting with a letter"
+)
+HEADER_NAME = pattern(r"^[A-Za-z0-9-]+$", "an HTTP header name: letters, digits and '-'")
 
 
 class Metadata(StrictModel):
@@ -32,7 +40,7 @@ class WebhookSignature(StrictModel):
         description="a credential the workflow declares; its `field` is the shared secret"
     )
     field: str = Field(default="secret", min_length=1, description="the field holding the secret")
-    header: str = Field(default="X-Hub-Signature-256", pattern=r"^[A-Za-z0-9-]+$", max_length=100)
+    header: str = Field(default="X-Hub-Signature-256", pattern=HEADER_NAME, max_length=100)
 
 
 class WebhookTrigger(StrictModel):
@@ -105,7 +113,7 @@ class Retry(StrictModel):
 
 class Step(StrictModel):
     id: Identifier = Field(description="unique within the workflow; referenced as steps.<id>")
-    type: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$", description="a built-in or plugin type")
+    type: str = Field(pattern=STEP_TYPE, description="a built-in or plugin type")
     with_: dict[str, Any] = Field(
         default_factory=dict, alias="with", description="parameters of the step type"
     )
