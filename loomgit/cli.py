@@ -32,7 +32,8 @@ def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -
     import re
 
     from loomgit.errors import UsageError
-    from loomgit.models.base import NAME, PATTERN_WORDS
+    from loomgit.models.base import NAME
+    from loomgit.wording import PATTERN_WORDS
 
     for name in [value] if isinstance(value, str) else value or ():
         if not re.fullmatch(NAME, name):

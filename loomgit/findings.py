@@ -16,8 +16,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from loomgit import yamlio
-from loomgit.models.base import PATTERN_WORDS
 from loomgit.problems import Problem
+from loomgit.wording import must
 
 KeyPath = tuple[str | int, ...]
 
@@ -153,20 +153,10 @@ def _message(err: ErrorDetails, path: KeyPath, allowed: list[str]) -> tuple[str,
             f"{dotted(path)}.type: '{ctx.get('tag')}' is not one of {ctx.get('expected_tags')}"
         )
     if kind == "literal_error" and last in ("apiVersion", "kind"):
-        return "LG203", f"{last}: {msg.replace('Input should be', 'must be')}"
-    if kind == "string_pattern_mismatch":
-        words = PATTERN_WORDS.get((err.get("ctx") or {}).get("pattern", ""))
-        if words:
-            return "LG200", f"{dotted(path)}: {_shown(err['input'])} must be {words}"
+        return "LG203", f"{last}: {must(kind, msg, err.get('input'))}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    return "LG200", f"{dotted(path)}: {msg}"
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value a finding quotes: names and paths, cut short."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return "LG200", f"{dotted(path)}: {must(kind, msg, err.get('input'), err.get('ctx'))}"
 
 
 def from_validation_error(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from loomgit.httpclient import Client, HttpError, Request, describe, query_params
 from loomgit.models import steps as models
 from loomgit.render import render
+from loomgit.wording import must
 
 DEFAULT_HTTP_TIMEOUT = 30.0
 
@@ -48,7 +49,8 @@ def _messages(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"with.{where}: {err['msg']}" if where else err["msg"])
+        rule = must(err["type"], err["msg"])
+        parts.append(f"with.{where}: {rule}" if where else rule)
     return "; ".join(parts)
 
 

@@ -89,6 +89,31 @@ CASES = [
         "wrong-type",
         {DEV: hello("  credentials: [greeter]", "  credentials: greeter")},
         [("LG200", DEV, 12)],
+        "spec.credentials: 'greeter' must be a list",
+    ),
+    Case(
+        "wrong-type-of-a-collection",
+        {DEV: hello("  name: hello\n", "  name: hello\n  description: [a, b]\n")},
+        [("LG200", DEV, 5)],
+        "metadata.description: must be a string, not a list",
+    ),
+    Case(
+        "not-one-of-the-choices",
+        {DEV: hello("      path: hello", "      path: hello\n      method: FETCH")},
+        [("LG200", DEV, 9)],
+        "spec.triggers[0].method: 'FETCH' must be 'GET', 'POST', 'PUT', 'PATCH' or 'DELETE'",
+    ),
+    Case(
+        "out-of-range",
+        {DEV: hello("      type: log\n", "      type: log\n      retry: {attempts: 0}\n")},
+        [("LG200", DEV, 20)],
+        "spec.steps[1].retry.attempts: 0 must be at least 1",
+    ),
+    Case(
+        "step-parameter-of-the-wrong-type",
+        {DEV: hello("        message:", "        level: loud\n        message:")},
+        [("LG322", DEV, 21)],
+        "spec.steps[1].with.level: 'loud' must be 'debug', 'info', 'warning' or 'error'",
     ),
     Case(
         "missing-key",

@@ -125,3 +125,36 @@ def test_plugin_step_runs(
     assert result.code == 0, result.err
     assert "[info] posting to #ops" in result.out
     assert '"posted": "ops"' in result.out and '"env": "development"' in result.out
+
+
+def test_a_parameter_refused_at_run_time_names_the_rule_not_the_value() -> None:
+    """Parameters are checked again once their templates are rendered; the value may
+    have come from a credential, so the error states the rule without it."""
+    from loomgit import steps as kinds
+
+    with pytest.raises(kinds.StepError) as refused:
+        kinds.kind("http").parse({"url": "https://x", "method": "s3cr3t", "timeout": "1x"})
+    message = str(refused.value)
+    assert "with.method: must be 'GET', 'POST'" in message
+    assert "with.timeout: " in message
+    assert "s3cr3t" not in message and "Input should" not in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "msg", "given", "told"),
+    [
+        ("int_parsing", "Input should be a valid integer, unable to parse string as an integer",
+         "x", "'x' must be an integer"),
+        ("string_type", "Input should be a valid string", [1], "must be a string, not a list"),
+        ("dict_type", "Input should be a valid dictionary", 5, "5 must be a mapping"),
+        ("greater_than_equal", "Input should be greater than or equal to 1", 0,
+         "0 must be at least 1"),
+        ("too_short", "List should have at least 1 item after validation, not 0", [],
+         "must have at least 1 item, not 0"),
+        ("value_error", "Value error, something else", "x", "Value error, something else"),
+    ],
+)  # fmt: skip
+def test_pydantic_messages_are_told_as_rules(kind: str, msg: str, given: object, told: str) -> None:
+    from loomgit.wording import must
+
+    assert must(kind, msg, given) == told

@@ -7,19 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from loomgit.wording import pattern
+
 API_VERSION = "loomgit/v1"
 ApiVersion = Literal["loomgit/v1"]
-
-# What each pattern of the models asks for, in words: a finding says this, not the
-# regular expression (see findings._message).
-PATTERN_WORDS: dict[str, str] = {}
-
-
-def pattern(regex: str, words: str) -> str:
-    """`regex`, remembered with what it asks for in words."""
-    PATTERN_WORDS[regex] = words
-    return regex
-
 
 # Names that appear in templates (`steps.fetch`, `vars.shop_url`) must be identifiers.
 IDENTIFIER = pattern(

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from loomgit.models.base import ApiVersion, EnvName, StrictModel, pattern
+from loomgit.models.base import ApiVersion, EnvName, StrictModel
+from loomgit.wording import pattern
 
 Layout = Literal["directories", "branches"]
 BRANCH = pattern(

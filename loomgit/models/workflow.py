@@ -13,8 +13,8 @@ from loomgit.models.base import (
     Identifier,
     StrictModel,
     WorkflowName,
-    pattern,
 )
+from loomgit.wording import pattern
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 WEBHOOK_PATH = pattern(
