@@ -9,6 +9,7 @@ from typing import Any
 from loomgit.errors import UsageError
 from loomgit.models import DOCUMENT_KINDS
 from loomgit.models.steps import BUILTIN_STEPS
+from loomgit.wording import PATTERN_WORDS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -32,6 +33,21 @@ def _with_step_params(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _explained(node: Any) -> None:
+    """Gives each `pattern` the words validate uses, as `patternErrorMessage`, which
+    editors (the YAML and JSON language servers of VS Code and others) show in place
+    of the regular expression."""
+    if isinstance(node, dict):
+        words = PATTERN_WORDS.get(node.get("pattern", ""))
+        if words:
+            node["patternErrorMessage"] = f"must be {words}"
+        for value in node.values():
+            _explained(value)
+    elif isinstance(node, list):
+        for value in node:
+            _explained(value)
+
+
 def generate() -> dict[str, dict[str, Any]]:
     """File name -> schema for every document kind."""
     out = {}
@@ -39,6 +55,7 @@ def generate() -> dict[str, dict[str, Any]]:
         schema = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
         if kind == "workflow":
             schema = _with_step_params(schema)
+        _explained(schema)
         out[f"{kind}.schema.json"] = {"$schema": DRAFT, **schema}
     return out
 

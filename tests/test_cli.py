@@ -184,6 +184,9 @@ def test_committed_schemas_match_the_models() -> None:
 def test_schema_command(tmp_path: Path, cli: Callable[..., Result]) -> None:
     printed = json.loads(cli("schema", "workflow").out)
     assert printed["title"] == "Workflow"
+    # Editors show a pattern's words, as validate says them, not the regular expression.
+    name = printed["$defs"]["Metadata"]["properties"]["name"]
+    assert name["patternErrorMessage"].startswith("must be lowercase letters, digits")
     assert cli("schema", "--write", tmp_path).code == 0
     assert len(list(tmp_path.glob("*.schema.json"))) == 4
     assert cli("schema").code == 2

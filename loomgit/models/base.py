@@ -53,6 +53,10 @@ _FIELD_SETS: dict[frozenset[str], set[str]] = {}
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+# The same, for editors (the JSON Schema).
+DURATION_TEXT = pattern(
+    r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$", "a duration such as '500ms', '30s', '5m' or '1h'"
+)
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -77,7 +81,7 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+                {"type": "string", "pattern": DURATION_TEXT},
             ],
             "description": "seconds, or a string such as '500ms', '30s', '5m', '1h'",
         }
