@@ -49,7 +49,7 @@ def _messages(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(p) for p in err["loc"])
-        rule = must(err["type"], err["msg"])
+        rule = must(err["type"], err["msg"], ctx=err.get("ctx"))
         parts.append(f"with.{where}: {rule}" if where else rule)
     return "; ".join(parts)
 

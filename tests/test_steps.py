@@ -138,6 +138,9 @@ def test_a_parameter_refused_at_run_time_names_the_rule_not_the_value() -> None:
     assert "with.method: must be 'GET', 'POST'" in message
     assert "with.timeout: " in message
     assert "s3cr3t" not in message and "Input should" not in message
+    with pytest.raises(kinds.StepError) as refused:
+        kinds.kind("set").parse({"2x": 1})
+    assert "must be letters, digits and '_'" in str(refused.value), refused.value
 
 
 @pytest.mark.parametrize(
