@@ -12,6 +12,20 @@ from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable, wor
 from loomgit.errors import UsageError
 
 
+def dry_run_option(func: Any) -> Any:
+    return click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")(
+        func
+    )
+
+
+def branch_option(func: Any) -> Any:
+    return click.option(
+        "--branch",
+        metavar="NAME",
+        help="Commit on a new branch based on the target, for a pull request.",
+    )(func)
+
+
 def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
     from loomgit.promotion import sanitise_notes
 
@@ -48,12 +62,8 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
     type=click.File("r", encoding="utf-8"),
     help="Read the notes from a file (- stdin).",
 )
-@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
-@click.option(
-    "--branch",
-    metavar="NAME",
-    help="Commit on a new branch based on the target, for a pull request.",
-)
+@dry_run_option
+@branch_option
 @click.option("--activate", is_flag=True, help="Activate in the target in the same commit.")
 @click.option(
     "--copy-credential",
@@ -161,7 +171,7 @@ def promote(
     click.echo(f"{plan.subject} ({written.where()})")
     click.echo(diff.render_text(diffs))
     if branch:
-        click.echo(f"\nPull request title:\n{plan.subject}\n\nPull request body:\n{body}")
+        _pull_request(plan.subject, body)
 
 
 def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
@@ -170,48 +180,161 @@ def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
     return credops.key_files(ws, age_keys)
 
 
-def _toggle(name: str, env: str, repo: Path, active: bool) -> None:
-    from loomgit import lifecycle
+def _pull_request(title: str, body: str) -> None:
+    click.echo(f"\nPull request title:\n{title}\n\nPull request body:\n{body}")
+
+
+def _report(report: dict[str, object], change: Any, written: Any, body: str | None) -> None:
+    """Prints a writer's JSON report with where its commit went (or, for a dry run, where
+    it would go and its message), and the pull request when it went on a new branch."""
+    if written is None:
+        report.update(dry_run=True, branch=change.target.branch, message=change.message)
+    else:
+        report.update(commit=written.commit, branch=written.branch)
+        report["created_from"] = written.from_remote
+        if body is not None:
+            report["pull_request"] = {"title": change.subject, "body": body}
+    click.echo(json.dumps(report, indent=2))
+
+
+def _toggle(
+    name: str,
+    env: str,
+    repo: Path,
+    active: bool,
+    *,
+    notes: str | None,
+    dry_run: bool,
+    branch: str | None,
+    fmt: str,
+) -> None:
+    from loomgit import diff, lifecycle, promotion
     from loomgit.workspace import Workspace
 
-    with Workspace(repo) as ws:
-        written = lifecycle.set_active(ws, name, env, active)
-    warn_if_unpushable(written)
     state = "active" if active else "inactive"
-    if written is None:
-        click.echo(f"{name} is already {state} in {env}; nothing to do")
+    with Workspace(repo) as ws:
+        if branch is not None:
+            promotion.check_branch_name(ws, branch)  # refused even when nothing is to do
+        toggle = lifecycle.plan_active(ws, name, env, active, notes or "")
+        if toggle is None:
+            if fmt == "json":
+                out = {"changed": False, "workflow": name, "environment": env, "active": active}
+                click.echo(json.dumps(out, indent=2))
+            else:
+                click.echo(f"{name} is already {state} in {env}; nothing to do")
+            return
+        change = toggle.change
+        now = promotion.now_utc() if active else None  # fire times only for what starts
+        triggers: list[dict[str, Any]] | None = None  # unknown: the definition is not valid
+        try:
+            workflow = promotion.load_workflow(toggle.definition, change.target.workflow(name))
+            triggers = diff.answers(name, workflow, env, now)
+        except promotion.Refused:  # never in the way of turning it off
+            pass
+        written = None if dry_run else change.write(ws, branch)
+    version = f"v{toggle.version}" if toggle.version else "the committed definition"
+    once = "once the commit is merged and applied" if branch else "once the commit is applied"
+    said = (
+        f"it serves {version} in {env} {once}, answering:"
+        if active
+        else f"it stops answering in {env} {once} ({version} stays deployed):"
+    )
+    lines = (
+        [diff.answer_text(t) for t in triggers]
+        if triggers is not None
+        else ["(its definition does not validate: see `loomgit validate`)"]
+    )
+    text = notes and promotion.sanitise_notes(notes)
+    body = (
+        (f"{text}\n\n" if text else "")
+        + f"### `{name}` {version}: {state} in {env}\n\n{said[0].upper()}{said[1:]}\n\n"
+        + "".join(f"- {line}\n" for line in lines)
+    )
+    if fmt == "json":
+        report: dict[str, object] = {
+            "changed": True,
+            "workflow": name,
+            "environment": env,
+            "active": active,
+            "version": toggle.version,
+            "subject": change.subject,
+            "triggers": triggers,
+        }
+        _report(report, change, written, body if branch else None)
     else:
-        click.echo(f"{name} is now {state} in {env} ({written.where()})")
+        if written is None:
+            click.echo(f"would commit on {change.target.branch}: {change.subject}")
+        elif branch:
+            click.echo(f"{change.subject} ({written.where()})")
+        else:
+            click.echo(f"{name} is now {state} in {env} ({written.where()})")
+        click.echo(f"  {said}")
+        click.echo("".join(f"    {line}\n" for line in lines), nl=False)
+        if branch and written is not None:
+            _pull_request(change.subject, body)
+    warn_if_unpushable(written)
+
+
+_ACTIVATION_NOTES = "Why; goes into the commit message and `loomgit history`."
 
 
 @cli.command()
 @click.argument("workflow", callback=workflow_arguments)
 @click.option("--env", "env", required=True, metavar="ENV")
+@click.option("-m", "--notes", metavar="TEXT", help=_ACTIVATION_NOTES)
+@dry_run_option
+@branch_option
+@format_option
 @repo_option
-def activate(workflow: str, env: str, repo: Path) -> None:
+def activate(
+    workflow: str,
+    env: str,
+    notes: str | None,
+    dry_run: bool,
+    branch: str | None,
+    fmt: str,
+    repo: Path,
+) -> None:
     """Activate WORKFLOW in ENV: it starts answering its triggers there.
 
     One commit that changes only the `active` flag; the definition and version stay.
+    It lists the webhooks, API call and schedules (with their next fire times) that
+    start answering.
 
     \b
-    Example:
+    Examples:
       loomgit activate order-sync --env production
+      loomgit activate order-sync --env production --branch activate/order-sync \\
+        --notes "Go live after the staging soak"
     """
-    _toggle(workflow, env, repo, True)
+    _toggle(workflow, env, repo, True, notes=notes, dry_run=dry_run, branch=branch, fmt=fmt)
 
 
 @cli.command()
 @click.argument("workflow", callback=workflow_arguments)
 @click.option("--env", "env", required=True, metavar="ENV")
+@click.option("-m", "--notes", metavar="TEXT", help=_ACTIVATION_NOTES)
+@dry_run_option
+@branch_option
+@format_option
 @repo_option
-def deactivate(workflow: str, env: str, repo: Path) -> None:
+def deactivate(
+    workflow: str,
+    env: str,
+    notes: str | None,
+    dry_run: bool,
+    branch: str | None,
+    fmt: str,
+    repo: Path,
+) -> None:
     """Deactivate WORKFLOW in ENV, keeping its definition and version.
 
     \b
-    Example:
-      loomgit deactivate order-sync --env production
+    Examples:
+      loomgit deactivate order-sync --env production --notes "CRM outage"
+      loomgit deactivate order-sync --env production --dry-run
     """
-    _toggle(workflow, env, repo, False)
+    _toggle(workflow, env, repo, False, notes=notes, dry_run=dry_run, branch=branch, fmt=fmt)
 
 
 @cli.command()
@@ -224,24 +347,74 @@ def deactivate(workflow: str, env: str, repo: Path) -> None:
     help="A version ENV ran before (default: the one before the current).",
 )
 @click.option("-m", "--notes", metavar="TEXT", help="Why; goes into the commit and the record.")
+@dry_run_option
+@branch_option
+@format_option
 @repo_option
 def rollback(
-    workflow: str, env: str, to_version: int | None, notes: str | None, repo: Path
+    workflow: str,
+    env: str,
+    to_version: int | None,
+    notes: str | None,
+    dry_run: bool,
+    branch: str | None,
+    fmt: str,
+    repo: Path,
 ) -> None:
     """Put back, as a new commit, a version of WORKFLOW that ENV ran before.
 
     The record says it was rolled back, `loomgit status` shows it, and `promote --all`
-    leaves it alone until it is promoted by name.
+    leaves it alone until it is promoted by name. It shows what the rollback changes:
+    steps and triggers, as `promote --dry-run` does.
 
     \b
     Examples:
       loomgit rollback order-sync --env production
       loomgit rollback order-sync --env production --to-version 2 --notes "500s on v3"
+      loomgit rollback order-sync --env production --branch rollback/order-sync
     """
-    from loomgit import lifecycle
+    from loomgit import diff, lifecycle, promotion
     from loomgit.workspace import Workspace
 
     with Workspace(repo) as ws:
-        written, old, new = lifecycle.rollback(ws, workflow, env, to_version, notes or "")
+        if branch is not None:
+            promotion.check_branch_name(ws, branch)
+        plan = lifecycle.plan_rollback(ws, workflow, env, to_version, notes or "")
+        change = plan.change
+        where = change.target.workflow(workflow)
+        d = diff.compare(
+            workflow,
+            promotion.load_workflow(plan.restored, where),
+            promotion.load_workflow(plan.current, where) if plan.current else None,
+            source_env=env,
+            target_env=env,
+            version_before=plan.old,
+            version_after=plan.new,
+            now=promotion.now_utc(),
+            fire_times=dry_run or branch is not None,  # only reviews need them
+            active_before=plan.active,
+            active_after=plan.active,
+        )
+        written = None if dry_run else change.write(ws, branch)
+    text = notes and promotion.sanitise_notes(notes)
+    body = ((f"{text}\n\n" if text else "") + diff.render_markdown([d])).rstrip() + "\n"
+    if fmt == "json":
+        report: dict[str, object] = {
+            "subject": change.subject,
+            "from_version": plan.old,
+            "to_version": plan.new,
+            "workflow": d.to_json(),
+        }
+        _report(report, change, written, body if branch else None)
+    else:
+        if written is None:
+            click.echo(f"would commit on {change.target.branch}: {change.subject}")
+        else:
+            click.echo(
+                f"rolled back {workflow} in {env} from v{plan.old} to v{plan.new} "
+                f"({written.where()})"
+            )
+        click.echo("\n".join(diff.render_text([d]).splitlines()[1:]))
+        if branch and written is not None:
+            _pull_request(change.subject, body)
     warn_if_unpushable(written)
-    click.echo(f"rolled back {workflow} in {env} from v{old} to v{new} ({written.where()})")

@@ -81,6 +81,47 @@ def webhook_url(env: str, trigger: WebhookTrigger) -> str:
     return f"/hooks/{env}/{trigger.route}"
 
 
+def answers(name: str, workflow: Workflow, env: str, now: datetime | None) -> list[dict[str, Any]]:
+    """What `workflow` answers in `env` while active, one entry per trigger: the webhook's
+    method and URL, the API call, each schedule with its next three fire times (from
+    `now`; None leaves them out)."""
+    out: list[dict[str, Any]] = []
+    for trigger in workflow.spec.triggers:
+        if isinstance(trigger, ScheduleTrigger):
+            fires = next_fires(trigger.cron, trigger.timezone, now) if now else []
+            out.append(
+                {
+                    "type": "schedule",
+                    "cron": trigger.cron,
+                    "timezone": trigger.timezone,
+                    "next_fires": fires,
+                }
+            )
+        elif isinstance(trigger, WebhookTrigger):
+            url = webhook_url(env, trigger)
+            out.append({"type": "webhook", "method": trigger.method, "url": url})
+        elif trigger.type == "api":
+            url = f"/api/v1/workflows/{name}/executions"
+            out.append({"type": "api", "method": "POST", "url": url, "environment": env})
+        else:
+            out.append({"type": trigger.type})
+    return out
+
+
+def answer_text(answer: dict[str, Any]) -> str:
+    """One entry of `answers` as a line of a review."""
+    kind = answer["type"]
+    if kind == "schedule":
+        fires = answer["next_fires"]
+        nxt = f", next: {', '.join(fires)}" if fires else ""
+        return f"schedule '{answer['cron']}' ({answer['timezone']}){nxt}"
+    if kind == "webhook":
+        return f"webhook {answer['method']} {answer['url']}"
+    if kind == "api":
+        return f"api POST {answer['url']} (environment {answer['environment']})"
+    return f"{kind}: `loomgit run`, in the first environment only"
+
+
 def next_fires(expr: str, timezone: str, now: datetime, count: int = 3) -> list[str]:
     schedule = cron.Schedule(expr, timezone)
     out = []

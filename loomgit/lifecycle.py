@@ -10,14 +10,41 @@ from loomgit.documents import digest
 from loomgit.models import WorkflowState
 from loomgit.promotion import Refused, Written, now_utc, sanitise_notes, write
 from loomgit.vcs import UNSHALLOW_HINT
-from loomgit.workspace import Workspace
+from loomgit.workspace import Location, Workspace
 
 
-def set_active(ws: Workspace, name: str, env: str, active: bool) -> Written | None:
-    """Turns `name` on or off in `env`; None when it already is (nothing written)."""
+@dataclass(frozen=True)
+class Change:
+    """A commit decided and not yet written: where it goes, what it changes, its message."""
+
+    target: Location
+    changes: dict[str, bytes | None]
+    message: str
+
+    @property
+    def subject(self) -> str:
+        return self.message.split("\n", 1)[0]
+
+    def write(self, ws: Workspace, branch: str | None = None) -> Written:
+        """Commits it on the target, or on a new `branch` based on it (for a pull request)."""
+        return write(ws, self.target, self.changes, self.message, branch=branch)
+
+
+@dataclass(frozen=True)
+class Toggle:
+    """An activation or a deactivation, decided: the commit, and what starts or stops."""
+
+    change: Change
+    version: int | None  # None in the first environment, which has revisions, not versions
+    definition: bytes
+
+
+def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "") -> Toggle | None:
+    """Turns `name` on or off in `env`; None when it already is (nothing to write)."""
     loc = ws.location(env)
     files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file])
-    if files[loc.workflow(name)] is None:
+    definition = files[loc.workflow(name)]
+    if definition is None:
         hint = (
             f"add {loc.workflow(name)} first"
             if env == ws.config.first
@@ -36,14 +63,17 @@ def set_active(ws: Workspace, name: str, env: str, active: bool) -> Written | No
         record.model_copy(update={"active": active}) if record else WorkflowState(active=active)
     )
     verb = "Activate" if active else "Deactivate"
+    text = sanitise_notes(notes)
     message = (
         f"{verb} {name} in {env}\n\n"
-        f"Loomgit-Activation: {env} {name} {'active' if active else 'inactive'}\n"
+        + (f"{text}\n\n" if text else "")
+        + f"Loomgit-Activation: {env} {name} {'active' if active else 'inactive'}\n"
     )
     changes: dict[str, bytes | None] = {
         loc.env_file: envstate.with_records(files[loc.env_file], env, {name: updated})
     }
-    return write(ws, loc, changes, message)
+    version = record.version if record else None
+    return Toggle(Change(loc, changes, message), version, definition)
 
 
 @dataclass(frozen=True)
@@ -77,17 +107,30 @@ def _unless_shallow(ws: Workspace, missing: str) -> None:
         raise Refused(f"{missing} in this shallow clone's history", hint=UNSHALLOW_HINT)
 
 
-def rollback(
+@dataclass(frozen=True)
+class Rollback:
+    """A rollback, decided: the commit, the versions, and both definitions for a review."""
+
+    change: Change
+    old: int
+    new: int
+    active: bool
+    current: bytes | None  # the definition `env` runs now
+    restored: bytes  # the one it will run
+
+
+def plan_rollback(
     ws: Workspace, name: str, env: str, to_version: int | None = None, notes: str = ""
-) -> tuple[Written, int, int]:
-    """Puts back, as a new commit, a version `env` ran before. Returns (written, from, to)."""
+) -> Rollback:
+    """Puts back, as a new commit, a version `env` ran before."""
     if ws.check_env(env) == ws.config.first:
         raise Refused(
             f"{env} is the first environment; it has revisions, not versions",
             hint=f"use `loomgit revisions {name}` and `loomgit restore`",
         )
     loc = ws.location(env)
-    current = envstate.record(ws.git.blob_at(loc.commit, loc.env_file), name)
+    files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file])
+    current = envstate.record(files[loc.env_file], name)
     if current is None or current.version is None:
         raise Refused(
             f"{name} is not deployed to {env}; there is nothing to roll back",
@@ -135,8 +178,13 @@ def rollback(
     )
     changes: dict[str, bytes | None] = {
         loc.workflow(name): content,
-        loc.env_file: envstate.with_records(
-            ws.git.blob_at(loc.commit, loc.env_file), env, {name: record}
-        ),
+        loc.env_file: envstate.with_records(files[loc.env_file], env, {name: record}),
     }
-    return write(ws, loc, changes, message), current.version, chosen.version
+    return Rollback(
+        Change(loc, changes, message),
+        current.version,
+        chosen.version,
+        current.active,
+        files[loc.workflow(name)],
+        content,
+    )

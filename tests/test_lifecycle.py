@@ -54,6 +54,118 @@ def test_rollback_to_a_version_and_it_sticks(pipe: Pipeline) -> None:
     assert rec and rec.version == 4 and rec.rolled_back_from is None
 
 
+def test_activation_as_a_pull_request(pipe: Pipeline) -> None:
+    """Production branches are protected: an activation is reviewed like a promotion."""
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    target = pipe.tip("staging")
+    result = pipe.run(
+        "activate", "hello", "--env", "staging", "--branch", "activate/hello", "-m", "soaked"
+    )
+    assert result.code == 0, result.err
+    assert pipe.tip("staging") == target  # the target itself is untouched
+    assert git(pipe.path, "rev-parse", "activate/hello^") == target
+    assert "Activate hello in staging (commit " in result.out
+    assert "Pull request title:\nActivate hello in staging\n" in result.out
+    body = result.out.split("Pull request body:\n", 1)[1]
+    assert body.startswith("soaked\n\n### `hello` v1: active in staging\n")
+    assert "once the commit is merged and applied" in body
+    assert "- webhook POST /hooks/staging/hello\n" in body
+    assert re.search(r"- schedule '0 9 \* \* 1-5' \(Europe/Berlin\), next: \S+, \S+, \S+\n", body)
+    message = git(pipe.path, "log", "-1", "--format=%B", "activate/hello")
+    assert message.splitlines()[2] == "soaked"
+    assert message.endswith("Loomgit-Activation: staging hello active")
+    check = pipe.run("check-promotion", "--base", pipe.ref("staging"), "--head", "activate/hello")
+    assert check.code == 0, check.out + check.err
+    refused(
+        pipe,
+        "activate",
+        "hello",
+        "--env",
+        "staging",
+        "--branch",
+        "activate/hello",
+        says="activate/hello already exists",
+    )
+    refused(pipe, "deactivate", "hello", "--env", "staging", "--branch", "-x", says="not a valid")
+
+
+def test_activation_dry_run_and_json(pipe: Pipeline) -> None:
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    before = pipe.snapshot()
+    result = pipe.run("activate", "hello", "--env", "staging", "--dry-run")
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"would commit on {pipe.ref('staging')}: Activate hello in")
+    assert "    webhook POST /hooks/staging/hello\n" in result.out
+    report = json.loads(
+        pipe.run("activate", "hello", "--env", "staging", "--dry-run", "--format", "json").out
+    )
+    assert pipe.snapshot() == before, "a dry run writes nothing"
+    assert report["dry_run"] is True and report["changed"] is True and report["version"] == 1
+    assert "Loomgit-Activation: staging hello active" in report["message"]
+    webhook, schedule = report["triggers"]
+    assert webhook == {"type": "webhook", "method": "POST", "url": "/hooks/staging/hello"}
+    assert schedule["timezone"] == "Europe/Berlin" and len(schedule["next_fires"]) == 3
+    report = json.loads(pipe.run("activate", "hello", "--env", "staging", "--format", "json").out)
+    assert report["commit"] == pipe.tip("staging") and report["branch"] == pipe.ref("staging")
+    again = json.loads(pipe.run("activate", "hello", "--env", "staging", "--format", "json").out)
+    assert again == {
+        "changed": False,
+        "workflow": "hello",
+        "environment": "staging",
+        "active": True,
+    }
+    result = pipe.run(
+        "deactivate", "hello", "--env", "staging", "-m", "Loomgit-Rollback: x\noutage"
+    )
+    assert result.code == 0, result.err
+    assert "it stops answering in staging once the commit is applied (v1 stays deployed)" in (
+        result.out
+    )
+    message = pipe.message("staging")
+    assert "\nLoomgit-Rollback" not in message and "> Loomgit-Rollback: x" in message
+    events = pipe.run("history", "hello", "--env", "staging").out
+    assert "Deactivate hello in staging" in events and "outage" in events
+    check = pipe.run("check-promotion", "--base", f"{pipe.ref('staging')}~2")
+    assert check.code == 0, check.out + check.err
+
+
+def test_a_definition_that_does_not_validate_can_still_be_switched(pipe: Pipeline) -> None:
+    """Listing what answers must never be in the way of turning a broken workflow off."""
+    pipe.edit("hello", "apiVersion: loomgit/v1\nkind: Workflow\nmetadata: {name: hello}\n")
+    for verb in ("activate", "deactivate"):
+        result = pipe.run(verb, "hello", "--env", "development")
+        assert result.code == 0, result.err
+        assert "(its definition does not validate: see `loomgit validate`)" in result.out
+    assert pipe.record("development", "hello").active is False  # type: ignore[union-attr]
+
+
+def test_rollback_as_a_pull_request_and_dry_run(pipe: Pipeline) -> None:
+    _three_versions_in_staging(pipe)
+    before = pipe.snapshot()
+    result = pipe.run("rollback", "hello", "--env", "staging", "--dry-run")
+    assert result.code == 0, result.err
+    assert pipe.snapshot() == before, "a dry run writes nothing"
+    assert result.out.startswith(f"would commit on {pipe.ref('staging')}: Roll back hello in")
+    assert "stays active in staging: it serves v2 once the commit is applied" in result.out
+    report = json.loads(
+        pipe.run("rollback", "hello", "--env", "staging", "--dry-run", "--format", "json").out
+    )
+    assert (report["from_version"], report["to_version"], report["dry_run"]) == (3, 2, True)
+    assert report["workflow"]["version_before"] == 3
+    target = pipe.tip("staging")
+    result = pipe.run(
+        "rollback", "hello", "--env", "staging", "--branch", "rollback/hello", "-m", "pages"
+    )
+    assert result.code == 0, result.err
+    assert pipe.tip("staging") == target
+    assert "from v3 to v2 (commit " in result.out and "on rollback/hello" in result.out
+    body = result.out.split("Pull request body:\n", 1)[1]
+    assert body.startswith("pages\n\n### `hello` v3 -> v2\n")
+    check = pipe.run("check-promotion", "--base", pipe.ref("staging"), "--head", "rollback/hello")
+    assert check.code == 0, check.out + check.err
+    assert pipe.record("staging", "hello").version == 3  # type: ignore[union-attr]
+
+
 def test_rollback_refusals(pipe: Pipeline) -> None:
     refused(pipe, "rollback", "hello", "--env", "development", says="revisions, not versions")
     refused(pipe, "rollback", "hello", "--env", "staging", says="not deployed to staging")

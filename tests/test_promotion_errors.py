@@ -22,6 +22,10 @@ BAD = [
     ),
     (["promote", "hello", "--to", "staging", "--branch", "-x"], 2, "not a valid branch name"),
     (["activate", "ghost", "--env", "development"], 1, "ghost is not in development"),
+    # A bad branch name is refused even when the command would have nothing to do.
+    (["deactivate", "hello", "--env", "development", "--branch", "a b"], 2, "not a valid"),
+    (["rollback", "hello", "--env", "staging", "--branch", "x.lock"], 2, "not a valid branch"),
+    (["activate", "hello", "--env", "staging", "--format", "xml"], 2, "'xml' is not one of"),
     (["rollback", "hello", "--env", "staging", "--to-version", "0"], 2, "0"),
     (["show", "ghost"], 1, "ghost is not in development"),
     (["show", "hello", "--version", "1"], 1, "revisions, not versions"),
