@@ -182,6 +182,24 @@ def run(
     sys.exit(0 if ex.status == "succeeded" else 1)
 
 
+def _never_recorded(history: Any, column: str, value: str) -> str | None:
+    """Why a filter on `column` matched nothing when no execution ever had `value` there:
+    the closest value recorded, or those there are. None when some did."""
+    import difflib
+
+    known = history.recorded(column)
+    if value in known:
+        return None
+    option = "--env" if column == "environment" else "--workflow"
+    close = difflib.get_close_matches(value, known, n=1)
+    if close:
+        return f"no execution was ever recorded for {option} {value}; did you mean {close[0]}?"
+    if not known:
+        return "the execution history is empty"
+    shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+    return f"no execution was ever recorded for {option} {value}; the history has {shown}"
+
+
 def _short_time(iso: str | None) -> str:
     return "-" if iso is None else iso[:19].replace("T", " ")
 
@@ -229,11 +247,19 @@ def executions(
     query = Query(env, workflow, status, parse_since(since) if since else None, limit, before)
     with _history(state_dir) as history:
         found = history.query(query)
+        # An environment or workflow the history has never seen is most often a typo: said so.
+        hints = [
+            _never_recorded(history, column, value)
+            for column, value in (("environment", env), ("workflow", workflow))
+            if value is not None and not found
+        ]
     if fmt == "json":
         click.echo(jsontext.dumps([ex.to_json(steps=False) for ex in found], indent=2))
         return
     if not found:
         click.echo("no executions match", err=True)
+        for hint in dict.fromkeys(filter(None, hints)):
+            click.echo(f"hint: {hint}", err=True)
         return
     from rich.console import Console
     from rich.table import Table

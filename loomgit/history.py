@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from loomgit import jsontext, log
 from loomgit.errors import LoomgitError, UsageError
@@ -529,6 +529,17 @@ class History:
             )
             rows = self._db.execute(sql, (*params, q.limit)).fetchall()
         return [self._row(r) for r in rows]
+
+    def recorded(self, column: Literal["environment", "workflow"]) -> list[str]:
+        """Every environment (or workflow) the history holds executions of, sorted: a
+        skip scan of that column's index, one lookup per value, not one per row."""
+        sql = (
+            f"WITH RECURSIVE seen(v) AS (SELECT MIN({column}) FROM executions UNION ALL"
+            f" SELECT (SELECT MIN({column}) FROM executions WHERE {column} > v)"
+            " FROM seen WHERE v IS NOT NULL) SELECT v FROM seen WHERE v IS NOT NULL"
+        )
+        with self._lock:
+            return [row[0] for row in self._db.execute(sql)]
 
     def _position(self, ident: str) -> list[Any]:
         """Where an execution is in the listing, `[started_at, id]`, by its id or a

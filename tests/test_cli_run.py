@@ -243,6 +243,29 @@ def test_executions_filter_per_environment(cli: Cli, state: Path) -> None:
     assert staging[-1].id in table and "staging" in table and "production" not in table
 
 
+def test_a_filter_the_history_never_saw_is_told(cli: Cli, state: Path) -> None:
+    """`--env prodution` matches nothing, as it should; the hint says why."""
+    with History() as history:
+        _seed(history)
+        assert history.recorded("environment") == ["development", "production", "staging"]
+        assert history.recorded("workflow") == ["nightly", "order-sync"]
+    typo = cli("executions", "--env", "prodution")
+    assert typo.code == 0 and typo.err == (
+        "no executions match\n"
+        "hint: no execution was ever recorded for --env prodution; did you mean production?\n"
+    )
+    other = cli("executions", "--workflow", "billing", "--env", "live").err.splitlines()
+    assert other[1:] == [
+        "hint: no execution was ever recorded for --env live;"
+        " the history has development, production, staging",
+        "hint: no execution was ever recorded for --workflow billing;"
+        " the history has nightly, order-sync",
+    ]
+    # Known values that happen to match nothing together need no hint.
+    assert cli("executions", "--env", "staging", "--since", "1s").err == "no executions match\n"
+    assert cli("executions", "--env", "staging", "--format", "json").code == 0
+
+
 def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
     with History() as history:
         made = _seed(history)
