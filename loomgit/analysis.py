@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from loomgit import cron, templates
+from loomgit import cron, render, templates
 from loomgit.findings import Finding, KeyPath, from_validation_error
 from loomgit.models.steps import known_types, params_model
 from loomgit.models.workflow import ScheduleTrigger, WebhookTrigger, Workflow
@@ -149,6 +150,17 @@ def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], l
     return hooks, schedules
 
 
+def _a_template(err: ErrorDetails) -> bool:
+    """A parameter given as a template is checked at run time, rendered: its template
+    may well give the integer, list or mapping the step wants (`status: "{{ code }}"`)."""
+    given = err.get("input")
+    return (
+        err["type"] != "extra_forbidden"  # a misspelt key stays one, whatever its value
+        and isinstance(given, str)
+        and any(m in given for m in render.MARKERS)
+    )
+
+
 def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Finding]]:
     """Checks one parsed workflow; `raw` is the loaded YAML, for locating parameter errors."""
     findings: list[Finding] = []
@@ -183,7 +195,12 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
                 raw_with = raw_steps[i].get("with", {})
                 findings.extend(
                     from_validation_error(
-                        exc, raw_with, model, prefix=(*where, "with"), code="LG322"
+                        exc,
+                        raw_with,
+                        model,
+                        prefix=(*where, "with"),
+                        code="LG322",
+                        skip=_a_template,
                     )
                 )
         if step.when is not None:

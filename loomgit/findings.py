@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -165,10 +165,14 @@ def from_validation_error(
     model: type[BaseModel],
     prefix: KeyPath = (),
     code: str | None = None,
+    skip: Callable[[ErrorDetails], bool] | None = None,
 ) -> list[Finding]:
-    """One finding per pydantic error, at the key path of the offending key."""
+    """One finding per pydantic error (but those `skip` says), at the key path of the
+    offending key."""
     out = []
     for err in exc.errors():
+        if skip is not None and skip(err):
+            continue
         path = data_path(err["loc"], data)
         allowed = _allowed_keys(model, path[:-1], data) if err["type"] == "extra_forbidden" else []
         found_code, message = _message(err, prefix + path, allowed)

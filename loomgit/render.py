@@ -16,7 +16,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _WHOLE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
-_MARKERS = ("{{", "{%", "{#")
+MARKERS = ("{{", "{%", "{#")
 
 
 class RenderError(ValueError):
@@ -81,7 +81,7 @@ def _defined(value: Any) -> Any:
 
 
 def render_string(text: str, context: dict[str, Any]) -> Any:
-    if not any(m in text for m in _MARKERS):
+    if not any(m in text for m in MARKERS):
         return text
     try:
         whole = _WHOLE.match(text)

@@ -22,7 +22,7 @@ def _with_step_params(schema: dict[str, Any]) -> dict[str, Any]:
         sub = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
         defs.update(sub.pop("$defs", {}))
         def_name = f"{model.__name__}"
-        defs[def_name] = sub
+        defs[def_name] = _templates_allowed(sub)
         conditions.append(
             {
                 "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
@@ -31,6 +31,34 @@ def _with_step_params(schema: dict[str, Any]) -> dict[str, Any]:
         )
     defs["Step"]["allOf"] = conditions
     return schema
+
+
+# A parameter may be given as a template, which the step checks once rendered (validate
+# leaves it to run time too): `status: "{{ trigger.body.code }}"`.
+_TEMPLATE = {
+    "type": "string",
+    "pattern": r"\{[{%#]",
+    "description": "a template, checked once rendered",
+}
+_KEPT = ("title", "description", "default")
+
+
+def _templates_allowed(params: dict[str, Any]) -> dict[str, Any]:
+    """Lets each parameter that does not already take any string be a template as well."""
+    for name, prop in params.get("properties", {}).items():
+        rule = {k: v for k, v in prop.items() if k not in _KEPT}
+        choices = rule["anyOf"] if list(rule) == ["anyOf"] else [rule]
+        if not rule or any(_any_string(c) for c in choices):
+            continue
+        params["properties"][name] = {
+            **{k: prop[k] for k in _KEPT if k in prop},
+            "anyOf": [*choices, _TEMPLATE],
+        }
+    return params
+
+
+def _any_string(node: dict[str, Any]) -> bool:
+    return node.get("type") == "string" and not {"enum", "const", "pattern"} & node.keys()
 
 
 def _explained(node: Any) -> None:

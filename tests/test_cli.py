@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import Repo, Result, git
+from conftest import HELLO, Repo, Result, git
 
 from loomgit import cli as cli_module
 from loomgit import schema
@@ -194,6 +194,30 @@ def test_schema_command(tmp_path: Path, cli: Callable[..., Result]) -> None:
     blocker.write_text("not a folder")
     result = cli("schema", "--write", blocker / "schemas")
     assert result.code == 2 and "cannot write the schemas into" in result.err, result.err
+
+
+def test_the_schema_lets_a_parameter_be_a_template() -> None:
+    """An editor must not flag what validate accepts: a step parameter given as a
+    template is checked once rendered (`status: "{{ trigger.body.code }}"`)."""
+    from jsonschema import Draft202012Validator
+
+    from loomgit import schema, yamlio
+
+    validator = Draft202012Validator(schema.generate()["workflow.schema.json"])
+
+    def errors(params: str) -> list[str]:
+        doc = HELLO + f"    - id: extra\n      {params}\n"
+        return [e.message for e in validator.iter_errors(yamlio.load(doc.encode()))]
+
+    assert errors('type: respond\n      with: {status: "{{ trigger.body.code }}"}') == []
+    assert errors('type: log\n      with: {message: x, level: "{{ vars.level }}"}') == []
+    assert (
+        errors('type: http\n      with: {url: x, expect_status: "{% if 1 %}[200]{% endif %}"}')
+        == []
+    )
+    assert errors("type: respond\n      with: {status: abc}")
+    assert errors("type: log\n      with: {message: x, level: loud}")
+    assert errors("type: respond\n      with: {status: 99}")
 
 
 def test_help_does_not_import_heavy_modules() -> None:

@@ -283,6 +283,9 @@ def test_rendered_parameters_are_validated(history: History) -> None:
     ex = run(dep, history, {"code": "nope"})
     assert ex.status == "failed"
     assert "with.status:" in ex.error and "nope" not in ex.error
+    for code in (404, "409"):  # a template gives the step its value, checked as such
+        ex = run(dep, history, {"code": code})
+        assert ex.status == "succeeded" and ex.output["status"] == int(code)
 
 
 def test_fail_step_and_respond_output(history: History) -> None:

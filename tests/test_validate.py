@@ -107,6 +107,30 @@ def test_a_name_that_breaks_a_rule_is_told_in_words(repo: Repo, cli: Callable[..
     assert "loomgit.yaml:" in result.err and told in result.err and "^[" not in result.err
 
 
+def test_a_parameter_given_as_a_template_is_checked_when_rendered(
+    repo: Repo, cli: Callable[..., Result]
+) -> None:
+    """`status: "{{ trigger.body.code }}"` may well be an integer once rendered: the step
+    checks it then. A plain value of the wrong type is still refused here."""
+    answer = (
+        "    - id: answer\n      type: respond\n"
+        '      with: {status: "{{ trigger.body.code | int }}", headers: "{{ trigger.body.h }}"}\n'
+    )
+    repo.write(repo.wf("development"), HELLO + answer)
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 0, result.out + result.err
+    repo.write(
+        repo.wf("development"), HELLO + answer.replace('"{{ trigger.body.code | int }}"', "abc")
+    )
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1
+    assert "spec.steps[2].with.status: 'abc' must be an integer" in result.out
+    broken = answer.replace("{{ trigger.body.code | int }}", "{{ trigger.body.code")
+    repo.write(repo.wf("development"), HELLO + broken)
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1 and "error[LG3" in result.out and "must be an integer" not in result.out
+
+
 def test_no_loomgit_yaml(tmp_path: Path, cli: Callable[..., Result]) -> None:
     git(tmp_path, "init", "-q")
     result = cli("validate", "--repo", tmp_path)
