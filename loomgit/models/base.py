@@ -52,11 +52,11 @@ class StrictModel(BaseModel):
 _FIELD_SETS: dict[frozenset[str], set[str]] = {}
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-# The same, for editors (the JSON Schema).
+# Also the JSON Schema's pattern, for editors (ECMAScript reads it the same way).
 DURATION_TEXT = pattern(
-    r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$", "a duration such as '500ms', '30s', '5m' or '1h'"
+    r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", "a duration such as '500ms', '30s', '5m' or '1h'"
 )
+_DURATION = re.compile(DURATION_TEXT)
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
