@@ -199,10 +199,10 @@ def _report(report: dict[str, object], change: Any, written: Any, body: str | No
 
 def _toggle(
     name: str,
-    env: str,
-    repo: Path,
     active: bool,
     *,
+    env: str,
+    repo: Path,
     notes: str | None,
     dry_run: bool,
     branch: str | None,
@@ -278,23 +278,24 @@ def _toggle(
 _ACTIVATION_NOTES = "Why; goes into the commit message and `loomgit history`."
 
 
+def _toggle_options(func: Any) -> Any:
+    """WORKFLOW, --env, --notes, --dry-run, --branch, --format and --repo."""
+    for option in (
+        repo_option,
+        format_option,
+        branch_option,
+        dry_run_option,
+        click.option("-m", "--notes", metavar="TEXT", help=_ACTIVATION_NOTES),
+        click.option("--env", "env", required=True, metavar="ENV"),
+        click.argument("workflow", callback=workflow_arguments),
+    ):
+        func = option(func)
+    return func
+
+
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
-@click.option("--env", "env", required=True, metavar="ENV")
-@click.option("-m", "--notes", metavar="TEXT", help=_ACTIVATION_NOTES)
-@dry_run_option
-@branch_option
-@format_option
-@repo_option
-def activate(
-    workflow: str,
-    env: str,
-    notes: str | None,
-    dry_run: bool,
-    branch: str | None,
-    fmt: str,
-    repo: Path,
-) -> None:
+@_toggle_options
+def activate(workflow: str, **options: Any) -> None:
     """Activate WORKFLOW in ENV: it starts answering its triggers there.
 
     One commit that changes only the `active` flag; the definition and version stay.
@@ -307,26 +308,12 @@ def activate(
       loomgit activate order-sync --env production --branch activate/order-sync \\
         --notes "Go live after the staging soak"
     """
-    _toggle(workflow, env, repo, True, notes=notes, dry_run=dry_run, branch=branch, fmt=fmt)
+    _toggle(workflow, True, **options)
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
-@click.option("--env", "env", required=True, metavar="ENV")
-@click.option("-m", "--notes", metavar="TEXT", help=_ACTIVATION_NOTES)
-@dry_run_option
-@branch_option
-@format_option
-@repo_option
-def deactivate(
-    workflow: str,
-    env: str,
-    notes: str | None,
-    dry_run: bool,
-    branch: str | None,
-    fmt: str,
-    repo: Path,
-) -> None:
+@_toggle_options
+def deactivate(workflow: str, **options: Any) -> None:
     """Deactivate WORKFLOW in ENV, keeping its definition and version.
 
     \b
@@ -334,7 +321,7 @@ def deactivate(
       loomgit deactivate order-sync --env production --notes "CRM outage"
       loomgit deactivate order-sync --env production --dry-run
     """
-    _toggle(workflow, env, repo, False, notes=notes, dry_run=dry_run, branch=branch, fmt=fmt)
+    _toggle(workflow, False, **options)
 
 
 @cli.command()
