@@ -396,6 +396,8 @@ def rollback(
     else:
         if written is None:
             click.echo(f"would commit on {change.target.branch}: {change.subject}")
+        elif branch:  # nothing is rolled back until the pull request is merged
+            click.echo(f"{change.subject} ({written.where()})")
         else:
             click.echo(
                 f"rolled back {workflow} in {env} from v{plan.old} to v{plan.new} "

@@ -158,7 +158,9 @@ def test_rollback_as_a_pull_request_and_dry_run(pipe: Pipeline) -> None:
     )
     assert result.code == 0, result.err
     assert pipe.tip("staging") == target
-    assert "from v3 to v2 (commit " in result.out and "on rollback/hello" in result.out
+    first = result.out.splitlines()[0]
+    assert first.startswith("Roll back hello in staging") and "on rollback/hello)" in first
+    assert "rolled back" not in first, "nothing is rolled back before the merge"
     body = result.out.split("Pull request body:\n", 1)[1]
     assert body.startswith("pages\n\n### `hello` v3 -> v2\n")
     check = pipe.run("check-promotion", "--base", pipe.ref("staging"), "--head", "rollback/hello")
