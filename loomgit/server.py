@@ -166,6 +166,12 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         if env is None:
             raise Refused(503, "the daemon has not read loomgit.yaml yet")
         name = request.path_params["name"]
+        if given is None and env not in rec.names:  # --environments left the default out
+            raise Refused(
+                404,
+                f"the environment defaults to {env}, which this daemon does not serve; "
+                f'give "environment": one of {", ".join(rec.names)}',
+            )
         served = ingress.serving(env)
         if name not in served.api:
             return error(404, f"{name} has no active api trigger in {env}")

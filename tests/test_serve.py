@@ -583,6 +583,22 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
         assert code == 400 and body["error"].startswith(message), (query, body)
 
 
+def test_the_api_default_is_named_when_this_daemon_does_not_serve_it(
+    repo: Repo, start: Start
+) -> None:
+    put_everywhere(repo, API, {"development": True, "staging": True})
+    daemon = start(repo, "--environments", "development,staging")
+    path = "/api/v1/workflows/hello/executions"
+    code, body = daemon.request("POST", path, {"input": {}}, headers=AUTH)
+    assert code == 404
+    assert body["error"] == (
+        "the environment defaults to production, which this daemon does not serve; "
+        'give "environment": one of development, staging'
+    )
+    code, body = daemon.request("POST", path, {"environment": "staging"}, headers=AUTH)
+    assert code == 202 and body["environment"] == "staging"
+
+
 def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, start: Start) -> None:
     """A full page links to the next (rel=next, as GitHub's API does); following the
     links lists every execution once, in the order of one long page."""
