@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,7 @@ from loomgit.cli_run import state_option
 from loomgit.errors import LoomgitError, RepositoryError, UsageError, report_to
 
 if TYPE_CHECKING:
+    from loomgit.models import ScheduleTrigger
     from loomgit.reconcile import AppliedRecord, Reconciler
     from loomgit.workspace import Workspace
 
@@ -360,6 +362,7 @@ def banner(reconciler: Reconciler, base: str) -> list[str]:
     """What the daemon serves, per environment: its status, then the URL of each webhook,
     each schedule and each API trigger (the first BANNER_LINES of each kind)."""
     lines = [f"listening on {base}"]
+    now = datetime.now(UTC)
     for name in reconciler.names:
         st = reconciler.status[name]
         cond = st.conditions[0] if st.conditions else None
@@ -367,25 +370,27 @@ def banner(reconciler: Reconciler, base: str) -> list[str]:
         served = reconciler.served.get(name)
         if served is None:
             continue
-        kinds = [
-            [
-                f"  {m} {base}/hooks/{name}/{path}  -> {wf}"
-                for (m, path), wf in served.hooks.items()
-            ],
-            [
-                f"  schedule '{trigger.cron}' ({trigger.timezone})  -> {wf}"
-                for wf, trigger in served.schedules
-            ],
-            [f"  POST {base}/api/v1/workflows/{wf}/executions  -> {wf}" for wf in served.api],
-        ]
+        hooks = [(wf, f"  {m} {base}/hooks/{name}/{p}") for (m, p), wf in served.hooks.items()]
+        calls = [(wf, f"  POST {base}/api/v1/workflows/{wf}/executions") for wf in served.api]
+        kinds: list[list[tuple[str, Any]]] = [hooks, list(served.schedules), calls]
         for kind in kinds:
-            shown = heapq.nsmallest(BANNER_LINES, kind, key=lambda line: line.rsplit(" ", 1)[1])
-            lines += shown
+            shown = heapq.nsmallest(BANNER_LINES, kind, key=lambda entry: entry[0])
+            # Next fire times are worked out only for the schedules shown.
+            lines += [f"{_served_line(what, now)}  -> {wf}" for wf, what in shown]
             if len(kind) > len(shown):
                 lines.append(
                     f"  … and {len(kind) - len(shown):,} more: GET {base}/api/v1/environments"
                 )
     return lines
+
+
+def _served_line(what: str | ScheduleTrigger, now: datetime) -> str:
+    if isinstance(what, str):
+        return what
+    from loomgit.diff import next_fires
+
+    nxt = next_fires(what.cron, what.timezone, now, count=1)[0]
+    return f"  schedule '{what.cron}' ({what.timezone}), next {nxt}"
 
 
 # The parse workers' CPU priority, below the daemon's (nice 0): the event loop serving

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1708,6 +1709,33 @@ def test_the_banner_lists_the_first_triggers_of_each_kind_and_counts_the_rest() 
     ]
     assert len(lines) == 2 + BANNER_LINES + 1
     assert lines[-1] == "  … and 5 more: GET http://127.0.0.1:1/api/v1/environments"
+
+
+def test_the_banner_says_when_each_schedule_fires_next() -> None:
+    from types import SimpleNamespace
+
+    from loomgit.cli_serve import banner
+    from loomgit.models import ScheduleTrigger
+    from loomgit.reconcile import EnvStatus, Served
+
+    daily = ScheduleTrigger(type="schedule", cron="30 6 * * *", timezone="Europe/Berlin")
+    served = Served("c" * 40, {}, frozenset({"report"}), {}, {}, frozenset(), (("report", daily),))
+    st = EnvStatus("production")
+    st.set_ready(True, "Ready", "serving 1 active workflow", 0.0)
+    view = SimpleNamespace(
+        names=["production"], status={"production": st}, served={"production": served}
+    )
+    line = banner(view, "http://127.0.0.1:1")[-1]  # type: ignore[arg-type]
+    found = re.fullmatch(
+        r"  schedule '30 6 \* \* \*' \(Europe/Berlin\), next (\S+)  -> report", line
+    )
+    assert found, line
+    fires = datetime.fromisoformat(found[1])
+    assert (fires.hour, fires.minute) == (6, 30) and fires.utcoffset() in (
+        timedelta(hours=1),
+        timedelta(hours=2),
+    )
+    assert timedelta(0) < fires - datetime.now(UTC) <= timedelta(days=1)
 
 
 def test_the_event_loop_is_uvloops_where_it_is_installed() -> None:
