@@ -309,6 +309,8 @@ def show_execution(
       loomgit executions show 01JD3N5Q8WZ4T0ZJ5J7Q5X9Y1M
       loomgit executions show 01JD3N5Q --format json --state-dir /var/lib/loomgit
     """
+    from loomgit.records import FINISHED
+
     with _history(state_dir or group_state_dir) as history:
         ex = history.get(ident)
     data = ex.to_json()
@@ -328,8 +330,8 @@ def show_execution(
         click.echo(f"  error:       {ex.error}")
     _block("trigger", ex.trigger, indent="  ")
     click.echo("steps:")
-    if not ex.steps:
-        click.echo("  (none recorded)")
+    if not ex.steps:  # the steps are recorded with the execution's end
+        click.echo("  (none recorded)" if ex.status in FINISHED else "  (recorded when it ends)")
     for step in ex.steps:
         tries = f", {step.attempts} attempts" if step.attempts > 1 else ""
         click.echo(

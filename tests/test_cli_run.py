@@ -271,6 +271,11 @@ def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
         made = _seed(history)
     shown = cli("executions", "show", made[0].id)
     assert shown.code == 0 and "a (set) failed" in shown.out
+    with History() as history:  # one still running: its steps come with its end
+        running = replace(made[0], id=new_id(time.time()), status="running", steps=())
+        history.start(running)
+    shown = cli("executions", "show", running.id)
+    assert shown.code == 0 and shown.out.endswith("steps:\n  (recorded when it ends)\n")
     assert cli("executions", "show", "ZZZZZZZZ").code == 2
     assert "is not an execution id" in cli("executions", "show", "0").err
     assert "matches several" in cli("executions", "show", made[0].id[:6]).err
