@@ -19,6 +19,7 @@ from loomgit.cli import (
     warn_if_unpushable,
     workflow_arguments,
 )
+from loomgit.cli_promote import branch_option, print_pull_request
 
 if TYPE_CHECKING:
     from loomgit.workspace import Workspace
@@ -235,34 +236,43 @@ def revisions(workflow: str, fmt: str, repo: Path) -> None:
 @cli.command()
 @click.argument("workflow", callback=workflow_arguments)
 @click.argument("revision")
+@branch_option
 @repo_option
-def restore(workflow: str, revision: str, repo: Path) -> None:
+def restore(workflow: str, revision: str, branch: str | None, repo: Path) -> None:
     """Write REVISION of WORKFLOW back as a new commit in the first environment.
 
     Uncommitted edits of that workflow are saved first under refs/loomgit/backups/.
+    With --branch the commit goes on a new branch for a pull request, and the work tree
+    is left as it is.
 
     \b
-    Example:
+    Examples:
       loomgit restore order-sync 4f1c2e7
+      loomgit restore order-sync 4f1c2e7 --branch restore/order-sync
     """
     from loomgit import views
     from loomgit.workspace import Workspace
 
     with Workspace(repo) as ws:
-        done = views.restore(ws, workflow, revision)
+        done = views.restore(ws, workflow, revision, branch)
     if done.backup:
         click.echo(
             f"saved your uncommitted {workflow} as {done.backup} "
             f"(see it with: git show {done.backup})"
         )
     if done.written:
-        click.echo(f"restored {workflow} to {revision} ({done.written.where()})")
+        if branch:
+            click.echo(f"{done.subject} ({done.written.where()})")
+        else:
+            click.echo(f"restored {workflow} to {revision} ({done.written.where()})")
         warn_if_unpushable(done.written)
     else:
         click.echo(f"{workflow} is already at {revision}; nothing to commit")
     if done.problem:
         click.echo(f"warning: this revision does not validate: {done.problem}", err=True)
         click.echo("hint: fix it and commit before promoting it (`loomgit validate`)", err=True)
+    if branch and done.written:
+        print_pull_request(done.subject, f"Puts back `{workflow}` as of {done.revision}.\n")
 
 
 @cli.command("check-promotion")

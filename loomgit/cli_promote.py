@@ -171,7 +171,7 @@ def promote(
     click.echo(f"{plan.subject} ({written.where()})")
     click.echo(diff.render_text(diffs))
     if branch:
-        _pull_request(plan.subject, body)
+        print_pull_request(plan.subject, body)
 
 
 def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
@@ -180,7 +180,7 @@ def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
     return credops.key_files(ws, age_keys)
 
 
-def _pull_request(title: str, body: str) -> None:
+def print_pull_request(title: str, body: str) -> None:
     click.echo(f"\nPull request title:\n{title}\n\nPull request body:\n{body}")
 
 
@@ -271,7 +271,7 @@ def _toggle(
         click.echo(f"  {said}")
         click.echo("".join(f"    {line}\n" for line in lines), nl=False)
         if branch and written is not None:
-            _pull_request(change.subject, body)
+            print_pull_request(change.subject, body)
     warn_if_unpushable(written)
 
 
@@ -405,5 +405,5 @@ def rollback(
             )
         click.echo("\n".join(diff.render_text([d]).splitlines()[1:]))
         if branch and written is not None:
-            _pull_request(change.subject, body)
+            print_pull_request(change.subject, body)
     warn_if_unpushable(written)

@@ -13,7 +13,14 @@ from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, RepositoryError, UsageError
 from loomgit.lifecycle import versions_run
 from loomgit.problems import headline
-from loomgit.promotion import Written, load_workflow, next_version, now_utc, write
+from loomgit.promotion import (
+    Written,
+    check_branch_name,
+    load_workflow,
+    next_version,
+    now_utc,
+    write,
+)
 from loomgit.workspace import Location, Workspace
 
 _TRAILER = re.compile(r"^(Loomgit-[A-Za-z-]+):\s*(.*)$")
@@ -222,11 +229,16 @@ class Restored:
     written: Written | None  # None: the first environment already had that revision
     backup: str | None
     problem: str | None = None  # why the restored definition does not validate
+    revision: str = ""  # the commit it was restored from
+    subject: str = ""  # of the commit written
 
 
-def restore(ws: Workspace, name: str, revision: str) -> Restored:
+def restore(ws: Workspace, name: str, revision: str, branch: str | None = None) -> Restored:
     """Writes revision `revision` of `name` back as a new commit in the first environment,
-    after saving uncommitted edits of that workflow under refs/loomgit/backups/."""
+    after saving uncommitted edits of that workflow under refs/loomgit/backups/; or, with
+    `branch`, on a new branch for a pull request, leaving the work tree as it is."""
+    if branch is not None:
+        check_branch_name(ws, branch)
     loc = ws.location(ws.config.first)
     path = loc.workflow(name)
     rev = ws.git.resolve(revision)
@@ -237,7 +249,7 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
         )
     backup = None
     disk = ws.root.toplevel / path
-    if loc.checked_out and ws.git.dirty_paths([path]):
+    if branch is None and loc.checked_out and ws.git.dirty_paths([path]):
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         backup = f"refs/loomgit/backups/{name}/{stamp}"
         saved = disk.read_bytes() if disk.exists() else None
@@ -253,13 +265,15 @@ def restore(ws: Workspace, name: str, revision: str) -> Restored:
     if parsed.problems:  # restored all the same: it is what was asked for, and nothing is lost
         found, more = headline(parsed.problems)
         problem = found.at(path).render() + more
+    subject = f"Restore {name} to revision {rev[:12]}"
     if ws.git.blob_at(loc.commit, path) == content:
         if backup:
             ws.git.refresh_paths({path: content})
-        return Restored(None, backup, problem)
-    message = f"Restore {name} to revision {rev[:12]}\n\nLoomgit-Restore: {name} {rev}\n"
-    written = write(ws, loc, {path: content}, message, checked_clean=True)  # saved above
-    return Restored(written, backup, problem)
+        return Restored(None, backup, problem, rev, subject)
+    message = f"{subject}\n\nLoomgit-Restore: {name} {rev}\n"
+    # Uncommitted edits were saved above; a branch leaves the work tree alone.
+    written = write(ws, loc, {path: content}, message, branch=branch, checked_clean=True)
+    return Restored(written, backup, problem, rev, subject)
 
 
 def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> WorkflowDiff:

@@ -197,6 +197,28 @@ def test_revisions_and_restore_with_backup(pipe: Pipeline) -> None:
     assert "warning" not in result.err
 
 
+def test_restore_as_a_pull_request_leaves_the_work_tree_alone(pipe: Pipeline) -> None:
+    first = pipe.tip("development")
+    edited = pipe.edit("hello", V2)
+    wip = pipe.path / pipe.rel("development", "workflows/hello.yaml")
+    wip.write_text(V3 + "# unfinished\n")
+    result = pipe.run("restore", "hello", first[:12], "--branch", "restore/hello")
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"Restore hello to revision {first[:12]} (commit ")
+    assert "on restore/hello)" in result.out.splitlines()[0]
+    assert "Pull request body:\nPuts back `hello` as of " + first in result.out
+    assert pipe.tip("development") == edited, "the environment's branch does not move"
+    assert wip.read_text() == V3 + "# unfinished\n", "nothing uncommitted is touched"
+    assert not git(pipe.path, "for-each-ref", "refs/loomgit/backups/"), "nothing to back up"
+    path = pipe.rel("development", "workflows/hello.yaml")
+    assert git(pipe.path, "show", f"restore/hello:{path}") == HELLO.strip()
+    assert git(pipe.path, "rev-parse", "restore/hello^") == edited
+    refused = pipe.run("restore", "hello", first[:12], "--branch", "restore/hello")
+    assert refused.code != 0 and "restore/hello" in refused.err, "an existing branch stays"
+    bad = pipe.run("restore", "hello", first[:12], "--branch", "-x")
+    assert bad.code == 2 and "'-x' is not a valid branch name" in bad.err
+
+
 def test_restoring_a_revision_that_does_not_validate_says_so(pipe: Pipeline) -> None:
     text = HELLO.replace("      type: log\n", "      type: logg\n", 1)
     broken = pipe.edit("hello", text)
