@@ -185,15 +185,15 @@ def run(
 def _never_recorded(history: Any, column: str, value: str) -> str | None:
     """Why a filter on `column` matched nothing when no execution ever had `value` there:
     the closest value recorded, or those there are. None when some did."""
-    import difflib
+    from loomgit.wording import closest
 
     known = history.recorded(column)
     if value in known:
         return None
     option = "--env" if column == "environment" else "--workflow"
-    close = difflib.get_close_matches(value, known, n=1)
+    close = closest(value, known)
     if close:
-        return f"no execution was ever recorded for {option} {value}; did you mean {close[0]}?"
+        return f"no execution was ever recorded for {option} {value}; did you mean {close}?"
     if not known:
         return "the execution history is empty"
     shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")

@@ -4,7 +4,6 @@ The CLI's `run` and the daemon build their deployments here."""
 
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from loomgit.problems import headline
 from loomgit.redact import Redactor, secret_values
 from loomgit.runtime import Deployment
 from loomgit.validate import check
+from loomgit.wording import closest
 
 
 class NotRunnable(LoomgitError):
@@ -69,11 +69,11 @@ def plan(
         )
     if ref is None:
         known = sorted(r.rel.rsplit("/", 1)[-1].split(".")[0] for r in files.workflows)
-        close = difflib.get_close_matches(name, known, n=1)
+        close = closest(name, known)
         hint = f"workflows in {env}: {', '.join(known)}" if known else None
         raise UsageError(
             f"there is no workflow '{name}' in {env}",
-            hint=f"did you mean {close[0]}?" if close else hint,
+            hint=f"did you mean {close}?" if close else hint,
         )
     mine = {ref.path, *(r.path for r in (files.variables, files.environment) if r)}
     blocking = (

@@ -4,6 +4,7 @@ expression. Imports nothing of loomgit: the models and the runner use it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 # What each pattern of the models asks for, in words (see `pattern`).
@@ -57,3 +58,16 @@ def must(kind: str, msg: str, given: Any = _UNSEEN, ctx: dict[str, Any] | None =
                 return f"{rule}, not {what}" if kind.endswith("_type") else rule
             return f"{shown(given)} {rule}"
     return msg
+
+
+def closest(value: str, known: Iterable[str]) -> str | None:
+    """The one of `known` that `value` is likely a typo or a shortening of ("prod" for
+    production, which difflib alone finds too different), or None."""
+    import difflib
+
+    names = list(known)
+    close = difflib.get_close_matches(value, names, n=1)
+    if close:
+        return close[0]
+    longer = [n for n in names if n.startswith(value)] if len(value) >= 2 else []
+    return longer[0] if len(longer) == 1 else None

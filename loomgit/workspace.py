@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +12,7 @@ from loomgit.errors import RepositoryError, UsageError
 from loomgit.layout import ENV_FILE, VARS_FILE, WORKFLOWS_DIR, load_config
 from loomgit.models import Repository
 from loomgit.vcs import Git, find_root
+from loomgit.wording import closest
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ class Workspace:
     def did_you_mean(self, env: str, name: str) -> str | None:
         """For a workflow `name` that `env` does not have: the hint naming the one of
         `env`'s workflows it is likely a typo of, if any."""
-        close = difflib.get_close_matches(name, self.workflow_names(env), n=1)
-        return f"did you mean {close[0]}?" if close else None
+        close = closest(name, self.workflow_names(env))
+        return f"did you mean {close}?" if close else None
 
     def location(self, env: str) -> Location:
         """Where `env` is, as of when it was first asked for in this command."""

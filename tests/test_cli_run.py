@@ -254,6 +254,8 @@ def test_a_filter_the_history_never_saw_is_told(cli: Cli, state: Path) -> None:
         "no executions match\n"
         "hint: no execution was ever recorded for --env prodution; did you mean production?\n"
     )
+    short = cli("executions", "--env", "prod").err  # too short for difflib alone
+    assert "--env prod; did you mean production?" in short
     other = cli("executions", "--workflow", "billing", "--env", "live").err.splitlines()
     assert other[1:] == [
         "hint: no execution was ever recorded for --env live;"
@@ -264,6 +266,18 @@ def test_a_filter_the_history_never_saw_is_told(cli: Cli, state: Path) -> None:
     # Known values that happen to match nothing together need no hint.
     assert cli("executions", "--env", "staging", "--since", "1s").err == "no executions match\n"
     assert cli("executions", "--env", "staging", "--format", "json").code == 0
+
+
+def test_the_closest_name_is_a_near_typo_or_the_one_it_shortens() -> None:
+    from loomgit.wording import closest
+
+    names = ["development", "production", "staging"]
+    assert closest("prodution", names) == "production"
+    assert closest("prod", names) == "production"
+    assert closest("dev", names) == "development"
+    assert closest("p", names) is None, "one letter is too little to go on"
+    assert closest("live", names) is None
+    assert closest("ord", ["order-sync", "order-refund"]) is None, "two it could shorten"
 
 
 def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
