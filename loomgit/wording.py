@@ -1,6 +1,7 @@
 """How a document rule that pydantic checks is told to a user: "'FETCH' must be 'GET',
 'POST', …", "'Upper' must be lowercase letters, …", not "Input should be …" or a regular
-expression. Imports nothing of loomgit: the models and the runner use it."""
+expression; and which known name a mistyped one stands for. Imports nothing of loomgit:
+the models and the runner use it."""
 
 from __future__ import annotations
 
