@@ -24,6 +24,7 @@ from loomgit.errors import RepositoryError, UsageError
 from loomgit.models import EnvironmentState, Repository
 from loomgit.problems import Problem, headline
 from loomgit.vcs import CONFIG_FILE, MODE_SYMLINK, Git, Root
+from loomgit.wording import closest
 
 ENV_FILE = "environment.yaml"
 VARS_FILE = "variables.yaml"
@@ -462,9 +463,7 @@ def snapshot(
     head = git.ref("HEAD")
     config = load_config(root, git, cache, commit)
     if env_hint is not None and env_hint not in config.names:
-        raise UsageError(
-            f"unknown environment '{env_hint}'", hint=f"environments: {', '.join(config.names)}"
-        )
+        raise unknown_environment(env_hint, config.names)
     if config.layout == "directories":
         envs, data = _directories(root, git, config, commit, head)
     else:
@@ -472,3 +471,12 @@ def snapshot(
     wanted = [ref.blob for env in envs.values() for ref in env.refs() if ref.blob]
     blobs = Blobs(git, data, wanted, cache.has_workflow)
     return Snapshot(root, config, envs, blobs, git, commit or "work tree")
+
+
+def unknown_environment(env: str, names: list[str]) -> UsageError:
+    """The error for an environment loomgit.yaml does not list, naming the one meant."""
+    close = closest(env, names)
+    listed = f"environments: {', '.join(names)}"
+    return UsageError(
+        f"unknown environment '{env}'", hint=f"did you mean {close}? {listed}" if close else listed
+    )

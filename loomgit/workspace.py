@@ -9,7 +9,7 @@ from types import TracebackType
 
 from loomgit.documents import DocumentCache
 from loomgit.errors import RepositoryError, UsageError
-from loomgit.layout import ENV_FILE, VARS_FILE, WORKFLOWS_DIR, load_config
+from loomgit.layout import ENV_FILE, VARS_FILE, WORKFLOWS_DIR, load_config, unknown_environment
 from loomgit.models import Repository
 from loomgit.vcs import Git, find_root
 from loomgit.wording import closest
@@ -74,10 +74,7 @@ class Workspace:
 
     def check_env(self, env: str) -> str:
         if env not in self.config.names:
-            raise UsageError(
-                f"unknown environment '{env}'",
-                hint=f"environments: {', '.join(self.config.names)}",
-            )
+            raise unknown_environment(env, self.config.names)
         return env
 
     def workflow_names(self, env: str) -> list[str]:

@@ -12,6 +12,7 @@ from pipeline import Pipeline
 
 BAD = [
     (["promote", "hello", "--to", "qa"], 2, "unknown environment 'qa'"),
+    (["activate", "hello", "--env", "prod"], 2, "hint: did you mean production? environments:"),
     (["promote", "--to", "staging"], 2, "name the workflows to promote, or pass --all"),
     (["promote", "hello", "--all", "--to", "staging"], 2, "not both"),
     (["promote", "hello", "--to", "staging", "--notes", "a", "--notes-file", "-"], 2, "not both"),
