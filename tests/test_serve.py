@@ -769,6 +769,8 @@ def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
 def test_serve_refuses_bad_arguments(repo: Repo, cli: Cli) -> None:
     result = cli("serve", "--environments", "staging,qa", "--repo", repo.path)
     assert result.code == 2 and "unknown environment 'qa'" in result.err
+    result = cli("serve", "--environments", "prod", "--repo", repo.path)
+    assert result.code == 2 and "hint: did you mean production?" in result.err
     result = cli("serve", "--environments", " , ", "--repo", repo.path)
     assert (result.code, result.err.splitlines()[0]) == (
         2,
