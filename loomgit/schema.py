@@ -44,17 +44,22 @@ _KEPT = ("title", "description", "default")
 
 
 def _templates_allowed(params: dict[str, Any]) -> dict[str, Any]:
-    """Lets each parameter that does not already take any string be a template as well."""
+    """Lets each parameter that does not already take any string be a template as well,
+    and so each item of a list parameter (`expect_status: [200, "{{ vars.also }}"]`)."""
     for name, prop in params.get("properties", {}).items():
-        rule = {k: v for k, v in prop.items() if k not in _KEPT}
-        choices = rule["anyOf"] if list(rule) == ["anyOf"] else [rule]
-        if not rule or any(_any_string(c) for c in choices):
-            continue
-        params["properties"][name] = {
-            **{k: prop[k] for k in _KEPT if k in prop},
-            "anyOf": [*choices, _TEMPLATE],
-        }
+        params["properties"][name] = _or_template(prop)
     return params
+
+
+def _or_template(prop: dict[str, Any]) -> dict[str, Any]:
+    rule = {k: v for k, v in prop.items() if k not in _KEPT}
+    choices = rule["anyOf"] if list(rule) == ["anyOf"] else [rule]
+    if not rule or any(_any_string(c) for c in choices):
+        return prop
+    for choice in choices:
+        if choice.get("type") == "array" and isinstance(choice.get("items"), dict):
+            choice["items"] = _or_template(choice["items"])
+    return {**{k: prop[k] for k in _KEPT if k in prop}, "anyOf": [*choices, _TEMPLATE]}
 
 
 def _any_string(node: dict[str, Any]) -> bool:

@@ -215,7 +215,10 @@ def test_the_schema_lets_a_parameter_be_a_template() -> None:
         errors('type: http\n      with: {url: x, expect_status: "{% if 1 %}[200]{% endif %}"}')
         == []
     )
+    assert errors('type: http\n      with: {url: x, expect_status: [200, "{{ vars.s }}"]}') == []
     assert errors("type: respond\n      with: {status: abc}")
+    assert errors("type: http\n      with: {url: x, expect_status: [200, abc]}")
+    assert errors("type: http\n      with: {url: x, expect_status: [99]}")
     assert errors("type: log\n      with: {message: x, level: loud}")
     assert errors("type: respond\n      with: {status: 99}")
 
