@@ -137,8 +137,15 @@ def spec() -> dict[str, Any]:
                     "summary": "Executions, newest first",
                     "security": _AUTH,
                     "parameters": [
-                        _query("environment"),  # any text: one removed since is
-                        _query("workflow"),  # still readable, and none gives []
+                        _query(
+                            "environment",
+                            {
+                                "type": "string",
+                                "description": "One loomgit.yaml lists, or one it no longer"
+                                " does but the history holds; any other is a 400",
+                            },
+                        ),
+                        _query("workflow"),  # any text: none gives []
                         _query("status", {"type": "string", "enum": list(STATUSES)}),
                         _query(
                             "since",
@@ -167,7 +174,7 @@ def spec() -> dict[str, Any]:
                             "Executions without their steps",
                             {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
                         ),
-                        "400": _answer("A bad filter"),
+                        "400": _answer("A bad filter, or an unknown environment"),
                         "401": _answer("No valid bearer token"),
                     },
                 }

@@ -43,6 +43,7 @@ from loomgit.ingress import (
     raw_body,
     signed,
 )
+from loomgit.layout import unknown_environment
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
 from loomgit.reconcile import Served
@@ -234,6 +235,10 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             found = await asyncio.to_thread(daemon.history.query, query)
         except UsageError as exc:
             return error(400, exc.message)
+        if not found and env and rec.pipeline and env not in rec.pipeline:
+            # a mistyped name, not an environment loomgit.yaml has since dropped
+            unknown = unknown_environment(env, rec.pipeline)
+            return error(400, f"{unknown.message}: {unknown.hint}")
         # A full page links to the next one, as GitHub's API does (RFC 8288).
         more = None
         if len(found) == limit:

@@ -627,6 +627,13 @@ def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, st
     assert code == 400 and body["error"].startswith(f"no execution {'0' * 26} to list")
     code, body = daemon.request("GET", "/api/v1/executions?before=" + "A" * 5000, headers=AUTH)
     assert (code, body) == (400, {"error": f"'{'A' * 26}…' is not an execution id"})
+    # A name loomgit.yaml does not list, with nothing recorded under it, is a typo.
+    code, body = daemon.request("GET", "/api/v1/executions?environment=stagign", headers=AUTH)
+    assert (code, body["error"]) == (
+        400,
+        "unknown environment 'stagign': did you mean staging? "
+        "environments: development, staging, production",
+    )
 
 
 def test_without_tokens_the_api_says_how_to_give_them(repo: Repo, start: Start) -> None:
