@@ -236,9 +236,12 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         except UsageError as exc:
             return error(400, exc.message)
         if not found and env and rec.pipeline and env not in rec.pipeline:
-            # a mistyped name, not an environment loomgit.yaml has since dropped
-            unknown = unknown_environment(env, rec.pipeline)
-            return error(400, f"{unknown.message}: {unknown.hint}")
+            # a mistyped name, unless loomgit.yaml has since dropped it and the history
+            # holds some of its executions (filtered out, or on pages before this one)
+            held = await asyncio.to_thread(daemon.history.query, Query(env, limit=1))
+            if not held:
+                unknown = unknown_environment(env, rec.pipeline)
+                return error(400, f"{unknown.message}: {unknown.hint}")
         # A full page links to the next one, as GitHub's API does (RFC 8288).
         more = None
         if len(found) == limit:

@@ -1383,6 +1383,9 @@ def test_an_environment_removed_from_loomgit_yaml_stops_once_the_removal_validat
     assert "environment removed environment=production" in daemon.log
     applied = json.loads((state / "applied.json").read_text())["repositories"]
     assert [sorted(envs) for envs in applied.values()] == [["development", "staging"]]
+    # Its history stays readable, filtered to nothing too: the name is no typo.
+    assert len(daemon.executions(environment="production")) == 1
+    assert daemon.executions(environment="production", status="failed") == []
 
 
 def test_the_branches_layout_serves_each_environment_from_its_branch(
