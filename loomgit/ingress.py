@@ -31,6 +31,7 @@ from loomgit.models.workflow import WebhookTrigger
 from loomgit.reconcile import Served
 from loomgit.records import Execution
 from loomgit.runtime import TriggerEvent
+from loomgit.wording import closest
 
 RETRY_AFTER_SECONDS = "5"
 UNRECORDED = "the execution history cannot be written now; nothing was recorded, retry later"
@@ -243,6 +244,30 @@ def _sync_answer(ex: Execution) -> Response:
     return json_response({"execution": ex.id, "output": ex.output})
 
 
+# A name longer than this is not compared with the environments' for a hint: the path
+# is the caller's, up to the head's limit (`loomgit.httphead`), and refusing is cheap.
+_HINT_LENGTH = 100
+
+
+def no_environment(env: str, names: list[str]) -> str:
+    """Why there is no environment `env`: the one likely meant, and those there are."""
+    close = closest(env, names) if len(env) <= _HINT_LENGTH else None
+    meant = f"did you mean {close}? " if close else ""
+    return f"no environment {env}; {meant}environments: {', '.join(names)}"
+
+
+def no_api_trigger(served: Served, env: str, name: str) -> str:
+    """Why `name` cannot be called through the API in `env`: no such workflow (with the
+    one likely meant), not active, or not triggered that way."""
+    if name not in served.deployments:
+        close = closest(name, served.deployments) if len(name) <= _HINT_LENGTH else None
+        return f"no workflow {name} in {env}" + (f"; did you mean {close}?" if close else "")
+    if name not in served.active:
+        return f"{name} is not active in {env}"
+    kinds = ", ".join(t.type for t in served.deployments[name].workflow.spec.triggers)
+    return f"{name} has no api trigger in {env}; its triggers: {kinds}"
+
+
 class Ingress:
     """Accepts webhooks and API triggers for the daemon's served environments."""
 
@@ -261,7 +286,7 @@ class Ingress:
                 404, f"{env} is not served here; this daemon serves {', '.join(rec.names)}"
             )
         if env not in rec.names:
-            raise Refused(404, f"no environment {env}")
+            raise Refused(404, no_environment(env, rec.pipeline or rec.names))
         raise Refused(503, f"{env} is not reconciled yet")
 
     async def accept(

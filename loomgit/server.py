@@ -39,6 +39,7 @@ from loomgit.ingress import (
     error,
     json_response,
     lingering,
+    no_api_trigger,
     parse,
     raw_body,
     signed,
@@ -175,7 +176,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             )
         served = ingress.serving(env)
         if name not in served.api:
-            return error(404, f"{name} has no active api trigger in {env}")
+            return error(404, no_api_trigger(served, env, name))
         trigger = TriggerEvent("api", body=data, details={"environment": env})
         key = request.headers.get("Idempotency-Key")
         answer = await ingress.accept(served, env, name, trigger, key)

@@ -195,13 +195,30 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     assert daemon.finished(body["execution"])["trigger"]["body"] == "name=Bo"
     for path in ("/hooks/production/hello", "/hooks/development/hello", "/hooks/staging/nope"):
         assert daemon.request("POST", path, {})[0] == 404
-    assert daemon.request("POST", "/hooks/qa/hello", {}) == (404, {"error": "no environment qa"})
+    listed = "environments: development, staging, production"
+    assert daemon.request("POST", "/hooks/qa/hello", {}) == (
+        404,
+        {"error": f"no environment qa; {listed}"},
+    )
+    # A mistyped or shortened name is answered with the one likely meant; a name as long
+    # as the path allows is not compared at all.
+    meant = f"no environment stagng; did you mean staging? {listed}"
+    assert daemon.request("POST", "/hooks/stagng/hello", {}) == (404, {"error": meant})
+    code, body = daemon.request("POST", "/hooks/prod/hello", {})
+    assert body["error"].startswith("no environment prod; did you mean production?")
+    code, body = daemon.request("POST", "/hooks/" + "staging" * 2000 + "/hello", {})
+    assert code == 404 and "did you mean" not in body["error"]
     where = "no environment in the path; webhooks are at /hooks/ENV/PATH"
     assert daemon.request("POST", "/hooks/", {}) == (404, {"error": where})
     code, refusal, headers = daemon.answer("GET", "/hooks/staging/hello")  # another method
     assert code == 405 and headers["Allow"] == "POST"
     assert refusal == {"error": "/hello in staging accepts POST, not GET"}
     assert daemon.request("GET", "/hooks/development/hello")[0] == 404  # not active there
+    api = ("POST", "/api/v1/workflows/hello/executions", {"environment": "staging"})
+    assert daemon.request(*api, headers=AUTH) == (
+        404,
+        {"error": "hello has no api trigger in staging; its triggers: webhook, schedule"},
+    )
     assert len(daemon.executions()) == 3  # none refused
 
     assert cli("deactivate", "hello", "--env", "staging", "--repo", repo.path).code == 0
@@ -543,7 +560,11 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     )
     assert code == 202 and body["environment"] == "staging"
     code, body = daemon.request("POST", path, {"environment": "development"}, headers=auth)
-    assert code == 404  # not active in development
+    assert (code, body) == (404, {"error": "hello is not active in development"})
+    code, body = daemon.request("POST", path, {"environment": "stagin"}, headers=auth)
+    assert code == 404 and "did you mean staging?" in body["error"]
+    code, body = daemon.request("POST", "/api/v1/workflows/helo/executions", {}, headers=auth)
+    assert (code, body) == (404, {"error": "no workflow helo in production; did you mean hello?"})
     # As `curl -d` sends it (a form, says its content type), the body is still JSON.
     form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
     code, body = daemon.request("POST", path, raw=b'{"input": {"name": "Cu"}}', headers=form)
@@ -1374,7 +1395,8 @@ def test_an_environment_removed_from_loomgit_yaml_stops_once_the_removal_validat
     assert list(envs) == ["development", "staging"]
     assert all(e["conditions"][0]["reason"] == "Ready" for e in envs.values())
     code, body = daemon.request("POST", "/hooks/production/hello", {"name": "Pr"})
-    assert (code, body) == (404, {"error": "no environment production"})
+    listed = "environments: development, staging"
+    assert (code, body) == (404, {"error": f"no environment production; {listed}"})
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "St"})[0] == 202
     assert _metric(daemon, "loomgit_schedules") == "1.0"  # staging's only
     for gauge in ("ready", "applied_timestamp_seconds"):
@@ -1432,7 +1454,7 @@ def test_the_branches_layout_serves_each_environment_from_its_branch(
     assert list(envs) == ["development", "staging"]
     assert envs["development"]["conditions"][0]["reason"] == "Ready"
     assert daemon.request("POST", "/hooks/production/hello", {})[1] == {
-        "error": "no environment production"
+        "error": "no environment production; environments: development, staging"
     }
     assert "environment removed environment=production" in daemon.log
     assert git(pipe.path, "branch", "--list", "env/production")  # left as it was
