@@ -36,16 +36,49 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Const(node, frame)
 
 
+class _MissingKey(jinja2.StrictUndefined):
+    """A key a mapping lacks that is also the name of one of its methods (`order.items`
+    of an order sent without items): missing, as any other key would be (an error when
+    used; `is defined` is false and `default` applies), though calling it calls the
+    method, as in `{% for k, v in order.items() %}`. Jinja alone gives the bound method,
+    which rendered as "<built-in method items of dict object at 0x…>" and was sent on."""
+
+    __slots__ = ("_method",)
+    # What Jinja and its sandbox look up on whatever is called (read from the class, so
+    # not failing as an undefined value's attributes do).
+    jinja_pass_arg = None
+    unsafe_callable = False
+    alters_data = False
+
+    def __init__(self, method: Callable[..., Any], obj: Any, name: str) -> None:
+        super().__init__(obj=obj, name=name)
+        self._method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method(*args, **kwargs)
+
+
+def _key_or_missing(obj: Any, name: Any, found: Any) -> Any:
+    """What Jinja `found` for `name` in `obj`, unless it is the method of a mapping
+    that has no such key."""
+    if isinstance(obj, Mapping) and callable(found) and not isinstance(found, jinja2.Undefined):
+        return _MissingKey(found, obj, name)
+    return found
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """`order.items` is the `items` key of a mapping, never the dict method: workflow data
-    comes from JSON, where such names are ordinary keys."""
+    """`order.items` and `order["items"]` are the `items` key of a mapping, never the
+    dict method: workflow data comes from JSON, where such names are ordinary keys."""
 
     code_generator_class = _CodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
-        return super().getattr(obj, attribute)
+        return _key_or_missing(obj, attribute, super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return _key_or_missing(obj, argument, super().getitem(obj, argument))
 
 
 @functools.cache

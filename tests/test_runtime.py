@@ -253,6 +253,47 @@ def test_template_error_at_run_time_is_a_failed_step(history: History) -> None:
     assert "'dict object' has no attribute 'customer'" in ex.error
 
 
+def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> None:
+    """An order sent without `items`: `order.items` is a missing key, not the dict's
+    method (which rendered as "<built-in method items of dict object at 0x…>" and went
+    on to the next step); calling the method still works."""
+    dep = deployment(
+        """
+        - id: order
+          type: set
+          with:
+            items: "{{ trigger.body.order.items | default([]) }}"
+            known: "{{ trigger.body.order['values'] is defined }}"
+            pairs: "{% for k, v in trigger.body.order.items() %}{{ k }}={{ v }}{% endfor %}"
+            got: "{{ trigger.body.order.get('number') }}"
+        - id: lines
+          type: set
+          with: {lines: "{{ trigger.body.order.items }}"}
+        """
+    )
+    ex = run(dep, history, {"order": {"number": 7}})
+    assert ex.steps[0].output == {"items": [], "known": False, "pairs": "number=7", "got": 7}
+    assert ex.status == "failed" and ex.stopped_at == "lines"
+    assert ex.error == (
+        "step lines failed: 'dict object' has no attribute 'items' (not in the context)"
+    )
+    assert "built-in method" not in json.dumps(history.get(ex.id).to_json())
+    # With the keys there, they are what is read (so `order.items()` would call the list).
+    sent = {"order": {"number": 8, "items": [1], "values": 0}}
+    read = deployment(
+        """
+        - id: order
+          type: set
+          with:
+            items: "{{ trigger.body.order.items | default([]) }}"
+            known: "{{ trigger.body.order['values'] is defined }}"
+        """
+    )
+    ex = run(read, history, sent)
+    assert ex.status == "succeeded", ex.error
+    assert ex.output == {"items": [1], "known": True}
+
+
 def test_when_error_is_a_failed_step(history: History) -> None:
     dep = deployment(
         """
