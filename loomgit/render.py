@@ -81,10 +81,28 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return _key_or_missing(obj, argument, super().getitem(obj, argument))
 
 
+class _NotAValue(Exception):
+    """A template gave a function where a value belongs: `{{ name.upper }}`."""
+
+
+def _value(value: Any) -> Any:
+    """`value`, unless it is a function or method named without calling it: that would be
+    recorded and sent on as "<built-in method upper of str object at 0x…>"."""
+    if callable(value) and not isinstance(value, jinja2.Undefined):
+        name = getattr(value, "__name__", type(value).__name__)
+        raise _NotAValue(f"'{name}' is a function, not a value: call it, as {name}()")
+    return value
+
+
 @functools.cache
 def sandbox() -> ImmutableSandboxedEnvironment:
     """The one Jinja2 environment: templates are checked and rendered by the same rules."""
-    return _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    return _Sandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_value,
+    )
 
 
 def _reason(exc: Exception) -> str:
@@ -94,6 +112,8 @@ def _reason(exc: Exception) -> str:
         return f"invalid template: {exc.message}"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"not allowed in a template: {exc}"
+    if isinstance(exc, _NotAValue):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -119,7 +139,7 @@ def render_string(text: str, context: dict[str, Any]) -> Any:
     try:
         whole = _WHOLE.match(text)
         if whole and "{{" not in whole.group(1) and "}}" not in whole.group(1):
-            return _defined(_expression(whole.group(1).strip())(**context))
+            return _value(_defined(_expression(whole.group(1).strip())(**context)))
         return _template(text).render(context)
     except Exception as exc:  # a template may raise anything; each becomes a failed step
         raise RenderError(_reason(exc)) from None
@@ -142,6 +162,6 @@ def evaluate(expression: str, context: dict[str, Any]) -> Any:
     if source.startswith("{{") and source.endswith("}}"):
         source = source[2:-2].strip()
     try:
-        return _defined(_expression(source)(**context))
+        return _value(_defined(_expression(source)(**context)))
     except Exception as exc:  # as above: the step fails with the reason
         raise RenderError(_reason(exc)) from None

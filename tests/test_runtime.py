@@ -278,6 +278,16 @@ def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> 
         "step lines failed: 'dict object' has no attribute 'items' (not in the context)"
     )
     assert "built-in method" not in json.dumps(history.get(ex.id).to_json())
+    # A method named without calling it is no value to record or send on either.
+    named = deployment(
+        """
+        - id: shout
+          type: set
+          with: {text: "hi {{ trigger.body.name.upper }}"}
+        """
+    )
+    ex = run(named, history, {"name": "ada"})
+    assert ex.error == "step shout failed: 'upper' is a function, not a value: call it, as upper()"
     # With the keys there, they are what is read (so `order.items()` would call the list).
     sent = {"order": {"number": 8, "items": [1], "values": 0}}
     read = deployment(
