@@ -3,13 +3,16 @@ file, never from arguments (those show in process lists), and are never printed.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import click
 
+from loomgit.agekeys import KEY_DIR_ENV, AgeKeys
 from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable
 from loomgit.errors import UsageError
 
@@ -17,12 +20,40 @@ KEY_HELP = (
     "Age identity of an environment, ENV=PATH (repeatable); default from "
     "LOOMGIT_AGE_KEY_FILE_<ENV>."
 )
+F = TypeVar("F", bound=Callable[..., Any])
+KEY_DIR_HELP = (
+    f"A folder of keys named ENV.agekey, for every environment that has one there "
+    f"(also: ${KEY_DIR_ENV}); --age-key-file wins over it."
+)
 
 
-def key_option(func: Any) -> Any:
-    return click.option(
-        "--age-key-file", "age_keys", multiple=True, metavar="ENV=PATH", help=KEY_HELP
-    )(func)
+def key_options(help_text: str = KEY_HELP) -> Callable[[F], F]:
+    """`--age-key-file ENV=PATH` (repeatable) and `--age-key-dir DIR`, handed to the
+    command as one `age_keys` (an `AgeKeys`)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def command(
+            *args: Any, age_keys: tuple[str, ...], age_key_dir: Path | None, **kw: Any
+        ) -> Any:
+            return func(*args, age_keys=AgeKeys(age_keys, age_key_dir), **kw)
+
+        with_dir = click.option(
+            "--age-key-dir",
+            envvar=KEY_DIR_ENV,
+            type=click.Path(path_type=Path, file_okay=False),
+            metavar="DIR",
+            help=KEY_DIR_HELP,
+        )(command)
+        option = click.option(
+            "--age-key-file", "age_keys", multiple=True, metavar="ENV=PATH", help=help_text
+        )
+        return cast(F, option(with_dir))
+
+    return decorate
+
+
+key_option = key_options()
 
 
 @cli.group()
@@ -112,7 +143,7 @@ def set_(
     env: str | None,
     is_global: bool,
     from_json: Any,
-    age_keys: tuple[str, ...],
+    age_keys: AgeKeys,
     repo: Path,
 ) -> None:
     """Add or replace credential NAME, encrypted through sops, as one commit.
@@ -143,7 +174,7 @@ def set_(
 @click.option("--global", "is_global", is_flag=True, help="From the global file.")
 @key_option
 @repo_option
-def rm(name: str, env: str | None, is_global: bool, age_keys: tuple[str, ...], repo: Path) -> None:
+def rm(name: str, env: str | None, is_global: bool, age_keys: AgeKeys, repo: Path) -> None:
     """Remove credential NAME from an environment's file or the global one.
 
     \b
@@ -167,7 +198,7 @@ def rm(name: str, env: str | None, is_global: bool, age_keys: tuple[str, ...], r
 @click.option("--to", "to_env", required=True, metavar="ENV", help="Gets a scoped copy.")
 @key_option
 @repo_option
-def copy(name: str, from_env: str, to_env: str, age_keys: tuple[str, ...], repo: Path) -> None:
+def copy(name: str, from_env: str, to_env: str, age_keys: AgeKeys, repo: Path) -> None:
     """Copy credential NAME, as FROM resolves it, into TO's scoped file.
 
     \b
@@ -224,7 +255,7 @@ def keys_list(env: str | None, fmt: str, repo: Path) -> None:
 
 
 def _change_recipient(
-    env: str, recipient: str, age_keys: tuple[str, ...], repo: Path, *, remove: bool
+    env: str, recipient: str, age_keys: AgeKeys, repo: Path, *, remove: bool
 ) -> None:
     from loomgit import credops
     from loomgit import keys as keyring
@@ -252,7 +283,7 @@ def recipient_options(func: Any) -> Any:
 
 @keys.command("add")
 @recipient_options
-def keys_add(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
+def keys_add(env: str, recipient: str, age_keys: AgeKeys, repo: Path) -> None:
     """Let RECIPIENT decrypt ENV's credentials (and the global ones); re-encrypts them.
 
     \b
@@ -272,7 +303,7 @@ def keys_add(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) ->
 )
 @key_option
 @repo_option
-def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) -> None:
+def keys_generate(env: str, out: Path, age_keys: AgeKeys, repo: Path) -> None:
     """Create an age identity for ENV (mode 0600) and add its public key.
 
     \b
@@ -294,7 +325,7 @@ def keys_generate(env: str, out: Path, age_keys: tuple[str, ...], repo: Path) ->
 
 @keys.command("rm")
 @recipient_options
-def keys_rm(env: str, recipient: str, age_keys: tuple[str, ...], repo: Path) -> None:
+def keys_rm(env: str, recipient: str, age_keys: AgeKeys, repo: Path) -> None:
     """Stop RECIPIENT decrypting ENV's credentials (and the global ones, unless another
     environment still has it); re-encrypts them with a new data key.
 

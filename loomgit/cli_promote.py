@@ -8,7 +8,9 @@ from typing import IO, Any
 
 import click
 
+from loomgit.agekeys import AgeKeys
 from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable, workflow_arguments
+from loomgit.cli_credentials import key_options
 from loomgit.errors import UsageError
 
 
@@ -73,13 +75,7 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
     help="Copy this credential from the source into the target's scoped file in the "
     "same commit (needs the source's key; repeatable).",
 )
-@click.option(
-    "--age-key-file",
-    "age_keys",
-    multiple=True,
-    metavar="ENV=PATH",
-    help="Age identity of an environment (for --copy-credential).",
-)
+@key_options("Age identity of an environment (for --copy-credential).")
 @format_option
 @repo_option
 def promote(
@@ -93,7 +89,7 @@ def promote(
     branch: str | None,
     activate: bool,
     copy_credentials: tuple[str, ...],
-    age_keys: tuple[str, ...],
+    age_keys: AgeKeys,
     fmt: str,
     repo: Path,
 ) -> None:
@@ -174,7 +170,7 @@ def promote(
         print_pull_request(plan.subject, body)
 
 
-def _keys(ws: Any, age_keys: tuple[str, ...]) -> Any:
+def _keys(ws: Any, age_keys: AgeKeys) -> Any:
     from loomgit import credops  # only when credentials are copied: it loads sops support
 
     return credops.key_files(ws, age_keys)

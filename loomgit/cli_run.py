@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from loomgit import jsontext
+from loomgit.agekeys import AgeKeys
 from loomgit.ages import parse_since
 from loomgit.cli import cli, format_option, repo_option, workflow_arguments
 from loomgit.cli_credentials import key_option
@@ -139,7 +140,7 @@ def run(
     limit: str | None,
     record_limit: int,
     fmt: str,
-    age_keys: tuple[str, ...],
+    age_keys: AgeKeys,
     state_dir: Path | None,
     repo: Path,
 ) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from loomgit.agekeys import AgeKeys
 from loomgit.ages import parse_age
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
@@ -197,11 +198,6 @@ def _interval(text: str) -> float:
     help="json: one object per line, for log collectors.",
 )
 @click.option(
-    "--age-key-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="A folder of keys named ENV.agekey, for every environment that has one.",
-)
-@click.option(
     "--runners",
     type=click.IntRange(0, 64),
     metavar="N",
@@ -244,12 +240,11 @@ def serve(
     grace: str,
     git_webhook_secret_file: Path | None,
     log_format: str,
-    age_key_dir: Path | None,
     runners: int | None,
     max_backlog: int,
     prune_older_than: str | None,
     prune_keep: int | None,
-    age_keys: tuple[str, ...],
+    age_keys: AgeKeys,
     state_dir: Path | None,
     repo: Path,
 ) -> None:
@@ -323,15 +318,9 @@ def serve(
             log.event("source not fetched; starting from the commit fetched before",
                       logging.WARNING, commit=last, error=exc.message)  # fmt: skip
         repo = source.path
-    if age_key_dir is not None and not age_key_dir.is_dir():
-        raise UsageError(f"--age-key-dir {age_key_dir}: no such folder")
 
     def options(ws: Workspace) -> tuple[dict[str, Path], list[str] | None]:
-        given = age_keys
-        if age_key_dir is not None:
-            found = [f"{n}={age_key_dir / n}.agekey" for n in ws.config.names]
-            given = tuple(k for k in found if Path(k.split("=", 1)[1]).is_file()) + given
-        keys = key_files(ws, given)
+        keys = key_files(ws, age_keys)
         return keys, _served(ws, environments) if environments is not None else None
 
     applied = AppliedRecord(state / "applied.json")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loomgit import credentials, sops
+from loomgit.agekeys import KEY_DIR_ENV, KEY_SUFFIX, AgeKeys
 from loomgit.credentials import (
     GLOBAL_FILE_BRANCHES,
     GLOBAL_FILE_DIRECTORIES,
@@ -30,15 +31,25 @@ def key_env_var(env: str) -> str:
     return KEY_ENV_PREFIX + env.upper().replace("-", "_")
 
 
-def key_files(ws: Workspace, given: tuple[str, ...]) -> dict[str, Path]:
-    """Age identity files per environment, from `--age-key-file ENV=PATH` options and the
-    LOOMGIT_AGE_KEY_FILE_<ENV> variables (options win). Files others can read are refused."""
+def key_files(ws: Workspace, given: AgeKeys) -> dict[str, Path]:
+    """Age identity files per environment, from the LOOMGIT_AGE_KEY_FILE_<ENV> variables,
+    then the key folder's ENV.agekey files, then `--age-key-file ENV=PATH` options: each
+    wins over those before it. Files others can read are refused."""
     found: dict[str, Path] = {}
     for env in ws.config.names:
         value = os.environ.get(key_env_var(env))
         if value:
             found[env] = Path(value)
-    for item in given:
+    if given.folder is not None:
+        folder = given.folder.expanduser()
+        if not folder.is_dir():
+            where = f"--age-key-dir or ${KEY_DIR_ENV}"
+            raise UsageError(f"the age key folder {given.folder} ({where}) does not exist")
+        for env in ws.config.names:
+            key = folder / f"{env}{KEY_SUFFIX}"
+            if key.is_file():
+                found[env] = key
+    for item in given.files:
         env, sep, path = item.partition("=")
         if not sep or not path:
             raise UsageError(f"--age-key-file takes ENV=PATH, not '{item}'")

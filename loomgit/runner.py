@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from loomgit import desired
+from loomgit.agekeys import AgeKeys
 from loomgit.credops import key_files
 from loomgit.errors import UsageError
 from loomgit.history import History
@@ -71,7 +72,7 @@ def run_manual(
     repo: Path,
     workflow: str,
     body: Any,
-    age_keys: tuple[str, ...],
+    age_keys: AgeKeys,
     history: History,
     *,
     env: str | None = None,

@@ -167,8 +167,8 @@ def decrypt(data: bytes, key_file: Path | None, *, what: str, env: str) -> dict[
     if key_file is None:
         raise KeyMissing(
             f"no age key for {env}, so {what} cannot be decrypted",
-            hint=f"pass --age-key-file {env}=PATH or set "
-            f"LOOMGIT_AGE_KEY_FILE_{env.upper().replace('-', '_')}",
+            hint=f"pass --age-key-file {env}=PATH, or --age-key-dir DIR with {env}.agekey in "
+            f"it, or set LOOMGIT_AGE_KEY_FILE_{env.upper().replace('-', '_')}",
         )
     proc = _run(
         ["decrypt", "--input-type", "yaml", "--output-type", "json", "--", "/dev/stdin"],

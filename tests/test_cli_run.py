@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import HELLO, VARIABLES, AgeKey, Repo, Result
 from echo_server import EchoServer, serve
+from pyrage import x25519
 
 from loomgit.ages import parse_since
 from loomgit.cli_run import STATUSES
@@ -79,6 +80,42 @@ def test_run_needs_only_the_first_environments_key(repo: Repo, cli: Cli, state: 
     assert result.code == 1
     assert "no age key for development" in result.err
     assert "LOOMGIT_AGE_KEY_FILE_DEVELOPMENT" in result.err
+
+
+def test_keys_come_from_a_key_folder_too(
+    repo: Repo,
+    cli: Cli,
+    age_key: AgeKey,
+    state: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--age-key-dir` (or $LOOMGIT_AGE_KEY_DIR) holds ENV.agekey per environment, as the
+    demo keys do; `--age-key-file` wins over it, and a folder that is not there is said."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    (folder / "development.agekey").write_bytes(age_key.path.read_bytes())
+    (folder / "development.agekey").chmod(0o600)
+    run = ("run", "hello", "--input", '{"name": "Di"}', "--repo", repo.path)
+    result = cli(*run, "--age-key-dir", folder)
+    assert result.code == 0, result.err
+    assert "[info] Hello, Di" in result.out
+    monkeypatch.setenv("LOOMGIT_AGE_KEY_DIR", str(folder))
+    assert cli(*run).code == 0
+    other = tmp_path / "other.agekey"  # a throwaway key the credentials are not for
+    other.write_text(f"{x25519.Identity.generate()}\n")
+    other.chmod(0o600)
+    result = cli(*run, "--age-key-file", f"development={other}")
+    assert result.code == 1 and "the age key given for development cannot decrypt" in result.err
+    monkeypatch.delenv("LOOMGIT_AGE_KEY_DIR")
+    result = cli(*run, "--age-key-dir", tmp_path / "nope")
+    assert result.code == 2
+    assert result.err == (
+        f"error: the age key folder {tmp_path / 'nope'} (--age-key-dir or "
+        "$LOOMGIT_AGE_KEY_DIR) does not exist\n"
+    )
+    result = cli(*run)
+    assert result.code == 1 and "--age-key-dir DIR with development.agekey in it" in result.err
 
 
 def test_a_workflow_without_credentials_needs_no_key(repo: Repo, cli: Cli, state: Path) -> None:

@@ -135,9 +135,17 @@ def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Start]:
         state: Path | None = None,
         env: dict[str, str] | None = None,
         preexec: Callable[[], None] | None = None,
+        key_dir: bool = False,
     ) -> Daemon:
         keys = [a for env in ("development", "staging", "production")
                 for a in ("--age-key-file", f"{env}={age_key.path}")]  # fmt: skip
+        if key_dir:  # the same key as ENV.agekey in a folder, as the demo keys are
+            folder = tmp_path / "keys"
+            folder.mkdir(exist_ok=True)
+            for name in ("development", "staging", "production"):
+                (folder / f"{name}.agekey").write_bytes(age_key.path.read_bytes())
+                (folder / f"{name}.agekey").chmod(0o600)
+            keys = ["--age-key-dir", str(folder)]
         log_path = tmp_path / f"daemon-{len(started)}.log"
         environ = {**os.environ, "LOOMGIT_API_TOKENS": TOKEN, **(env or {})}
         if state is not None:
@@ -175,7 +183,7 @@ def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Start]:
 
 def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
-    daemon = start(repo)
+    daemon = start(repo, key_dir=True)  # the keys from a folder, as in the README
     code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Ada"})
     assert code == 202 and body["environment"] == "staging"
     ex = daemon.finished(body["execution"])
