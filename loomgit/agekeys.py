@@ -7,8 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+KEY_ENV_PREFIX = "LOOMGIT_AGE_KEY_FILE_"
 KEY_DIR_ENV = "LOOMGIT_AGE_KEY_DIR"
 KEY_SUFFIX = ".agekey"  # a key folder holds ENV.agekey for each environment it has a key of
+
+
+def key_env_var(env: str) -> str:
+    """The variable that names `env`'s key file: LOOMGIT_AGE_KEY_FILE_<ENV>."""
+    return KEY_ENV_PREFIX + env.upper().replace("-", "_")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loomgit import credentials, sops
-from loomgit.agekeys import KEY_DIR_ENV, KEY_SUFFIX, AgeKeys
+from loomgit.agekeys import KEY_DIR_ENV, KEY_SUFFIX, AgeKeys, key_env_var
 from loomgit.credentials import (
     GLOBAL_FILE_BRANCHES,
     GLOBAL_FILE_DIRECTORIES,
@@ -23,12 +23,6 @@ from loomgit.errors import UsageError
 from loomgit.models.base import IDENTIFIER
 from loomgit.promotion import Refused, Written, write
 from loomgit.workspace import Location, Workspace
-
-KEY_ENV_PREFIX = "LOOMGIT_AGE_KEY_FILE_"
-
-
-def key_env_var(env: str) -> str:
-    return KEY_ENV_PREFIX + env.upper().replace("-", "_")
 
 
 def key_files(ws: Workspace, given: AgeKeys) -> dict[str, Path]:

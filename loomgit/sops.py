@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import SecretStr
 from pyrage import x25519
 
+from loomgit.agekeys import key_env_var
 from loomgit.errors import LoomgitError
 
 MIN_VERSION = (3, 11)
@@ -168,7 +169,7 @@ def decrypt(data: bytes, key_file: Path | None, *, what: str, env: str) -> dict[
         raise KeyMissing(
             f"no age key for {env}, so {what} cannot be decrypted",
             hint=f"pass --age-key-file {env}=PATH, or --age-key-dir DIR with {env}.agekey in "
-            f"it, or set LOOMGIT_AGE_KEY_FILE_{env.upper().replace('-', '_')}",
+            f"it, or set {key_env_var(env)}",
         )
     proc = _run(
         ["decrypt", "--input-type", "yaml", "--output-type", "json", "--", "/dev/stdin"],

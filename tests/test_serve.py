@@ -209,7 +209,7 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
         {"error": f"no environment qa; {listed}"},
     )
     # A mistyped or shortened name is answered with the one likely meant; a name as long
-    # as the path allows is not compared at all.
+    # as the path allows is a plain 404.
     meant = f"no environment stagng; did you mean staging? {listed}"
     assert daemon.request("POST", "/hooks/stagng/hello", {}) == (404, {"error": meant})
     code, body = daemon.request("POST", "/hooks/prod/hello", {})
