@@ -303,7 +303,8 @@ def show_execution(
 ) -> None:
     """One execution step by step: status, timing, input, output, logs and errors.
 
-    ID may be the first characters of the id, when they match only one execution.
+    ID may be the first characters of the id (6 or more), when they match only one
+    execution.
 
     \b
     Examples:

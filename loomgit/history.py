@@ -29,6 +29,7 @@ DB_NAME = "history.db"
 DEFAULT_MAX_FIELD_BYTES = 64 * 1024
 BUSY_TIMEOUT_MS = 10_000
 ID_LENGTH = 26  # an execution id's characters (see `records.new_id`)
+MIN_PREFIX = 6  # the fewest of them that name an execution
 # Executions deleted by one transaction of `prune`: about 10 ms of holding the database
 # (measured: 8 µs an execution of three steps), and at least this pause after each.
 PRUNE_BATCH = 500
@@ -557,7 +558,7 @@ class History:
     def _matching(self, ident: str, columns: str, missing: UsageError) -> Any:
         """`columns` of the one execution whose id is or starts with `ident` (at least 6
         characters); `missing` when there is none. Called under the lock."""
-        if not 6 <= len(ident) <= ID_LENGTH or not ident.isalnum():
+        if not MIN_PREFIX <= len(ident) <= ID_LENGTH or not ident.isalnum():
             raise _not_an_id(ident)
         rows = self._db.execute(
             f"SELECT {columns} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
@@ -603,8 +604,16 @@ class History:
 
 
 def _not_an_id(text: str) -> UsageError:
+    if text.isalnum() and len(text) < MIN_PREFIX:
+        return UsageError(
+            f"'{text}' is too short to name an execution: give at least {MIN_PREFIX}"
+            f" characters of its id"
+        )
     shown = text if len(text) <= ID_LENGTH else text[:ID_LENGTH] + "…"
-    return UsageError(f"'{shown}' is not an execution id", hint="ids are 26 characters")
+    return UsageError(
+        f"'{shown}' is not an execution id",
+        hint=f"ids are {ID_LENGTH} letters and digits; the first {MIN_PREFIX} or more will do",
+    )
 
 
 class Retention:

@@ -181,7 +181,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/v1/executions/{id}": {
                 "get": {
-                    "summary": "One execution with its steps (a unique id prefix works)",
+                    "summary": "One execution with its steps (by id or its first 6+ characters)",
                     "security": _AUTH,
                     "parameters": [_path("id", _ID)],
                     "responses": {

@@ -328,12 +328,18 @@ def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
     shown = cli("executions", "show", running.id)
     assert shown.code == 0 and shown.out.endswith("steps:\n  (recorded when it ends)\n")
     assert cli("executions", "show", "ZZZZZZZZ").code == 2
-    assert "is not an execution id" in cli("executions", "show", "0").err
+    short = cli("executions", "show", made[0].id[:5])
+    assert short.code == 2
+    assert short.err == (
+        f"error: '{made[0].id[:5]}' is too short to name an execution: give at least 6"
+        " characters of its id\n"
+    )
+    assert "is not an execution id" in cli("executions", "show", "0-0").err
     assert "matches several" in cli("executions", "show", made[0].id[:6]).err
     assert cli("executions", "--since", "yesterday").code == 2
     gone = cli("executions", "--before", "0" * 26)
     assert gone.code == 2 and f"no execution {'0' * 26} to list" in gone.err
-    assert "is not an execution id" in cli("executions", "--before", "x").err
+    assert "is not an execution id" in cli("executions", "--before", "x y").err
     assert "matches several" in cli("executions", "--before", made[0].id[:6]).err
     missing = cli("executions", "show", "0" * 26)
     assert missing.code == 2 and missing.err.endswith(f"hint: looked in {state}/history.db\n")
