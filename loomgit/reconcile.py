@@ -401,7 +401,8 @@ class Reconciler:
     ) -> None:
         st = self.status.setdefault(name, EnvStatus(name))
         commit = snap.envs[name].commit or snap.source
-        st.last_attempted_commit = commit
+        if snap.config.layout == "directories" or snap.envs[name].commit is not None:
+            st.last_attempted_commit = commit  # not the first's commit for a missing branch
         current = self.served.get(name)
         if current is not None and current.commit == commit:
             # Nothing to apply; after a failed newer commit was reverted, it is Ready again.

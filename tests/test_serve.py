@@ -1454,6 +1454,19 @@ def test_the_branches_layout_serves_each_environment_from_its_branch(
     assert "[LG102]" in message and message.endswith("(and 1 more)"), message
     assert hooks() == [404, 202, 404]
 
+    # A branch gone: that environment keeps serving, and no commit of another branch
+    # is reported as the one it attempted.
+    attempted = pipe.tip("staging")
+    git(pipe.path, "branch", "-m", "env/staging", "env/staging-old")
+    envs = daemon.reconcile()
+    assert envs["staging"]["last_attempted_commit"] == attempted
+    assert envs["staging"]["last_applied_commit"] == good
+    assert envs["staging"]["conditions"][0]["message"] == (
+        "env/staging: error[LG502]: environment 'staging' has no branch 'env/staging'"
+    )
+    assert hooks() == [404, 202, 404]
+    git(pipe.path, "branch", "-m", "env/staging-old", "env/staging")
+
     config = git(pipe.path, "show", "env/development:loomgit.yaml")
     dropped = config.replace("\n  - name: production", "") + "\n"
     assert dropped != config
