@@ -33,7 +33,7 @@ from loomgit import desired, log
 from loomgit.documents import PARALLEL_MIN, DocumentCache, Mapper
 from loomgit.errors import LoomgitError
 from loomgit.gitcache import CachingGit, GitCache
-from loomgit.layout import Snapshot, snapshot
+from loomgit.layout import Snapshot, branch_tip, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.problems import Problem, headline
@@ -355,7 +355,13 @@ class Reconciler:
             if snap.config.layout == "branches":
                 first = snap.config.names[0]
                 branch = snap.config.branch_of(first)
-                snap = snapshot(root, git, self.cache, branch, env_hint=first)
+                tip = branch_tip(git, snap.config, first)  # here or on origin
+                if tip is None:
+                    raise LoomgitError(
+                        f"the first environment '{first}' has no branch '{branch}': its"
+                        " loomgit.yaml is the one every environment is read with"
+                    )
+                snap = snapshot(root, git, self.cache, tip, env_hint=first)
         except BaseException:
             git.close()
             raise

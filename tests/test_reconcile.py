@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, Result, commit_all, promoted, state_yaml
+from conftest import HELLO, AgeKey, Repo, Result, commit_all, git, promoted, state_yaml
 from pipeline import Pipeline
 
 from loomgit import sops
@@ -261,3 +261,28 @@ def test_a_commit_whose_loomgit_yaml_breaks_is_attempted_where_it_is(
         assert status[env].last_applied_commit == applied[env]
         expected = bad if pipe.layout == "directories" else applied[env]
         assert status[env].last_attempted_commit == expected
+
+
+@pytest.mark.parametrize("pipe", ["branches"], indirect=True)
+def test_a_clone_on_a_later_branch_reads_the_first_from_origin(
+    pipe: Pipeline, age_key: AgeKey, tmp_path: Path
+) -> None:
+    """A clone has only its checked-out branch of its own: the first environment's
+    branch, whose loomgit.yaml every environment is read with, comes from origin/. With
+    that branch gone as well, nothing is read and the message says which branch."""
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", "--branch", "env/production", str(pipe.path), str(clone))
+    assert "env/development" not in git(clone, "branch", "--list")
+    reconciler = Reconciler(clone, _keys(age_key))
+    status = reconciler.cycle()
+    assert {env: status[env].conditions[0].reason for env in ENVS} == dict.fromkeys(ENVS, "Ready")
+    assert status["development"].last_applied_commit == pipe.tip("development")
+    git(clone, "update-ref", "-d", "refs/remotes/origin/env/development")
+    status = reconciler.cycle()
+    for env in ENVS:
+        assert status[env].conditions[0].reason == "ReadFailed"
+        assert status[env].conditions[0].message == (
+            "the first environment 'development' has no branch 'env/development': its"
+            " loomgit.yaml is the one every environment is read with"
+        )
+        assert status[env].last_applied_commit is not None
