@@ -208,6 +208,14 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
         for path, text in _strings(step.with_, (*where, "with")):
             is_jmespath = step.type == "transform" and path[-1] == "expression" and len(path) == 5
             _check_template(checker, text, i, path, jmespath=is_jmespath)
+    for i, trigger in enumerate(wf.spec.triggers):
+        sig = trigger.signature if isinstance(trigger, WebhookTrigger) else None
+        if sig is not None and sig.credential in wf.spec.credentials:
+            where = ("spec", "triggers", i, "signature")
+            given = "field" in sig.model_fields_set  # else the default, at the mapping
+            checker.credential_fields.setdefault(
+                (sig.credential, sig.field), (*where, "field") if given else where
+            )
     findings.extend(checker.findings)
     facts = WorkflowFacts(
         name=wf.metadata.name,

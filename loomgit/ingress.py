@@ -190,8 +190,9 @@ def parse(content_type: str, raw: bytes) -> Any:
 
 
 def signed(secret: bytes, raw: bytes, given: str | None) -> bool:
-    """Whether `given` is the hex HMAC-SHA256 of `raw` (with or without `sha256=`)."""
-    if not given:
+    """Whether `given` is the hex HMAC-SHA256 of `raw` (with or without `sha256=`). Never
+    with an empty secret (a credential without the field, say): anyone can sign with it."""
+    if not given or not secret:
         return False
     expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
     return hmac.compare_digest(

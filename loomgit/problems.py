@@ -67,7 +67,7 @@ CODES: dict[str, str] = {
     "LG605": "rollback to a version the environment never ran",
     # Credentials (checked without any key)
     "LG700": "credential a workflow declares does not resolve in an environment it is in",
-    "LG701": "template uses a credential field that does not exist",
+    "LG701": "a template or webhook signature uses a credential field that does not exist",
     "LG702": "credential file is not properly SOPS-encrypted",
     "LG703": "secrets stored in plain text",
     "LG704": "credential file's recipients differ from .sops.yaml",

@@ -337,6 +337,28 @@ CREDENTIAL_CASES = [
         "has no field 'secret'",
     ),
     Case(
+        "signature-field-missing",
+        {
+            DEV: hello(
+                "      path: hello\n",
+                "      path: hello\n      signature:\n        credential: greeter\n"
+                "        field: secret\n",
+            )
+        },
+        [("LG701", DEV, 11)],
+        "has no field 'secret'",
+    ),
+    Case(
+        "signature-default-field-missing",  # the default field, `secret`, at the mapping
+        {
+            DEV: hello(
+                "      path: hello\n", "      path: hello\n      signature: {credential: greeter}\n"
+            )
+        },
+        [("LG701", DEV, 9)],
+        "has no field 'secret'",
+    ),
+    Case(
         "plaintext-credentials",
         {"credentials.sops.yaml": _plain_credentials()},
         [("LG703", "credentials.sops.yaml", 1)],

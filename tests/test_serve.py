@@ -42,7 +42,7 @@ from pipeline import ENVS, Pipeline
 
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
-from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED
+from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, signed
 from loomgit.records import Execution, new_id
 from loomgit.server import NO_TOKENS
 
@@ -921,6 +921,13 @@ def test_a_signed_webhook_refuses_a_wrong_signature(repo: Repo, start: Start) ->
     assert daemon.finished(body["execution"])["status"] == "succeeded"
     assert len(daemon.executions()) == 1  # the refused ones were not recorded
     assert SECRET not in daemon.stop()
+
+
+def test_an_empty_signature_secret_signs_nothing() -> None:
+    """A credential whose field is empty (or missing) would let anyone sign: never a match."""
+    raw = b'{"name": "Sig"}'
+    assert signed(b"s3cret-value", raw, sign("s3cret-value", raw))
+    assert not signed(b"", raw, sign("", raw))
 
 
 def test_respond_sync_answers_with_the_respond_step(repo: Repo, start: Start) -> None:
