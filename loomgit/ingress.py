@@ -9,6 +9,7 @@ response objects: they are the daemon's hot path (see `Ingress.hook`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -189,15 +190,18 @@ def parse(content_type: str, raw: bytes) -> Any:
     return raw.decode(errors="replace")
 
 
-def signed(secret: bytes, raw: bytes, given: str | None) -> bool:
-    """Whether `given` is the hex HMAC-SHA256 of `raw` (with or without `sha256=`). Never
-    with an empty secret (a credential without the field, say): anyone can sign with it."""
+def signed(secret: bytes, raw: bytes, given: str | None, encoding: str = "hex") -> bool:
+    """Whether `given` is the HMAC-SHA256 of `raw`: hex (with or without `sha256=`) or
+    base64. Never with an empty secret (a credential without the field, say): anyone can
+    sign with it."""
     if not given or not secret:
         return False
-    expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(
-        given.strip().removeprefix(SIGNATURE_PREFIX).encode(), expected.encode()
-    )
+    digest = hmac.new(secret, raw, hashlib.sha256).digest()
+    if encoding == "base64":
+        expected, given = base64.b64encode(digest).decode(), given.strip()
+    else:
+        expected, given = digest.hex(), given.strip().removeprefix(SIGNATURE_PREFIX)
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -363,7 +367,8 @@ class Ingress:
         raw = await _body(receive, limit, declared)
         if trigger.signature is not None:
             given = headers.get(trigger.signature.header.lower())
-            if not signed(_signature_secret(served, name, trigger), raw, given):
+            secret = _signature_secret(served, name, trigger)
+            if not signed(secret, raw, given, trigger.signature.encoding):
                 return error(401, f"missing or wrong {trigger.signature.header} signature")
         query = scope["query_string"]
         event = TriggerEvent(

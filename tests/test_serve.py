@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -921,6 +922,25 @@ def test_a_signed_webhook_refuses_a_wrong_signature(repo: Repo, start: Start) ->
     assert daemon.finished(body["execution"])["status"] == "succeeded"
     assert len(daemon.executions()) == 1  # the refused ones were not recorded
     assert SECRET not in daemon.stop()
+
+
+def test_a_webhook_signed_in_base64_as_shopify_signs(repo: Repo, start: Start) -> None:
+    shopify = HELLO.replace(
+        "      path: hello\n",
+        "      path: hello\n      signature: {credential: greeter, field: token,"
+        " header: X-Shopify-Hmac-Sha256, encoding: base64}\n",
+    )
+    put_everywhere(repo, shopify, {"staging": True})
+    daemon = start(repo)
+    raw = json.dumps({"name": "Shop"}).encode()
+    digest = hmac.new(SECRET.encode(), raw, hashlib.sha256).digest()
+    path = "/hooks/staging/hello"
+    hexed = {"X-Shopify-Hmac-Sha256": digest.hex()}
+    assert daemon.request("POST", path, raw=raw, headers=hexed)[0] == 401
+    good = {"X-Shopify-Hmac-Sha256": base64.b64encode(digest).decode()}
+    code, body = daemon.request("POST", path, raw=raw, headers=good)
+    assert code == 202, body
+    assert len(daemon.executions()) == 1
 
 
 def test_an_empty_signature_secret_signs_nothing() -> None:

@@ -34,13 +34,17 @@ class Metadata(StrictModel):
 
 
 class WebhookSignature(StrictModel):
-    """HMAC-SHA256 of the raw body, hex, optionally prefixed `sha256=` (GitHub's format)."""
+    """HMAC-SHA256 of the raw body: hex, optionally prefixed `sha256=` (GitHub's format),
+    or base64 (Shopify's `X-Shopify-Hmac-Sha256`)."""
 
     credential: Annotated[str, Field(pattern=IDENTIFIER)] = Field(
         description="a credential the workflow declares; its `field` is the shared secret"
     )
     field: str = Field(default="secret", min_length=1, description="the field holding the secret")
     header: str = Field(default="X-Hub-Signature-256", pattern=HEADER_NAME, max_length=100)
+    encoding: Literal["hex", "base64"] = Field(
+        default="hex", description="how the header gives the digest: hex (GitHub) or base64"
+    )
 
 
 class WebhookTrigger(StrictModel):
