@@ -40,7 +40,8 @@ def _tokens(path: Path | None) -> tuple[str, ...]:
             raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise UsageError(f"the token file {path} is not UTF-8 text") from None
-        listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        stripped = (line.strip() for line in lines)
+        listed = [t for t in stripped if t and not t.startswith("#")]
         if not listed:  # a mistake, or a rotation caught half-written: never "no tokens"
             raise UsageError(f"the token file {path} holds no tokens")
         found += listed

@@ -1356,7 +1356,7 @@ def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
         time.sleep(0.05)
     assert (allowed("new-token-0002"), pushed("new-secret-0002")) == (200, 202)
     secret.write_text("new-secret-0002\n")
-    tokens.write_text("# rotated by a script that truncates first\n")
+    tokens.write_text("\n  # rotated by a script that truncates first\n")  # no token
     daemon.proc.send_signal(signal.SIGHUP)
     for _ in range(100):
         if "holds no tokens" in daemon.log:
@@ -1365,6 +1365,7 @@ def test_sighup_reads_the_secrets_again_and_reconciles_at_once(
     assert allowed("new-token-0002") == 200  # not "this daemon has no API tokens"
     log = daemon.stop()
     assert daemon.proc.returncode == 0 and "info reload tokens=1 git_webhook=true" in log
+    assert "holds no tokens" in log
     for secret_text in ("old-token-0001", "new-token-0002", "old-secret", "new-secret"):
         assert secret_text not in log
 
