@@ -327,6 +327,10 @@ class Ingress:
                 pass  # it goes on; the caller gets its id
         return 202 if task is not None else 200, accepted_body(ident, env, name)
 
+    def _refused(self, env: str, reason: str) -> None:
+        metrics = self.daemon.metrics
+        metrics.child(metrics.webhooks_refused, env, reason).inc()
+
     async def hook(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request to `/hooks/{env}/{path}`: an execution of the workflow whose active
         webhook trigger that is, or why not. Served from the ASGI scope itself: a
@@ -358,22 +362,29 @@ class Ingress:
             allowed = served.methods.get(path)
             if allowed:  # the path is served, with other methods: HTTP says 405, and which
                 listed = ", ".join(allowed)
+                self._refused(env, "method")
                 return error(405, f"/{path} in {env} accepts {listed}, not {method}", Allow=listed)
             return error(404, f"no active webhook {method} /{path} in {env}")
         name = served.hooks[route]
         # Header names as the server gives them: lower case, as HTTP/2 has them.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         limit, declared = daemon.settings.max_body, headers.get("content-length")
-        raw = await _body(receive, limit, declared)
-        if trigger.signature is not None:
-            given = headers.get(trigger.signature.header.lower())
-            secret = _signature_secret(served, name, trigger)
-            if not signed(secret, raw, given, trigger.signature.encoding):
-                return error(401, f"missing or wrong {trigger.signature.header} signature")
+        try:
+            raw = await _body(receive, limit, declared)
+            if trigger.signature is not None:
+                given = headers.get(trigger.signature.header.lower())
+                secret = _signature_secret(served, name, trigger)
+                if not signed(secret, raw, given, trigger.signature.encoding):
+                    self._refused(env, "signature")
+                    return error(401, f"missing or wrong {trigger.signature.header} signature")
+            body = parse(headers.get("content-type", ""), raw)
+        except Refused as exc:
+            self._refused(env, "too_large" if exc.status == 413 else "body")
+            raise
         query = scope["query_string"]
         event = TriggerEvent(
             "webhook",
-            body=parse(headers.get("content-type", ""), raw),
+            body=body,
             headers=headers,
             query=fields(query.decode("latin-1")) if query else {},
             details={"path": path, "method": method},

@@ -89,6 +89,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.webhooks_refused = Counter(
+            "loomgit_webhook_refused",
+            "Requests to a served webhook path refused, by environment and reason: signature"
+            " (401), method (405), body (400: not JSON as its Content-Type says, or cut"
+            " short), too_large (413)",
+            ["environment", "reason"],
+            registry=r,
+        )
         self.backlog = Gauge(
             "loomgit_executions_backlog",
             "Executions accepted or fired that have not ended (waiting to run or running)",

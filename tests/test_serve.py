@@ -222,6 +222,8 @@ def test_webhooks_answer_only_where_active(repo: Repo, cli: Cli, start: Any) -> 
     code, refusal, headers = daemon.answer("GET", "/hooks/staging/hello")  # another method
     assert code == 405 and headers["Allow"] == "POST"
     assert refusal == {"error": "/hello in staging accepts POST, not GET"}
+    method = 'loomgit_webhook_refused_total{environment="staging",reason="method"}'
+    assert _metric(daemon, method) == "1.0"
     assert daemon.request("GET", "/hooks/development/hello")[0] == 404  # not active there
     api = ("POST", "/api/v1/workflows/hello/executions", {"environment": "staging"})
     assert daemon.request(*api, headers=AUTH) == (
@@ -754,6 +756,8 @@ def test_json_bodies_other_readers_could_not_read_are_refused(
     code, body, _ = daemon.answer("POST", hook, headers=json_type, raw=deep_enough)
     assert code == 202
     assert [ex["id"] for ex in daemon.executions()] == [body["execution"]]
+    refused = 'loomgit_webhook_refused_total{environment="staging",reason="body"}'
+    assert _metric(daemon, refused) == "4.0"
     assert "Traceback" not in daemon.log and "internal error" not in daemon.log
 
 
@@ -763,6 +767,8 @@ def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
     big = {"name": "x" * (1024 * 1024 + 10)}
     for _ in range(3):  # urllib says Connection: close and sends the body at once
         assert daemon.request("POST", "/hooks/staging/hello", big)[0] == 413
+    refused = 'loomgit_webhook_refused_total{environment="staging",reason="too_large"}'
+    assert _metric(daemon, refused) == "3.0"
     api = "/api/v1/workflows/hello/executions"
     assert daemon.request("POST", api, big)[0] == 401  # answered before the body is read
     assert daemon.request("POST", api, big, {"Authorization": f"Bearer {TOKEN}"})[0] == 413
@@ -921,6 +927,8 @@ def test_a_signed_webhook_refuses_a_wrong_signature(repo: Repo, start: Start) ->
     assert code == 202, body
     assert daemon.finished(body["execution"])["status"] == "succeeded"
     assert len(daemon.executions()) == 1  # the refused ones were not recorded
+    refused = 'loomgit_webhook_refused_total{environment="staging",reason="signature"}'
+    assert _metric(daemon, refused) == "2.0"
     assert SECRET not in daemon.stop()
 
 
