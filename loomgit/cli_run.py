@@ -359,10 +359,17 @@ def show_execution(
     metavar="N",
     help="Keep only the newest N executions of each environment.",
 )
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@format_option
 @state_option
 @click.pass_obj
 def prune(
-    group_state_dir: Path | None, older_than: str | None, keep: int | None, state_dir: Path | None
+    group_state_dir: Path | None,
+    older_than: str | None,
+    keep: int | None,
+    dry_run: bool,
+    fmt: str,
+    state_dir: Path | None,
 ) -> None:
     """Delete old executions (retention by age and by count per environment).
 
@@ -374,10 +381,21 @@ def prune(
     Examples:
       loomgit executions prune --older-than 30d
       loomgit executions prune --keep 100000
+      loomgit executions prune --older-than 7d --dry-run --format json
     """
     if older_than is None and keep is None:
         raise UsageError("give --older-than, --keep or both")
     age = time.time() - parse_since(older_than, option="--older-than") if older_than else None
     with _history(state_dir or group_state_dir) as history:
-        deleted = history.prune(older_than=age, keep=keep)
-    click.echo(f"deleted {deleted} execution{'s' if deleted != 1 else ''}")
+        each = history.prune_each(older_than=age, keep=keep, dry_run=dry_run)
+    deleted = sum(each.values())
+    if fmt == "json":
+        report = {
+            "dry_run": dry_run,
+            "deleted": deleted,
+            "environments": dict(sorted(each.items())),
+        }
+        click.echo(jsontext.dumps(report, indent=2))
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {deleted} execution{'s' if deleted != 1 else ''}")

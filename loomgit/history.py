@@ -403,16 +403,49 @@ class History:
         after each one the database is left alone as long as the batch took: the
         daemon's writer, waiting for it, gets in between, so webhooks are not held up
         while a large history is pruned."""
-        deleted = 0
+        return sum(self.prune_each(older_than, keep, now, batch=batch).values())
+
+    def prune_each(
+        self,
+        older_than: float | None = None,
+        keep: int | None = None,
+        now: float | None = None,
+        *,
+        batch: int = PRUNE_BATCH,
+        dry_run: bool = False,
+    ) -> dict[str, int]:
+        """`prune`, by environment: how many executions of each were deleted (or, with
+        `dry_run`, would be), leaving out environments that lose none."""
+        deleted: dict[str, int] = {}
         for environment, before in self.prune_cutoffs(older_than, keep, now).items():
-            while True:
-                began = time.monotonic()
-                count = self.prune_batch(environment, before, batch)
-                deleted += count
-                if count < batch:
-                    break
-                time.sleep(max(time.monotonic() - began, PRUNE_PAUSE_LEAST))
+            if dry_run:
+                count = self.prunable(environment, before)
+            else:
+                count = 0
+                while True:
+                    began = time.monotonic()
+                    done = self.prune_batch(environment, before, batch)
+                    count += done
+                    if done < batch:
+                        break
+                    time.sleep(max(time.monotonic() - began, PRUNE_PAUSE_LEAST))
+            if count:
+                deleted[environment] = count
         return deleted
+
+    def prunable(self, environment: str, before: float) -> int:
+        """How many finished executions of `environment` started before `before`."""
+        finished = ",".join("?" * len(FINISHED))
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    f"SELECT count(*) FROM executions WHERE environment = ?"
+                    f" AND status IN ({finished}) AND started_at < ?",
+                    (environment, *FINISHED, before),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"cannot read the execution history {self.path}: {exc}") from None
+        return int(row[0])
 
     def prune_cutoffs(
         self, older_than: float | None, keep: int | None, now: float | None = None

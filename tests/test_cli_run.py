@@ -374,6 +374,25 @@ def test_prune_by_count_and_age(cli: Cli, state: Path) -> None:
     assert len(remaining) == 10 and all(e["started_at"] >= cutoff for e in remaining)
 
 
+def test_prune_dry_run_counts_and_deletes_nothing(cli: Cli, state: Path) -> None:
+    with History() as history:
+        _seed(history)
+    dry = cli("executions", "prune", "--keep", "5", "--dry-run")
+    assert dry.code == 0 and dry.out == "would delete 15 executions\n"
+    listed = json.loads(cli("executions", "--format", "json").out)
+    assert len(listed) == 30
+    report = cli("executions", "prune", "--keep", "5", "--dry-run", "--format", "json")
+    assert json.loads(report.out) == {
+        "dry_run": True,
+        "deleted": 15,
+        "environments": {"development": 5, "production": 5, "staging": 5},
+    }
+    done = json.loads(cli("executions", "prune", "--keep", "5", "--format", "json").out)
+    assert done == {**json.loads(report.out), "dry_run": False}
+    again = json.loads(cli("executions", "prune", "--keep", "5", "--format", "json").out)
+    assert again == {"dry_run": False, "deleted": 0, "environments": {}}
+
+
 def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
