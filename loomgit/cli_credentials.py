@@ -264,6 +264,9 @@ def _change_recipient(
     change = keyring.remove_recipient if remove else keyring.add_recipient
     with Workspace(repo) as ws:
         written = change(ws, env, recipient, credops.key_files(ws, age_keys))
+    if not written:  # only adding does nothing, when the key is there already
+        click.echo(f"{recipient} already decrypts {env}'s credentials: nothing written")
+        return
     did = f"removed {recipient} from" if remove else f"added {recipient} for"
     for w in written:
         click.echo(f"{did} {env} ({w.where()})")

@@ -151,7 +151,8 @@ def _regex_of(ws: Workspace, where: Where, env: str) -> str:
 
 
 def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]) -> list[Written]:
-    """Lets `recipient` decrypt `env`'s credentials and the global ones."""
+    """Lets `recipient` decrypt `env`'s credentials and the global ones. Writes nothing
+    (an empty list) when it already does."""
     ws.check_env(env)
     check_recipient(recipient)
     scoped = scoped_file(ws, env)
@@ -162,12 +163,32 @@ def add_recipient(ws: Workspace, env: str, recipient: str, keys: dict[str, Path]
     else:
         plan = [(w.location, [scoped, w] if w.location.env == env else [w]) for w in shared]
 
+    if _has_already(ws, plan, recipient):
+        return []
+
     def edit(config: bytes | None, where: Where) -> bytes:
         first = where.label != "global"
         return with_recipient(config, _regex_of(ws, where, env), recipient, first)
 
     message = f"Add an age recipient for {env}\n\nLoomgit-Keys: {env} add {recipient}\n"
     return _rewritten(ws, plan, edit, keys, message)
+
+
+def _has_already(ws: Workspace, plan: Plan, recipient: str) -> bool:
+    """Whether `.sops.yaml` already gives `recipient` every planned file, and each file
+    that exists is encrypted for exactly the recipients it gives (a file that is not is
+    re-encrypted by adding, which mends it)."""
+    config_path = sops_config_path(ws)
+    for loc, files in plan:
+        config = ws.git.blob_at(loc.commit, config_path)
+        for where in files:
+            targets = recipients_under(ws, config, where)
+            if recipient not in targets:
+                return False
+            data = ws.git.blob_at(loc.commit, where.path)
+            if data is not None and credentials.read(data).recipients != frozenset(targets):
+                return False
+    return True
 
 
 def remove_recipient(

@@ -526,6 +526,11 @@ def test_keys_rm_takes_a_recipient_out_of_one_environment(
     ):
         assert pipe.run(*args, "--age-key-file", old).code == 0
     tips = {env: pipe.tip(env) for env in ENVS}
+    # Adding a key the environment already has changes nothing, and needs no key.
+    again = pipe.run("keys", "add", "--env", "staging", "--recipient", new.recipient)
+    assert again.code == 0, again.err
+    assert again.out == f"{new.recipient} already decrypts staging's credentials: nothing written\n"
+    assert {env: pipe.tip(env) for env in ENVS} == tips
     result = pipe.run(
         "keys", "rm", "--env", "staging", "--recipient", age_key.recipient,
         "--age-key-file", f"staging={new.path}",
