@@ -137,6 +137,25 @@ def test_extra_recipient_is_caught(
     assert intruder.recipient in result.out
 
 
+def test_adding_a_key_the_rules_have_but_the_file_lacks_mends_the_file(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result]
+) -> None:
+    """`.sops.yaml` gives production's key, the file was encrypted without it: adding
+    that key is not a no-op, it re-encrypts the file for every recipient."""
+    short = [keys["development"].recipient, keys["staging"].recipient]
+    creds_repo.write(
+        "credentials.sops.yaml", sops.encrypt({"greeter": {"token": "x"}}, short, what="x")
+    )
+    git(creds_repo.path, "commit", "-qam", "encrypted for two of three")
+    assert cli("validate", "--repo", creds_repo.path).code == 1
+    added = cli(
+        "keys", "add", "--env", "production", "--recipient", keys["production"].recipient,
+        "--repo", creds_repo.path, *_key_args(keys, "development"),
+    )  # fmt: skip
+    assert added.code == 0 and added.out.startswith("added "), added.err
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+
+
 def test_credentials_list_needs_no_key(creds_repo: Repo, cli: Callable[..., Result]) -> None:
     rows = json.loads(cli("credentials", "list", "--format", "json", "--repo", creds_repo.path).out)
     assert rows == [
