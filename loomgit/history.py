@@ -25,6 +25,9 @@ from loomgit import jsontext, log
 from loomgit.errors import LoomgitError, UsageError
 from loomgit.records import FINISHED, Execution, Query, StepRecord
 
+# Finished executions of one environment started before a time: what pruning deletes.
+_PRUNABLE = f"environment = ? AND status IN ({','.join('?' * len(FINISHED))}) AND started_at < ?"
+
 DB_NAME = "history.db"
 DEFAULT_MAX_FIELD_BYTES = 64 * 1024
 BUSY_TIMEOUT_MS = 10_000
@@ -435,12 +438,10 @@ class History:
 
     def prunable(self, environment: str, before: float) -> int:
         """How many finished executions of `environment` started before `before`."""
-        finished = ",".join("?" * len(FINISHED))
         try:
             with self._lock:
                 row = self._db.execute(
-                    f"SELECT count(*) FROM executions WHERE environment = ?"
-                    f" AND status IN ({finished}) AND started_at < ?",
+                    f"SELECT count(*) FROM executions WHERE {_PRUNABLE}",
                     (environment, *FINISHED, before),
                 ).fetchone()
         except sqlite3.Error as exc:
@@ -488,12 +489,10 @@ class History:
     def prune_batch(self, environment: str, before: float, batch: int) -> int:
         """Deletes up to `batch` finished executions of `environment` started before
         `before`, in one transaction; returns how many."""
-        finished = ",".join("?" * len(FINISHED))
         try:
             with self._transaction() as db:
                 ids = db.execute(
-                    f"SELECT id FROM executions WHERE environment = ? AND status IN ({finished})"
-                    " AND started_at < ? LIMIT ?",
+                    f"SELECT id FROM executions WHERE {_PRUNABLE} LIMIT ?",
                     (environment, *FINISHED, before, batch),
                 ).fetchall()
                 db.executemany("DELETE FROM steps WHERE execution_id = ?", ids)
