@@ -163,6 +163,8 @@ def set_(
     fields = _read_fields(from_json)
     with Workspace(repo) as ws:
         written = credops.set_credential(ws, name, scope, fields, credops.key_files(ws, age_keys))
+    if not written:
+        click.echo(f"{name} in {scope or 'global'} already has these values: nothing written")
     for w in written:
         click.echo(f"set {name} in {scope or 'global'} ({w.where()})")
         warn_if_unpushable(w)
@@ -211,6 +213,9 @@ def copy(name: str, from_env: str, to_env: str, age_keys: AgeKeys, repo: Path) -
 
     with Workspace(repo) as ws:
         w = credops.copy_credential(ws, name, from_env, to_env, credops.key_files(ws, age_keys))
+    if w is None:
+        click.echo(f"{name} in {to_env} already has {from_env}'s values: nothing written")
+        return
     click.echo(f"copied {name} from {from_env} to {to_env} ({w.where()})")
     warn_if_unpushable(w)
 

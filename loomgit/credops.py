@@ -165,6 +165,11 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _same(held: Any, values: dict[str, Any]) -> bool:
+    """Whether the decrypted fields `held` are exactly `values` (either side SecretStr)."""
+    return isinstance(held, dict) and sops.revealed(held) == sops.revealed(values)
+
+
 def _any_key(keys: dict[str, Path]) -> tuple[str, Path | None]:
     for env, path in keys.items():
         return env, path
@@ -206,6 +211,8 @@ def set_credential(
     written = []
     for where in targets:
         doc = open_file(ws, where, keys)
+        if _same(doc.get(name), values):
+            continue  # re-encrypting the same values would only make a commit
         doc[name] = values
         message = (
             f"Set credential {name} in {where.label}\n\n"
@@ -246,20 +253,30 @@ def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -
 
 
 def copy_changes(
-    ws: Workspace, name: str, from_env: str, to_env: str, keys: dict[str, Path]
+    ws: Workspace, names: list[str], from_env: str, to_env: str, keys: dict[str, Path]
 ) -> tuple[Where, dict[str, bytes | None]]:
-    """The encrypted target file with `name` copied from `from_env` (for one commit)."""
-    values = resolved_values(ws, name, ws.check_env(from_env), keys)
+    """The encrypted target file with every credential in `names` copied from `from_env`
+    (for one commit); no change when the target already holds each with the same values."""
+    copies = {name: resolved_values(ws, name, ws.check_env(from_env), keys) for name in names}
     where = scoped_file(ws, ws.check_env(to_env))
     doc = open_file(ws, where, keys)
-    doc[name] = values
+    changed = False
+    for name, values in copies.items():
+        if not _same(doc.get(name), values):
+            doc[name] = values
+            changed = True
+    if not changed:
+        return where, {}
     return where, {where.path: sops.encrypt(doc, recipients(ws, where), what=where.path)}
 
 
 def copy_credential(
     ws: Workspace, name: str, from_env: str, to_env: str, keys: dict[str, Path]
-) -> Written:
-    where, changes = copy_changes(ws, name, from_env, to_env, keys)
+) -> Written | None:
+    """Copies `name` into `to_env`'s scoped file; None when it already has the same values."""
+    where, changes = copy_changes(ws, [name], from_env, to_env, keys)
+    if not changes:
+        return None
     message = (
         f"Copy credential {name} from {from_env} to {to_env}\n\n"
         f"Loomgit-Credential: {to_env} {name} copied from {from_env}\n"

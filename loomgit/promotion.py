@@ -344,10 +344,7 @@ def plan(
     if copying:
         from loomgit.credops import copy_changes  # credops writes through this module
 
-        for cred in sorted(copying):
-            _, changes = copy_changes(ws, cred, source_env, to_env, keys or {})
-            for path, data in changes.items():
-                extra[path] = data
+        _, extra = copy_changes(ws, sorted(copying), source_env, to_env, keys or {})
     return Plan(
         source, target, items, notes, skipped, warnings, tgt_env_file, extra, tuple(sorted(copying))
     )

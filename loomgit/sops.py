@@ -210,6 +210,15 @@ def _sealed(value: Any) -> Any:
     return SecretStr("" if value is None else str(value))
 
 
+def revealed(value: Any) -> Any:
+    """`value` with every SecretStr leaf as its plain string (for comparing, never output)."""
+    if isinstance(value, dict):
+        return {str(k): revealed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [revealed(v) for v in value]
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
 def _reveal(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return value.get_secret_value()

@@ -242,6 +242,33 @@ def test_scoped_set_copy_and_remove(
     assert git(creds_repo.path, "status", "--porcelain") == ""
 
 
+def test_setting_or_copying_the_same_values_again_writes_nothing(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    fields = tmp_path / "f.json"
+    fields.write_text(json.dumps({"token": CANARY + "-staging"}))
+    both = _key_args(keys, "staging", "production")
+
+    def run(*args: object) -> Result:
+        result = cli("credentials", *args, "--repo", creds_repo.path)
+        assert result.code == 0, result.err
+        return result
+
+    run("set", "greeter", "--env", "staging", "--from-json", fields, *both)
+    run("copy", "greeter", "--from", "staging", "--to", "production", *both)
+    head = git(creds_repo.path, "rev-parse", "HEAD")
+    again = run("set", "greeter", "--env", "staging", "--from-json", fields, *both)
+    assert "greeter in staging already has these values: nothing written" in again.out
+    again = run("copy", "greeter", "--from", "staging", "--to", "production", *both)
+    assert "greeter in production already has staging's values: nothing written" in again.out
+    assert git(creds_repo.path, "rev-parse", "HEAD") == head
+    fields.write_text(json.dumps({"token": CANARY + "-new"}))  # a changed value still writes
+    run("set", "greeter", "--env", "staging", "--from-json", fields, *both)
+    run("copy", "greeter", "--from", "staging", "--to", "production", *both)
+    assert git(creds_repo.path, "rev-list", "--count", f"{head}..HEAD") == "2"
+    assert CANARY not in again.out + git(creds_repo.path, "log", "--format=%B")
+
+
 def test_changing_an_existing_file_needs_its_key(
     creds_repo: Repo, cli: Callable[..., Result], tmp_path: Path
 ) -> None:
@@ -329,25 +356,27 @@ def test_keys_add_refuses_an_unreadable_sops_config_clearly(
 def test_promotion_checks_and_copies_credentials(
     creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
 ) -> None:
-    needs = HELLO.replace("credentials: [greeter]", "credentials: [greeter, shop]")
+    needs = HELLO.replace("credentials: [greeter]", "credentials: [greeter, shop, mail]")
     creds_repo.write(creds_repo.wf("development"), needs)
     fields = tmp_path / "f.json"
-    fields.write_text(json.dumps({"token": CANARY + "-dev"}))
-    assert (
-        cli(
-            "credentials",
-            "set",
-            "shop",
-            "--env",
-            "development",
-            "--from-json",
-            fields,
-            "--repo",
-            creds_repo.path,
-        ).code
-        == 0
-    )
-    git(creds_repo.path, "commit", "-qam", "use shop")
+    for name in ("shop", "mail"):
+        fields.write_text(json.dumps({"token": f"{CANARY}-{name}"}))
+        assert (
+            cli(
+                "credentials",
+                "set",
+                name,
+                "--env",
+                "development",
+                "--from-json",
+                fields,
+                *_key_args(keys, "development"),
+                "--repo",
+                creds_repo.path,
+            ).code
+            == 0
+        )
+    git(creds_repo.path, "commit", "-qam", "use shop and mail")
     refused = cli("promote", "hello", "--to", "staging", "--repo", creds_repo.path)
     assert refused.code == 1 and "shop, which does not resolve in staging" in refused.err
     dry = cli("promote", "hello", "--to", "staging", "--dry-run", "--repo", creds_repo.path)
@@ -360,6 +389,8 @@ def test_promotion_checks_and_copies_credentials(
         "staging",
         "--copy-credential",
         "shop",
+        "--copy-credential",
+        "mail",
         *_key_args(keys, "development"),
         "--repo",
         creds_repo.path,
@@ -368,6 +399,12 @@ def test_promotion_checks_and_copies_credentials(
     assert "Loomgit-Credential: staging shop copied from development" in git(
         creds_repo.path, "log", "-1", "--format=%B"
     )
+    staged = (creds_repo.path / "environments/staging/credentials.sops.yaml").read_bytes()
+    copied = sops.decrypt(staged, keys["staging"].path, what="s", env="staging")
+    assert {n: copied[n]["token"].get_secret_value() for n in ("shop", "mail")} == {
+        "shop": f"{CANARY}-shop",
+        "mail": f"{CANARY}-mail",
+    }  # each copied credential is in the one commit, none overwrites another
     text = cli("promote", "hello", "--to", "production", "--dry-run", "--repo", creds_repo.path)
     assert "credential greeter: resolves in production" in text.out
     assert (
