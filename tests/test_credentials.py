@@ -49,6 +49,12 @@ def creds_repo(
     return repo
 
 
+def _set_in(cli: Callable[..., Result], repo: Repo, name: str, env: str, *extra: object) -> None:
+    """`credentials set NAME --env ENV` with `extra` (the fields file, keys), which succeeds."""
+    result = cli("credentials", "set", name, "--env", env, *extra, "--repo", repo.path)
+    assert result.code == 0, result.err
+
+
 def _key_args(keys: dict[str, AgeKey], *envs: str) -> list[str]:
     out: list[str] = []
     for env in envs:
@@ -181,20 +187,7 @@ def test_scoped_set_copy_and_remove(
 ) -> None:
     fields = tmp_path / "f.json"
     fields.write_text(json.dumps({"token": CANARY + "-staging"}))
-    assert (
-        cli(
-            "credentials",
-            "set",
-            "greeter",
-            "--env",
-            "staging",
-            "--from-json",
-            fields,
-            "--repo",
-            creds_repo.path,
-        ).code
-        == 0
-    )
+    _set_in(cli, creds_repo, "greeter", "staging", "--from-json", fields)
     scoped = creds_repo.path / "environments/staging/credentials.sops.yaml"
     assert (
         sops.decrypt(scoped.read_bytes(), keys["staging"].path, what="s", env="staging")["greeter"][
@@ -361,20 +354,14 @@ def test_promotion_checks_and_copies_credentials(
     fields = tmp_path / "f.json"
     for name in ("shop", "mail"):
         fields.write_text(json.dumps({"token": f"{CANARY}-{name}"}))
-        assert (
-            cli(
-                "credentials",
-                "set",
-                name,
-                "--env",
-                "development",
-                "--from-json",
-                fields,
-                *_key_args(keys, "development"),
-                "--repo",
-                creds_repo.path,
-            ).code
-            == 0
+        _set_in(
+            cli,
+            creds_repo,
+            name,
+            "development",
+            "--from-json",
+            fields,
+            *_key_args(keys, "development"),
         )
     git(creds_repo.path, "commit", "-qam", "use shop and mail")
     refused = cli("promote", "hello", "--to", "staging", "--repo", creds_repo.path)
