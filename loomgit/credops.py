@@ -254,27 +254,25 @@ def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -
 
 def copy_changes(
     ws: Workspace, names: list[str], from_env: str, to_env: str, keys: dict[str, Path]
-) -> tuple[Where, dict[str, bytes | None]]:
+) -> tuple[Where, dict[str, bytes | None], list[str]]:
     """The encrypted target file with every credential in `names` copied from `from_env`
-    (for one commit); no change when the target already holds each with the same values."""
+    (for one commit), and the names it changes: the target may already hold some, or all,
+    with the same values, and those are left as they are."""
     copies = {name: resolved_values(ws, name, ws.check_env(from_env), keys) for name in names}
     where = scoped_file(ws, ws.check_env(to_env))
     doc = open_file(ws, where, keys)
-    changed = False
-    for name, values in copies.items():
-        if not _same(doc.get(name), values):
-            doc[name] = values
-            changed = True
+    changed = [name for name, values in copies.items() if not _same(doc.get(name), values)]
     if not changed:
-        return where, {}
-    return where, {where.path: sops.encrypt(doc, recipients(ws, where), what=where.path)}
+        return where, {}, []
+    doc.update({name: copies[name] for name in changed})
+    return where, {where.path: sops.encrypt(doc, recipients(ws, where), what=where.path)}, changed
 
 
 def copy_credential(
     ws: Workspace, name: str, from_env: str, to_env: str, keys: dict[str, Path]
 ) -> Written | None:
     """Copies `name` into `to_env`'s scoped file; None when it already has the same values."""
-    where, changes = copy_changes(ws, [name], from_env, to_env, keys)
+    where, changes, _ = copy_changes(ws, [name], from_env, to_env, keys)
     if not changes:
         return None
     message = (

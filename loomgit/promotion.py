@@ -341,13 +341,16 @@ def plan(
     if stale:
         warnings.append(f"{stale}: the promotion copies {source_env} as this clone has it")
     extra: dict[str, bytes | None] = {}
+    copied: list[str] = []
     if copying:
         from loomgit.credops import copy_changes  # credops writes through this module
 
-        _, extra = copy_changes(ws, sorted(copying), source_env, to_env, keys or {})
-    return Plan(
-        source, target, items, notes, skipped, warnings, tgt_env_file, extra, tuple(sorted(copying))
-    )
+        _, extra, copied = copy_changes(ws, sorted(copying), source_env, to_env, keys or {})
+        warnings += [
+            f"{name} in {to_env} already has {source_env}'s values: not copied"
+            for name in sorted(copying.difference(copied))
+        ]
+    return Plan(source, target, items, notes, skipped, warnings, tgt_env_file, extra, tuple(copied))
 
 
 @dataclass(frozen=True)

@@ -392,6 +392,24 @@ def test_promotion_checks_and_copies_credentials(
         "shop": f"{CANARY}-shop",
         "mail": f"{CANARY}-mail",
     }  # each copied credential is in the one commit, none overwrites another
+    creds_repo.write(creds_repo.wf("development"), needs.replace("0 9 *", "0 10 *"))
+    git(creds_repo.path, "commit", "-qam", "greet at ten")
+    again = cli(
+        "promote",
+        "hello",
+        "--to",
+        "staging",
+        "--copy-credential",
+        "shop",
+        *_key_args(keys, "development", "staging"),
+        "--repo",
+        creds_repo.path,
+    )
+    assert again.code == 0, again.err
+    assert "shop in staging already has development's values: not copied" in again.err
+    assert "Loomgit-Credential" not in git(creds_repo.path, "log", "-1", "--format=%B")
+    after = (creds_repo.path / "environments/staging/credentials.sops.yaml").read_bytes()
+    assert after == staged  # not even re-encrypted
     text = cli("promote", "hello", "--to", "production", "--dry-run", "--repo", creds_repo.path)
     assert "credential greeter: resolves in production" in text.out
     assert (
