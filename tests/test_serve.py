@@ -976,6 +976,49 @@ def test_respond_sync_answers_with_the_respond_step(repo: Repo, start: Start) ->
     assert "Traceback" not in daemon.log and "Error handling request" not in daemon.log
 
 
+def _sync_hook(name: str, first_step_url: str, spec: str = "") -> str:
+    """HELLO as `name`, a `respond: sync` webhook at /name whose first step calls the URL;
+    `spec` adds lines to its spec (`respond_timeout` is the trigger's)."""
+    call = f"    - id: call\n      type: http\n      with: {{url: '{first_step_url}'}}\n"
+    trigger = f"      path: {name}\n      respond: sync\n"
+    if spec.startswith("respond_timeout"):
+        trigger, spec = trigger + f"      {spec}\n", ""
+    text = HELLO.replace("name: hello", f"name: {name}").replace("      path: hello\n", trigger)
+    return text.replace("  steps:\n", (f"  {spec}\n" if spec else "") + "  steps:\n" + call)
+
+
+def test_respond_sync_past_its_timeout_or_failing_answers_with_the_execution(
+    repo: Repo, start: Start
+) -> None:
+    """Past respond_timeout the caller gets 202 with the id and the execution goes on; one
+    that fails answers 500, one that times out 504, each with its id and error."""
+    for server in serve():
+        hooks = {
+            "slow": _sync_hook("slow", f"{server.url}/slow/3", "respond_timeout: 300ms"),
+            "failing": _sync_hook("failing", f"{server.url}/status/500"),
+            "late": _sync_hook("late", f"{server.url}/slow/3", "timeout: 300ms"),
+        }
+        entries = {"hello": promoted(HELLO, 1, "development", repo.source_commit)}
+        for name, text in hooks.items():
+            repo.write(repo.wf("staging", name), text)
+            entries[name] = promoted(text, 1, "development", repo.source_commit, True)
+        repo.write("environments/staging/environment.yaml", state_yaml("staging", entries))
+        commit_all(repo.path, "three sync webhooks in staging")
+        daemon = start(repo)
+        began = time.monotonic()
+        code, body = daemon.request("POST", "/hooks/staging/slow", {"name": "Ola"})
+        assert code == 202 and time.monotonic() - began < 2.5, daemon.log
+        ident = body["execution"]
+        code, ex = daemon.request("GET", f"/api/v1/executions/{ident}", headers=AUTH)
+        assert ex["status"] in ("queued", "running")  # answered while the slow step runs
+        code, body = daemon.request("POST", "/hooks/staging/failing", {"name": "Ola"})
+        assert code == 500 and body["status"] == "failed" and "500" in body["error"], body
+        assert daemon.finished(body["execution"])["status"] == "failed"
+        code, body = daemon.request("POST", "/hooks/staging/late", {"name": "Ola"})
+        assert code == 504 and body["status"] == "timed_out", body
+        assert daemon.finished(ident)["status"] == "succeeded"  # the 202 one went on
+
+
 def slow_hello(url: str) -> str:
     wait = f"    - id: wait\n      type: http\n      with: {{url: '{url}/slow/30'}}\n"
     return HELLO.replace("  steps:\n", "  steps:\n" + wait)
