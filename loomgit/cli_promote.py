@@ -137,6 +137,7 @@ def promote(
                             "subject": plan.subject,
                             "message": plan.message,
                             "workflows": [d.to_json() for d in diffs],
+                            "credentials_copied": list(plan.copied),
                         },
                         indent=2,
                     )
@@ -159,6 +160,7 @@ def promote(
             "created_from": written.from_remote,
             "subject": plan.subject,
             "workflows": [d.to_json() for d in diffs],
+            "credentials_copied": list(plan.copied),
         }
         if branch:
             out["pull_request"] = {"title": plan.subject, "body": body}

@@ -379,10 +379,13 @@ def test_promotion_checks_and_copies_credentials(
         "--copy-credential",
         "mail",
         *_key_args(keys, "development"),
+        "--format",
+        "json",
         "--repo",
         creds_repo.path,
     )
     assert result.code == 0, result.err
+    assert json.loads(result.out)["credentials_copied"] == ["mail", "shop"]
     assert "Loomgit-Credential: staging shop copied from development" in git(
         creds_repo.path, "log", "-1", "--format=%B"
     )
@@ -402,10 +405,13 @@ def test_promotion_checks_and_copies_credentials(
         "--copy-credential",
         "shop",
         *_key_args(keys, "development", "staging"),
+        "--format",
+        "json",
         "--repo",
         creds_repo.path,
     )
     assert again.code == 0, again.err
+    assert json.loads(again.out)["credentials_copied"] == []
     assert "shop in staging already has development's values: not copied" in again.err
     assert "Loomgit-Credential" not in git(creds_repo.path, "log", "-1", "--format=%B")
     after = (creds_repo.path / "environments/staging/credentials.sops.yaml").read_bytes()
