@@ -221,11 +221,16 @@ def _signature_secret(served: Served, name: str, trigger: WebhookTrigger) -> byt
     return str(fields.get(trigger.signature.field, "")).encode()
 
 
+# A `respond: sync` execution that did not succeed: timed out is the gateway's timeout,
+# and one the daemon stopped before it finished is the server being unavailable.
+_SYNC_FAILED = {"timed_out": 504, "interrupted": 503}
+
+
 def _sync_answer(ex: Execution) -> Response:
     """A `respond: sync` webhook's answer: the respond step's response, else the output."""
     if ex.status != "succeeded":
         failed = {"execution": ex.id, "status": ex.status, "error": ex.error}
-        return json_response(failed, 504 if ex.status == "timed_out" else 500)
+        return json_response(failed, _SYNC_FAILED.get(ex.status, 500))
     responded = any(s.type == "respond" and s.status == "succeeded" for s in ex.steps)
     if responded and isinstance(ex.output, dict):
         status = int(ex.output.get("status", 200))

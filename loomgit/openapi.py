@@ -58,10 +58,15 @@ def spec() -> dict[str, Any]:
                         "408": _answer("The head (30 s) or the body (60 s) came too slowly"),
                         "413": _answer("The body is over the limit"),
                         "431": _answer("The request line and headers are over 64 KiB"),
+                        "500": _answer(
+                            "respond: sync: the execution failed (its id, status and error)"
+                        ),
                         "503": _answer(
                             "The environment is not reconciled yet, or the backlog of"
-                            " executions is full (Retry-After)"
+                            " executions is full (Retry-After); respond: sync: the daemon"
+                            " stopped before the execution finished"
                         ),
+                        "504": _answer("respond: sync: the execution timed out"),
                     },
                 }
             },

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1312,6 +1313,22 @@ def test_sigterm_records_what_outlives_the_grace_period_as_interrupted(
         with History(state / "history.db") as history:
             ex = history.get(body["execution"])
         assert ex.status == "interrupted" and ex.stopped_at == "wait"
+
+
+def test_a_sync_webhook_held_at_sigterm_is_answered_503(repo: Repo, start: Start) -> None:
+    for server in serve():
+        held = slow_hello(server.url).replace(
+            "      path: hello\n", "      path: hello\n      respond: sync\n"
+        )
+        put_everywhere(repo, held, {"staging": True})
+        daemon = start(repo, "--grace", "0.5s")
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(daemon.request, "POST", "/hooks/staging/hello", {"name": "Lou"})
+            time.sleep(0.5)  # the execution runs its slow step, the caller waits on it
+            log = daemon.stop()
+            code, body = waiting.result()
+        assert daemon.proc.returncode == 0, log
+        assert code == 503 and body["status"] == "interrupted", body
 
 
 def test_git_push_webhook_starts_a_cycle_and_history_rewrites_are_reported(
