@@ -369,21 +369,13 @@ def test_promotion_checks_and_copies_credentials(
     dry = cli("promote", "hello", "--to", "staging", "--dry-run", "--repo", creds_repo.path)
     assert dry.code == 1 and "credential shop: DOES NOT RESOLVE in staging" in dry.out
     assert "credential greeter: resolves in staging" in dry.out
-    result = cli(
-        "promote",
-        "hello",
-        "--to",
-        "staging",
-        "--copy-credential",
-        "shop",
-        "--copy-credential",
-        "mail",
-        *_key_args(keys, "development"),
-        "--format",
-        "json",
-        "--repo",
-        creds_repo.path,
-    )
+
+    def promote_copying(*names: str, keys_of: tuple[str, ...]) -> Result:
+        copies = [arg for name in names for arg in ("--copy-credential", name)]
+        args = [*copies, *_key_args(keys, *keys_of), "--format", "json"]
+        return cli("promote", "hello", "--to", "staging", *args, "--repo", creds_repo.path)
+
+    result = promote_copying("shop", "mail", keys_of=("development",))
     assert result.code == 0, result.err
     assert json.loads(result.out)["credentials_copied"] == ["mail", "shop"]
     assert "Loomgit-Credential: staging shop copied from development" in git(
@@ -397,19 +389,7 @@ def test_promotion_checks_and_copies_credentials(
     }  # each copied credential is in the one commit, none overwrites another
     creds_repo.write(creds_repo.wf("development"), needs.replace("0 9 *", "0 10 *"))
     git(creds_repo.path, "commit", "-qam", "greet at ten")
-    again = cli(
-        "promote",
-        "hello",
-        "--to",
-        "staging",
-        "--copy-credential",
-        "shop",
-        *_key_args(keys, "development", "staging"),
-        "--format",
-        "json",
-        "--repo",
-        creds_repo.path,
-    )
+    again = promote_copying("shop", keys_of=("development", "staging"))
     assert again.code == 0, again.err
     assert json.loads(again.out)["credentials_copied"] == []
     assert "shop in staging already has development's values: not copied" in again.err
