@@ -977,14 +977,12 @@ def test_respond_sync_answers_with_the_respond_step(repo: Repo, start: Start) ->
     assert "Traceback" not in daemon.log and "Error handling request" not in daemon.log
 
 
-def _sync_hook(name: str, first_step_url: str, spec: str = "") -> str:
+def _sync_hook(name: str, first_step_url: str, *, trigger: str = "", spec: str = "") -> str:
     """HELLO as `name`, a `respond: sync` webhook at /name whose first step calls the URL;
-    `spec` adds lines to its spec (`respond_timeout` is the trigger's)."""
+    `trigger` and `spec` each add one line to the trigger or the spec."""
     call = f"    - id: call\n      type: http\n      with: {{url: '{first_step_url}'}}\n"
-    trigger = f"      path: {name}\n      respond: sync\n"
-    if spec.startswith("respond_timeout"):
-        trigger, spec = trigger + f"      {spec}\n", ""
-    text = HELLO.replace("name: hello", f"name: {name}").replace("      path: hello\n", trigger)
+    sync = f"      path: {name}\n      respond: sync\n" + (f"      {trigger}\n" if trigger else "")
+    text = HELLO.replace("name: hello", f"name: {name}").replace("      path: hello\n", sync)
     return text.replace("  steps:\n", (f"  {spec}\n" if spec else "") + "  steps:\n" + call)
 
 
@@ -995,9 +993,9 @@ def test_respond_sync_past_its_timeout_or_failing_answers_with_the_execution(
     that fails answers 500, one that times out 504, each with its id and error."""
     for server in serve():
         hooks = {
-            "slow": _sync_hook("slow", f"{server.url}/slow/3", "respond_timeout: 300ms"),
+            "slow": _sync_hook("slow", f"{server.url}/slow/3", trigger="respond_timeout: 300ms"),
             "failing": _sync_hook("failing", f"{server.url}/status/500"),
-            "late": _sync_hook("late", f"{server.url}/slow/3", "timeout: 300ms"),
+            "late": _sync_hook("late", f"{server.url}/slow/3", spec="timeout: 300ms"),
         }
         entries = {"hello": promoted(HELLO, 1, "development", repo.source_commit)}
         for name, text in hooks.items():
