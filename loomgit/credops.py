@@ -45,7 +45,7 @@ def key_files(ws: Workspace, given: AgeKeys) -> dict[str, Path]:
                 found[env] = key
     for item in given.files:
         env, sep, path = item.partition("=")
-        if not sep or not path:
+        if not sep or not env or not path:
             raise UsageError(f"--age-key-file takes ENV=PATH, not '{item}'")
         found[ws.check_env(env)] = Path(path).expanduser()
     return {env: sops.check_key_file(path, env) for env, path in found.items()}

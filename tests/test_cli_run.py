@@ -91,7 +91,8 @@ def test_keys_come_from_a_key_folder_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`--age-key-dir` (or $LOOMGIT_AGE_KEY_DIR) holds ENV.agekey per environment, as the
-    demo keys do; `--age-key-file` wins over it, and a folder that is not there is said."""
+    demo keys do; `--age-key-file` wins over it; a folder that is not there and an
+    `--age-key-file` that is not ENV=PATH are said."""
     folder = tmp_path / "keys"
     folder.mkdir()
     (folder / "development.agekey").write_bytes(age_key.path.read_bytes())
@@ -116,6 +117,10 @@ def test_keys_come_from_a_key_folder_too(
     )
     result = cli(*run)
     assert result.code == 1 and "--age-key-dir DIR with development.agekey in it" in result.err
+    for given in ("x", "development=", f"={other}"):
+        result = cli(*run, "--age-key-file", given)
+        wrong = f"error: --age-key-file takes ENV=PATH, not '{given}'\n"
+        assert (result.code, result.err) == (2, wrong)
 
 
 def test_a_workflow_without_credentials_needs_no_key(repo: Repo, cli: Cli, state: Path) -> None:
