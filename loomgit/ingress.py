@@ -39,7 +39,12 @@ UNRECORDED = "the execution history cannot be written now; nothing was recorded,
 SIGNATURE_PREFIX = "sha256="
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What a refusal with this status also says, as HTTP asks.
-_REFUSAL_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_SECONDS}}
+_REFUSAL_HEADERS = {
+    401: {"WWW-Authenticate": "Bearer"},
+    415: {"Accept-Encoding": "identity"},
+    503: {"Retry-After": RETRY_AFTER_SECONDS},
+}
+_REFUSAL_REASONS = {413: "too_large", 415: "encoding"}  # loomgit_webhook_refused's reason
 _JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 # An idempotency key (`Idempotency-Key`, or the git host's `X-GitHub-Delivery`) is kept
@@ -77,6 +82,14 @@ def _too_large(limit: int) -> Refused:
     return Refused(413, f"the body is larger than {limit:,} bytes")
 
 
+def uncompressed(coding: str | None) -> None:
+    """415 for a body sent compressed (`Content-Encoding: gzip`…), which would otherwise
+    reach the workflow as garbled text, or be refused as JSON that is not (RFC 7694)."""
+    if coding and coding.strip().lower() != "identity":
+        named = coding if len(coding) <= 40 else coding[:40] + "…"
+        raise Refused(415, f"Content-Encoding {named} is not accepted; send the body uncompressed")
+
+
 def _declared_within(declared: str | None, limit: int) -> None:
     """413 at once, before any of the body is read, when its declared length is too long."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -96,7 +109,8 @@ async def _body_within(chunks: AsyncIterator[bytes], limit: int, declared: str |
 
 
 async def raw_body(request: Request, limit: int) -> bytes:
-    """The raw body; 413 past `limit` without reading on."""
+    """The raw body; 413 past `limit` without reading on, 415 when it is compressed."""
+    uncompressed(request.headers.get("content-encoding"))
     return await _body_within(request.stream(), limit, request.headers.get("content-length"))
 
 
@@ -375,6 +389,7 @@ class Ingress:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         limit, declared = daemon.settings.max_body, headers.get("content-length")
         try:
+            uncompressed(headers.get("content-encoding"))
             raw = await _body(receive, limit, declared)
             if trigger.signature is not None:
                 given = headers.get(trigger.signature.header.lower())
@@ -384,7 +399,7 @@ class Ingress:
                     return error(401, f"missing or wrong {trigger.signature.header} signature")
             body = parse(headers.get("content-type", ""), raw)
         except Refused as exc:
-            self._refused(env, "too_large" if exc.status == 413 else "body")
+            self._refused(env, _REFUSAL_REASONS.get(exc.status, "body"))
             raise
         query = scope["query_string"]
         event = TriggerEvent(

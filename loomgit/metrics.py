@@ -93,7 +93,7 @@ class Metrics:
             "loomgit_webhook_refused",
             "Requests to a served webhook path refused, by environment and reason: signature"
             " (401), method (405), body (400: not JSON as its Content-Type says, or cut"
-            " short), too_large (413)",
+            " short), too_large (413), encoding (415: a compressed body)",
             ["environment", "reason"],
             registry=r,
         )

@@ -57,6 +57,7 @@ def spec() -> dict[str, Any]:
                         ),
                         "408": _answer("The head (30 s) or the body (60 s) came too slowly"),
                         "413": _answer("The body is over the limit"),
+                        "415": _answer("The body is compressed (Content-Encoding)"),
                         "431": _answer("The request line and headers are over 64 KiB"),
                         "500": _answer(
                             "respond: sync: the execution failed (its id, status and error)"
@@ -98,6 +99,7 @@ def spec() -> dict[str, Any]:
                         "400": _answer("The body is not that object, or not JSON"),
                         "401": _answer("No valid bearer token"),
                         "404": _answer("No such active api trigger"),
+                        "415": _answer("The body is compressed (Content-Encoding)"),
                         "503": _answer("The backlog of executions is full (Retry-After)"),
                     },
                 }
@@ -118,6 +120,7 @@ def spec() -> dict[str, Any]:
                         "202": _answer("A cycle was started", {"type": "object"}),
                         "401": _answer("Missing or wrong signature"),
                         "404": _answer("No --git-webhook-secret-file was given"),
+                        "415": _answer("The body is compressed (Content-Encoding)"),
                     },
                 }
             },

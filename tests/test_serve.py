@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import hmac
 import http.client
@@ -760,6 +761,34 @@ def test_json_bodies_other_readers_could_not_read_are_refused(
     refused = 'loomgit_webhook_refused_total{environment="staging",reason="body"}'
     assert _metric(daemon, refused) == "4.0"
     assert "Traceback" not in daemon.log and "internal error" not in daemon.log
+
+
+def test_a_compressed_body_is_refused_415(repo: Repo, cli: Cli, start: Any) -> None:
+    """Read as it came, a gzip body reached the workflow as garbled text (or was refused
+    as JSON that is not): 415 naming the encoding, with Accept-Encoding, nothing recorded;
+    on the API trigger too. `identity` is no compression."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    daemon = start(repo)
+    packed = gzip.compress(b'{"name": "Zed"}')
+    api = "/api/v1/workflows/hello/executions"
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    for path, given in (("/hooks/staging/hello", {}), (api, bearer)):
+        for coding in ("gzip", "br"):
+            headers = {**given, "Content-Encoding": coding}
+            code, body, answered = daemon.answer("POST", path, headers=headers, raw=packed)
+            expected = f"Content-Encoding {coding} is not accepted; send the body uncompressed"
+            assert (code, body, answered["Accept-Encoding"]) == (
+                415,
+                {"error": expected},
+                "identity",
+            )
+    assert daemon.executions() == []
+    refused = 'loomgit_webhook_refused_total{environment="staging",reason="encoding"}'
+    assert _metric(daemon, refused) == "2.0"
+    plain = {"Content-Encoding": "identity"}
+    code, body, _ = daemon.answer("POST", "/hooks/staging/hello", {"name": "Zed"}, plain)
+    assert code == 202
+    assert [ex["id"] for ex in daemon.executions()] == [body["execution"]]
 
 
 def test_body_limit_and_sigterm(repo: Repo, cli: Cli, start: Any) -> None:
