@@ -58,7 +58,7 @@ def summary(report: Report) -> str:
     parts = [f"{errors} error{'s' * (errors != 1)}"]
     if warnings:
         parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
-    return f"{', '.join(parts)} in {scope}"
+    return f"{', '.join(parts)}; checked {scope}"
 
 
 def render(report: Report, fmt: str) -> str:

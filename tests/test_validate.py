@@ -53,6 +53,10 @@ def test_numbers_json_cannot_hold_are_refused_at_their_line(
     assert result.code == 1
     assert "environments/staging/variables.yaml:5:10: error[LG109]" in result.out
     assert "environments/development/workflows/hello.yaml:9:10: error[LG109]" in result.out
+    # the count is of the files checked, not of the files with an error
+    assert result.out.splitlines()[-1] == (
+        "2 errors; checked 3 workflow files in 3 environments (work tree)"
+    )
 
 
 def test_workflows_folder_that_is_a_file(repo: Repo, cli: Callable[..., Result]) -> None:
