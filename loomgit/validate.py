@@ -193,7 +193,8 @@ def _check_state(
                     ("workflows", wf_name),
                     "LG400",
                     f"workflow '{wf_name}' is listed but {env.name} has no "
-                    f"workflows/{wf_name}.yaml",
+                    f"workflows/{wf_name}.yaml"
+                    + ("; to delete it, remove it from this list too" if index == 0 else ""),
                 )
             )
     if index == 0:

@@ -261,7 +261,7 @@ CASES = [
         "listed-but-missing",
         {DEV_ENV: state_yaml("development", {"ghost": {"active": "true"}})},
         [("LG400", DEV_ENV, 5)],
-        "ghost",
+        "no workflows/ghost.yaml; to delete it, remove it from this list too",
     ),
     Case(
         "hand-edit-in-staging",
