@@ -20,7 +20,24 @@ MARKERS = ("{{", "{%", "{#")
 
 
 class RenderError(ValueError):
-    """A template failed while rendering; the message is one plain sentence."""
+    """A template failed while rendering; the message is one plain sentence, after where
+    the template stands among the step's parameters when that is known (`with.url: …`)."""
+
+    def __init__(self, reason: str, where: tuple[str | int, ...] = ()) -> None:
+        super().__init__(f"{_path(where)}: {reason}" if where else reason)
+        self.reason, self.where = reason, where
+
+    def within(self, key: str | int) -> RenderError:
+        """The same error, seen from the mapping or list that holds `key`."""
+        return RenderError(self.reason, (key, *self.where))
+
+
+def _path(keys: tuple[str | int, ...]) -> str:
+    """`with.headers.Authorization`, `with.members[2].email`."""
+    out = ""
+    for key in keys:
+        out += f"[{key}]" if isinstance(key, int) else f".{key}" if out else key
+    return out
 
 
 class _CodeGenerator(CodeGenerator):
@@ -150,9 +167,21 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, str):
         return render_string(value, context)
     if isinstance(value, dict):
-        return {k: render(v, context) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = render(v, context)
+            except RenderError as exc:
+                raise exc.within(str(k)) from None
+        return out
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(render(v, context))
+            except RenderError as exc:
+                raise exc.within(i) from None
+        return items
     return value
 
 

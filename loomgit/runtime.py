@@ -305,7 +305,7 @@ class Engine:
             )
 
         try:
-            if step.when is not None and not evaluate(step.when, ctx):
+            if step.when is not None and not _when(step.when, ctx):
                 return record("skipped"), None
             kind = step_kinds.kind(step.type)
             cur.input = kind.render(step.with_, ctx)
@@ -335,3 +335,11 @@ class Engine:
             log("warning", f"attempt {cur.attempts} of {attempts} failed: {message}")
             await asyncio.sleep(wait)
             wait *= retry.factor if retry else 1.0
+
+
+def _when(expression: str, context: dict[str, Any]) -> Any:
+    """A step's `when:`, whose failure names it (`when: …`)."""
+    try:
+        return evaluate(expression, context)
+    except RenderError as exc:
+        raise exc.within("when") from None

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from loomgit.httpclient import Client, HttpError, Request, describe, query_params
 from loomgit.models import steps as models
-from loomgit.render import render
+from loomgit.render import RenderError, render
 from loomgit.wording import must
 
 DEFAULT_HTTP_TIMEOUT = 30.0
@@ -65,8 +65,15 @@ class Kind:
     is_async: bool = False
 
     def render(self, raw: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-        """The parameters with their templates rendered (raises RenderError)."""
-        return {k: v if k in self.untemplated else render(v, context) for k, v in raw.items()}
+        """The parameters with their templates rendered (raises RenderError, naming the
+        parameter: `with.url: …`)."""
+        rendered = {}
+        for k, v in raw.items():
+            try:
+                rendered[k] = v if k in self.untemplated else render(v, context)
+            except RenderError as exc:
+                raise exc.within(k).within("with") from None
+        return rendered
 
     def parse(self, rendered: dict[str, Any]) -> Any:
         try:

@@ -167,7 +167,8 @@ def test_a_failed_run_exits_1(repo: Repo, cli: Cli, age_key: AgeKey, state: Path
     result = cli("run", "hello", "--age-key-file", dev_key(age_key), "--repo", repo.path)
     assert result.code == 1
     assert "✗ greet" in result.out
-    assert "error: step greet failed: 'dict object' has no attribute 'name'" in result.err
+    failed = "error: step greet failed: with.text: 'dict object' has no attribute 'name'"
+    assert failed in result.err
     [listed] = json.loads(cli("executions", "--format", "json").out)
     assert listed["status"] == "failed"
     shown = cli("executions", "show", listed["id"][:10])

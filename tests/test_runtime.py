@@ -241,6 +241,7 @@ def test_when_skips_and_runs(history: History) -> None:
 
 
 def test_template_error_at_run_time_is_a_failed_step(history: History) -> None:
+    """The error names where the template stands among the step's parameters."""
     dep = deployment(
         """
         - id: greet
@@ -250,7 +251,22 @@ def test_template_error_at_run_time_is_a_failed_step(history: History) -> None:
     )
     ex = run(dep, history, {"order": 1})
     assert ex.status == "failed" and ex.stopped_at == "greet"
-    assert "'dict object' has no attribute 'customer'" in ex.error
+    assert ex.error == (
+        "step greet failed: with.text: 'dict object' has no attribute 'customer' (not in the"
+        " context)"
+    )
+    nested = deployment(
+        """
+        - id: post
+          type: set
+          with:
+            json: {members: [{email: "{{ trigger.body.email }}"}, {email: "{{ nope }}"}]}
+        """
+    )
+    ex = run(nested, history, {"email": "a@example.com"})
+    assert ex.error == (
+        "step post failed: with.json.members[1].email: 'nope' is undefined (not in the context)"
+    )
 
 
 def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> None:
@@ -275,7 +291,7 @@ def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> 
     assert ex.steps[0].output == {"items": [], "known": False, "pairs": "number=7", "got": 7}
     assert ex.status == "failed" and ex.stopped_at == "lines"
     assert ex.error == (
-        "step lines failed: 'dict object' has no attribute 'items' (not in the context)"
+        "step lines failed: with.lines: 'dict object' has no attribute 'items' (not in the context)"
     )
     assert "built-in method" not in json.dumps(history.get(ex.id).to_json())
     # A method named without calling it is no value to record or send on either.
@@ -287,7 +303,9 @@ def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> 
         """
     )
     ex = run(named, history, {"name": "ada"})
-    assert ex.error == "step shout failed: 'upper' is a function, not a value: call it, as upper()"
+    assert ex.error == (
+        "step shout failed: with.text: 'upper' is a function, not a value: call it, as upper()"
+    )
     # With the keys there, they are what is read (so `order.items()` would call the list).
     sent = {"order": {"number": 8, "items": [1], "values": 0}}
     read = deployment(
@@ -320,7 +338,7 @@ def test_when_error_is_a_failed_step(history: History) -> None:
     ex = run(dep, history, {})
     assert ex.status == "succeeded"
     assert ex.steps[0].status == "failed"
-    assert "has no attribute 'flags'" in ex.output["b"]
+    assert ex.output["b"] == ("when: 'dict object' has no attribute 'flags' (not in the context)")
 
 
 def test_rendered_parameters_are_validated(history: History) -> None:
