@@ -115,7 +115,8 @@ def _check_workflow(
             (
                 "LG600",
                 f"{name} was removed from {env}; environments after the first "
-                "change only through loomgit",
+                f"change only through loomgit: `loomgit deactivate {name} --env {env}` "
+                "stops it instead",
                 None,
             )
         ]

@@ -68,12 +68,16 @@ class Pipeline:
 
     # -- changing things -----------------------------------------------------------------
 
-    def commit_on(self, env: str, files: dict[str, bytes], message: str) -> str:
-        """Commits files into an environment's folder or branch (as a person would)."""
+    def commit_on(self, env: str, files: dict[str, bytes | None], message: str) -> str:
+        """Commits files into an environment's folder or branch (as a person would); None
+        deletes the file."""
         if self.layout == "directories" or env == ENVS[0]:
             for rel, data in files.items():
                 at_root = self.layout == "directories" and rel.startswith(".sops")
                 target = self.path / (rel if at_root else self.rel(env, rel))
+                if data is None:
+                    target.unlink()
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             return commit_all(self.path, message)

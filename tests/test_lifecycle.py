@@ -248,6 +248,20 @@ def test_check_promotion_accepts_loomgit_commits(pipe: Pipeline) -> None:
     assert result.code == 0, result.out
 
 
+def test_check_promotion_refuses_a_removal_and_says_what_to_do(pipe: Pipeline) -> None:
+    """What was promoted to a later environment stays there: removing it in a pull request
+    is refused, and the error names the command that stops it instead."""
+    base = _promoted_to_production(pipe)
+    pipe.commit_on("production", {"workflows/hello.yaml": None}, "retire hello")
+    result = _check(pipe, base)
+    assert result.code == 1
+    assert (
+        f"error[LG600]: commit {pipe.tip('production')[:12]}: hello was removed from"
+        " production; environments after the first change only through loomgit:"
+        " `loomgit deactivate hello --env production` stops it instead"
+    ) in result.out
+
+
 def test_check_promotion_catches_a_hand_edit(pipe: Pipeline) -> None:
     base = _promoted_to_production(pipe)
     pipe.commit_on("production", {"workflows/hello.yaml": V2.encode()}, "quick fix in prod")
