@@ -133,21 +133,22 @@ def show(workflow: str, env: str | None, version: int | None, repo: Path) -> Non
 @click.option(
     "--from",
     "from_env",
-    required=True,
     metavar="ENV",
-    help="The workflow as this environment has it…",
+    help="The workflow as this environment has it… [default: the one before --to]",
 )
 @click.option(
     "--to", "to_env", required=True, metavar="ENV", help="…compared with what runs in this one."
 )
 @format_option
 @repo_option
-def diff(workflow: str, from_env: str, to_env: str, fmt: str, repo: Path) -> None:
-    """What would change in --to if WORKFLOW as it is in --from replaced it.
+def diff(workflow: str, from_env: str | None, to_env: str, fmt: str, repo: Path) -> None:
+    """What would change in --to if WORKFLOW as it is in --from replaced it: what
+    `loomgit promote WORKFLOW --to ENV` would bring, when --from is left out.
 
     \b
-    Example:
-      loomgit diff order-sync --from staging --to production
+    Examples:
+      loomgit diff order-sync --to production
+      loomgit diff order-sync --from development --to production
     """
     from loomgit import diff as semantic
     from loomgit import views

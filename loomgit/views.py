@@ -276,8 +276,16 @@ def restore(ws: Workspace, name: str, revision: str, branch: str | None = None) 
     return Restored(written, backup, problem, rev, subject)
 
 
-def compare_envs(ws: Workspace, name: str, from_env: str, to_env: str) -> WorkflowDiff:
-    """What would change in `to_env` if `name` as `from_env` has it replaced it."""
+def compare_envs(ws: Workspace, name: str, from_env: str | None, to_env: str) -> WorkflowDiff:
+    """What would change in `to_env` if `name` as `from_env` has it replaced it; without
+    `from_env`, from the environment just before `to_env` (where a promotion comes from)."""
+    if from_env is None:
+        from_env = ws.previous(to_env)
+        if from_env is None:
+            raise UsageError(
+                f"{to_env} is the first environment: it is edited, never promoted into",
+                hint=f"loomgit diff {name} --to {ws.next(to_env)}" if ws.next(to_env) else None,
+            )
     src, dst = ws.location(from_env), ws.location(to_env)
     order = ws.config.names
     if order.index(to_env) <= order.index(from_env):  # no promotion goes there

@@ -305,6 +305,9 @@ def test_diff_between_environments(pipe: Pipeline) -> None:
     out = pipe.run("diff", "hello", "--from", "staging", "--to", "production").out
     assert "not deployed -> v2" in out
     assert "lands inactive in production" in out
+    # Without --from, from the environment a promotion to --to comes from.
+    assert pipe.run("diff", "hello", "--to", "production").out == out
+    assert "staging -> production" in out
     out = pipe.run("diff", "hello", "--from", "development", "--to", "staging").out
     assert "v2 -> v2" in out and "no change to steps or triggers" in out
     assert pipe.run("promote", "hello", "--to", "production").code == 0

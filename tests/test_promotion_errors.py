@@ -37,6 +37,7 @@ BAD = [
         "--to staging does not come after --from production",
     ),
     (["diff", "hello", "--from", "staging", "--to", "staging"], 2, "does not come after"),
+    (["diff", "hello", "--to", "development"], 2, "development is the first environment"),
     (["revisions", "ghost"], 1, "no revisions"),
     (["restore", "hello", "no-such-rev"], 2, "unknown revision 'no-such-rev'"),
     (["history", "--env", "qa"], 2, "unknown environment"),
