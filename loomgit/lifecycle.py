@@ -45,12 +45,7 @@ def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "
     files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file])
     definition = files[loc.workflow(name)]
     if definition is None:
-        hint = (
-            f"add {loc.workflow(name)} first"
-            if env == ws.config.first
-            else f"promote it first: loomgit promote {name} --to {env}"
-        )
-        raise Refused(f"{name} is not in {env}", hint=ws.did_you_mean(env, name) or hint)
+        raise Refused(f"{name} is not in {env}", hint=ws.missing_hint(env, name))
     record = envstate.record(files[loc.env_file], name)
     if record is None and env != ws.config.first:
         raise Refused(
@@ -100,7 +95,7 @@ def versions_run(ws: Workspace, name: str, env: str) -> list[Ran]:
     return list(seen.values())
 
 
-def _unless_shallow(ws: Workspace, missing: str) -> None:
+def unless_shallow(ws: Workspace, missing: str) -> None:
     """In a shallow clone, what is not found may lie before its cut-off: said so, rather
     than that the environment never ran it."""
     if ws.git.is_shallow():
@@ -139,7 +134,7 @@ def plan_rollback(
     history = [r for r in versions_run(ws, name, env) if r.version != current.version]
     if to_version is None:
         if not history:
-            _unless_shallow(ws, f"no version of {name} before v{current.version}")
+            unless_shallow(ws, f"no version of {name} before v{current.version}")
             raise Refused(f"{env} has only ever run v{current.version} of {name}")
         chosen = history[0]
     else:
@@ -147,7 +142,7 @@ def plan_rollback(
             raise Refused(f"{env} already runs v{to_version} of {name}")
         found = [r for r in history if r.version == to_version]
         if not found:
-            _unless_shallow(ws, f"v{to_version} of {name} is not")
+            unless_shallow(ws, f"v{to_version} of {name} is not")
             ran = ", ".join(f"v{r.version}" for r in sorted(history, key=lambda r: r.version))
             raise Refused(
                 f"{env} never ran v{to_version} of {name}",

@@ -235,14 +235,9 @@ def plan(
     for name in wanted:
         content = src_files[source.workflow(name)]
         if content is None:
-            hint = (
-                f"add {source.workflow(name)} and commit it"
-                if first
-                else f"promote it to {source_env} first: loomgit promote {name} --to {source_env}"
-            )
             raise Refused(
                 f"{name} is not in {source_env} at {source.commit[:12]}",
-                hint=ws.did_you_mean(source_env, name) or hint,
+                hint=ws.missing_hint(source_env, name),
             )
         before = envstate.record(tgt_env_file, name)
         same = before is not None and before.digest == digest(content)

@@ -11,7 +11,7 @@ from loomgit import envstate
 from loomgit.diff import WorkflowDiff, compare
 from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, RepositoryError, UsageError
-from loomgit.lifecycle import versions_run
+from loomgit.lifecycle import unless_shallow, versions_run
 from loomgit.problems import headline
 from loomgit.promotion import (
     Written,
@@ -100,19 +100,26 @@ def show(ws: Workspace, name: str, env: str | None, version: int | None) -> byte
     if version is None:
         data = ws.git.blob_at(loc.commit, loc.workflow(name))
         if data is None:
-            raise LoomgitError(f"{name} is not in {env}", hint=ws.did_you_mean(env, name))
+            raise LoomgitError(f"{name} is not in {env}", hint=ws.missing_hint(env, name))
         return data
     if env == ws.config.first:
         raise LoomgitError(
             f"{env} has revisions, not versions",
             hint=f"see `loomgit revisions {name}`, or pass --env",
         )
-    for ran in versions_run(ws, name, env):
-        if ran.version == version:
-            data = ws.git.blob_at(ran.commit, loc.workflow(name))
+    ran = versions_run(ws, name, env)
+    for each in ran:
+        if each.version == version:
+            data = ws.git.blob_at(each.commit, loc.workflow(name))
             if data is not None:
                 return data
-    raise LoomgitError(f"{env} never ran v{version} of {name}")
+    if not ran and ws.git.blob_at(loc.commit, loc.workflow(name)) is None:
+        raise LoomgitError(f"{name} is not in {env}", hint=ws.missing_hint(env, name))
+    unless_shallow(ws, f"v{version} of {name} is not")
+    versions = ", ".join(f"v{r.version}" for r in sorted(ran, key=lambda r: r.version))
+    raise LoomgitError(
+        f"{env} never ran v{version} of {name}", hint=f"versions it ran: {versions or 'none'}"
+    )
 
 
 @dataclass(frozen=True)
@@ -298,7 +305,7 @@ def compare_envs(ws: Workspace, name: str, from_env: str | None, to_env: str) ->
         )
     new = ws.git.blob_at(src.commit, src.workflow(name))
     if new is None:
-        raise LoomgitError(f"{name} is not in {from_env}", hint=ws.did_you_mean(from_env, name))
+        raise LoomgitError(f"{name} is not in {from_env}", hint=ws.missing_hint(from_env, name))
     old = ws.git.blob_at(dst.commit, dst.workflow(name))
     rec_src = envstate.record(ws.git.blob_at(src.commit, src.env_file), name)
     rec_dst = envstate.record(ws.git.blob_at(dst.commit, dst.env_file), name)

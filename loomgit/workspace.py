@@ -94,6 +94,16 @@ class Workspace:
         close = closest(name, self.workflow_names(env))
         return f"did you mean {close}?" if close else None
 
+    def missing_hint(self, env: str, name: str) -> str:
+        """For a workflow `name` that `env` does not have at its commit: the likely typo,
+        else how it gets there (committed in the first environment, promoted into the
+        others)."""
+        if (close := self.did_you_mean(env, name)) is not None:
+            return close
+        if env == self.config.first:
+            return f"add {self.location(env).workflow(name)} and commit it"
+        return f"promote it to {env} first: loomgit promote {name} --to {env}"
+
     def location(self, env: str) -> Location:
         """Where `env` is, as of when it was first asked for in this command."""
         found = self._locations.get(env)

@@ -121,7 +121,8 @@ def test_activate_flag_and_deactivate(pipe: Pipeline) -> None:
     rec = pipe.record("staging", "hello")
     assert rec and rec.active is False and rec.version == 1
     assert pipe.file("staging", "hello") == before
-    refused(pipe, "activate", "hello", "--env", "production", says="promote it first")
+    says = "hint: promote it to production first: loomgit promote hello --to production"
+    refused(pipe, "activate", "hello", "--env", "production", says=says)
 
 
 def test_concurrent_promotion_loses_the_compare_and_swap(pipe: Pipeline) -> None:
@@ -295,7 +296,19 @@ def test_status_and_show(pipe: Pipeline) -> None:
     assert pipe.run("show", "hello").out == V2
     assert pipe.run("promote", "hello", "--to", "staging").code == 0
     assert pipe.run("show", "hello", "--env", "staging", "--version", "1").out == HELLO
-    assert pipe.run("show", "hello", "--env", "staging", "--version", "7").code == 1
+    never = pipe.run("show", "hello", "--env", "staging", "--version", "7")
+    assert (never.code, never.err) == (
+        1,
+        "error: staging never ran v7 of hello\nhint: versions it ran: v1, v2\n",
+    )
+    # Not yet in production: how it gets there, with --version or without.
+    for extra in ([], ["--version", "1"]):
+        missing = pipe.run("show", "hello", "--env", "production", *extra)
+        assert (missing.code, missing.err) == (
+            1,
+            "error: hello is not in production\n"
+            "hint: promote it to production first: loomgit promote hello --to production\n",
+        )
 
 
 def test_diff_between_environments(pipe: Pipeline) -> None:

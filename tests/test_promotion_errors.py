@@ -22,7 +22,12 @@ BAD = [
         "not a valid branch name",
     ),
     (["promote", "hello", "--to", "staging", "--branch", "-x"], 2, "not a valid branch name"),
-    (["activate", "ghost", "--env", "development"], 1, "ghost is not in development"),
+    (
+        ["activate", "ghost", "--env", "development"],
+        1,
+        "ghost is not in development\nhint: add environments/development/workflows/ghost.yaml"
+        " and commit it\n",
+    ),
     # A bad branch name is refused even when the command would have nothing to do.
     (["deactivate", "hello", "--env", "development", "--branch", "a b"], 2, "not a valid"),
     (["rollback", "hello", "--env", "staging", "--branch", "x.lock"], 2, "not a valid branch"),
@@ -31,6 +36,11 @@ BAD = [
     (["show", "ghost"], 1, "ghost is not in development"),
     (["show", "hello", "--version", "1"], 1, "revisions, not versions"),
     (["diff", "ghost", "--from", "development", "--to", "staging"], 1, "ghost is not in"),
+    (
+        ["diff", "hello", "--from", "staging", "--to", "production"],
+        1,
+        "hint: promote it to staging first: loomgit promote hello --to staging",
+    ),
     (
         ["diff", "hello", "--from", "production", "--to", "staging"],
         2,
