@@ -593,5 +593,9 @@ def _check_signature_secrets(dep: Deployment) -> None:
 
 
 def _serving(served: Served) -> str:
-    n = len(served.active)
-    return f"serving {n} active workflow{'' if n == 1 else 's'}"
+    """The Ready condition's message: the workflows served, and those held inactive (a
+    first environment's new workflows are, until activated)."""
+    n, inactive = len(served.active), len(served.deployments) - len(served.active)
+    return f"serving {n} active workflow{'' if n == 1 else 's'}" + (
+        f", {inactive} inactive" if inactive else ""
+    )

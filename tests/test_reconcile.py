@@ -66,9 +66,14 @@ def test_a_commit_rebuilds_only_the_workflows_it_changed(repo: Repo, age_key: Ag
     )
     repo.write("environments/staging/environment.yaml", staged)
     commit_all(repo.path, "deactivate other in staging")
-    reconciler.cycle()
+    status = reconciler.cycle()
     after = reconciler.served
     assert after["staging"].active == {"hello"}
+    ready = {env: status[env].conditions[0].message for env in ("staging", "production")}
+    assert ready == {
+        "staging": "serving 1 active workflow, 1 inactive",
+        "production": "serving 2 active workflows",
+    }
     assert after["staging"].deployments["hello"] is before["staging"]["hello"]
     assert after["staging"].deployments["other"] is not before["staging"]["other"]
     for env in ("development", "production"):  # a new commit, nothing of theirs changed
