@@ -182,12 +182,15 @@ def _note_if_shallow(ws: Workspace) -> None:
 @format_option
 @repo_option
 def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: Path) -> None:
-    """Promotions, activations and rollbacks read back from git, newest first.
+    """Promotions, activations and rollbacks read back from git, newest first; without
+    WORKFLOW, credential and key changes too (with --env, that environment's and the
+    global file's).
 
     \b
     Examples:
       loomgit history
       loomgit history order-sync --env production
+      loomgit history --env production --format json
     """
     from loomgit import views
     from loomgit.workspace import Workspace
@@ -207,7 +210,8 @@ def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: P
             click.echo("".join(f"    {ln}\n" for ln in e.notes.splitlines()), nl=False)
     if not events:
         of = f" of {workflow}" if workflow else ""
-        click.echo(f"no promotions, activations or rollbacks{of}{f' in {env}' if env else ''} yet")
+        what = "promotions, activations or rollbacks" if workflow else "loomgit changes"
+        click.echo(f"no {what}{of}{f' in {env}' if env else ''} yet")
 
 
 @cli.command()

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loomgit import envstate
+from loomgit.credentials import GLOBAL_FILE_BRANCHES, GLOBAL_FILE_DIRECTORIES, SCOPED_FILE
+from loomgit.credops import sops_config_path
 from loomgit.diff import WorkflowDiff, compare
 from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, RepositoryError, UsageError
@@ -154,19 +156,41 @@ def _kind(trailers: dict[str, list[str]]) -> str:
         ("Loomgit-Rollback", "rollback"),
         ("Loomgit-Activation", "activation"),
         ("Loomgit-Restore", "restore"),
+        ("Loomgit-Credential", "credential"),
+        ("Loomgit-Keys", "keys"),
     ):
         if key in trailers:
             return kind
     return "change"
 
 
+# Events about an environment's secrets rather than a workflow, and the trailer naming
+# the environment each concerns first ("staging shop set", "global shop set").
+_SECRET_EVENTS = {"credential": "Loomgit-Credential", "keys": "Loomgit-Keys"}
+
+
+def _secrets_of(ws: Workspace, loc: Location) -> list[str]:
+    """The files holding `loc`'s credentials and their recipients."""
+    shared = (
+        ws.root.prefix + GLOBAL_FILE_DIRECTORIES
+        if ws.config.layout == "directories"
+        else GLOBAL_FILE_BRANCHES
+    )
+    return [loc.path(SCOPED_FILE), shared, sops_config_path(ws)]
+
+
 def history(ws: Workspace, name: str | None, env: str | None, limit: int = 200) -> list[Event]:
-    """Promotions, activations and rollbacks read back from git, newest first."""
+    """Promotions, activations and rollbacks read back from git, newest first; without
+    `name`, credential and key changes too (with `env`, those of `env` and the global
+    file)."""
     envs = [ws.check_env(env)] if env else ws.config.names
     spans: dict[str, list[str]] = {}
     for e in envs:
         loc = ws.location(e)
-        spans.setdefault(loc.commit, []).append(loc.env_file)
+        paths = spans.setdefault(loc.commit, [])
+        for path in [loc.env_file, *([] if name else _secrets_of(ws, loc))]:
+            if path not in paths:
+                paths.append(path)
     events: dict[str, Event] = {}
     for commit, paths in spans.items():
         out = ws.git.run(
@@ -185,6 +209,18 @@ def history(ws: Workspace, name: str | None, env: str | None, limit: int = 200) 
             details = [
                 f"{k.removeprefix('Loomgit-')}: {v}" for k, vs in trailers.items() for v in vs
             ]
+            kind = _kind(trailers)
+            if kind in _SECRET_EVENTS and (
+                name
+                or (
+                    env
+                    and not any(
+                        v.split(" ", 1)[0] in (env, "global")
+                        for v in trailers[_SECRET_EVENTS[kind]]
+                    )
+                )
+            ):
+                continue
             if (
                 name
                 and not any(
@@ -195,7 +231,7 @@ def history(ws: Workspace, name: str | None, env: str | None, limit: int = 200) 
                 and name not in subject.split()
             ):
                 continue
-            events[sha] = Event(sha, author, date, _kind(trailers), subject, notes, details)
+            events[sha] = Event(sha, author, date, kind, subject, notes, details)
     return sorted(events.values(), key=lambda e: e.date, reverse=True)[:limit]
 
 

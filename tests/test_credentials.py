@@ -233,6 +233,17 @@ def test_scoped_set_copy_and_remove(
     assert not scoped.exists()
     assert cli("validate", "--repo", creds_repo.path).code == 0
     assert git(creds_repo.path, "status", "--porcelain") == ""
+    # The history lists them, each under the environment it concerns (global: all).
+    history = cli("history", "--env", "staging", "--format", "json", "--repo", creds_repo.path)
+    assert [(e["kind"], e["details"]) for e in json.loads(history.out)][:4] == [
+        ("credential", ["Credential: staging greeter removed"]),
+        ("credential", ["Credential: staging greeter set"]),
+        ("credential", ["Credential: global greeter set"]),
+        ("keys", [f"Keys: staging add {keys['staging'].recipient}"]),
+    ]
+    text = cli("history", "--env", "production", "--repo", creds_repo.path).out
+    assert "credential  Copy credential greeter from staging to production" in text
+    assert "staging greeter" not in text and "recipient for staging" not in text
 
 
 def test_setting_or_copying_the_same_values_again_writes_nothing(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, Result, git
+from conftest import HELLO, AgeKey, Result, git
 from pipeline import Pipeline
 
 from loomgit import promotion
@@ -272,9 +272,25 @@ def test_uncommitted_target_files_are_refused(pipe: Pipeline) -> None:
     refused(pipe, "promote", "hello", "--to", "staging", says="uncommitted changes")
 
 
-def test_history_reads_promotions_back(pipe: Pipeline) -> None:
+def test_history_reads_promotions_back(pipe: Pipeline, age_key: AgeKey, tmp_path: Path) -> None:
     assert pipe.run("promote", "hello", "--to", "staging", "--notes", "n1").code == 0
     assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    fields = tmp_path / "token.json"
+    fields.write_text('{"token": "a-throwaway-test-token"}')
+    key = f"staging={age_key.path}"
+    assert (
+        pipe.run(
+            "credentials", "set", "tok", "--env", "staging", "--from-json", str(fields),
+            "--age-key-file", key,
+        ).code
+        == 0
+    )  # fmt: skip
+    staging = json.loads(pipe.run("history", "--env", "staging", "--format", "json").out)
+    assert [(e["kind"], e["details"]) for e in staging][:2] == [
+        ("credential", ["Credential: staging tok set"]),
+        ("activation", ["Activation: staging hello active"]),
+    ]
+    assert "credential" not in pipe.run("history", "--env", "production").out
     events = json.loads(pipe.run("history", "hello", "--format", "json").out)
     assert [e["kind"] for e in events[:2]] == ["activation", "promotion"]
     assert events[1]["notes"] == "n1"
