@@ -3,6 +3,7 @@ response sizes, and every failure as one plain sentence."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,11 +115,30 @@ class Client:
             ) from None
         except aiohttp.InvalidURL:
             raise HttpError(f"{req.method} {req.url}: not a valid URL") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise HttpError(f"{req.method} {req.url}: {unreachable(exc)}") from None
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__
             raise HttpError(f"{req.method} {req.url}: {reason}") from None
         except (ValueError, TypeError) as exc:  # e.g. a body that does not serialise as JSON
             raise HttpError(f"{req.method} {req.url}: {exc}") from None
+
+
+def unreachable(exc: aiohttp.ClientConnectorError) -> str:
+    """Why no connection was made, in plain words: aiohttp's own text ("Cannot connect
+    to host h:80 ssl:default [Connect call failed ('10.0.0.1', 80)]") says it twice."""
+    host = f"[{exc.host}]" if ":" in exc.host else exc.host
+    where = f"{host}:{exc.port}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        why = getattr(cert, "verify_message", None) or str(cert)
+        return f"the TLS certificate of {where} is not trusted: {why}"
+    err = exc.os_error
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {host}: {err.strerror or err}"
+    # asyncio words a refusal "Connect call failed (address)": the errno says it better.
+    why = os.strerror(err.errno) if err.errno and err.errno > 0 else err.strerror or str(err)
+    return f"cannot connect to {where}: {why or type(err).__name__}"
 
 
 def _decode(raw: bytes, charset: str | None) -> str:

@@ -4,13 +4,17 @@ retries, timeouts, `when`, `on_error`, time limits, cancellation, truncation, re
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import ssl
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from echo_server import EchoServer, serve
 
 from loomgit import yamlio
@@ -477,7 +481,40 @@ def test_unreachable_host_fails_cleanly(history: History) -> None:
         """
     )
     ex = run(dep, history)
-    assert ex.status == "failed" and "127.0.0.1:9" in ex.error
+    assert (ex.status, ex.error) == (
+        "failed",
+        "step call failed: GET http://127.0.0.1:9/nothing: cannot connect to 127.0.0.1:9:"
+        " Connection refused",
+    )
+
+
+def test_an_untrusted_certificate_fails_cleanly(history: History) -> None:
+    """A TLS server on 127.0.0.1 whose certificate comes from a CA the system does not
+    trust: the step fails saying so, without aiohttp's wrapping."""
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        dep = deployment(
+            f"""
+            - id: call
+              type: http
+              with: {{url: "https://127.0.0.1:{port}/x", timeout: 5s}}
+            """
+        )
+        ex = run(dep, history)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (ex.status, ex.error) == (
+        "failed",
+        f"step call failed: GET https://127.0.0.1:{port}/x: the TLS certificate of"
+        f" 127.0.0.1:{port} is not trusted: unable to get local issuer certificate",
+    )
 
 
 def test_secrets_are_redacted_everywhere(
