@@ -115,13 +115,36 @@ class Client:
             ) from None
         except aiohttp.InvalidURL:
             raise HttpError(f"{req.method} {req.url}: not a valid URL") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise HttpError(f"{req.method} {req.url}: {unreachable(exc)}") from None
         except aiohttp.ClientError as exc:
-            reason = str(exc) or type(exc).__name__
-            raise HttpError(f"{req.method} {req.url}: {reason}") from None
+            raise HttpError(f"{req.method} {req.url}: {failure(exc)}") from None
         except (ValueError, TypeError) as exc:  # e.g. a body that does not serialise as JSON
             raise HttpError(f"{req.method} {req.url}: {exc}") from None
+
+
+def failure(exc: aiohttp.ClientError) -> str:
+    """Why a request failed, in one line of plain words rather than aiohttp's own text
+    (which shows a redirect loop as "0, message='', url=…", and a reply that is not
+    HTTP as a status 400 the server never sent)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return unreachable(exc)
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return f"too many redirects ({len(exc.history)}; a redirect loop?)"
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
+        return f"redirected to {exc}, which is not an http:// or https:// URL"
+    if isinstance(exc, aiohttp.InvalidUrlRedirectClientError):
+        return f"redirected to {exc}, which is not a valid URL"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without a complete answer"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        cause = getattr(exc.__cause__, "message", None) or str(exc)
+        return f"the response ended before its body did: {one_line(str(cause))}"
+    if isinstance(exc, aiohttp.ClientResponseError):  # the reply could not be parsed
+        return f"the reply is not valid HTTP: {one_line(exc.message).rstrip(':')}"
+    return one_line(str(exc)) or type(exc).__name__
+
+
+def one_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def unreachable(exc: aiohttp.ClientConnectorError) -> str:

@@ -1,9 +1,11 @@
 """A real HTTP server on 127.0.0.1 for the `http` step: echoes requests, answers with a
-chosen status, fails a set number of times, answers slowly, or sends a large body."""
+chosen status, fails a set number of times, answers slowly, sends a large body, redirects,
+or answers wrongly."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -44,6 +46,19 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"slow": True})
         elif parts[0] == "big":  # /big/<bytes>
             self._send(200, b"x" * int(parts[1]), "text/plain")
+        elif parts[0] == "redirect":  # /redirect/<Location>: a 302 there
+            self.send_response(302)
+            where = url.path.split("/", 2)[2]
+            self.send_header("Location", where + (f"?{url.query}" if url.query else ""))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif parts[0] == "broken":  # /broken/<how>: an answer cut short, none, or not HTTP
+            if parts[1] == "short":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+            elif parts[1] == "garbage":
+                self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            self.wfile.flush()
+            self.close_connection = True
         elif parts[0] == "raw-json":  # /raw-json/<levels>: nested that deep; 0: NaN
             levels = int(parts[1])
             self._send(200, b"[" * levels + b"]" * levels if levels else b'{"a": NaN}')
@@ -78,11 +93,15 @@ class EchoServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        scheme = "https" if isinstance(self.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://127.0.0.1:{self.server_address[1]}"
 
 
-def serve() -> Iterator[EchoServer]:
+def serve(tls: ssl.SSLContext | None = None) -> Iterator[EchoServer]:
+    """The server, running; with `tls`, over TLS."""
     server = EchoServer()
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -4,11 +4,12 @@ retries, timeouts, `when`, `on_error`, time limits, cancellation, truncation, re
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
+import os
 import ssl
+import subprocess
+import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -488,33 +489,86 @@ def test_unreachable_host_fails_cleanly(history: History) -> None:
     )
 
 
-def test_an_untrusted_certificate_fails_cleanly(history: History) -> None:
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/redirect/loop", "too many redirects (10; a redirect loop?)"),
+        ("/redirect/ftp://127.0.0.1/x", "redirected to ftp://127.0.0.1/x, which is not an http"),
+        ("/broken/none", "the server closed the connection without a complete answer"),
+        ("/broken/short", "the response ended before its body did: Not enough data to satisfy"),
+        ("/broken/garbage", "the reply is not valid HTTP: Bad status line"),
+    ],
+)
+def test_a_broken_answer_fails_in_one_plain_line(
+    server: EchoServer, history: History, path: str, says: str
+) -> None:
+    url = server.url + path  # /redirect/loop sends to "loop", itself
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with: {{url: "{url}", timeout: 5s}}
+        """
+    )
+    ex = run(dep, history)
+    assert ex.status == "failed" and ex.error is not None
+    assert ex.error.startswith(f"step call failed: GET {url}: {says}"), ex.error
+    assert "\n" not in ex.error
+
+
+@pytest.fixture
+def tls_server() -> Iterator[tuple[EchoServer, trustme.CA]]:
+    """The echo server over TLS, its certificate from a CA of its own for 127.0.0.1."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    for server in serve(context):
+        yield server, ca
+
+
+def test_an_untrusted_certificate_fails_cleanly(
+    tls_server: tuple[EchoServer, trustme.CA], history: History
+) -> None:
     """A TLS server on 127.0.0.1 whose certificate comes from a CA the system does not
     trust: the step fails saying so, without aiohttp's wrapping."""
-    cert = trustme.CA().issue_cert("127.0.0.1")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        dep = deployment(
-            f"""
-            - id: call
-              type: http
-              with: {{url: "https://127.0.0.1:{port}/x", timeout: 5s}}
-            """
-        )
-        ex = run(dep, history)
-    finally:
-        server.shutdown()
-        server.server_close()
+    server, _ = tls_server
+    port = server.server_address[1]
+    dep = deployment(
+        f"""
+        - id: call
+          type: http
+          with: {{url: "{server.url}/x", timeout: 5s}}
+        """
+    )
+    ex = run(dep, history)
     assert (ex.status, ex.error) == (
         "failed",
         f"step call failed: GET https://127.0.0.1:{port}/x: the TLS certificate of"
         f" 127.0.0.1:{port} is not trusted: unable to get local issuer certificate",
     )
+
+
+def test_a_private_ca_is_trusted_through_ssl_cert_file(
+    tls_server: tuple[EchoServer, trustme.CA], tmp_path: Path
+) -> None:
+    """As the README says: a process started with SSL_CERT_FILE naming a bundle trusts
+    the authorities in it (aiohttp reads it once, on import, so a new process)."""
+    server, ca = tls_server
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    code = (
+        "import asyncio\n"
+        "from loomgit.httpclient import Client, Request\n"
+        "async def main():\n"
+        "    client = Client()\n"
+        f"    out = await client.send(Request('GET', '{server.url}/status/200', {{}}, {{}}))\n"
+        "    await client.close()\n"
+        "    print(out['status'], out['json'])\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "SSL_CERT_FILE": str(bundle)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "200 {'status': 200}\n"), done.stderr
 
 
 def test_secrets_are_redacted_everywhere(
