@@ -99,7 +99,7 @@ class Client:
                 **kwargs,
             ) as resp:
                 raw = await self._body(req, resp)
-                out: dict[str, Any] = {"status": resp.status, "headers": dict(resp.headers)}
+                out: dict[str, Any] = {"status": resp.status, "headers": _headers(resp)}
                 text = _decode(raw, resp.charset)
                 if "json" in resp.content_type and raw:
                     try:  # what is not standard JSON, or nests too deep, is kept as text
@@ -162,6 +162,17 @@ def unreachable(exc: aiohttp.ClientConnectorError) -> str:
     # asyncio words a refusal "Connect call failed (address)": the errno says it better.
     why = os.strerror(err.errno) if err.errno and err.errno > 0 else err.strerror or str(err)
     return f"cannot connect to {where}: {why or type(err).__name__}"
+
+
+def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    """The response's headers with lower-case names, as a trigger's are (and as HTTP/2,
+    fetch and n8n give them); a header sent more than once has its values joined with
+    ", ", as HTTP allows."""
+    out: dict[str, str] = {}
+    for name, value in resp.headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
 
 
 def _decode(raw: bytes, charset: str | None) -> str:

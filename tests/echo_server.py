@@ -24,6 +24,8 @@ class Handler(BaseHTTPRequestHandler):
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        self.send_header("X-Seen", "once")
+        self.send_header("X-Seen", "twice")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

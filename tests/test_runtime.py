@@ -113,6 +113,10 @@ def test_http_sends_json_headers_and_query(server: EchoServer, history: History)
     assert out["json"]["body"] == {"number": 5}
     assert out["json"]["query"] == {"page": "2", "full": "true"}
     assert out["json"]["headers"]["X-Env"] == "development"
+    # The answer's header names are lower case, as a trigger's are; one sent twice is joined.
+    assert out["headers"]["content-type"] == "application/json"
+    assert out["headers"]["x-seen"] == "once, twice"
+    assert all(name == name.lower() for name in out["headers"])
 
 
 def test_unexpected_status_fails_the_step_and_stops(server: EchoServer, history: History) -> None:
