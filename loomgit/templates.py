@@ -146,15 +146,31 @@ def _leading_fields(node: dict[str, object]) -> list[str]:
     return []
 
 
+def _why(exc: jmespath.exceptions.JMESPathError) -> str:
+    """What is wrong with an expression and where, on one line: jmespath's own text
+    spans three lines, and its lexer's errors all read "Invalid jmespath expression"."""
+    errors = jmespath.exceptions
+    if isinstance(exc, errors.LexerError):
+        what = exc.message[:1].lower() + exc.message[1:]  # "Unclosed ` delimiter"
+    elif isinstance(exc, errors.IncompleteExpressionError) or (
+        isinstance(exc, errors.ParseError) and str(exc.token_type).lower() == "eof"
+    ):
+        what = "it ends too early"
+    elif isinstance(exc, errors.ParseError):
+        what = f"unexpected '{exc.token_value}'"
+    else:
+        return str(exc).strip().split("\n", 1)[0]
+    at = getattr(exc, "lex_position", None)
+    return f"{what} (at character {at + 1})" if isinstance(at, int) else what
+
+
 @functools.lru_cache(maxsize=16384)
 def jmespath_refs(text: str) -> Refs:
     """Compiles a JMESPath expression and returns the names it starts from."""
     try:
         parsed = jmespath.compile(text)
-    except jmespath.exceptions.ParseError as exc:
-        raise TemplateSyntaxError(f"invalid JMESPath expression: {exc.msg}") from None
     except jmespath.exceptions.JMESPathError as exc:
-        raise TemplateSyntaxError(f"invalid JMESPath expression: {exc}") from None
+        raise TemplateSyntaxError(f"invalid JMESPath expression: {_why(exc)}") from None
     fields = _leading_fields(dict(parsed.parsed))
     if not fields:
         return NO_REFS

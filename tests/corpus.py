@@ -250,6 +250,21 @@ CASES = [
             )
         },
         [("LG332", DEV, 21)],
+        "invalid JMESPath expression: it ends too early (at character 14)",
+    ),
+    Case(
+        "bad-jmespath-token",
+        {
+            DEV: hello(
+                "      type: log\n      with:\n        message:",
+                "      type: transform\n      with:\n        expression:",
+            ).replace(
+                '"{{ steps.greet.output.text }}"',
+                '"steps.greet[?status==]"',
+            )
+        },
+        [("LG332", DEV, 21)],
+        "invalid JMESPath expression: unexpected ']' (at character 22)",
     ),
     Case(
         "variable-missing-in-production",
