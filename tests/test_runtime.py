@@ -477,15 +477,18 @@ def test_a_literal_past_the_largest_float_is_infinity_not_a_name_error(
     assert history.get(ex.id).steps[0].output == {"one": None, "many": [None, 2.5], "more": True}
 
 
-def test_unreachable_host_fails_cleanly(history: History) -> None:
-    dep = deployment(
-        """
+def get(url: str, history: History) -> Any:
+    """One execution of a workflow whose only step, `call`, GETs `url`."""
+    step = f"""
         - id: call
           type: http
-          with: {url: "http://127.0.0.1:9/nothing", timeout: 2s}
+          with: {{url: "{url}", timeout: 5s}}
         """
-    )
-    ex = run(dep, history)
+    return run(deployment(step), history)
+
+
+def test_unreachable_host_fails_cleanly(history: History) -> None:
+    ex = get("http://127.0.0.1:9/nothing", history)
     assert (ex.status, ex.error) == (
         "failed",
         "step call failed: GET http://127.0.0.1:9/nothing: cannot connect to 127.0.0.1:9:"
@@ -507,14 +510,7 @@ def test_a_broken_answer_fails_in_one_plain_line(
     server: EchoServer, history: History, path: str, says: str
 ) -> None:
     url = server.url + path  # /redirect/loop sends to "loop", itself
-    dep = deployment(
-        f"""
-        - id: call
-          type: http
-          with: {{url: "{url}", timeout: 5s}}
-        """
-    )
-    ex = run(dep, history)
+    ex = get(url, history)
     assert ex.status == "failed" and ex.error is not None
     assert ex.error.startswith(f"step call failed: GET {url}: {says}"), ex.error
     assert "\n" not in ex.error
@@ -537,14 +533,7 @@ def test_an_untrusted_certificate_fails_cleanly(
     trust: the step fails saying so, without aiohttp's wrapping."""
     server, _ = tls_server
     port = server.server_address[1]
-    dep = deployment(
-        f"""
-        - id: call
-          type: http
-          with: {{url: "{server.url}/x", timeout: 5s}}
-        """
-    )
-    ex = run(dep, history)
+    ex = get(f"{server.url}/x", history)
     assert (ex.status, ex.error) == (
         "failed",
         f"step call failed: GET https://127.0.0.1:{port}/x: the TLS certificate of"
