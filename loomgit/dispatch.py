@@ -258,7 +258,7 @@ def _run_message(token: int, trigger: TriggerEvent, ex: Execution, want: bool) -
     return (
         "run",
         token,
-        (t.type, t.body, t.headers, t.query, t.scheduled_time, t.details),
+        (t.type, t.body, t.headers, t.query, t.scheduled_time, t.details, t.params),
         (ex.id, ex.started_at, ex.dedupe_key, ex.owner),
         want,
     )

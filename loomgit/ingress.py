@@ -17,7 +17,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from loomgit import jsontext
+from loomgit import jsontext, webpaths
 from loomgit.daemon import Daemon
 from loomgit.history import HistoryError
 from loomgit.models.workflow import WebhookTrigger
@@ -180,6 +180,27 @@ async def _body(receive: Receive, limit: int, declared: str | None) -> bytes:
             raise _too_large(limit)
         return raw
     return await _body_within(_received(receive, message), limit, None)
+
+
+_NO_PARAMS: dict[str, str] = {}
+
+
+def _segments(scope: Scope, path: str) -> list[str]:
+    """The segments of a webhook's path after the environment, from the path as sent, so
+    that an encoded `/` (`%2F`) stays inside its segment."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        return path.split("/")
+    return webpaths.segments(raw.decode("latin-1")[len(HOOKS) :].partition("/")[2])
+
+
+def _methods(served: Served, path: str, parts: Sequence[str]) -> tuple[str, ...]:
+    """The methods a webhook path is served with, its literal path's and its patterns'."""
+    literal = served.methods.get(path, ())
+    if not served.patterns:
+        return literal
+    matched = (m for m, these in served.patterns.items() if webpaths.match(these, parts))
+    return tuple(sorted({*literal, *matched}))
 
 
 def fields(text: str) -> dict[str, str]:
@@ -377,13 +398,21 @@ class Ingress:
         served = self.serving(env)
         route = (method, path)
         trigger = served.routes.get(route)
+        params = _NO_PARAMS
         if trigger is None:
-            allowed = served.methods.get(path)
-            if allowed:  # the path is served, with other methods: HTTP says 405, and which
-                listed = ", ".join(allowed)
-                self._refused(env, "method")
-                return error(405, f"/{path} in {env} accepts {listed}, not {method}", Allow=listed)
-            return error(404, f"no active webhook {method} /{path} in {env}")
+            parts = _segments(scope, path) if served.patterns else ()
+            found = webpaths.match(served.patterns.get(method, ()), parts)
+            if found is None:
+                allowed = _methods(served, path, parts)
+                if allowed:  # the path is served, with other methods: HTTP says 405, and which
+                    listed = ", ".join(allowed)
+                    self._refused(env, "method")
+                    return error(
+                        405, f"/{path} in {env} accepts {listed}, not {method}", Allow=listed
+                    )
+                return error(404, f"no active webhook {method} /{path} in {env}")
+            pattern, params = found
+            trigger, route = pattern.target, (method, pattern.route)
         name = served.hooks[route]
         # Header names as the server gives them: lower case, as HTTP/2 has them.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -408,6 +437,7 @@ class Ingress:
             headers=headers,
             query=fields(query.decode("latin-1")) if query else {},
             details={"path": path, "method": method},
+            params=params,
         )
         key = headers.get("idempotency-key") or headers.get("x-github-delivery")
         sync = trigger.respond_timeout if trigger.respond == "sync" else None

@@ -40,6 +40,9 @@ def spec() -> dict[str, Any]:
             "/hooks/{environment}/{path}": {
                 "post": {
                     "summary": "A workflow's webhook trigger (any method the trigger names)",
+                    "description": "The trigger's path, one or more segments. A segment"
+                    " the trigger names `:name` takes any value, which the workflow reads as"
+                    " `trigger.params.name`; a literal segment wins over such a one.",
                     "parameters": [_path("environment", _ENV), _path("path")],
                     "requestBody": {"content": {"*/*": {}}},
                     "responses": {

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loomgit import desired, log
+from loomgit import desired, log, webpaths
 from loomgit.documents import PARALLEL_MIN, DocumentCache, Mapper
 from loomgit.errors import LoomgitError
 from loomgit.gitcache import CachingGit, GitCache
@@ -43,6 +43,7 @@ from loomgit.sops import SopsError
 from loomgit.source import RemoteSource
 from loomgit.validate import check_by_env, positions
 from loomgit.vcs import Git, Root, find_root, head_commit
+from loomgit.webpaths import Pattern
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,14 @@ class Served:
     commit: str
     deployments: dict[str, Deployment]
     active: frozenset[str]
-    routes: dict[tuple[str, str], WebhookTrigger]  # (method, path) -> its trigger
-    hooks: dict[tuple[str, str], str]  # (method, path) -> workflow
+    routes: dict[tuple[str, str], WebhookTrigger]  # (method, literal path) -> its trigger
+    hooks: dict[tuple[str, str], str]  # (method, path) -> workflow, paths with :params too
     api: frozenset[str]
     schedules: tuple[tuple[str, ScheduleTrigger], ...]  # (workflow, trigger)
     inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # what each was built from
-    methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> its methods
+    methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # literal path -> methods
+    # method -> the paths with :params, in the order requests are matched (`webpaths`)
+    patterns: dict[str, tuple[Pattern[WebhookTrigger], ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -491,6 +494,7 @@ class Reconciler:
         active: set[str] = set()
         routes: dict[tuple[str, str], WebhookTrigger] = {}
         hooks: dict[tuple[str, str], str] = {}
+        patterns: dict[str, list[Pattern[WebhookTrigger]]] = {}
         api: set[str] = set()
         schedules: list[tuple[str, ScheduleTrigger]] = []
         decrypted = desired.Decrypted()  # each credentials file once per cycle
@@ -519,8 +523,12 @@ class Reconciler:
             active.add(stem)
             for trigger in dep.workflow.spec.triggers:
                 if isinstance(trigger, WebhookTrigger):
-                    routes[(trigger.method, trigger.route)] = trigger
                     hooks[(trigger.method, trigger.route)] = stem
+                    if webpaths.parametric(trigger.route):
+                        pattern = Pattern.of(trigger.route, trigger)
+                        patterns.setdefault(trigger.method, []).append(pattern)
+                    else:
+                        routes[(trigger.method, trigger.route)] = trigger
                 elif isinstance(trigger, ApiTrigger):
                     api.add(stem)
                 elif isinstance(trigger, ScheduleTrigger):
@@ -538,6 +546,7 @@ class Reconciler:
             tuple(schedules),
             inputs,
             {route: tuple(sorted(these)) for route, these in methods.items()},
+            {method: webpaths.ordered(these) for method, these in patterns.items()},
         )
 
 

@@ -32,6 +32,7 @@ class TriggerEvent:
     query: Mapping[str, str] = field(default_factory=dict)
     scheduled_time: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # path, method, caller…
+    params: Mapping[str, str] = field(default_factory=dict)  # a webhook path's :parameters
 
     def context(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class TriggerEvent:
             "body": self.body,
             "headers": dict(self.headers),
             "query": dict(self.query),
+            "params": dict(self.params),
             "scheduled_time": self.scheduled_time,
         }
 
@@ -48,6 +50,8 @@ class TriggerEvent:
             out["scheduled_time"] = self.scheduled_time
         if self.body is not None:
             out["body"] = self.body
+        if self.params:
+            out["params"] = dict(self.params)
         if self.query:
             out["query"] = dict(self.query)
         if self.headers:

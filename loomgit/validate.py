@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loomgit import credrules, yamlio
+from loomgit import credrules, webpaths, yamlio
 from loomgit.documents import DocumentCache, ParsedWorkflow, digest
 from loomgit.layout import FileRef, Snapshot, snapshot
 from loomgit.models import EnvironmentState, Variables, WorkflowState
@@ -110,7 +110,7 @@ def _read_env(snap: Snapshot, cache: DocumentCache, name: str) -> _Env:
                 )
             )
         for method, route, where in facts.webhooks:
-            other = hooks.setdefault((method, route), ref.path)
+            other = hooks.setdefault((method, webpaths.shape(route)), ref.path)
             if other != ref.path:
                 env.problems.append(
                     _located(

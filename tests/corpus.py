@@ -141,6 +141,29 @@ CASES = [
         "'hello?x=1' must be URL path segments of letters, digits",
     ),
     Case(
+        "path-parameter-twice",
+        {DEV: hello("      path: hello", "      path: orders/:id/lines/:id")},
+        [("LG200", DEV, 8)],
+        "the path parameter ':id' is named twice",
+    ),
+    Case(
+        "path-parameter-name",
+        {DEV: hello("      path: hello", "      path: orders/:2nd")},
+        [("LG200", DEV, 8)],
+        "a segment ':name' takes any value",
+    ),
+    Case(
+        "duplicate-webhook-parameters",
+        {
+            DEV: hello("      path: hello", "      path: orders/:id"),
+            "environments/development/workflows/other.yaml": hello(
+                "name: hello", "name: other"
+            ).replace("      path: hello", "      path: /orders/:number"),
+        },
+        [("LG302", "environments/development/workflows/other.yaml", 8)],
+        "webhook POST /orders/:number is also served by",
+    ),
+    Case(
         "step-type-case",
         {DEV: hello("      type: log", "      type: Log")},
         [("LG200", DEV, 19)],

@@ -1006,6 +1006,53 @@ def test_respond_sync_answers_with_the_respond_step(repo: Repo, start: Start) ->
     assert "Traceback" not in daemon.log and "Error handling request" not in daemon.log
 
 
+USERS = """\
+apiVersion: loomgit/v1
+kind: Workflow
+metadata:
+  name: users
+spec:
+  triggers:
+    - {type: webhook, path: users/me, method: GET, respond: sync}
+    - {type: webhook, path: "users/:id", method: GET, respond: sync}
+    - {type: webhook, path: ":kind/42", method: GET, respond: sync}
+    - {type: webhook, path: "/users/:id/orders/:order", respond: sync}
+  steps:
+    - id: answer
+      type: respond
+      with: {body: "{{ trigger.params }}"}
+"""
+
+
+def test_webhook_paths_take_parameters(repo: Repo, start: Start) -> None:
+    """A `:name` segment takes any one segment, as `trigger.params.name`, percent-decoded;
+    a literal segment wins over a parameter, from the left."""
+    for env in ("development", "staging", "production"):
+        (repo.path / repo.wf(env)).unlink()  # hello, whose records put_everywhere replaces
+    put_everywhere(repo, USERS, {"staging": True}, name="users")
+    daemon = start(repo)
+    assert "/hooks/staging/users/:id  -> users" in daemon.log
+    for path, params in [
+        ("users/me", {}),
+        ("users/42", {"id": "42"}),
+        ("orders/42", {"kind": "orders"}),
+        ("users/a%2Fb%20c", {"id": "a/b c"}),
+        ("users/caf%C3%A9/", {"id": "café"}),
+    ]:
+        assert daemon.request("GET", f"/hooks/staging/{path}") == (200, params), path
+    code, params = daemon.request("POST", "/hooks/staging/users/7/orders/9", {})
+    assert (code, params) == (200, {"id": "7", "order": "9"})
+    (ex,) = daemon.executions(workflow="users", limit="1")
+    assert daemon.finished(ex["id"])["trigger"]["params"] == {"id": "7", "order": "9"}
+    code, body, headers = daemon.answer("PUT", "/hooks/staging/users/7")
+    assert (code, headers["Allow"]) == (405, "GET"), body
+    assert body == {"error": "/users/7 in staging accepts GET, not PUT"}
+    for method, path in [("GET", "users/7/orders"), ("GET", "users//7"), ("POST", "users/7/x")]:
+        code, body = daemon.request(method, f"/hooks/staging/{path}")
+        assert code == 404 and body["error"].startswith("no active webhook"), path
+    assert daemon.request("GET", "/hooks/production/users/42")[0] == 404  # inactive there
+
+
 def _sync_hook(name: str, first_step_url: str, *, trigger: str = "", spec: str = "") -> str:
     """HELLO as `name`, a `respond: sync` webhook at /name whose first step calls the URL;
     `trigger` and `spec` each add one line to the trigger or the spec."""

@@ -17,9 +17,11 @@ from loomgit.models.base import (
 from loomgit.wording import pattern
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+_SEGMENT = r"(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)"  # literal, or a :parameter
 WEBHOOK_PATH = pattern(
-    r"^/?[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*$",
-    "URL path segments of letters, digits and '.', '_', '~', '-', separated by '/'",
+    rf"^/?{_SEGMENT}(?:/{_SEGMENT})*$",
+    "URL path segments of letters, digits and '.', '_', '~', '-', separated by '/'; "
+    "a segment ':name' takes any value, as trigger.params.name",
 )
 STEP_TYPE = pattern(
     r"^[a-z][a-z0-9_.-]*$", "lowercase letters, digits, '_', '.' and '-', starting with a letter"
@@ -67,9 +69,14 @@ class WebhookTrigger(StrictModel):
 
     @field_validator("path")
     @classmethod
-    def _no_dot_segments(cls, path: str) -> str:
-        if any(seg in (".", "..") for seg in path.strip("/").split("/")):
+    def _segments(cls, path: str) -> str:
+        segments = path.strip("/").split("/")
+        if any(seg in (".", "..") for seg in segments):
             raise ValueError("a webhook path may not contain '.' or '..' segments")
+        names = [seg[1:] for seg in segments if seg.startswith(":")]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"the path parameter ':{twice[0]}' is named twice")
         return path
 
     @property
