@@ -456,6 +456,8 @@ def _paced(daemon: Daemon, pid: int, scratch: Path, url: str, seconds: int, runs
             f"  host: reference loop {reference:.1f} ms before the run, the daemon "
             f"{cpu / sent * 1e6:.0f} us of CPU per request, steal {steal / max(ticks, 1):.1%}"
         )
+    if not p99s:  # --paced-runs 0: the closed loop only
+        return
     print(
         f"  paced p99 over {runs} runs: median {statistics.median(p99s) * 1000:.1f} ms, "
         f"{min(p99s) * 1000:.1f} to {max(p99s) * 1000:.1f} ms (target <= 20 ms)"
