@@ -137,16 +137,16 @@ def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], l
                 findings.append(Finding("LG312", str(exc), (*where, "timezone")))
         elif isinstance(trigger, WebhookTrigger):
             hooks.append((trigger.method, trigger.route, (*where, "path")))
-            sig = trigger.signature
-            if sig is not None and sig.credential not in wf.spec.credentials:
-                findings.append(
-                    Finding(
-                        "LG313",
-                        f"the signature's credential '{sig.credential}' is not declared in "
-                        "spec.credentials",
-                        (*where, "signature", "credential"),
+            for key, check in trigger.secret_checks():
+                if check.credential not in wf.spec.credentials:
+                    findings.append(
+                        Finding(
+                            "LG313",
+                            f"the {key}'s credential '{check.credential}' is not declared in "
+                            "spec.credentials",
+                            (*where, key, "credential"),
+                        )
                     )
-                )
     return hooks, schedules
 
 
@@ -209,13 +209,15 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
             is_jmespath = step.type == "transform" and path[-1] == "expression" and len(path) == 5
             _check_template(checker, text, i, path, jmespath=is_jmespath)
     for i, trigger in enumerate(wf.spec.triggers):
-        sig = trigger.signature if isinstance(trigger, WebhookTrigger) else None
-        if sig is not None and sig.credential in wf.spec.credentials:
-            where = ("spec", "triggers", i, "signature")
-            given = "field" in sig.model_fields_set  # else the default, at the mapping
-            checker.credential_fields.setdefault(
-                (sig.credential, sig.field), (*where, "field") if given else where
-            )
+        if not isinstance(trigger, WebhookTrigger):
+            continue
+        for key, check in trigger.secret_checks():
+            if check.credential in wf.spec.credentials:
+                where = ("spec", "triggers", i, key)
+                given = "field" in check.model_fields_set  # else the default, at the mapping
+                checker.credential_fields.setdefault(
+                    (check.credential, check.field), (*where, "field") if given else where
+                )
     findings.extend(checker.findings)
     facts = WorkflowFacts(
         name=wf.metadata.name,

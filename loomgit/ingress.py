@@ -28,7 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 from loomgit import jsontext, webpaths
 from loomgit.daemon import Daemon
 from loomgit.history import HistoryError
-from loomgit.models.workflow import WebhookTrigger
+from loomgit.models.workflow import WebhookAuth, WebhookSignature
 from loomgit.reconcile import Served
 from loomgit.records import Execution
 from loomgit.runtime import TriggerEvent
@@ -239,6 +239,22 @@ def signed(secret: bytes, raw: bytes, given: str | None, encoding: str = "hex") 
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def authorized(secret: bytes, given: str | None, bearer: bool) -> bool:
+    """Whether the header value `given` carries the shared secret: `Bearer <secret>` (the
+    scheme in any case, as RFC 9110 has it) or, for another header, the secret alone.
+    Compared in constant time, and never with an empty secret."""
+    if not given or not secret:
+        return False
+    given = given.strip()
+    if bearer:
+        scheme, _, given = given.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = given.strip()
+    # Header values come decoded as latin-1: encoded back, they are the bytes as sent.
+    return hmac.compare_digest(given.encode("latin-1"), secret)
+
+
 @functools.lru_cache(maxsize=4096)
 def _accepted_tail(env: str, name: str) -> bytes:
     """The end of an accepted request's answer, `"environment": …, "workflow": …}`:
@@ -250,10 +266,19 @@ def accepted_body(ident: str, env: str, name: str) -> bytes:
     return b'{"execution": "' + ident.encode() + b'", ' + _accepted_tail(env, name)
 
 
-def _signature_secret(served: Served, name: str, trigger: WebhookTrigger) -> bytes:
-    assert trigger.signature is not None
-    fields = served.deployments[name].credentials.get(trigger.signature.credential, {})
-    return str(fields.get(trigger.signature.field, "")).encode()
+def _secret(served: Served, name: str, check: WebhookSignature | WebhookAuth) -> bytes:
+    fields = served.deployments[name].credentials.get(check.credential, {})
+    return str(fields.get(check.field, "")).encode()
+
+
+def _unauthorized(env: str, auth: WebhookAuth) -> Response:
+    if auth.bearer:  # RFC 9110: a 401 names the scheme it wants
+        return error(
+            401,
+            "missing or wrong bearer token in the Authorization header",
+            **{"WWW-Authenticate": f'Bearer realm="loomgit {env}"'},
+        )
+    return error(401, f"missing or wrong {auth.header} header")
 
 
 # A `respond: sync` execution that did not succeed: timed out is the gateway's timeout,
@@ -417,12 +442,18 @@ class Ingress:
         # Header names as the server gives them: lower case, as HTTP/2 has them.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         limit, declared = daemon.settings.max_body, headers.get("content-length")
+        auth = trigger.auth
+        if auth is not None:  # before the body: a caller without the secret sends none
+            given = headers.get(auth.header.lower())
+            if not authorized(_secret(served, name, auth), given, auth.bearer):
+                self._refused(env, "auth")
+                return _unauthorized(env, auth)
         try:
             uncompressed(headers.get("content-encoding"))
             raw = await _body(receive, limit, declared)
             if trigger.signature is not None:
                 given = headers.get(trigger.signature.header.lower())
-                secret = _signature_secret(served, name, trigger)
+                secret = _secret(served, name, trigger.signature)
                 if not signed(secret, raw, given, trigger.signature.encoding):
                     self._refused(env, "signature")
                     return error(401, f"missing or wrong {trigger.signature.header} signature")

@@ -91,9 +91,10 @@ class Metrics:
         )
         self.webhooks_refused = Counter(
             "loomgit_webhook_refused",
-            "Requests to a served webhook path refused, by environment and reason: signature"
-            " (401), method (405), body (400: not JSON as its Content-Type says, or cut"
-            " short), too_large (413), encoding (415: a compressed body)",
+            "Requests to a served webhook path refused, by environment and reason: auth"
+            " (401: no shared secret in the header), signature (401), method (405), body"
+            " (400: not JSON as its Content-Type says, or cut short), too_large (413),"
+            " encoding (415: a compressed body)",
             ["environment", "reason"],
             registry=r,
         )

@@ -52,7 +52,7 @@ def spec() -> dict[str, Any]:
                             "A JSON body that is not standard JSON or nests past 100"
                             " levels, or an idempotency key over 255 characters"
                         ),
-                        "401": _answer("The trigger's signature check failed"),
+                        "401": _answer("The trigger's auth header or signature check failed"),
                         "404": _answer("No active webhook there; nothing recorded"),
                         "405": _answer(
                             "The path is active with other methods only (Allow names"

@@ -37,7 +37,7 @@ CODES: dict[str, str] = {
     "LG310": "invalid cron expression",
     "LG311": "cron expression never fires",
     "LG312": "unknown time zone",
-    "LG313": "webhook signature credential not declared",
+    "LG313": "webhook signature or auth credential not declared",
     "LG320": "duplicate step id",
     "LG321": "unknown step type",
     "LG322": "invalid step parameters",
@@ -68,7 +68,7 @@ CODES: dict[str, str] = {
     "LG605": "rollback to a version the environment never ran",
     # Credentials (checked without any key)
     "LG700": "credential a workflow declares does not resolve in an environment it is in",
-    "LG701": "a template or webhook signature uses a credential field that does not exist",
+    "LG701": "a template, webhook signature or auth uses a credential field that does not exist",
     "LG702": "credential file is not properly SOPS-encrypted",
     "LG703": "secrets stored in plain text",
     "LG704": "credential file's recipients differ from .sops.yaml",

@@ -516,7 +516,7 @@ class Reconciler:
                         dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
                     except (SopsError, desired.NotRunnable) as exc:
                         raise Failed("DecryptionFailed", exc.message) from None
-                    _check_signature_secrets(dep)
+                    _check_webhook_secrets(dep)
             deployments[stem] = dep
             if not state.active:
                 continue
@@ -586,18 +586,19 @@ def _collector_paused() -> Iterator[None]:
             gc.collect(0)
 
 
-def _check_signature_secrets(dep: Deployment) -> None:
-    """A webhook that checks signatures needs its secret; without one it is refused here,
-    so it can never run unchecked."""
+def _check_webhook_secrets(dep: Deployment) -> None:
+    """A webhook that checks a signature or an auth header needs its secret; without one
+    it is refused here, so it can never run unchecked."""
     for trigger in dep.workflow.spec.triggers:
-        if isinstance(trigger, WebhookTrigger) and trigger.signature is not None:
-            sig = trigger.signature
-            value = dep.credentials.get(sig.credential, {}).get(sig.field)
+        if not isinstance(trigger, WebhookTrigger):
+            continue
+        for key, check in trigger.secret_checks():
+            value = dep.credentials.get(check.credential, {}).get(check.field)
             if not isinstance(value, str) or not value:
                 raise Failed(
                     "DecryptionFailed",
-                    f"{dep.name}: the webhook signature needs a text field '{sig.field}' in "
-                    f"credential {sig.credential}",
+                    f"{dep.name}: the webhook {key} needs a text field '{check.field}' in "
+                    f"credential {check.credential}",
                 )
 
 

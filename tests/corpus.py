@@ -207,6 +207,27 @@ CASES = [
         "'shop'",
     ),
     Case(
+        "undeclared-auth-credential",
+        {
+            DEV: hello(
+                "      path: hello\n", "      path: hello\n      auth: {credential: alerting}\n"
+            )
+        },
+        [("LG313", DEV, 9)],
+        "the auth's credential 'alerting' is not declared",
+    ),
+    Case(
+        "auth-header-name",
+        {
+            DEV: hello(
+                "      path: hello\n",
+                "      path: hello\n      auth: {credential: greeter, header: 'X Api Key'}\n",
+            )
+        },
+        [("LG200", DEV, 9)],
+        "an HTTP header name",
+    ),
+    Case(
         "duplicate-step-id", {DEV: hello("    - id: say", "    - id: greet")}, [("LG320", DEV, 18)]
     ),
     Case(
@@ -394,6 +415,18 @@ CREDENTIAL_CASES = [
             )
         },
         [("LG701", DEV, 9)],
+        "has no field 'secret'",
+    ),
+    Case(
+        "auth-field-missing",
+        {
+            DEV: hello(
+                "      path: hello\n",
+                "      path: hello\n      auth:\n        credential: greeter\n"
+                "        field: secret\n        header: X-Api-Key\n",
+            )
+        },
+        [("LG701", DEV, 11)],
         "has no field 'secret'",
     ),
     Case(

@@ -45,7 +45,7 @@ from pipeline import ENVS, Pipeline
 
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
-from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, signed
+from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, authorized, signed
 from loomgit.records import Execution, new_id
 from loomgit.server import NO_TOKENS
 
@@ -979,6 +979,79 @@ def test_a_webhook_signed_in_base64_as_shopify_signs(repo: Repo, start: Start) -
     code, body = daemon.request("POST", path, raw=raw, headers=good)
     assert code == 202, body
     assert len(daemon.executions()) == 1
+
+
+AUTHED = HELLO.replace(
+    "      path: hello\n",
+    "      path: hello\n      auth: {credential: greeter}\n"
+    "    - type: webhook\n      path: keyed\n"
+    "      auth: {credential: greeter, field: token, header: X-Api-Key}\n",
+)
+
+
+def test_a_webhook_with_auth_wants_the_secret_in_its_header(repo: Repo, start: Start) -> None:
+    """`Authorization: Bearer <secret>` by default, as Alertmanager and Grafana send it;
+    another header carries the secret alone. Refused before the body, nothing recorded."""
+    put_everywhere(repo, AUTHED, {"staging": True})
+    daemon = start(repo)
+    path = "/hooks/staging/hello"
+    code, body, headers = daemon.answer("POST", path, {"name": "Al"})
+    assert code == 401 and body == {
+        "error": "missing or wrong bearer token in the Authorization header"
+    }
+    assert headers["WWW-Authenticate"] == 'Bearer realm="loomgit staging"'
+    for wrong in ("Bearer wrong-token", f"Basic {SECRET}", SECRET, f"Bearer {SECRET}x", "Bearer"):
+        assert daemon.request("POST", path, {"name": "Al"}, {"Authorization": wrong})[0] == 401
+    code, body = daemon.request(
+        "POST", path, {"name": "Al"}, {"Authorization": f"bearer  {SECRET}"}
+    )
+    assert code == 202, body
+    done = daemon.finished(body["execution"])
+    assert done["status"] == "succeeded"
+    assert done["trigger"]["headers"]["authorization"] == "[redacted]"
+    keyed = "/hooks/staging/keyed"
+    code, body, headers = daemon.answer("POST", keyed, {"name": "Key"}, {"X-Api-Key": "nope"})
+    assert code == 401 and body == {"error": "missing or wrong X-Api-Key header"}
+    assert "WWW-Authenticate" not in headers
+    bearer = {"X-Api-Key": f"Bearer {SECRET}"}  # only Authorization takes a scheme
+    assert daemon.request("POST", keyed, {"name": "Key"}, bearer)[0] == 401
+    code, body = daemon.request("POST", keyed, {"name": "Key"}, {"X-Api-Key": SECRET})
+    assert code == 202, body
+    assert daemon.finished(body["execution"])["status"] == "succeeded"
+    assert len(daemon.executions()) == 2  # the refused ones were not recorded
+    refused = 'loomgit_webhook_refused_total{environment="staging",reason="auth"}'
+    assert _metric(daemon, refused) == "8.0"
+    assert SECRET not in json.dumps(daemon.executions()) + daemon.stop()
+
+
+def test_a_webhook_whose_auth_secret_is_missing_is_not_served(repo: Repo, start: Start) -> None:
+    """Without its secret a webhook would be open to anyone: a version whose credential
+    lacks the field is not served (LG701), and the one before it goes on."""
+    put_everywhere(repo, AUTHED, {"staging": True})
+    daemon = start(repo)
+    ok = {"Authorization": f"Bearer {SECRET}"}
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "A"}, ok)[0] == 202
+    missing = AUTHED.replace("field: token, header: X-Api-Key", "field: nope, header: X-Api-Key")
+    put_everywhere(repo, missing, {"staging": True})
+    condition = daemon.reconcile()["staging"]["conditions"][0]
+    assert condition["reason"] == "ValidationFailed", condition
+    assert (
+        "hello.yaml:12:35: error[LG701]: credential 'greeter' has no field 'nope'"
+        in (condition["message"])
+    )
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "B"}, ok)[0] == 202
+    keyed = {"X-Api-Key": SECRET}
+    assert daemon.request("POST", "/hooks/staging/keyed", {"name": "C"}, keyed)[0] == 202
+    assert daemon.request("POST", "/hooks/staging/keyed", {"name": "D"}, ok)[0] == 401
+
+
+def test_authorized_compares_the_whole_secret() -> None:
+    assert authorized(b"s3cret-value", "Bearer s3cret-value", bearer=True)
+    assert authorized(b"s3cret-value", "BEARER s3cret-value ", bearer=True)
+    assert not authorized(b"s3cret-value", "Bearer s3cret", bearer=True)
+    assert not authorized(b"", "Bearer ", bearer=True)  # an empty secret lets nobody in
+    assert not authorized(b"", "", bearer=False)
+    assert authorized("sécret".encode(), "sécret".encode().decode("latin-1"), bearer=False)
 
 
 def test_an_empty_signature_secret_signs_nothing() -> None:

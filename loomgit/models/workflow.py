@@ -49,6 +49,28 @@ class WebhookSignature(StrictModel):
     )
 
 
+class WebhookAuth(StrictModel):
+    """A shared secret sent in a header, as Prometheus Alertmanager and Grafana send one:
+    `Authorization: Bearer <secret>`, or the whole value of any other header
+    (`X-Api-Key: <secret>`)."""
+
+    credential: Annotated[str, Field(pattern=IDENTIFIER)] = Field(
+        description="a credential the workflow declares; its `field` is the shared secret"
+    )
+    field: str = Field(default="token", min_length=1, description="the field holding the secret")
+    header: str = Field(
+        default="Authorization",
+        pattern=HEADER_NAME,
+        max_length=100,
+        description="Authorization: the value is `Bearer <secret>`; any other header: the "
+        "value is the secret",
+    )
+
+    @property
+    def bearer(self) -> bool:
+        return self.header.lower() == "authorization"
+
+
 class WebhookTrigger(StrictModel):
     """Served at /hooks/<environment>/<path> in every environment where the workflow is active."""
 
@@ -66,6 +88,9 @@ class WebhookTrigger(StrictModel):
     signature: WebhookSignature | None = Field(
         default=None, description="refuse requests without a valid HMAC-SHA256 signature (401)"
     )
+    auth: WebhookAuth | None = Field(
+        default=None, description="refuse requests without the shared secret in a header (401)"
+    )
 
     @field_validator("path")
     @classmethod
@@ -82,6 +107,15 @@ class WebhookTrigger(StrictModel):
     @property
     def route(self) -> str:
         return self.path.strip("/")
+
+    def secret_checks(self) -> list[tuple[str, WebhookSignature | WebhookAuth]]:
+        """The checks that read a credential's field, by their key in the trigger."""
+        checks: list[tuple[str, WebhookSignature | WebhookAuth]] = []
+        if self.signature is not None:
+            checks.append(("signature", self.signature))
+        if self.auth is not None:
+            checks.append(("auth", self.auth))
+        return checks
 
 
 class ScheduleTrigger(StrictModel):
