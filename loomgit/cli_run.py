@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from loomgit import jsontext
 from loomgit.agekeys import AgeKeys
@@ -40,6 +42,42 @@ def state_option(func: Any) -> Any:
         help="Folder of loomgit's local state (the execution history); default: "
         "$LOOMGIT_STATE_DIR, else the user's state folder.",
     )(func)
+
+
+def server_options(func: Any) -> Any:
+    func = click.option(
+        "--token-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="With --server: a file holding one of the daemon's API tokens (its first line "
+        "that is not blank or a # comment); default: $LOOMGIT_API_TOKEN.",
+    )(func)
+    return click.option(
+        "--server",
+        metavar="URL",
+        help="Read the history of a running `loomgit serve` through its HTTP API instead "
+        "of the local one (it needs an API token).",
+    )(func)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where `executions` reads: the local history (state_dir) or a daemon (server)."""
+
+    state_dir: Path | None
+    server: str | None
+    token_file: Path | None
+
+    def remote(self) -> tuple[str, str | None] | None:
+        if self.server is None:
+            if self.token_file is not None:
+                raise UsageError("--token-file goes with --server")
+            return None
+        given = click.get_current_context().get_parameter_source("state_dir")
+        if given is ParameterSource.COMMANDLINE:  # $LOOMGIT_STATE_DIR may well be set
+            raise UsageError("give --server or --state-dir, not both")
+        from loomgit.live import read_token
+
+        return self.server, read_token(self.token_file)
 
 
 def _history(state_dir: Path | None, record_limit: int | None = None) -> Any:
@@ -218,6 +256,7 @@ def _short_time(iso: str | None) -> str:
 )
 @format_option
 @state_option
+@server_options
 @click.pass_context
 def executions(
     ctx: click.Context,
@@ -229,6 +268,8 @@ def executions(
     before: str | None,
     fmt: str,
     state_dir: Path | None,
+    server: str | None,
+    token_file: Path | None,
 ) -> None:
     """The execution history, newest first, filtered by environment, workflow, status.
 
@@ -239,23 +280,36 @@ def executions(
       loomgit executions --limit 10 --before 01JD3N5Q8W   # the next ten
       loomgit executions show 01JD3N5Q8W
       loomgit executions prune --older-than 30d --keep 100000
+      LOOMGIT_API_TOKEN=… loomgit executions --server https://loomgit.internal --env production
     """
+    source = _Source(state_dir, server, token_file)
     if ctx.invoked_subcommand is not None:
-        ctx.obj = state_dir
+        ctx.obj = source
         return
-    from loomgit.records import Query
+    from loomgit import records
 
-    query = Query(env, workflow, status, parse_since(since) if since else None, limit, before)
-    with _history(state_dir) as history:
-        found = history.query(query)
-        # An environment or workflow the history has never seen is most often a typo: said so.
-        hints = [
-            _never_recorded(history, column, value)
-            for column, value in (("environment", env), ("workflow", workflow))
-            if value is not None and not found
-        ]
+    remote = source.remote()
+    hints: list[str | None] = []
+    if remote is not None:
+        from loomgit.live import fetch_executions
+
+        filters = {"environment": env, "workflow": workflow, "status": status}
+        rows = fetch_executions(*remote, {**filters, "since": since, "before": before}, limit)
+        found = [records.from_json(row) for row in rows]
+    else:
+        moment = parse_since(since) if since else None
+        query = records.Query(env, workflow, status, moment, limit, before)
+        with _history(state_dir) as history:
+            found = history.query(query)
+            # An environment or workflow the history never saw is most often a typo: said so.
+            hints = [
+                _never_recorded(history, column, value)
+                for column, value in (("environment", env), ("workflow", workflow))
+                if value is not None and not found
+            ]
+        rows = [ex.to_json(steps=False) for ex in found]
     if fmt == "json":
-        click.echo(jsontext.dumps([ex.to_json(steps=False) for ex in found], indent=2))
+        click.echo(jsontext.dumps(rows, indent=2))
         return
     if not found:
         click.echo("no executions match", err=True)
@@ -268,8 +322,7 @@ def executions(
     table = Table(box=None, pad_edge=False)
     for column in ("id", "started (UTC)", "env", "workflow", "ver", "trigger", "status", "took"):
         table.add_column(column, no_wrap=True)
-    for ex in found:
-        data = ex.to_json(steps=False)
+    for ex, data in zip(found, rows, strict=True):
         table.add_row(
             ex.id,
             _short_time(data["started_at"]),
@@ -297,9 +350,15 @@ def _block(label: str, value: Any, indent: str = "      ") -> None:
 @click.argument("ident", metavar="ID")
 @format_option
 @state_option
+@server_options
 @click.pass_obj
 def show_execution(
-    group_state_dir: Path | None, ident: str, fmt: str, state_dir: Path | None
+    group: _Source,
+    ident: str,
+    fmt: str,
+    state_dir: Path | None,
+    server: str | None,
+    token_file: Path | None,
 ) -> None:
     """One execution step by step: status, timing, input, output, logs and errors.
 
@@ -310,12 +369,24 @@ def show_execution(
     Examples:
       loomgit executions show 01JD3N5Q8WZ4T0ZJ5J7Q5X9Y1M
       loomgit executions show 01JD3N5Q --format json --state-dir /var/lib/loomgit
+      loomgit executions show 01JD3N5Q --server http://127.0.0.1:8080 --token-file api.token
     """
+    from loomgit import records
     from loomgit.records import FINISHED
 
-    with _history(state_dir or group_state_dir) as history:
-        ex = history.get(ident)
-    data = ex.to_json()
+    source = _Source(
+        state_dir or group.state_dir, server or group.server, token_file or group.token_file
+    )
+    remote = source.remote()
+    if remote is not None:
+        from loomgit.live import fetch_execution
+
+        data = fetch_execution(*remote, ident)
+        ex = records.from_json(data)
+    else:
+        with _history(source.state_dir) as history:
+            ex = history.get(ident)
+        data = ex.to_json()
     if fmt == "json":
         click.echo(jsontext.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -364,7 +435,7 @@ def show_execution(
 @state_option
 @click.pass_obj
 def prune(
-    group_state_dir: Path | None,
+    group: _Source,
     older_than: str | None,
     keep: int | None,
     dry_run: bool,
@@ -383,10 +454,15 @@ def prune(
       loomgit executions prune --keep 100000
       loomgit executions prune --older-than 7d --dry-run --format json
     """
+    if group.server is not None:
+        raise UsageError(
+            "prune deletes from the local history only, not through --server",
+            hint="run it where the daemon keeps its history, with its --state-dir",
+        )
     if older_than is None and keep is None:
         raise UsageError("give --older-than, --keep or both")
     age = time.time() - parse_since(older_than, option="--older-than") if older_than else None
-    with _history(state_dir or group_state_dir) as history:
+    with _history(state_dir or group.state_dir) as history:
         each = history.prune_each(older_than=age, keep=keep, dry_run=dry_run)
     deleted = sum(each.values())
     if fmt == "json":

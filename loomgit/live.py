@@ -1,13 +1,16 @@
-"""`loomgit status --server`: the live view of a running daemon, from its HTTP API."""
+"""The CLI as a client of a running daemon's HTTP API: `loomgit status --server` (the
+live view) and `loomgit executions --server` (its execution history)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -19,7 +22,12 @@ from loomgit.errors import UsageError
 TIMEOUT = 10
 
 
-def fetch_environments(server: str) -> list[dict[str, Any]]:
+TOKEN_ENV = "LOOMGIT_API_TOKEN"
+# The daemon answers at most this many executions per request; more are read page by page.
+PAGE = 1000
+
+
+def _base(server: str) -> str:
     base = server.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--server {server}: give an http:// or https:// URL")
@@ -31,12 +39,36 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
         urllib.parse.urlsplit(base).port  # noqa: B018 - reading it checks the host and port
     except ValueError as exc:
         raise UsageError(f"--server {server}: not a valid URL ({exc})") from None
-    url = base + "/api/v1/environments"
+    return base
+
+
+def _refusal(exc: urllib.error.HTTPError) -> str:
+    """The daemon's own words for a refusal (`{"error": …}`), else the HTTP reason."""
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
-            body = json.loads(resp.read())
+        said = json.loads(exc.read()).get("error")
+    except (ValueError, AttributeError, OSError, http.client.HTTPException):
+        said = None
+    return said if isinstance(said, str) and said else str(exc.reason)
+
+
+def get_json(server: str, path: str, token: str | None = None) -> Any:
+    """GET `path` from the daemon at `server`, parsed; every failure a UsageError."""
+    base = _base(server)
+    url = base + path
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
+            return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise UsageError(f"{url} answered {exc.code} {exc.reason}") from None
+        said = _refusal(exc)
+        if exc.code == 401:
+            raise UsageError(
+                f"{url} answered 401: {said}",
+                hint=f"pass --token-file with one of the daemon's API tokens, or set {TOKEN_ENV}",
+            ) from None
+        raise UsageError(f"{url} answered {exc.code}: {said}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(
@@ -45,9 +77,55 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
         ) from None
     except (ValueError, http.client.HTTPException):
         raise UsageError(f"{url} did not answer JSON; is it a loomgit daemon?") from None
+
+
+def fetch_environments(server: str) -> list[dict[str, Any]]:
+    url = _base(server) + "/api/v1/environments"
+    body = get_json(server, "/api/v1/environments")
     if not isinstance(body, list):
         raise UsageError(f"{url} did not answer a list of environments")
     return body
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The API token: the first line of `token_file` that is not blank or a `#` comment
+    (the daemon's --api-token-file format), else $LOOMGIT_API_TOKEN."""
+    if token_file is None:
+        return os.environ.get(TOKEN_ENV, "").strip() or None
+    try:
+        text = token_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file {token_file}: cannot read it ({exc})") from None
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()
+    raise UsageError(f"--token-file {token_file}: holds no token (only blank or # lines)")
+
+
+def fetch_executions(
+    server: str, token: str | None, filters: dict[str, str | None], limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` executions, newest first, read a page of at most PAGE at a time."""
+    found: list[dict[str, Any]] = []
+    given = {k: v for k, v in filters.items() if v is not None}
+    while len(found) < limit:
+        want = min(limit - len(found), PAGE)
+        query = urllib.parse.urlencode({**given, "limit": str(want)})
+        page = get_json(server, f"/api/v1/executions?{query}", token)
+        if not isinstance(page, list):
+            raise UsageError(f"{_base(server)}/api/v1/executions did not answer a list")
+        found += page
+        if len(page) < want:
+            break
+        given["before"] = page[-1]["id"]
+    return found
+
+
+def fetch_execution(server: str, token: str | None, ident: str) -> dict[str, Any]:
+    found = get_json(server, f"/api/v1/executions/{urllib.parse.quote(ident, safe='')}", token)
+    if not isinstance(found, dict):
+        raise UsageError(f"{_base(server)}/api/v1/executions/{ident} did not answer an execution")
+    return found
 
 
 def live_table(envs: list[dict[str, Any]], server: str) -> Group:

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
@@ -99,6 +100,54 @@ class Execution:
         return out
 
 
+def _end(began: float | None, data: dict[str, Any]) -> float | None:
+    """The end from the start and `duration_ms`, which the API gives to the microsecond
+    where its times have milliseconds."""
+    took = data.get("duration_ms")
+    if began is None or not isinstance(took, int | float):
+        return unix(data.get("ended_at"))
+    return began + took / 1000
+
+
+def step_from_json(data: dict[str, Any]) -> StepRecord:
+    """The inverse of `StepRecord.to_json`, as the daemon's API answers it."""
+    return StepRecord(
+        position=data.get("position", 0),
+        step_id=data.get("id", "?"),
+        type=data.get("type", "?"),
+        status=data.get("status", "?"),
+        started_at=(began := unix(data.get("started_at"))),
+        ended_at=_end(began, data),
+        attempts=data.get("attempts") or 0,
+        input=data.get("input"),
+        output=data.get("output"),
+        error=data.get("error"),
+        logs=tuple(data.get("logs") or ()),
+    )
+
+
+def from_json(data: dict[str, Any]) -> Execution:
+    """The inverse of `Execution.to_json`, as the daemon's API answers it (times to the
+    millisecond)."""
+    trigger = dict(data.get("trigger") or {})
+    return Execution(
+        id=data["id"],
+        environment=data.get("environment", "?"),
+        workflow=data.get("workflow", "?"),
+        trigger_type=trigger.pop("type", "?"),
+        status=data.get("status", "?"),
+        started_at=(began := unix(data.get("started_at")) or 0.0),
+        version=data.get("version"),
+        digest=data.get("digest"),
+        trigger=trigger,
+        ended_at=_end(began, data),
+        stopped_at=data.get("stopped_at"),
+        error=data.get("error"),
+        output=data.get("output"),
+        steps=tuple(step_from_json(s) for s in data.get("steps") or ()),
+    )
+
+
 @dataclass(frozen=True)
 class Query:
     environment: str | None = None
@@ -114,6 +163,13 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def unix(text: str | None) -> float | None:
+    """An `iso` time back as a Unix time."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text).timestamp()
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

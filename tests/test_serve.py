@@ -1966,6 +1966,73 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
         assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
 
 
+def test_executions_server_reads_a_daemons_history(
+    repo: Repo, start: Start, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`executions --server` and `executions show --server` read the daemon's history
+    through its API, page by page, with a token from a file or $LOOMGIT_API_TOKEN."""
+    from loomgit import live
+
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo, state=tmp_path / "daemon-state")
+    ids = []
+    for name in ("Ann", "Bob", "Cy", "Di", "Ed"):
+        code, body = daemon.request("POST", "/hooks/staging/hello", {"name": name})
+        assert code == 202, body
+        ids.append(daemon.finished(body["execution"])["id"])
+    token_file = tmp_path / "api.token"
+    token_file.write_text(f"# the daemon's token\n\n{TOKEN}\n")
+    remote = ("--server", daemon.url, "--token-file", str(token_file))
+    monkeypatch.setattr(live, "PAGE", 2)  # five executions, three requests
+    result = cli("executions", *remote, "--format", "json")
+    assert result.code == 0, result.err
+    assert [ex["id"] for ex in json.loads(result.out)] == ids[::-1]
+    assert json.loads(result.out)[0] == {
+        k: v for k, v in daemon.finished(ids[-1]).items() if k != "steps"
+    }
+    result = cli("executions", *remote, "--limit", "3", "--format", "json")
+    assert [ex["id"] for ex in json.loads(result.out)] == ids[:1:-1]
+    result = cli("executions", *remote, "--env", "staging", "--before", ids[1])
+    assert result.code == 0 and ids[0] in result.out and ids[1] not in result.out
+    assert "staging  hello" in result.out and "v1" in result.out and "✓ succeeded" in result.out
+    took = daemon.finished(ids[0])["duration_ms"]
+    assert f"{took:.1f} ms" in result.out  # the daemon's figure, not one from rounded times
+    # The local history (this test's own state folder) holds none of them.
+    assert ids[0] not in cli("executions").out + cli("executions").err
+    monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
+    result = cli("executions", "show", ids[2], "--server", daemon.url)
+    assert result.code == 0, result.err
+    assert f"execution {ids[2]}" in result.out and "hello v1 in staging" in result.out
+    assert "✓ greet (set) succeeded" in result.out and '"name": "Cy"' in result.out
+    assert f"started:     {daemon.finished(ids[2])['started_at']}" in result.out
+    result = cli("executions", "--server", daemon.url, "show", ids[2], "--format", "json")
+    assert json.loads(result.out) == daemon.finished(ids[2])
+    # What goes wrong: one line each, exit 2.
+    result = cli("executions", "--server", daemon.url, "--env", "stagin")
+    assert result.code == 2 and "answered 400: unknown environment 'stagin'" in result.err
+    assert "did you mean staging?" in result.err
+    result = cli("executions", "show", "0000000000", "--server", daemon.url)
+    assert result.code == 2 and "answered 404: no execution 0000000000" in result.err
+    monkeypatch.delenv("LOOMGIT_API_TOKEN")
+    result = cli("executions", "--server", daemon.url)
+    assert result.code == 2 and "answered 401: a valid bearer token is required" in result.err
+    assert "hint: pass --token-file with one of the daemon's API tokens" in result.err
+    token_file.write_text("# no token here\n")
+    result = cli("executions", *remote)
+    assert result.code == 2 and "holds no token (only blank or # lines)" in result.err
+    for args, said in (
+        (("--token-file", str(token_file)), "--token-file goes with --server"),
+        (("--server", daemon.url, "--state-dir", str(tmp_path)), "not both"),
+        (("--server", daemon.url, "prune", "--keep", "1"), "prune deletes from the local"),
+        (("--server", "ftp://x"), "give an http:// or https:// URL"),
+        (("--server", daemon.url, "--token-file", str(tmp_path / "nope")), "cannot read it"),
+    ):
+        result = cli("executions", *args)
+        assert result.code == 2 and said in result.err, (args, result.err)
+        assert "Traceback" not in result.err
+    assert TOKEN not in daemon.stop()
+
+
 def test_status_server_refuses_what_is_no_url_and_what_answers_no_http(cli: Cli) -> None:
     """A URL with a space or a control character, and a server answering something other
     than HTTP: one-line errors, exit 2 (both were tracebacks, exit 3)."""
