@@ -291,11 +291,11 @@ def executions(
     remote = source.remote()
     hints: list[str | None] = []
     if remote is not None:
-        from loomgit.live import fetch_executions
+        from loomgit.live import as_executions, fetch_executions
 
         filters = {"environment": env, "workflow": workflow, "status": status}
         rows = fetch_executions(*remote, {**filters, "since": since, "before": before}, limit)
-        found = [records.from_json(row) for row in rows]
+        found = as_executions(remote[0], rows)
     else:
         moment = parse_since(since) if since else None
         query = records.Query(env, workflow, status, moment, limit, before)
@@ -371,7 +371,6 @@ def show_execution(
       loomgit executions show 01JD3N5Q --format json --state-dir /var/lib/loomgit
       loomgit executions show 01JD3N5Q --server http://127.0.0.1:8080 --token-file api.token
     """
-    from loomgit import records
     from loomgit.records import FINISHED
 
     source = _Source(
@@ -379,10 +378,10 @@ def show_execution(
     )
     remote = source.remote()
     if remote is not None:
-        from loomgit.live import fetch_execution
+        from loomgit.live import as_executions, fetch_execution
 
         data = fetch_execution(*remote, ident)
-        ex = records.from_json(data)
+        (ex,) = as_executions(remote[0], [data])
     else:
         with _history(source.state_dir) as history:
             ex = history.get(ident)

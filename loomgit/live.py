@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loomgit.errors import UsageError
+from loomgit.records import Execution, from_json
 
 TIMEOUT = 10
 
@@ -112,8 +113,10 @@ def fetch_executions(
         want = min(limit - len(found), PAGE)
         query = urllib.parse.urlencode({**given, "limit": str(want)})
         page = get_json(server, f"/api/v1/executions?{query}", token)
-        if not isinstance(page, list):
-            raise UsageError(f"{_base(server)}/api/v1/executions did not answer a list")
+        if not isinstance(page, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("id"), str) for row in page
+        ):
+            raise UsageError(f"{_base(server)}/api/v1/executions did not answer executions")
         found += page
         if len(page) < want:
             break
@@ -123,9 +126,19 @@ def fetch_executions(
 
 def fetch_execution(server: str, token: str | None, ident: str) -> dict[str, Any]:
     found = get_json(server, f"/api/v1/executions/{urllib.parse.quote(ident, safe='')}", token)
-    if not isinstance(found, dict):
+    if not isinstance(found, dict) or not isinstance(found.get("id"), str):
         raise UsageError(f"{_base(server)}/api/v1/executions/{ident} did not answer an execution")
     return found
+
+
+def as_executions(server: str, rows: list[dict[str, Any]]) -> list[Execution]:
+    """The daemon's answers as records, for printing; one of another shape is an error."""
+    try:
+        return [from_json(row) for row in rows]
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise UsageError(
+            f"{_base(server)} answered an execution loomgit cannot read; is it a loomgit daemon?"
+        ) from None
 
 
 def live_table(envs: list[dict[str, Any]], server: str) -> Group:

@@ -2033,6 +2033,55 @@ def test_executions_server_reads_a_daemons_history(
     assert TOKEN not in daemon.stop()
 
 
+def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> None:
+    """A server answering JSON of another shape: one line, exit 2, never a traceback."""
+    import http.server
+
+    answers = iter(
+        [
+            b'{"executions": []}',
+            b'[{"nope": 1}]',
+            b'[{"id": "01X", "started_at": "yesterday"}]',
+            b'{"id": "01X", "started_at": "yesterday"}',
+            b"[1, 2]",
+        ]
+    )
+
+    class Stub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = next(answers)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        said = [
+            cli("executions", "--server", url),
+            cli("executions", "--server", url),
+            cli("executions", "--server", url),
+            cli("executions", "show", "01X", "--server", url),
+            cli("executions", "show", "01X", "--server", url),
+        ]
+    finally:
+        server.shutdown()
+    for result in said:
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+        assert len(result.err.strip().splitlines()) <= 2, result.err
+    assert "/api/v1/executions did not answer executions" in said[0].err
+    assert "/api/v1/executions did not answer executions" in said[1].err
+    assert "answered an execution loomgit cannot read" in said[2].err
+    assert "answered an execution loomgit cannot read" in said[3].err
+    assert "/api/v1/executions/01X did not answer an execution" in said[4].err
+
+
 def test_status_server_refuses_what_is_no_url_and_what_answers_no_http(cli: Cli) -> None:
     """A URL with a space or a control character, and a server answering something other
     than HTTP: one-line errors, exit 2 (both were tracebacks, exit 3)."""
