@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import errno
 import gc
-import hmac
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from loomgit.ingress import (
     HOOKS,
     Ingress,
     Refused,
+    authorized,
     closes,
     error,
     json_response,
@@ -152,11 +152,8 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         tokens = daemon.settings.tokens
         if not tokens:
             raise Refused(401, NO_TOKENS)
-        given = request.headers.get("Authorization", "")
-        token = given.removeprefix("Bearer ").encode()
-        if not given.startswith("Bearer ") or not any(
-            hmac.compare_digest(token, t.encode()) for t in tokens
-        ):
+        given = request.headers.get("Authorization")
+        if not any(authorized(t.encode(), given, bearer=True) for t in tokens):
             raise Refused(401, "a valid bearer token is required")
 
     view = EnvironmentsView(daemon)

@@ -564,6 +564,12 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     auth = {"Authorization": f"Bearer {TOKEN}"}
     bad = {"Authorization": "Bearer wrong"}
     assert daemon.request("POST", path, {"input": {}}, headers=bad)[0] == 401
+    for wrong in (f"Basic {TOKEN}", TOKEN, f"Bearer {TOKEN[:-1]}"):
+        assert (
+            daemon.request("GET", "/api/v1/executions", headers={"Authorization": wrong})[0] == 401
+        )
+    lower = {"Authorization": f"bearer {TOKEN}"}  # RFC 9110: the scheme in any case
+    assert daemon.request("GET", "/api/v1/executions", headers=lower)[0] == 200
     code, body = daemon.request("POST", path, {"input": {"name": "Ed"}}, headers=auth)
     assert code == 202 and body["environment"] == "production"
     ex = daemon.finished(body["execution"])
