@@ -212,11 +212,13 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
         if not isinstance(trigger, WebhookTrigger):
             continue
         for key, check in trigger.secret_checks():
-            if check.credential in wf.spec.credentials:
-                where = ("spec", "triggers", i, key)
-                given = "field" in check.model_fields_set  # else the default, at the mapping
+            if check.credential not in wf.spec.credentials:
+                continue
+            where = ("spec", "triggers", i, key)
+            for name, field in check.secret_fields():
+                given = name in check.model_fields_set  # else the default, at the mapping
                 checker.credential_fields.setdefault(
-                    (check.credential, check.field), (*where, "field") if given else where
+                    (check.credential, field), (*where, name) if given else where
                 )
     findings.extend(checker.findings)
     facts = WorkflowFacts(

@@ -45,6 +45,19 @@ def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -
     return value
 
 
+def echo_json(value: Any) -> None:
+    """A command's `--format json` report, on standard output."""
+    import json
+
+    click.echo(json.dumps(value, indent=2))
+
+
+def written_json(written: Any) -> dict[str, object]:
+    """Where a commit went (a promotion.Written), as the JSON reports of the commands
+    that write give it."""
+    return {"commit": written.commit, "branch": written.branch, "created_from": written.from_remote}
+
+
 def warn_if_unpushable(written: Any) -> None:
     """A commit onto a branch that is behind origin's copy would not push as it is
     (promotion.Written.behind); `promote` says so in its plan, the other writers here."""
@@ -127,7 +140,8 @@ def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
     show_default=True,
     help="Pipeline order, comma-separated.",
 )
-def init(directory: Path, layout: str, environments: str) -> None:
+@format_option
+def init(directory: Path, layout: str, environments: str, fmt: str) -> None:
     """Create a loomgit repository (or add one to an existing git repository).
 
     \b
@@ -138,6 +152,16 @@ def init(directory: Path, layout: str, environments: str) -> None:
     from loomgit import scaffold
 
     result = scaffold.init(directory, layout, scaffold.parse_environments(environments))
+    if fmt == "json":
+        report = {
+            "path": str(result.path),
+            "layout": layout,
+            "environments": list(result.environments),
+            "created_repository": result.created_repository,
+            "commits": [{"commit": c, "branch": b} for b, c in result.commits.items()],
+        }
+        echo_json(report)
+        return
     what = "created git repository and " if result.created_repository else ""
     click.echo(f"{what}initialised loomgit in {result.path} ({layout} layout)")
     click.echo(f"pipeline: {' -> '.join(result.environments)}")

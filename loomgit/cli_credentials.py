@@ -13,7 +13,14 @@ from typing import Any, TypeVar, cast
 import click
 
 from loomgit.agekeys import KEY_DIR_ENV, AgeKeys
-from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable
+from loomgit.cli import (
+    cli,
+    echo_json,
+    format_option,
+    repo_option,
+    warn_if_unpushable,
+    written_json,
+)
 from loomgit.errors import UsageError
 
 KEY_HELP = (
@@ -114,16 +121,32 @@ def _read_fields(from_json: Any) -> dict[str, Any]:
         raise UsageError("no fields given", hint="use --from-json FILE (or - for stdin)")
     fields: dict[str, Any] = {}
     while True:
-        name = click.prompt("field name (empty to finish)", default="", show_default=False)
+        name = click.prompt(
+            "field name (empty to finish)", default="", show_default=False, err=True
+        )
         if not name:
             return fields
-        fields[name] = click.prompt(f"value of {name}", hide_input=True)
+        fields[name] = click.prompt(f"value of {name}", hide_input=True, err=True)
 
 
 def _scope(env: str | None, is_global: bool) -> str | None:
     if (env is None) == (not is_global):
         raise UsageError("give --env ENV or --global")
     return env
+
+
+def _report(fmt: str, written: list[Any], lines: list[str], **report: object) -> None:
+    """A credential or key command's outcome: `lines` for people (one per commit, or the
+    one line that nothing was written), or `report` with the commits for scripts."""
+    if fmt == "json":
+        echo_json(
+            {"changed": bool(written), **report, "commits": [written_json(w) for w in written]}
+        )
+    else:
+        for line in lines:
+            click.echo(line)
+    for w in written:
+        warn_if_unpushable(w)
 
 
 @credentials.command("set")
@@ -137,6 +160,7 @@ def _scope(env: str | None, is_global: bool) -> str | None:
     help="A JSON object of fields; - reads standard input. Default: prompt.",
 )
 @key_option
+@format_option
 @repo_option
 def set_(
     name: str,
@@ -144,6 +168,7 @@ def set_(
     is_global: bool,
     from_json: Any,
     age_keys: AgeKeys,
+    fmt: str,
     repo: Path,
 ) -> None:
     """Add or replace credential NAME, encrypted through sops, as one commit.
@@ -154,7 +179,7 @@ def set_(
     \b
     Examples:
       loomgit credentials set shop_api --env staging          (prompts for fields)
-      loomgit credentials set chat --global --from-json fields.json
+      loomgit credentials set chat --global --from-json fields.json --format json
     """
     from loomgit import credops
     from loomgit.workspace import Workspace
@@ -163,11 +188,11 @@ def set_(
     fields = _read_fields(from_json)
     with Workspace(repo) as ws:
         written = credops.set_credential(ws, name, scope, fields, credops.key_files(ws, age_keys))
-    if not written:
-        click.echo(f"{name} in {scope or 'global'} already has these values: nothing written")
-    for w in written:
-        click.echo(f"set {name} in {scope or 'global'} ({w.where()})")
-        warn_if_unpushable(w)
+    where = scope or "global"
+    lines = [f"set {name} in {where} ({w.where()})" for w in written] or [
+        f"{name} in {where} already has these values: nothing written"
+    ]
+    _report(fmt, written, lines, credential=name, scope=where)
 
 
 @credentials.command("rm")
@@ -175,8 +200,11 @@ def set_(
 @click.option("--env", "env", metavar="ENV", help="From ENV's own (scoped) file.")
 @click.option("--global", "is_global", is_flag=True, help="From the global file.")
 @key_option
+@format_option
 @repo_option
-def rm(name: str, env: str | None, is_global: bool, age_keys: AgeKeys, repo: Path) -> None:
+def rm(
+    name: str, env: str | None, is_global: bool, age_keys: AgeKeys, fmt: str, repo: Path
+) -> None:
     """Remove credential NAME from an environment's file or the global one.
 
     \b
@@ -189,9 +217,9 @@ def rm(name: str, env: str | None, is_global: bool, age_keys: AgeKeys, repo: Pat
     scope = _scope(env, is_global)
     with Workspace(repo) as ws:
         written = credops.remove_credential(ws, name, scope, credops.key_files(ws, age_keys))
-    for w in written:
-        click.echo(f"removed {name} from {scope or 'global'} ({w.where()})")
-        warn_if_unpushable(w)
+    where = scope or "global"
+    lines = [f"removed {name} from {where} ({w.where()})" for w in written]
+    _report(fmt, written, lines, credential=name, scope=where)
 
 
 @credentials.command("copy")
@@ -199,8 +227,9 @@ def rm(name: str, env: str | None, is_global: bool, age_keys: AgeKeys, repo: Pat
 @click.option("--from", "from_env", required=True, metavar="ENV", help="Where it resolves now.")
 @click.option("--to", "to_env", required=True, metavar="ENV", help="Gets a scoped copy.")
 @key_option
+@format_option
 @repo_option
-def copy(name: str, from_env: str, to_env: str, age_keys: AgeKeys, repo: Path) -> None:
+def copy(name: str, from_env: str, to_env: str, age_keys: AgeKeys, fmt: str, repo: Path) -> None:
     """Copy credential NAME, as FROM resolves it, into TO's scoped file.
 
     \b
@@ -213,11 +242,13 @@ def copy(name: str, from_env: str, to_env: str, age_keys: AgeKeys, repo: Path) -
 
     with Workspace(repo) as ws:
         w = credops.copy_credential(ws, name, from_env, to_env, credops.key_files(ws, age_keys))
-    if w is None:
-        click.echo(f"{name} in {to_env} already has {from_env}'s values: nothing written")
-        return
-    click.echo(f"copied {name} from {from_env} to {to_env} ({w.where()})")
-    warn_if_unpushable(w)
+    line = (
+        f"copied {name} from {from_env} to {to_env} ({w.where()})"
+        if w
+        else f"{name} in {to_env} already has {from_env}'s values: nothing written"
+    )
+    report = {"credential": name, "from": from_env, "to": to_env}
+    _report(fmt, [w] if w else [], [line], **report)
 
 
 @cli.group()
@@ -260,7 +291,7 @@ def keys_list(env: str | None, fmt: str, repo: Path) -> None:
 
 
 def _change_recipient(
-    env: str, recipient: str, age_keys: AgeKeys, repo: Path, *, remove: bool
+    env: str, recipient: str, age_keys: AgeKeys, fmt: str, repo: Path, *, remove: bool
 ) -> None:
     from loomgit import credops
     from loomgit import keys as keyring
@@ -269,20 +300,20 @@ def _change_recipient(
     change = keyring.remove_recipient if remove else keyring.add_recipient
     with Workspace(repo) as ws:
         written = change(ws, env, recipient, credops.key_files(ws, age_keys))
-    if not written:  # only adding does nothing, when the key is there already
-        click.echo(f"{recipient} already decrypts {env}'s credentials: nothing written")
-        return
     did = f"removed {recipient} from" if remove else f"added {recipient} for"
-    for w in written:
-        click.echo(f"{did} {env} ({w.where()})")
-        warn_if_unpushable(w)
+    # Only adding can do nothing: when the key is there already.
+    lines = [f"{did} {env} ({w.where()})" for w in written] or [
+        f"{recipient} already decrypts {env}'s credentials: nothing written"
+    ]
+    report = {"environment": env, "recipient": recipient, "action": "remove" if remove else "add"}
+    _report(fmt, written, lines, **report)
     if remove:
-        click.echo(f"note: {keyring.ROTATE_HINT}")
+        click.echo(f"note: {keyring.ROTATE_HINT}", err=fmt == "json")
 
 
 def recipient_options(func: Any) -> Any:
     """`--env ENV --recipient AGE_PUBLIC_KEY`, with the key and repository options."""
-    func = key_option(repo_option(func))
+    func = key_option(format_option(repo_option(func)))
     func = click.option(
         "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
     )(func)
@@ -291,14 +322,14 @@ def recipient_options(func: Any) -> Any:
 
 @keys.command("add")
 @recipient_options
-def keys_add(env: str, recipient: str, age_keys: AgeKeys, repo: Path) -> None:
+def keys_add(env: str, recipient: str, age_keys: AgeKeys, fmt: str, repo: Path) -> None:
     """Let RECIPIENT decrypt ENV's credentials (and the global ones); re-encrypts them.
 
     \b
     Example:
       loomgit keys add --env staging --recipient age1... --age-key-file staging=old.key
     """
-    _change_recipient(env, recipient, age_keys, repo, remove=False)
+    _change_recipient(env, recipient, age_keys, fmt, repo, remove=False)
 
 
 @keys.command("generate")
@@ -310,8 +341,9 @@ def keys_add(env: str, recipient: str, age_keys: AgeKeys, repo: Path) -> None:
     help="Where to write the new identity (outside the repository).",
 )
 @key_option
+@format_option
 @repo_option
-def keys_generate(env: str, out: Path, age_keys: AgeKeys, repo: Path) -> None:
+def keys_generate(env: str, out: Path, age_keys: AgeKeys, fmt: str, repo: Path) -> None:
     """Create an age identity for ENV (mode 0600) and add its public key.
 
     \b
@@ -324,16 +356,18 @@ def keys_generate(env: str, out: Path, age_keys: AgeKeys, repo: Path) -> None:
 
     with Workspace(repo) as ws:
         recipient, written = keyring.generate(ws, env, out, credops.key_files(ws, age_keys))
-    click.echo(f"wrote a new age identity for {env} to {out} (keep it secret)")
-    click.echo(f"public key: {recipient}")
-    for w in written:
-        click.echo(f"  {w.where()}")
-        warn_if_unpushable(w)
+    lines = [
+        f"wrote a new age identity for {env} to {out} (keep it secret)",
+        f"public key: {recipient}",
+        *(f"  {w.where()}" for w in written),
+    ]
+    report = {"environment": env, "recipient": recipient, "identity_file": str(out)}
+    _report(fmt, written, lines, **report)
 
 
 @keys.command("rm")
 @recipient_options
-def keys_rm(env: str, recipient: str, age_keys: AgeKeys, repo: Path) -> None:
+def keys_rm(env: str, recipient: str, age_keys: AgeKeys, fmt: str, repo: Path) -> None:
     """Stop RECIPIENT decrypting ENV's credentials (and the global ones, unless another
     environment still has it); re-encrypts them with a new data key.
 
@@ -345,4 +379,4 @@ def keys_rm(env: str, recipient: str, age_keys: AgeKeys, repo: Path) -> None:
     Example:
       loomgit keys rm --env production --recipient age1... --age-key-file production=ours.key
     """
-    _change_recipient(env, recipient, age_keys, repo, remove=True)
+    _change_recipient(env, recipient, age_keys, fmt, repo, remove=True)

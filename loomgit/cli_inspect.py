@@ -14,10 +14,12 @@ import click
 from loomgit.cli import (
     FORMATS,
     cli,
+    echo_json,
     format_option,
     repo_option,
     warn_if_unpushable,
     workflow_arguments,
+    written_json,
 )
 from loomgit.cli_promote import branch_option, print_pull_request
 
@@ -111,21 +113,29 @@ def _print(renderable: object) -> None:
     metavar="N",
     help="A version ENV ran, instead of the current one.",
 )
+@format_option
 @repo_option
-def show(workflow: str, env: str | None, version: int | None, repo: Path) -> None:
+def show(workflow: str, env: str | None, version: int | None, fmt: str, repo: Path) -> None:
     """Print WORKFLOW as ENV runs it: the read-only snapshot as promoted.
+
+    With --format json: the commit it was read at, its version and activation there,
+    its promotion record, and the definition both parsed and as committed.
 
     \b
     Examples:
       loomgit show order-sync --env production
       loomgit show order-sync --env production --version 2
+      loomgit show order-sync --env production --format json | jq .version
     """
     from loomgit import views
     from loomgit.workspace import Workspace
 
     with Workspace(repo) as ws:
-        data = views.show(ws, workflow, env, version)
-    sys.stdout.write(data.decode("utf-8", "replace"))
+        snapshot = views.show(ws, workflow, env, version)
+    if fmt == "json":
+        click.echo(json.dumps(snapshot.to_json(), indent=2, default=str))
+        return
+    sys.stdout.write(snapshot.data.decode("utf-8", "replace"))
 
 
 @cli.command()
@@ -242,8 +252,9 @@ def revisions(workflow: str, fmt: str, repo: Path) -> None:
 @click.argument("workflow", callback=workflow_arguments)
 @click.argument("revision")
 @branch_option
+@format_option
 @repo_option
-def restore(workflow: str, revision: str, branch: str | None, repo: Path) -> None:
+def restore(workflow: str, revision: str, branch: str | None, fmt: str, repo: Path) -> None:
     """Write REVISION of WORKFLOW back as a new commit in the first environment.
 
     Uncommitted edits of that workflow are saved first under refs/loomgit/backups/.
@@ -260,6 +271,23 @@ def restore(workflow: str, revision: str, branch: str | None, repo: Path) -> Non
 
     with Workspace(repo) as ws:
         done = views.restore(ws, workflow, revision, branch)
+    body = f"Puts back `{workflow}` as of {done.revision}.\n"
+    if fmt == "json":
+        report: dict[str, object] = {
+            "changed": done.written is not None,
+            "workflow": workflow,
+            "revision": done.revision,
+            "subject": done.subject,
+            "backup": done.backup,
+            "problem": done.problem,
+        }
+        if done.written:
+            report.update(written_json(done.written))
+            if branch:
+                report["pull_request"] = {"title": done.subject, "body": body}
+        echo_json(report)
+        warn_if_unpushable(done.written)
+        return
     if done.backup:
         click.echo(
             f"saved your uncommitted {workflow} as {done.backup} "
@@ -277,7 +305,7 @@ def restore(workflow: str, revision: str, branch: str | None, repo: Path) -> Non
         click.echo(f"warning: this revision does not validate: {done.problem}", err=True)
         click.echo("hint: fix it and commit before promoting it (`loomgit validate`)", err=True)
     if branch and done.written:
-        print_pull_request(done.subject, f"Puts back `{workflow}` as of {done.revision}.\n")
+        print_pull_request(done.subject, body)
 
 
 @cli.command("check-promotion")

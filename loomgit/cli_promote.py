@@ -9,7 +9,14 @@ from typing import IO, Any
 import click
 
 from loomgit.agekeys import AgeKeys
-from loomgit.cli import cli, format_option, repo_option, warn_if_unpushable, workflow_arguments
+from loomgit.cli import (
+    cli,
+    format_option,
+    repo_option,
+    warn_if_unpushable,
+    workflow_arguments,
+    written_json,
+)
 from loomgit.cli_credentials import key_options
 from loomgit.errors import UsageError
 
@@ -155,9 +162,7 @@ def promote(
     body = ((f"{text}\n\n" if text else "") + diff.render_markdown(diffs)).rstrip() + "\n"
     if fmt == "json":
         out: dict[str, object] = {
-            "commit": written.commit,
-            "branch": written.branch,
-            "created_from": written.from_remote,
+            **written_json(written),
             "subject": plan.subject,
             "workflows": [d.to_json() for d in diffs],
             "credentials_copied": list(plan.copied),
@@ -188,8 +193,7 @@ def _report(report: dict[str, object], change: Any, written: Any, body: str | No
     if written is None:
         report.update(dry_run=True, branch=change.target.branch, message=change.message)
     else:
-        report.update(commit=written.commit, branch=written.branch)
-        report["created_from"] = written.from_remote
+        report.update(written_json(written))
         if body is not None:
             report["pull_request"] = {"title": change.subject, "body": body}
     click.echo(json.dumps(report, indent=2))

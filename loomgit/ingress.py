@@ -239,20 +239,27 @@ def signed(secret: bytes, raw: bytes, given: str | None, encoding: str = "hex") 
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authorized(secret: bytes, given: str | None, bearer: bool) -> bool:
-    """Whether the header value `given` carries the shared secret: `Bearer <secret>` (the
-    scheme in any case, as RFC 9110 has it) or, for another header, the secret alone.
+def authorized(secret: bytes, given: str | None, scheme: str | None) -> bool:
+    """Whether the header value `given` carries the shared secret: `Bearer <secret>`,
+    `Basic <base64 of secret>` (RFC 7617: the secret is `user:password` in UTF-8), the
+    scheme in any case as RFC 9110 has it; or, with no scheme, the secret alone.
     Compared in constant time, and never with an empty secret."""
     if not given or not secret:
         return False
     given = given.strip()
-    if bearer:
-        scheme, _, given = given.partition(" ")
-        if scheme.lower() != "bearer":
+    if scheme is not None:
+        said, _, given = given.partition(" ")
+        if said.lower() != scheme:
             return False
         given = given.strip()
     # Header values come decoded as latin-1: encoded back, they are the bytes as sent.
-    return hmac.compare_digest(given.encode("latin-1"), secret)
+    sent = given.encode("latin-1")
+    if scheme == "basic":
+        try:
+            sent = base64.b64decode(sent, validate=True)
+        except ValueError:  # binascii.Error
+            return False
+    return hmac.compare_digest(sent, secret)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -267,18 +274,30 @@ def accepted_body(ident: str, env: str, name: str) -> bytes:
 
 
 def _secret(served: Served, name: str, check: WebhookSignature | WebhookAuth) -> bytes:
+    """The secret a check compares with: a credential's field, or for basic auth its user
+    name and password as `user:password`; empty when a part is missing or empty, which
+    lets nobody in."""
     fields = served.deployments[name].credentials.get(check.credential, {})
-    return str(fields.get(check.field, "")).encode()
+    parts = [str(fields.get(field) or "") for _, field in check.secret_fields()]
+    return ":".join(parts).encode() if all(parts) else b""
+
+
+_CHALLENGE = {  # RFC 9110: a 401 names the scheme it wants
+    "bearer": ("bearer token", 'Bearer realm="loomgit {env}"'),
+    "basic": ("basic credentials", 'Basic realm="loomgit {env}", charset="UTF-8"'),
+}
 
 
 def _unauthorized(env: str, auth: WebhookAuth) -> Response:
-    if auth.bearer:  # RFC 9110: a 401 names the scheme it wants
-        return error(
-            401,
-            "missing or wrong bearer token in the Authorization header",
-            **{"WWW-Authenticate": f'Bearer realm="loomgit {env}"'},
-        )
-    return error(401, f"missing or wrong {auth.header} header")
+    scheme = auth.header_scheme
+    if scheme is None:
+        return error(401, f"missing or wrong {auth.header} header")
+    what, challenge = _CHALLENGE[scheme]
+    return error(
+        401,
+        f"missing or wrong {what} in the Authorization header",
+        **{"WWW-Authenticate": challenge.format(env=env)},
+    )
 
 
 # A `respond: sync` execution that did not succeed: timed out is the gateway's timeout,
@@ -445,7 +464,7 @@ class Ingress:
         auth = trigger.auth
         if auth is not None:  # before the body: a caller without the secret sends none
             given = headers.get(auth.header.lower())
-            if not authorized(_secret(served, name, auth), given, auth.bearer):
+            if not authorized(_secret(served, name, auth), given, auth.header_scheme):
                 self._refused(env, "auth")
                 return _unauthorized(env, auth)
         try:

@@ -593,13 +593,14 @@ def _check_webhook_secrets(dep: Deployment) -> None:
         if not isinstance(trigger, WebhookTrigger):
             continue
         for key, check in trigger.secret_checks():
-            value = dep.credentials.get(check.credential, {}).get(check.field)
-            if not isinstance(value, str) or not value:
-                raise Failed(
-                    "DecryptionFailed",
-                    f"{dep.name}: the webhook {key} needs a text field '{check.field}' in "
-                    f"credential {check.credential}",
-                )
+            for _, name in check.secret_fields():
+                value = dep.credentials.get(check.credential, {}).get(name)
+                if not isinstance(value, str) or not value:
+                    raise Failed(
+                        "DecryptionFailed",
+                        f"{dep.name}: the webhook {key} needs a text field '{name}' in "
+                        f"credential {check.credential}",
+                    )
 
 
 def _serving(served: Served) -> str:

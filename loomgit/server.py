@@ -153,7 +153,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         if not tokens:
             raise Refused(401, NO_TOKENS)
         given = request.headers.get("Authorization")
-        if not any(authorized(t.encode(), given, bearer=True) for t in tokens):
+        if not any(authorized(t.encode(), given, "bearer") for t in tokens):
             raise Refused(401, "a valid bearer token is required")
 
     view = EnvironmentsView(daemon)

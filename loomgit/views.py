@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from loomgit import envstate
+from loomgit import envstate, yamlio
 from loomgit.credentials import GLOBAL_FILE_BRANCHES, GLOBAL_FILE_DIRECTORIES, SCOPED_FILE
 from loomgit.credops import sops_config_path
 from loomgit.diff import WorkflowDiff, compare
 from loomgit.documents import blob_id, digest
 from loomgit.errors import LoomgitError, RepositoryError, UsageError
 from loomgit.lifecycle import unless_shallow, versions_run
+from loomgit.models import WorkflowState
 from loomgit.problems import headline
 from loomgit.promotion import (
     Written,
@@ -95,15 +96,51 @@ def status(ws: Workspace) -> Status:
     return Status(envs, rows)
 
 
-def show(ws: Workspace, name: str, env: str | None, version: int | None) -> bytes:
+@dataclass(frozen=True)
+class Snapshot:
+    """A workflow's definition as one environment holds it at one commit, and its record
+    in that environment's environment.yaml there (None in the first environment until it
+    is activated, or for a file no loomgit command wrote)."""
+
+    workflow: str
+    environment: str
+    commit: str
+    path: str
+    data: bytes
+    record: WorkflowState | None
+
+    def to_json(self) -> dict[str, Any]:
+        """For `show --format json`: the YAML as committed, and parsed (null when it does
+        not parse: `loomgit validate` says why)."""
+        try:
+            definition = yamlio.load(self.data)
+        except yamlio.YamlFailure:
+            definition = None
+        rec = self.record
+        return {
+            "workflow": self.workflow,
+            "environment": self.environment,
+            "commit": self.commit,
+            "path": self.path,
+            "version": rec.version if rec else None,
+            "active": bool(rec and rec.active),
+            "record": rec.model_dump(mode="json", exclude_none=True) if rec else None,
+            "definition": definition,
+            "yaml": self.data.decode("utf-8", "replace"),
+        }
+
+
+def show(ws: Workspace, name: str, env: str | None, version: int | None) -> Snapshot:
     """A workflow as an environment runs it (or ran it, at `version`)."""
     env = ws.check_env(env or ws.config.first)
     loc = ws.location(env)
+    path = loc.workflow(name)
     if version is None:
-        data = ws.git.blob_at(loc.commit, loc.workflow(name))
+        data = ws.git.blob_at(loc.commit, path)
         if data is None:
             raise LoomgitError(f"{name} is not in {env}", hint=ws.missing_hint(env, name))
-        return data
+        record = envstate.record(ws.git.blob_at(loc.commit, loc.env_file), name)
+        return Snapshot(name, env, loc.commit, path, data, record)
     if env == ws.config.first:
         raise LoomgitError(
             f"{env} has revisions, not versions",
@@ -112,10 +149,10 @@ def show(ws: Workspace, name: str, env: str | None, version: int | None) -> byte
     ran = versions_run(ws, name, env)
     for each in ran:
         if each.version == version:
-            data = ws.git.blob_at(each.commit, loc.workflow(name))
+            data = ws.git.blob_at(each.commit, path)
             if data is not None:
-                return data
-    if not ran and ws.git.blob_at(loc.commit, loc.workflow(name)) is None:
+                return Snapshot(name, env, each.commit, path, data, each.record)
+    if not ran and ws.git.blob_at(loc.commit, path) is None:
         raise LoomgitError(f"{name} is not in {env}", hint=ws.missing_hint(env, name))
     unless_shallow(ws, f"v{version} of {name} is not")
     versions = ", ".join(f"v{r.version}" for r in sorted(ran, key=lambda r: r.version))

@@ -228,6 +228,18 @@ CASES = [
         "an HTTP header name",
     ),
     Case(
+        "basic-auth-in-another-header",
+        {
+            DEV: hello(
+                "      path: hello\n",
+                "      path: hello\n      auth:\n        credential: greeter\n"
+                "        header: X-Api-Key\n        scheme: basic\n",
+            )
+        },
+        [("LG200", DEV, 12)],
+        "scheme basic is sent in the Authorization header, not X-Api-Key",
+    ),
+    Case(
         "duplicate-step-id", {DEV: hello("    - id: say", "    - id: greet")}, [("LG320", DEV, 18)]
     ),
     Case(
@@ -428,6 +440,17 @@ CREDENTIAL_CASES = [
         },
         [("LG701", DEV, 11)],
         "has no field 'secret'",
+    ),
+    Case(
+        "basic-auth-fields-missing",  # the defaults: at the auth mapping, user name first
+        {
+            DEV: hello(
+                "      path: hello\n",
+                "      path: hello\n      auth: {credential: greeter, scheme: basic}\n",
+            )
+        },
+        [("LG701", DEV, 9), ("LG701", DEV, 9)],
+        "has no field 'user'",
     ),
     Case(
         "plaintext-credentials",

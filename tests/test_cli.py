@@ -107,6 +107,23 @@ def test_init_directories(tmp_path: Path, cli: Callable[..., Result]) -> None:
     assert cli("validate", "--repo", target).code == 0
 
 
+def test_init_reports_as_json(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    target = tmp_path / "flows"
+    args = ("--layout", "branches", "--environments", "test,live", "--format", "json")
+    result = cli("init", target, *args)
+    assert result.code == 0, result.err
+    assert json.loads(result.out) == {
+        "path": str(target),
+        "layout": "branches",
+        "environments": ["test", "live"],
+        "created_repository": True,
+        "commits": [
+            {"commit": git(target, "rev-parse", branch), "branch": branch}
+            for branch in ("env/test", "env/live")
+        ],
+    }
+
+
 def test_init_keeps_a_gitignore_that_is_not_utf8(
     tmp_path: Path, cli: Callable[..., Result]
 ) -> None:

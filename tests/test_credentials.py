@@ -273,6 +273,56 @@ def test_setting_or_copying_the_same_values_again_writes_nothing(
     assert CANARY not in again.out + git(creds_repo.path, "log", "--format=%B")
 
 
+def test_credential_and_key_commands_report_their_commits_as_json(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`--format json` on each command that writes: the commit it made (the branch's new
+    head), or `changed: false` and no commits; notes go to standard error, and no value."""
+    fields = tmp_path / "f.json"
+    fields.write_text(json.dumps({"token": CANARY + "-staging"}))
+    both = _key_args(keys, "staging", "production")
+    repo = creds_repo.path
+    branch = git(repo, "branch", "--show-current")
+
+    def report(*args: object) -> dict[str, object]:
+        result = cli(*args, *both, "--format", "json", "--repo", repo)
+        assert result.code == 0, result.err
+        assert CANARY not in result.out + result.err
+        out: dict[str, object] = json.loads(result.out)  # nothing else on standard output
+        return out
+
+    def wrote(**fields: object) -> dict[str, object]:
+        head = git(repo, "rev-parse", "HEAD")
+        commit = {"commit": head, "branch": branch, "created_from": None}
+        return {"changed": True, **fields, "commits": [commit]}
+
+    staging = {"credential": "greeter", "scope": "staging"}
+    set_ = ("credentials", "set", "greeter", "--env", "staging", "--from-json", fields)
+    assert report(*set_) == wrote(**staging)
+    assert report(*set_) == {"changed": False, **staging, "commits": []}
+    copy = ("credentials", "copy", "greeter", "--from", "staging", "--to", "production")
+    moved = {"credential": "greeter", "from": "staging", "to": "production"}
+    assert report(*copy) == wrote(**moved)
+    assert report(*copy) == {"changed": False, **moved, "commits": []}
+    assert report("credentials", "rm", "greeter", "--env", "staging") == wrote(**staging)
+
+    out = tmp_path / "private" / "staging.key"
+    made = report("keys", "generate", "--env", "staging", "--out", out)
+    recipient = made["recipient"]
+    assert isinstance(recipient, str) and recipient in out.read_text()
+    assert made == wrote(environment="staging", recipient=recipient, identity_file=str(out))
+    adding = ("keys", "add", "--env", "staging", "--recipient", recipient)
+    added = {"environment": "staging", "recipient": recipient, "action": "add"}
+    assert report(*adding) == {"changed": False, **added, "commits": []}
+    removing = ("keys", "rm", "--env", "staging", "--recipient", recipient, *both)
+    removal = cli(*removing, "--format", "json", "--repo", repo)
+    assert removal.code == 0, removal.err
+    gone = {"environment": "staging", "recipient": recipient, "action": "remove"}
+    assert json.loads(removal.out) == wrote(**gone)
+    assert "note: the removed key can still decrypt" in removal.err
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_changing_an_existing_file_needs_its_key(
     creds_repo: Repo, cli: Callable[..., Result], tmp_path: Path
 ) -> None:

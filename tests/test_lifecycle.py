@@ -219,6 +219,49 @@ def test_restore_as_a_pull_request_leaves_the_work_tree_alone(pipe: Pipeline) ->
     assert bad.code == 2 and "'-x' is not a valid branch name" in bad.err
 
 
+def test_restore_reports_as_json(pipe: Pipeline) -> None:
+    first = pipe.tip("development")
+    pipe.edit("hello", V2)
+    wip = pipe.path / pipe.rel("development", "workflows/hello.yaml")
+    wip.write_text(V3)
+    report = json.loads(pipe.run("restore", "hello", first[:12], "--format", "json").out)
+    backup = report.pop("backup")
+    assert backup.startswith("refs/loomgit/backups/hello/")
+    subject = f"Restore hello to revision {first[:12]}"
+    assert report == {
+        "changed": True,
+        "workflow": "hello",
+        "revision": first,
+        "subject": subject,
+        "problem": None,
+        "commit": pipe.tip("development"),
+        "branch": pipe.ref("development"),
+        "created_from": None,
+    }
+    again = json.loads(pipe.run("restore", "hello", first[:12], "--format", "json").out)
+    assert again == {
+        "changed": False,
+        "workflow": "hello",
+        "revision": first,
+        "subject": subject,
+        "backup": None,
+        "problem": None,
+    }
+    pipe.edit("hello", V2)
+    tip = pipe.tip("development")
+    args = ("restore", "hello", first[:12], "--branch", "restore/hello", "--format", "json")
+    proposed = json.loads(pipe.run(*args).out)
+    assert (proposed["commit"], proposed["branch"]) == (
+        git(pipe.path, "rev-parse", "restore/hello"),
+        "restore/hello",
+    )
+    assert proposed["pull_request"] == {
+        "title": subject,
+        "body": f"Puts back `hello` as of {first}.\n",
+    }
+    assert pipe.tip("development") == tip
+
+
 def test_restoring_a_revision_that_does_not_validate_says_so(pipe: Pipeline) -> None:
     text = HELLO.replace("      type: log\n", "      type: logg\n", 1)
     broken = pipe.edit("hello", text)

@@ -9,7 +9,7 @@ import pytest
 from conftest import HELLO, AgeKey, Result, git
 from pipeline import Pipeline
 
-from loomgit import promotion
+from loomgit import promotion, yamlio
 from loomgit.errors import GitError
 from loomgit.workspace import Workspace
 
@@ -312,6 +312,28 @@ def test_status_and_show(pipe: Pipeline) -> None:
     assert pipe.run("show", "hello").out == V2
     assert pipe.run("promote", "hello", "--to", "staging").code == 0
     assert pipe.run("show", "hello", "--env", "staging", "--version", "1").out == HELLO
+    # For scripts: the commit it was read at, version, activation, record, and definition.
+    shown = json.loads(pipe.run("show", "hello", "--env", "staging", "--format", "json").out)
+    assert (shown["version"], shown["active"]) == (2, True)
+    assert shown["commit"] == pipe.tip("staging")
+    assert shown["path"] == pipe.rel("staging", "workflows/hello.yaml")
+    assert shown["yaml"] == V2 and shown["definition"] == yamlio.load(V2.encode())
+    assert shown["record"]["promoted_from"] == "development"
+    assert shown["record"]["digest"].startswith("sha256:")
+    ran = json.loads(
+        pipe.run("show", "hello", "--env", "staging", "--version", "1", "--format", "json").out
+    )
+    assert (ran["version"], ran["yaml"], ran["definition"]) == (
+        1,
+        HELLO,
+        yamlio.load(HELLO.encode()),
+    )
+    assert git(pipe.path, "merge-base", "--is-ancestor", ran["commit"], shown["commit"]) == ""
+    assert ran["commit"] != shown["commit"]
+    pipe.edit("hello", "spec: [\n")  # a definition that does not parse is still shown
+    broken = json.loads(pipe.run("show", "hello", "--format", "json").out)
+    assert (broken["environment"], broken["version"]) == ("development", None)
+    assert (broken["definition"], broken["yaml"]) == (None, "spec: [\n")
     never = pipe.run("show", "hello", "--env", "staging", "--version", "7")
     assert (never.code, never.err) == (
         1,

@@ -43,6 +43,7 @@ from conftest import (
 from echo_server import serve
 from pipeline import ENVS, Pipeline
 
+from loomgit import sops
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
 from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, authorized, signed
@@ -1051,13 +1052,70 @@ def test_a_webhook_whose_auth_secret_is_missing_is_not_served(repo: Repo, start:
     assert daemon.request("POST", "/hooks/staging/keyed", {"name": "D"}, ok)[0] == 401
 
 
+BASIC = HELLO.replace(
+    "      path: hello\n", "      path: hello\n      auth: {credential: greeter, scheme: basic}\n"
+)
+PASSWORD = "LOOMGIT-CANARY-pässwort"  # not ASCII: RFC 7617's UTF-8
+
+
+def basic(user_password: str) -> str:
+    return "Basic " + base64.b64encode(user_password.encode()).decode()
+
+
+def test_a_webhook_with_basic_auth_wants_the_user_and_password(
+    repo: Repo, start: Start, age_key: AgeKey
+) -> None:
+    """`scheme: basic`: `Authorization: Basic <base64 of user:password>`, as Alertmanager's
+    basic_auth, Grafana's webhook and `curl -u` send it; the credential's `user` and
+    `password` by default."""
+    fields = {"token": SECRET, "user": "alertmanager", "password": PASSWORD}
+    encrypted = sops.encrypt({"greeter": fields}, [age_key.recipient], what="credentials")
+    repo.write("credentials.sops.yaml", encrypted)
+    put_everywhere(repo, BASIC, {"staging": True})
+    daemon = start(repo)
+    path = "/hooks/staging/hello"
+    code, body, headers = daemon.answer("POST", path, {"name": "Al"})
+    assert code == 401 and body == {
+        "error": "missing or wrong basic credentials in the Authorization header"
+    }
+    assert headers["WWW-Authenticate"] == 'Basic realm="loomgit staging", charset="UTF-8"'
+    right = basic(f"alertmanager:{PASSWORD}")
+    for wrong in (
+        basic(f"alertmanager:{PASSWORD}x"),
+        basic(f"someone:{PASSWORD}"),
+        basic(f"alertmanager:{PASSWORD}".encode().decode("latin-1")),  # not UTF-8
+        basic(PASSWORD),
+        basic("alertmanager:"),
+        f"Bearer {SECRET}",
+        right[:-2],  # its padding cut: not base64
+        "Basic !!" + right[8:],
+        "Basic",
+    ):
+        assert daemon.request("POST", path, {"name": "Al"}, {"Authorization": wrong})[0] == 401
+    code, body = daemon.request(
+        "POST", path, {"name": "Al"}, {"Authorization": f"basic  {right[6:]}"}
+    )
+    assert code == 202, body
+    done = daemon.finished(body["execution"])
+    assert done["status"] == "succeeded"
+    assert done["trigger"]["headers"]["authorization"] == "[redacted]"
+    assert len(daemon.executions()) == 1
+    refused = 'loomgit_webhook_refused_total{environment="staging",reason="auth"}'
+    assert _metric(daemon, refused) == "10.0"
+    assert PASSWORD not in json.dumps(daemon.executions()) + daemon.stop()
+
+
 def test_authorized_compares_the_whole_secret() -> None:
-    assert authorized(b"s3cret-value", "Bearer s3cret-value", bearer=True)
-    assert authorized(b"s3cret-value", "BEARER s3cret-value ", bearer=True)
-    assert not authorized(b"s3cret-value", "Bearer s3cret", bearer=True)
-    assert not authorized(b"", "Bearer ", bearer=True)  # an empty secret lets nobody in
-    assert not authorized(b"", "", bearer=False)
-    assert authorized("sécret".encode(), "sécret".encode().decode("latin-1"), bearer=False)
+    assert authorized(b"s3cret-value", "Bearer s3cret-value", "bearer")
+    assert authorized(b"s3cret-value", "BEARER s3cret-value ", "bearer")
+    assert not authorized(b"s3cret-value", "Bearer s3cret", "bearer")
+    assert not authorized(b"", "Bearer ", "bearer")  # an empty secret lets nobody in
+    assert not authorized(b"", "", None)
+    assert authorized("sécret".encode(), "sécret".encode().decode("latin-1"), None)
+    assert authorized(b"u:p", "Basic dTpw", "basic")
+    assert not authorized(b"u:p", "Basic dTp", "basic")  # cut short: not base64
+    assert not authorized(b"u:p", "Basic u:p", "basic")
+    assert not authorized(b"u:p", "Bearer dTpw", "basic")
 
 
 def test_an_empty_signature_secret_signs_nothing() -> None:

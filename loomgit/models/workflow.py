@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from loomgit.models.base import (
     IDENTIFIER,
@@ -48,27 +48,66 @@ class WebhookSignature(StrictModel):
         default="hex", description="how the header gives the digest: hex (GitHub) or base64"
     )
 
+    def secret_fields(self) -> list[tuple[str, str]]:
+        """The credential's fields this check reads, each with the key that names it."""
+        return [("field", self.field)]
+
 
 class WebhookAuth(StrictModel):
     """A shared secret sent in a header, as Prometheus Alertmanager and Grafana send one:
-    `Authorization: Bearer <secret>`, or the whole value of any other header
-    (`X-Api-Key: <secret>`)."""
+    `Authorization: Bearer <secret>`, `Authorization: Basic <base64 of user:password>`
+    (scheme: basic), or the whole value of any other header (`X-Api-Key: <secret>`)."""
 
     credential: Annotated[str, Field(pattern=IDENTIFIER)] = Field(
         description="a credential the workflow declares; its `field` is the shared secret"
     )
-    field: str = Field(default="token", min_length=1, description="the field holding the secret")
+    field: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the field holding the secret (default: token), or for scheme basic the "
+        "password (default: password)",
+    )
     header: str = Field(
         default="Authorization",
         pattern=HEADER_NAME,
         max_length=100,
-        description="Authorization: the value is `Bearer <secret>`; any other header: the "
-        "value is the secret",
+        description="Authorization: the value is `Bearer <secret>` (or `Basic …`, with "
+        "scheme: basic); any other header: the value is the secret",
+    )
+    scheme: Literal["bearer", "basic"] = Field(
+        default="bearer",
+        description="with the Authorization header: bearer (a token) or basic (RFC 7617: a "
+        "user name and password)",
+    )
+    user_field: str = Field(
+        default="user", min_length=1, description="scheme basic: the field holding the user name"
     )
 
+    @field_validator("scheme")
+    @classmethod
+    def _authorization_only(cls, scheme: str, info: ValidationInfo) -> str:
+        header = info.data.get("header", "Authorization")
+        if scheme == "basic" and header.lower() != "authorization":
+            raise ValueError(f"scheme basic is sent in the Authorization header, not {header}")
+        return scheme
+
     @property
-    def bearer(self) -> bool:
-        return self.header.lower() == "authorization"
+    def header_scheme(self) -> str | None:
+        """The scheme the header's value starts with: none outside Authorization."""
+        return self.scheme if self.header.lower() == "authorization" else None
+
+    @property
+    def basic(self) -> bool:
+        return self.scheme == "basic"
+
+    @property
+    def secret_field(self) -> str:
+        return self.field or ("password" if self.basic else "token")
+
+    def secret_fields(self) -> list[tuple[str, str]]:
+        """The credential's fields this check reads, each with the key that names it."""
+        fields = [("field", self.secret_field)]
+        return [("user_field", self.user_field), *fields] if self.basic else fields
 
 
 class WebhookTrigger(StrictModel):
