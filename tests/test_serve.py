@@ -996,38 +996,47 @@ AUTHED = HELLO.replace(
 )
 
 
+def _wants_auth(
+    daemon: Daemon, path: str, error: str, challenge: str | None, header: str, wrong: list[str]
+) -> None:
+    """Without the header: 401 with `error` and the `challenge` (WWW-Authenticate); with
+    each `wrong` value of `header`: 401 too."""
+    code, body, headers = daemon.answer("POST", path, {"name": "Al"})
+    assert (code, body) == (401, {"error": error})
+    assert headers.get("WWW-Authenticate") == challenge
+    for value in wrong:
+        assert daemon.request("POST", path, {"name": "Al"}, {header: value})[0] == 401, value
+
+
+def _accepted(daemon: Daemon, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A request the webhook takes: its execution, which succeeded."""
+    code, body = daemon.request("POST", path, {"name": "Al"}, headers)
+    assert code == 202, body
+    done: dict[str, Any] = daemon.finished(body["execution"])
+    assert done["status"] == "succeeded"
+    return done
+
+
 def test_a_webhook_with_auth_wants_the_secret_in_its_header(repo: Repo, start: Start) -> None:
     """`Authorization: Bearer <secret>` by default, as Alertmanager and Grafana send it;
     another header carries the secret alone. Refused before the body, nothing recorded."""
     put_everywhere(repo, AUTHED, {"staging": True})
     daemon = start(repo)
     path = "/hooks/staging/hello"
-    code, body, headers = daemon.answer("POST", path, {"name": "Al"})
-    assert code == 401 and body == {
-        "error": "missing or wrong bearer token in the Authorization header"
-    }
-    assert headers["WWW-Authenticate"] == 'Bearer realm="loomgit staging"'
-    for wrong in ("Bearer wrong-token", f"Basic {SECRET}", SECRET, f"Bearer {SECRET}x", "Bearer"):
-        assert daemon.request("POST", path, {"name": "Al"}, {"Authorization": wrong})[0] == 401
-    code, body = daemon.request(
-        "POST", path, {"name": "Al"}, {"Authorization": f"bearer  {SECRET}"}
-    )
-    assert code == 202, body
-    done = daemon.finished(body["execution"])
-    assert done["status"] == "succeeded"
+    wrong = ["Bearer wrong-token", f"Basic {SECRET}", SECRET, f"Bearer {SECRET}x", "Bearer"]
+    error = "missing or wrong bearer token in the Authorization header"
+    challenge = 'Bearer realm="loomgit staging"'
+    _wants_auth(daemon, path, error, challenge, "Authorization", wrong)
+    done = _accepted(daemon, path, {"Authorization": f"bearer  {SECRET}"})
     assert done["trigger"]["headers"]["authorization"] == "[redacted]"
     keyed = "/hooks/staging/keyed"
-    code, body, headers = daemon.answer("POST", keyed, {"name": "Key"}, {"X-Api-Key": "nope"})
-    assert code == 401 and body == {"error": "missing or wrong X-Api-Key header"}
-    assert "WWW-Authenticate" not in headers
-    bearer = {"X-Api-Key": f"Bearer {SECRET}"}  # only Authorization takes a scheme
-    assert daemon.request("POST", keyed, {"name": "Key"}, bearer)[0] == 401
-    code, body = daemon.request("POST", keyed, {"name": "Key"}, {"X-Api-Key": SECRET})
-    assert code == 202, body
-    assert daemon.finished(body["execution"])["status"] == "succeeded"
+    error = "missing or wrong X-Api-Key header"
+    # Only Authorization takes a scheme.
+    _wants_auth(daemon, keyed, error, None, "X-Api-Key", ["nope", f"Bearer {SECRET}"])
+    _accepted(daemon, keyed, {"X-Api-Key": SECRET})
     assert len(daemon.executions()) == 2  # the refused ones were not recorded
     refused = 'loomgit_webhook_refused_total{environment="staging",reason="auth"}'
-    assert _metric(daemon, refused) == "8.0"
+    assert _metric(daemon, refused) == "9.0"
     assert SECRET not in json.dumps(daemon.executions()) + daemon.stop()
 
 
@@ -1074,13 +1083,8 @@ def test_a_webhook_with_basic_auth_wants_the_user_and_password(
     put_everywhere(repo, BASIC, {"staging": True})
     daemon = start(repo)
     path = "/hooks/staging/hello"
-    code, body, headers = daemon.answer("POST", path, {"name": "Al"})
-    assert code == 401 and body == {
-        "error": "missing or wrong basic credentials in the Authorization header"
-    }
-    assert headers["WWW-Authenticate"] == 'Basic realm="loomgit staging", charset="UTF-8"'
     right = basic(f"alertmanager:{PASSWORD}")
-    for wrong in (
+    wrong = [
         basic(f"alertmanager:{PASSWORD}x"),
         basic(f"someone:{PASSWORD}"),
         basic(f"alertmanager:{PASSWORD}".encode().decode("latin-1")),  # not UTF-8
@@ -1090,14 +1094,11 @@ def test_a_webhook_with_basic_auth_wants_the_user_and_password(
         right[:-2],  # its padding cut: not base64
         "Basic !!" + right[8:],
         "Basic",
-    ):
-        assert daemon.request("POST", path, {"name": "Al"}, {"Authorization": wrong})[0] == 401
-    code, body = daemon.request(
-        "POST", path, {"name": "Al"}, {"Authorization": f"basic  {right[6:]}"}
-    )
-    assert code == 202, body
-    done = daemon.finished(body["execution"])
-    assert done["status"] == "succeeded"
+    ]
+    error = "missing or wrong basic credentials in the Authorization header"
+    challenge = 'Basic realm="loomgit staging", charset="UTF-8"'
+    _wants_auth(daemon, path, error, challenge, "Authorization", wrong)
+    done = _accepted(daemon, path, {"Authorization": f"basic  {right[6:]}"})
     assert done["trigger"]["headers"]["authorization"] == "[redacted]"
     assert len(daemon.executions()) == 1
     refused = 'loomgit_webhook_refused_total{environment="staging",reason="auth"}'
