@@ -133,7 +133,7 @@ def show(workflow: str, env: str | None, version: int | None, fmt: str, repo: Pa
     with Workspace(repo) as ws:
         snapshot = views.show(ws, workflow, env, version)
     if fmt == "json":
-        click.echo(json.dumps(snapshot.to_json(), indent=2, default=str))
+        echo_json(snapshot.to_json())
         return
     sys.stdout.write(snapshot.data.decode("utf-8", "replace"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -111,10 +112,11 @@ class Snapshot:
 
     def to_json(self) -> dict[str, Any]:
         """For `show --format json`: the YAML as committed, and parsed (null when it does
-        not parse: `loomgit validate` says why)."""
+        not parse, or holds a mapping key JSON cannot: `loomgit validate` says why). Dates
+        and sets, which YAML has and JSON lacks, become their text."""
         try:
-            definition = yamlio.load(self.data)
-        except yamlio.YamlFailure:
+            definition = json.loads(json.dumps(yamlio.load(self.data), default=str))
+        except (yamlio.YamlFailure, TypeError):  # TypeError: a key such as `? [a, b]`
             definition = None
         rec = self.record
         return {

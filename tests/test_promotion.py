@@ -334,6 +334,14 @@ def test_status_and_show(pipe: Pipeline) -> None:
     broken = json.loads(pipe.run("show", "hello", "--format", "json").out)
     assert (broken["environment"], broken["version"]) == ("development", None)
     assert (broken["definition"], broken["yaml"]) == (None, "spec: [\n")
+    odd = "? [a, b]\n: c\nwhen: 2026-01-01\n"  # a key JSON cannot have; a YAML date
+    pipe.edit("hello", odd)
+    shown = pipe.run("show", "hello", "--format", "json")
+    assert shown.code == 0, shown.err
+    assert (json.loads(shown.out)["definition"], json.loads(shown.out)["yaml"]) == (None, odd)
+    pipe.edit("hello", "when: 2026-01-01\n")
+    dated = json.loads(pipe.run("show", "hello", "--format", "json").out)
+    assert dated["definition"] == {"when": "2026-01-01"}
     never = pipe.run("show", "hello", "--env", "staging", "--version", "7")
     assert (never.code, never.err) == (
         1,
