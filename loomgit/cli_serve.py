@@ -146,7 +146,8 @@ def _interval(text: str) -> float:
 @click.option(
     "--remote",
     metavar="URL",
-    help="Keep a clone of this https://, ssh:// or local repository and fetch it each cycle.",
+    help="Keep a clone of this https://, ssh:// or local repository and fetch it each cycle "
+    "(over ssh with the user's ssh setup or $GIT_SSH_COMMAND, 'ssh -i DEPLOY_KEY', say).",
 )
 @click.option("--branch", metavar="NAME", help="With --remote: the branch to follow.")
 @click.option(
@@ -314,7 +315,9 @@ def serve(
         except LoomgitError as exc:
             last = source.checked_out()
             if last is None:
-                raise UsageError(f"cannot fetch {shown_url(remote)}: {exc.message}") from None
+                raise UsageError(
+                    f"cannot fetch {shown_url(remote)}: {exc.message}", hint=exc.hint
+                ) from None
             # Git being down must not stop a restart: serve what was fetched last.
             log.event("source not fetched; starting from the commit fetched before",
                       logging.WARNING, commit=last, error=exc.message)  # fmt: skip

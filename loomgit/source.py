@@ -46,6 +46,35 @@ def shown_url(text: str) -> str:
     return _USERINFO.sub(hide, text)
 
 
+# What the transport says when it cannot get in, and what the daemon's user can do.
+_HINTS = (
+    ("Host key verification failed", "add the git host's key to the daemon user's "
+     "~/.ssh/known_hosts (ssh-keyscan HOST), or name a file of keys: "
+     "GIT_SSH_COMMAND='ssh -o UserKnownHostsFile=FILE'"),
+    ("Permission denied (publickey", "give ssh the deploy key: "
+     "GIT_SSH_COMMAND='ssh -i KEY -o IdentitiesOnly=yes'"),
+    ("could not read Username", "put a token in the URL (https://TOKEN@host/owner/repo.git; "
+     "it is never shown) or set up a git credential helper for the daemon's user"),
+)  # fmt: skip
+
+
+def failure(stderr: str) -> tuple[str, str | None]:
+    """What git's error output says failed, and a hint when it is a known way of not
+    getting in: its `fatal:` line, after the transport's own reason when it gives one
+    (ssh's "Host key verification failed." before git's "Could not read from remote
+    repository.")."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    at = next((i for i in reversed(range(len(lines))) if lines[i].startswith("fatal")), None)
+    if at is None:
+        said = lines[-1] if lines else ""
+    else:
+        cause = next(
+            (ln for ln in reversed(lines[:at]) if not ln.startswith(("hint:", "warning:"))), None
+        )
+        said = f"{cause} ({lines[at]})" if cause else lines[at]
+    return said, next((hint for words, hint in _HINTS if words in said), None)
+
+
 def check_url(url: str) -> str:
     """The URL as given, or a UsageError saying why git must not see it."""
     if (
@@ -101,10 +130,9 @@ class RemoteSource:
         except FileNotFoundError:
             raise GitError("git is not installed", hint="install git and try again") from None
         if proc.returncode != 0:
-            lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = next((ln for ln in reversed(lines) if ln.startswith("fatal")), None)
-            said = detail or (lines[-1] if lines else proc.returncode)
-            raise GitError(f"git {args[0]} failed: {self._hidden(str(said))}")
+            said, hint = failure(proc.stderr.decode("utf-8", "replace"))
+            said = self._hidden(said or f"exit {proc.returncode}")
+            raise GitError(f"git {args[0]} failed: {said}", hint=hint)
         return proc.stdout.decode().strip()
 
     def _hidden(self, text: str) -> str:

@@ -1943,6 +1943,71 @@ def test_a_restart_while_the_remote_is_unreachable_serves_what_was_fetched(
     assert again.reconcile()["staging"]["conditions"][0]["reason"] == "Ready"
 
 
+def test_serve_from_an_ssh_remote_with_a_deploy_key(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin, remote = _origin(repo, cli, tmp_path)
+    # git runs `ssh OPTIONS git@HOST "git-upload-pack '/PATH'"`. A stand-in named ssh (so git
+    # passes it OpenSSH's options) notes how it was called and runs the command here, as
+    # the git host's sshd would: the daemon's own git, over ssh, without a network.
+    ssh = tmp_path / "bin" / "ssh"
+    ssh.parent.mkdir()
+    ssh.write_text('#!/bin/sh\necho "$@" >> "$0.log"\nfor last; do :; done\nexec sh -c "$last"\n')
+    ssh.chmod(0o755)
+    url, key = f"ssh://git@git.example.invalid{origin}", tmp_path / "deploy_key"
+    via = {"GIT_SSH_COMMAND": f"{ssh} -i {key} -o IdentitiesOnly=yes"}  # as the README says
+    daemon = start(repo, "--remote", url, "--branch", remote[-1], env=via)
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Ssh"})[0] == 202
+    called = (tmp_path / "bin" / "ssh.log").read_text()
+    assert f"-i {key} -o IdentitiesOnly=yes" in called
+    assert f"git@git.example.invalid git-upload-pack '{origin}'" in called
+
+    # The git host's key changed: OpenSSH says so, git only that it could not read.
+    ssh.write_text('#!/bin/sh\necho "Host key verification failed." >&2\nexit 255\n')
+    ready = daemon.reconcile()["staging"]["conditions"][0]
+    assert ready["reason"] == "FetchFailed"
+    assert ready["message"] == (
+        "git fetch failed: Host key verification failed. "
+        "(fatal: Could not read from remote repository.)"
+    )
+    assert daemon.request("POST", "/hooks/staging/hello", {"name": "Ssh"})[0] == 202
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))  # a first start says what to do
+    result = cli("serve", "--remote", url, "--branch", remote[-1], "--state-dir", tmp_path / "s")
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"error: cannot fetch {url}: git fetch failed: Host key verification failed. "
+        "(fatal: Could not read from remote repository.)",
+        "hint: add the git host's key to the daemon user's ~/.ssh/known_hosts (ssh-keyscan "
+        "HOST), or name a file of keys: GIT_SSH_COMMAND='ssh -o UserKnownHostsFile=FILE'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "stderr, said, hint",
+    [
+        ("git@github.com: Permission denied (publickey).\r\nfatal: Could not read from remote "
+         "repository.\n\nPlease make sure you have the correct access rights\nand the "
+         "repository exists.\n",
+         "git@github.com: Permission denied (publickey). (fatal: Could not read from remote "
+         "repository.)", "GIT_SSH_COMMAND='ssh -i KEY -o IdentitiesOnly=yes'"),
+        ("fatal: could not read Username for 'https://git.example.com': terminal prompts "
+         "disabled\n", "fatal: could not read Username for 'https://git.example.com': "
+         "terminal prompts disabled", "put a token in the URL"),
+        ("hint: x\nremote: Repository not found.\nfatal: repository 'https://h/o/r.git/' not "
+         "found\n", "remote: Repository not found. (fatal: repository 'https://h/o/r.git/' "
+         "not found)", None),
+        ("error: cannot lock ref\n", "error: cannot lock ref", None),
+        ("", "", None),
+    ],
+)  # fmt: skip
+def test_git_failures_say_what_the_transport_said(stderr: str, said: str, hint: str | None) -> None:
+    from loomgit.source import failure
+
+    got, got_hint = failure(stderr)
+    assert got == said
+    assert (got_hint is None) if hint is None else (hint in (got_hint or ""))
+
+
 def test_a_remote_urls_credentials_are_never_shown(cli: Cli, tmp_path: Path) -> None:
     from loomgit.source import RemoteSource, shown_url
 
