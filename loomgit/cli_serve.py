@@ -333,7 +333,11 @@ def serve(
     reconciler = Reconciler(repo, keys, names, source=source, pool=pool, applied=applied)
 
     def ready(urls: list[str]) -> None:
-        click.echo("\n".join(banner(reconciler, urls[0])), err=True)
+        if log_format == "json":  # one object per line, the banner's as well
+            for name, fields in serving(reconciler):
+                log.event("serving", environment=name, **fields)
+        else:
+            click.echo("\n".join(banner(reconciler, urls[0])), err=True)
 
     try:
         with History(state_dir / DB_NAME if state_dir else None) as history:
@@ -375,6 +379,27 @@ def banner(reconciler: Reconciler, base: str) -> list[str]:
                     f"  … and {len(kind) - len(shown):,} more: GET {base}/api/v1/environments"
                 )
     return lines
+
+
+def serving(reconciler: Reconciler) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The banner as `--log-format json` logs it: per environment, its condition and how
+    many triggers of each kind it serves (GET /api/v1/environments lists them)."""
+    for name in reconciler.names:
+        st = reconciler.status[name]
+        cond = st.conditions[0] if st.conditions else None
+        fields: dict[str, Any] = {
+            "reason": cond.reason if cond else "NotReconciled",
+            "message": cond.message if cond else "not reconciled",
+        }
+        served = reconciler.served.get(name)
+        if served is not None:
+            fields.update(
+                commit=served.commit,
+                webhooks=len(served.hooks),
+                schedules=len(served.schedules),
+                api=len(served.api),
+            )
+        yield name, fields
 
 
 def _served_line(what: str | ScheduleTrigger, now: datetime) -> str:

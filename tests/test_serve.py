@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -1943,17 +1944,22 @@ def test_a_restart_while_the_remote_is_unreachable_serves_what_was_fetched(
     assert again.reconcile()["staging"]["conditions"][0]["reason"] == "Ready"
 
 
-def test_serve_from_an_ssh_remote_with_a_deploy_key(
-    repo: Repo, cli: Cli, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    origin, remote = _origin(repo, cli, tmp_path)
-    # git runs `ssh OPTIONS git@HOST "git-upload-pack '/PATH'"`. A stand-in named ssh (so git
-    # passes it OpenSSH's options) notes how it was called and runs the command here, as
-    # the git host's sshd would: the daemon's own git, over ssh, without a network.
+def _fake_ssh(tmp_path: Path) -> Path:
+    """git runs `ssh OPTIONS git@HOST "git-upload-pack '/PATH'"`. This stand-in, named ssh
+    (so git passes it OpenSSH's options), notes how it was called in `ssh.log` beside it
+    and runs the command here, as the git host's sshd would: git over ssh, no network."""
     ssh = tmp_path / "bin" / "ssh"
     ssh.parent.mkdir()
     ssh.write_text('#!/bin/sh\necho "$@" >> "$0.log"\nfor last; do :; done\nexec sh -c "$last"\n')
     ssh.chmod(0o755)
+    return ssh
+
+
+def test_serve_from_an_ssh_remote_with_a_deploy_key(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin, remote = _origin(repo, cli, tmp_path)
+    ssh = _fake_ssh(tmp_path)
     url, key = f"ssh://git@git.example.invalid{origin}", tmp_path / "deploy_key"
     via = {"GIT_SSH_COMMAND": f"{ssh} -i {key} -o IdentitiesOnly=yes"}  # as the README says
     daemon = start(repo, "--remote", url, "--branch", remote[-1], env=via)
@@ -2006,6 +2012,108 @@ def test_git_failures_say_what_the_transport_said(stderr: str, said: str, hint: 
     got, got_hint = failure(stderr)
     assert got == said
     assert (got_hint is None) if hint is None else (hint in (got_hint or ""))
+
+
+def _systemd_service(text: str) -> dict[str, list[str]]:
+    """The [Service] settings of a unit file, each key's values in order (continued lines
+    joined, a value's enclosing quotes dropped, as systemd reads them)."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value.strip('"'))
+    return settings
+
+
+def test_the_operations_guide_runs_as_written(
+    repo: Repo, cli: Cli, tmp_path: Path, age_key: AgeKey
+) -> None:
+    """docs/operations.md's unit, started as systemd would (its credentials folder and
+    state folder temporary, the git host a stand-in), serves what the guide says; its alert
+    rules name metrics the daemon has; and `--log-format json` writes only JSON lines."""
+    from loomgit import yamlio
+
+    doc = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
+    unit = _systemd_service(re.search(r"```ini\n(.*?)```", doc, re.S)[1])  # type: ignore[index]
+    origin, remote = _origin(repo, cli, tmp_path)  # hello active in staging
+    creds, secret = tmp_path / "credentials", "push-secret-5678"
+    creds.mkdir()
+    files = {"api.tokens": TOKEN, "git-webhook.secret": secret, "deploy_key": "a key"}
+    for loaded in unit["LoadCredential"]:  # what systemd copies into %d
+        name = loaded.split(":")[0]
+        data = age_key.path.read_text() if name.endswith(".agekey") else files.pop(name)
+        (creds / name).write_text(data + "\n")
+        (creds / name).chmod(0o400)
+    assert not files and sorted(p.name for p in creds.glob("*.agekey")) == [
+        "production.agekey", "staging.agekey"]  # fmt: skip
+
+    def here(text: str) -> str:
+        return text.replace("%d", str(creds)).replace("/var/lib/loomgit", str(tmp_path / "st"))
+
+    env = dict(here(e).split("=", 1) for e in unit["Environment"])
+    ssh = _fake_ssh(tmp_path)
+    env["GIT_SSH_COMMAND"] = env["GIT_SSH_COMMAND"].replace("ssh ", f"{ssh} ", 1)
+    argv = shlex.split(here(unit["ExecStart"][0]))
+    assert argv[0] == "/opt/loomgit/bin/loomgit"
+    at = argv.index("--remote") + 1  # the same host, the test's repository on it
+    argv[at] = argv[at].replace("/ops/flows.git", str(origin))
+    argv[argv.index("--branch") + 1] = remote[-1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOMGIT_")} | env
+    journal = tmp_path / "journal"
+    with journal.open("w") as out:
+        proc = subprocess.Popen([*LOOMGIT, *argv[1:], "--port", "0"], stdout=out,
+                                stderr=subprocess.STDOUT, env=environ, text=True)  # fmt: skip
+
+    def events(name: str) -> list[dict[str, Any]]:
+        # every line is one JSON object, the start-up banner's too
+        return [e for e in map(json.loads, journal.read_text().splitlines()) if e["event"] == name]
+
+    try:
+        for _ in range(600):
+            if events("listening") or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        daemon = Daemon(proc, events("listening")[0]["url"], "", journal)
+        assert {e["environment"]: e["webhooks"] for e in events("serving")} == {
+            "staging": 1, "production": 0}  # fmt: skip
+        code, body = daemon.request("GET", "/readyz")
+        assert code == 200 and sorted(body["environments"]) == ["production", "staging"]
+        assert daemon.request("POST", "/hooks/staging/hello", {"name": "Ops"})[0] == 202
+        assert daemon.request("POST", "/hooks/development/hello", {"name": "Ops"})[0] == 404
+        raw = b'{"ref": "refs/heads/main"}'  # the git host's push webhook, signed
+        push = {"X-Hub-Signature-256": sign(secret, raw), "X-GitHub-Event": "push"}
+        assert daemon.request("POST", "/api/v1/git-webhook", raw=raw, headers=push)[0] == 202
+        called = (ssh.parent / "ssh.log").read_text()
+        assert f"-i {creds}/deploy_key -o IdentitiesOnly=yes -o UserKnownHostsFile=" in called
+
+        with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as resp:
+            exported = set(re.findall(r"^# TYPE (\S+) (\w+)", resp.read().decode(), re.M))
+        rules = yamlio.load(re.search(r"```yaml\n(.*?)```", doc, re.S)[1].encode())  # type: ignore[index]
+        named = {
+            n for r in rules["groups"][0]["rules"] for n in re.findall(r"loomgit_\w+", r["expr"])
+        }
+        for metric in named:  # a histogram's samples are NAME_bucket, NAME_sum, NAME_count
+            histogram = (re.sub(r"_(bucket|sum|count)$", "", metric), "histogram")
+            assert histogram in exported or any(n == metric for n, _ in exported), metric
+        assert len(named) == 6
+
+        proc.send_signal(signal.SIGHUP)  # ExecReload
+        for _ in range(200):
+            if events("reload"):
+                break
+            time.sleep(0.05)
+        assert events("reload")[0]["tokens"] == 1
+        proc.send_signal(signal.SIGTERM)  # systemctl stop, within TimeoutStopSec
+        assert proc.wait(timeout=int(unit["TimeoutStopSec"][0])) == 0
+        assert events("stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_remote_urls_credentials_are_never_shown(cli: Cli, tmp_path: Path) -> None:
