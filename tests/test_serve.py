@@ -2077,6 +2077,7 @@ def test_the_operations_guide_runs_as_written(
             if events("listening") or proc.poll() is not None:
                 break
             time.sleep(0.05)
+        assert events("listening"), journal.read_text()  # else: why it did not start
         daemon = Daemon(proc, events("listening")[0]["url"], "", journal)
         assert {e["environment"]: e["webhooks"] for e in events("serving")} == {
             "staging": 1, "production": 0}  # fmt: skip
