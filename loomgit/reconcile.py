@@ -104,6 +104,12 @@ class EnvStatus:
         log.event(reason, logging.WARNING, environment=self.name, message=message)
 
 
+def explained(exc: LoomgitError) -> str:
+    """The error with its hint, for a status or a log line: an operator reads those, not
+    the second line a CLI prints."""
+    return f"{exc.message}; hint: {exc.hint}" if exc.hint else exc.message
+
+
 @dataclass
 class AppliedRecord:
     """`applied.json` in the state folder: per repository (its folder), the commit each
@@ -226,7 +232,7 @@ class Reconciler:
                     snap, git = self._read()
             except LoomgitError as exc:
                 # The last applied state keeps running; the status says why nothing new is.
-                self.read_error = exc.message
+                self.read_error = explained(exc)
                 if not self.served and reason == "ReadFailed":
                     self._restore_unread(now)
                 self._not_read(reason, exc, now)
@@ -245,11 +251,12 @@ class Reconciler:
             return self.status
 
     def _not_read(self, reason: str, exc: LoomgitError, now: float) -> None:
+        message = explained(exc)
         for name in self.names or self.environments or []:
             st = self.status.setdefault(name, EnvStatus(name))
             if reason == "ReadFailed" and self._reading and self._layout == "directories":
                 st.last_attempted_commit = self._reading
-            st.set_ready(False, reason, exc.message, now)
+            st.set_ready(False, reason, message, now)
 
     def _restore_unread(self, now: float) -> None:
         """After a restart onto a commit whose loomgit.yaml cannot be read, or no longer
@@ -515,7 +522,7 @@ class Reconciler:
                     try:
                         dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
                     except (SopsError, desired.NotRunnable) as exc:
-                        raise Failed("DecryptionFailed", exc.message) from None
+                        raise Failed("DecryptionFailed", explained(exc)) from None
                     _check_webhook_secrets(dep)
             deployments[stem] = dep
             if not state.active:

@@ -89,7 +89,14 @@ def check_url(url: str) -> str:
         )
     if url.startswith(("https://", "ssh://")):
         return url
-    if "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url):
+    if scp := re.match(r"^([\w.-]+@[\w.-]+):/*(.+)$", url):
+        # the address git hosts show for cloning over ssh: git parses it by guesswork
+        # (a ':' in a path, a host with a '/'), so only its URL form is taken
+        raise UsageError(
+            f"'{shown_url(url)}' is not an accepted --remote",
+            hint=f"write it as a URL: ssh://{scp[1]}/{scp[2]}",
+        )
+    if "://" in url:
         raise UsageError(
             f"'{shown_url(url)}' is not an accepted --remote",
             hint="use an https:// or ssh:// URL (ssh://git@host/owner/repo.git) or a local path",

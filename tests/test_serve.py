@@ -524,7 +524,10 @@ def test_a_first_read_that_fails_says_why(repo: Repo, tmp_path: Path) -> None:
     (unborn / "loomgit.yaml").write_bytes((repo.path / "loomgit.yaml").read_bytes())
     reconciler = Reconciler(unborn, {})
     assert reconciler.cycle() == {}
-    assert reconciler.read_error == f"{unborn.resolve()} has no commits yet"
+    assert reconciler.read_error == (
+        f"{unborn.resolve()} has no commits yet; "
+        "hint: commit loomgit.yaml and the environments' files first"
+    )
     commit_all(unborn, "the pipeline, with no environments yet")
     status = reconciler.cycle()
     assert (
@@ -544,7 +547,9 @@ def test_a_tampered_credential_file_is_refused(repo: Repo, cli: Cli, start: Any)
     commit_all(repo.path, "tamper")
     envs = daemon.reconcile()
     assert envs["production"]["conditions"][0]["reason"] == "DecryptionFailed"
-    assert "integrity check" in envs["production"]["conditions"][0]["message"]
+    said = envs["production"]["conditions"][0]["message"]
+    assert "integrity check" in said
+    assert said.endswith("; hint: restore it from git history, or re-encrypt it with loomgit")
     assert daemon.request("POST", "/hooks/production/hello", {"name": "Di"})[0] == 202
 
 
@@ -1972,10 +1977,15 @@ def test_serve_from_an_ssh_remote_with_a_deploy_key(
     ssh.write_text('#!/bin/sh\necho "Host key verification failed." >&2\nexit 255\n')
     ready = daemon.reconcile()["staging"]["conditions"][0]
     assert ready["reason"] == "FetchFailed"
-    assert ready["message"] == (
-        "git fetch failed: Host key verification failed. "
-        "(fatal: Could not read from remote repository.)"
+    known_hosts = (
+        "add the git host's key to the daemon user's ~/.ssh/known_hosts (ssh-keyscan "
+        "HOST), or name a file of keys: GIT_SSH_COMMAND='ssh -o UserKnownHostsFile=FILE'"
     )
+    assert ready["message"] == (  # with what to do: the status is where an operator looks
+        "git fetch failed: Host key verification failed. "
+        f"(fatal: Could not read from remote repository.); hint: {known_hosts}"
+    )
+    assert f"hint: {known_hosts}" in daemon.log.split("not applied environment=staging")[1]
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Ssh"})[0] == 202
     monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))  # a first start says what to do
     result = cli("serve", "--remote", url, "--branch", remote[-1], "--state-dir", tmp_path / "s")
@@ -1983,8 +1993,7 @@ def test_serve_from_an_ssh_remote_with_a_deploy_key(
     assert result.err.splitlines() == [
         f"error: cannot fetch {url}: git fetch failed: Host key verification failed. "
         "(fatal: Could not read from remote repository.)",
-        "hint: add the git host's key to the daemon user's ~/.ssh/known_hosts (ssh-keyscan "
-        "HOST), or name a file of keys: GIT_SSH_COMMAND='ssh -o UserKnownHostsFile=FILE'",
+        f"hint: {known_hosts}",
     ]
 
 
@@ -2146,6 +2155,14 @@ def test_a_remote_urls_credentials_are_never_shown(cli: Cli, tmp_path: Path) -> 
         ("ext::sh -c touch% /tmp/x", "not an accepted --remote"),
         ("https://example.com/$(id).git", "not an accepted --remote"),
         ("git://example.com/flows.git", "use an https:// or ssh:// URL"),
+        (
+            "git@github.com:acme/flows.git",
+            "hint: write it as a URL: ssh://git@github.com/acme/flows.git",
+        ),
+        (
+            "git@git.acme.test:/srv/flows.git",
+            "hint: write it as a URL: ssh://git@git.acme.test/srv/flows.git",
+        ),
         ("/no/such/folder", "no such folder"),
     ],
 )
