@@ -18,6 +18,11 @@ class LoomgitError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def explained(self) -> str:
+        """The message with its hint, as one line for a status, a log or an annotation,
+        where no second line is read."""
+        return f"{self.message}; hint: {self.hint}" if self.hint else self.message
+
 
 class UsageError(LoomgitError):
     """Bad arguments or an unusable environment (exit 2)."""

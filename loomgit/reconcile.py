@@ -104,12 +104,6 @@ class EnvStatus:
         log.event(reason, logging.WARNING, environment=self.name, message=message)
 
 
-def explained(exc: LoomgitError) -> str:
-    """The error with its hint, for a status or a log line: an operator reads those, not
-    the second line a CLI prints."""
-    return f"{exc.message}; hint: {exc.hint}" if exc.hint else exc.message
-
-
 @dataclass
 class AppliedRecord:
     """`applied.json` in the state folder: per repository (its folder), the commit each
@@ -232,7 +226,7 @@ class Reconciler:
                     snap, git = self._read()
             except LoomgitError as exc:
                 # The last applied state keeps running; the status says why nothing new is.
-                self.read_error = explained(exc)
+                self.read_error = exc.explained()
                 if not self.served and reason == "ReadFailed":
                     self._restore_unread(now)
                 self._not_read(reason, exc, now)
@@ -251,7 +245,7 @@ class Reconciler:
             return self.status
 
     def _not_read(self, reason: str, exc: LoomgitError, now: float) -> None:
-        message = explained(exc)
+        message = exc.explained()
         for name in self.names or self.environments or []:
             st = self.status.setdefault(name, EnvStatus(name))
             if reason == "ReadFailed" and self._reading and self._layout == "directories":
@@ -522,7 +516,7 @@ class Reconciler:
                     try:
                         dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
                     except (SopsError, desired.NotRunnable) as exc:
-                        raise Failed("DecryptionFailed", explained(exc)) from None
+                        raise Failed("DecryptionFailed", exc.explained()) from None
                     _check_webhook_secrets(dep)
             deployments[stem] = dep
             if not state.active:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 
 from loomgit.errors import LoomgitError
@@ -40,8 +39,7 @@ def annotated(fmt: str) -> Iterator[None]:
         yield
     except LoomgitError as exc:
         if fmt == "github":
-            text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-            print(f"::error title=loomgit::{_gh_escape(text)}", file=sys.stdout, flush=True)
+            print(f"::error title=loomgit::{_gh_escape(exc.explained())}", flush=True)
         raise
 
 

@@ -469,6 +469,7 @@ def test_check_promotion_refuses_a_shallow_clone(pipe: Pipeline, tmp_path: Path)
     assert result.code == 2, result.out + result.err
     assert "is a shallow clone" in result.err and "git fetch --unshallow" in result.err
     assert result.out.startswith("::error title=loomgit::") and "fetch-depth: 0" in result.out
+    assert "the whole history; hint: run `git fetch --unshallow`" in result.out
     git(clone, "fetch", "--quiet", "--unshallow")
     result = pipe.cli(*args)
     assert result.code == 0, result.out + result.err
