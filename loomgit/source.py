@@ -89,13 +89,18 @@ def check_url(url: str) -> str:
         )
     if url.startswith(("https://", "ssh://")):
         return url
-    if scp := re.match(r"^([\w.-]+@[\w.-]+):/*(.+)$", url):
+    if scp := re.match(r"^([\w.-]+@[\w.-]+):(/*)(.+)$", url):
         # the address git hosts show for cloning over ssh: git parses it by guesswork
         # (a ':' in a path, a host with a '/'), so only its URL form is taken
-        raise UsageError(
-            f"'{shown_url(url)}' is not an accepted --remote",
-            hint=f"write it as a URL: ssh://{scp[1]}/{scp[2]}",
-        )
+        host, rooted, path = scp[1], scp[2], scp[3]
+        hint = f"write it as a URL: ssh://{host}/{path}"
+        if not rooted and not path.startswith("~"):
+            # git hosts take the path from their root; a plain ssh server from the
+            # user's home folder, which the URL form spells `/~/`
+            hint += (
+                f" (on a plain ssh server, for a path in the home folder: ssh://{host}/~/{path})"
+            )
+        raise UsageError(f"'{shown_url(url)}' is not an accepted --remote", hint=hint)
     if "://" in url:
         raise UsageError(
             f"'{shown_url(url)}' is not an accepted --remote",

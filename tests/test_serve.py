@@ -2157,11 +2157,16 @@ def test_a_remote_urls_credentials_are_never_shown(cli: Cli, tmp_path: Path) -> 
         ("git://example.com/flows.git", "use an https:// or ssh:// URL"),
         (
             "git@github.com:acme/flows.git",
-            "hint: write it as a URL: ssh://git@github.com/acme/flows.git",
+            "hint: write it as a URL: ssh://git@github.com/acme/flows.git (on a plain ssh "
+            "server, for a path in the home folder: ssh://git@github.com/~/acme/flows.git)",
+        ),
+        (
+            "git@git.acme.test:~/flows.git",
+            "hint: write it as a URL: ssh://git@git.acme.test/~/flows.git\n",
         ),
         (
             "git@git.acme.test:/srv/flows.git",
-            "hint: write it as a URL: ssh://git@git.acme.test/srv/flows.git",
+            "hint: write it as a URL: ssh://git@git.acme.test/srv/flows.git\n",
         ),
         ("/no/such/folder", "no such folder"),
     ],
