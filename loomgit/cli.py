@@ -45,6 +45,14 @@ def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -
     return value
 
 
+def printable(text: str) -> str:
+    """An error stays one line: a control character it quotes from what was typed (a
+    newline or an escape sequence in an argument) is shown escaped, not acted on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def echo_json(value: Any) -> None:
     """A command's `--format json` report, on standard output."""
     import json
@@ -213,22 +221,14 @@ def schema(folder: Path | None, kind: str | None) -> None:
 from loomgit import cli_credentials, cli_inspect, cli_promote, cli_run, cli_serve  # noqa: E402, F401
 
 
-def _one_line(text: str) -> str:
-    """An error stays one line: a control character it quotes from what was typed (a
-    newline or an escape sequence in an argument) is shown escaped, not acted on."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: one handler turns every failure into a message and an exit code."""
     try:
         cli.main(args=argv, prog_name="loomgit", standalone_mode=False)
     except LoomgitError as exc:
-        click.echo(f"error: {_one_line(exc.message)}", err=True)
+        click.echo(f"error: {printable(exc.message)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {_one_line(exc.hint)}", err=True)
+            click.echo(f"hint: {printable(exc.hint)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -7,23 +7,27 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from loomgit.cli import (
     FORMATS,
     cli,
     echo_json,
     format_option,
+    printable,
     repo_option,
     warn_if_unpushable,
     workflow_arguments,
     written_json,
 )
 from loomgit.cli_promote import branch_option, print_pull_request
+from loomgit.errors import LoomgitError, UsageError
 
 if TYPE_CHECKING:
+    from loomgit.live import Awaited, Waited
     from loomgit.workspace import Workspace
 
 
@@ -35,34 +39,89 @@ if TYPE_CHECKING:
     help="Show what a running `loomgit serve` applied instead: commits, conditions, "
     "versions and activation as it serves them.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With --server: wait until the daemon serves this repository's commit in each "
+    "environment it serves (or those of --env); exit 1 if it refuses it or --timeout passes.",
+)
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="ENV",
+    help="With --wait: wait on this environment only (repeat for more).",
+)
+@click.option(
+    "--commit",
+    metavar="REV",
+    help="With --wait: the commit to wait for (default: HEAD; on the branch layout, each "
+    "environment's branch). A later commit that descends from it will do.",
+)
+@click.option(
+    "--timeout",
+    default="5m",
+    show_default=True,
+    metavar="DURATION",
+    help="With --wait: how long to wait (at most 24h).",
+)
 @repo_option
-def status(fmt: str, server: str | None, repo: Path) -> None:
+def status(
+    fmt: str,
+    server: str | None,
+    wait: bool,
+    envs: tuple[str, ...],
+    commit: str | None,
+    timeout: str,
+    repo: Path,
+) -> None:
     """The environment bar: each workflow's version and activation per environment.
 
     The first column says whether the first environment holds committed changes that are
     not promoted yet ("changed") or a workflow never promoted ("new"). With --server, the
     live view of a daemon: what each environment serves and whether its last reconcile
-    succeeded.
+    succeeded. With --wait as well, it first waits until the daemon has applied the
+    repository's commit (a merged promotion, say), as a deploy step in CI: exit 0 once
+    every environment waited on serves it, 1 when one refuses it (its reason is printed)
+    or the time runs out.
 
     \b
     Examples:
       loomgit status
       loomgit status --format json
       loomgit status --server http://127.0.0.1:8080
+      loomgit status --server https://loomgit.internal --wait --env production --timeout 10m
     """
     from rich.table import Table
 
     from loomgit import views
     from loomgit.workspace import Workspace
 
+    given = click.get_current_context().get_parameter_source
+    waiting_only = [
+        f"--{option}"
+        for option, name in (("env", "envs"), ("commit", "commit"), ("timeout", "timeout"))
+        if given(name) is ParameterSource.COMMANDLINE
+    ]
+    if wait and server is None:
+        raise UsageError("--wait goes with --server", hint="loomgit status --server URL --wait")
+    if waiting_only and not wait:
+        raise UsageError(f"{waiting_only[0]} goes with --wait")
     if server is not None:
         from loomgit.live import fetch_environments, live_table
+        from loomgit.runner import parse_duration
 
-        envs = fetch_environments(server)
+        seconds = parse_duration(timeout, "--timeout")
+        answer = fetch_environments(server)
+        waited = _wait(server, answer, envs, commit, seconds, repo, fmt) if wait else None
+        if waited is not None:
+            answer = waited.answer
         if fmt == "json":
-            click.echo(json.dumps(envs, indent=2))
+            click.echo(json.dumps(answer if waited is None else waited.to_json(), indent=2))
         else:
-            _print(live_table(envs, server))
+            _print(live_table(answer, server))
+        if waited is not None:
+            _waited(waited, timeout, fmt)
         return
     with Workspace(repo) as ws:
         view = views.status(ws)
@@ -92,6 +151,101 @@ def status(fmt: str, server: str | None, repo: Path) -> None:
     table.add_section()
     table.add_row("commit", *[f"{e['commit'][:12]} ({e['branch']})" for e in view.environments])
     _print(table)
+
+
+def _wait(
+    server: str,
+    answer: list[dict[str, Any]],
+    names: tuple[str, ...],
+    commit: str | None,
+    seconds: float,
+    repo: Path,
+    fmt: str,
+) -> Waited:
+    """`status --server --wait`: the commit each environment is to serve, read in the
+    local repository, then the wait itself."""
+    from loomgit.live import Awaited, wait
+    from loomgit.workspace import Workspace
+
+    served = [str(env.get("name")) for env in answer]
+    for name in names:
+        if name not in served:
+            raise UsageError(
+                f"--env {name}: the daemon at {server} does not serve it",
+                hint=f"it serves {', '.join(served) or 'nothing yet'}",
+            )
+    wanted = list(dict.fromkeys(names)) or served
+    with Workspace(repo) as ws:
+        if commit is not None or ws.config.layout == "directories":
+            target = ws.git.resolve(commit or "HEAD")
+            awaited = [Awaited(name, target) for name in wanted]
+        else:
+            awaited = [Awaited(name, ws.location(name).commit) for name in wanted]
+        known: dict[tuple[str, str], bool] = {}
+
+        def reached(target: str, at: str) -> bool:
+            if (target, at) not in known:
+                known[target, at] = at == target or ws.git.is_ancestor(target, at)
+            return known[target, at]
+
+        quiet = fmt == "json"
+        waited = wait(server, awaited, reached, seconds, answer, _quiet if quiet else _progress)
+        for want in waited.environments:
+            if want.state == "waiting" and want.serving and ws.git.ref(want.serving) is None:
+                # A later commit this clone lacks (fetched before the daemon's next one)?
+                unknown = f"{want.serving[:12]} is not in {ws.root.toplevel}; fetch it to tell"
+                want.why = f"{want.why}; {unknown}" if want.why else unknown
+        return waited
+
+
+def _quiet(want: Awaited) -> None:
+    pass
+
+
+def _progress(want: Awaited) -> None:
+    """One line on stderr each time an environment waited on changes."""
+    target = want.target[:12]
+    serving = (want.serving or "nothing")[:12]
+    if want.state == "applied":
+        later = "" if want.serving == want.target else f" (a later commit than {target})"
+        line = f"{want.name}: serves {serving}{later}"
+    elif want.state == "refused":
+        line = f"{want.name}: refused {target}: {want.why}"
+    else:
+        line = f"{want.name}: serves {serving}, waiting for {target}"
+        if want.why:
+            line += f" ({want.why})"
+    click.echo(printable(line), err=True)
+
+
+def _waited(waited: Waited, timeout: str, fmt: str) -> None:
+    """How the wait ended, after the live view (or the JSON report): a line once every
+    environment applied the commit, else an error (exit 1)."""
+    if waited.result == "applied":
+        if fmt == "text":
+            names = ", ".join(w.name for w in waited.environments)
+            click.echo(f"applied in {names} after {waited.seconds:.1f} s", err=True)
+        return
+    if waited.result == "refused":
+        bad = next(w for w in waited.environments if w.state == "refused")
+        raise LoomgitError(
+            f"{bad.name} refused {bad.target[:12]}: {bad.why}",
+            hint="fix it in a new commit; the environment keeps serving "
+            f"{(bad.serving or 'nothing')[:12]} meanwhile",
+        )
+    behind = [w for w in waited.environments if w.state != "applied"]
+    said = "; ".join(
+        f"{w.name} serves {(w.serving or 'nothing')[:12]}, not {w.target[:12]}"
+        + (f" ({w.why})" if w.why else "")
+        for w in behind
+    )
+    if waited.unreachable:
+        said += f"; the daemon stopped answering: {waited.unreachable}"
+    raise LoomgitError(
+        f"--timeout {timeout.strip()} passed: {said}",
+        hint="is the commit pushed to the branch the daemon follows? It reconciles every "
+        "--interval, at once on the git host's push webhook or POST /api/v1/reconcile",
+    )
 
 
 def _print(renderable: object) -> None:

@@ -1,5 +1,6 @@
 """The CLI as a client of a running daemon's HTTP API: `loomgit status --server` (the
-live view) and `loomgit executions --server` (its execution history)."""
+live view, and `--wait` for a commit to be applied) and `loomgit executions --server`
+(its execution history)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import http.client
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,9 @@ TIMEOUT = 10
 TOKEN_ENV = "LOOMGIT_API_TOKEN"
 # The daemon answers at most this many executions per request; more are read page by page.
 PAGE = 1000
+POLL = 1.0  # seconds between two questions of `status --wait`
+# Not Ready for these reasons, an environment has not judged the commit yet: it retries.
+RETRIED = frozenset({"FetchFailed"})
 
 
 def _base(server: str) -> str:
@@ -194,3 +201,108 @@ def _why(env: dict[str, Any]) -> tuple[tuple[str, str] | str, ...]:
         (str(cond.get("reason")), "red"),
         f"{at}: {cond.get('message')}",
     )
+
+
+@dataclass
+class Awaited:
+    """An environment that `status --wait` waits on, and how far it has got."""
+
+    name: str
+    target: str  # the commit it is to serve (or serve a descendant of)
+    state: str = "waiting"  # then "applied" or "refused"
+    serving: str | None = None
+    why: str = ""  # the daemon's reason and message while the environment is not Ready
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "commit": self.target,
+            "state": self.state,
+            "serving": self.serving,
+            "why": self.why or None,
+        }
+
+
+@dataclass
+class Waited:
+    """How `status --wait` ended: every environment applied, one refused, or time ran out."""
+
+    result: str  # "applied", "refused" or "timed_out"
+    seconds: float
+    environments: list[Awaited]
+    answer: list[dict[str, Any]]  # the daemon's last answer, for the live view
+    unreachable: str | None = None  # why the last question failed, if it did
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "result": self.result,
+            "seconds": round(self.seconds, 3),
+            "environments": [w.to_json() for w in self.environments],
+            "unreachable": self.unreachable,
+        }
+
+
+Reached = Callable[[str, str], bool]  # (target, commit): commit is target or descends from it
+
+
+def judge(env: dict[str, Any], want: Awaited, reached: Reached) -> None:
+    """Updates `want` from the daemon's view of its environment: applied once it serves
+    the target or a later commit; refused once it tried the target (or a later commit)
+    and is not Ready for a reason that retrying does not mend."""
+    conds = env.get("conditions") or []
+    cond = conds[0] if conds and isinstance(conds[0], dict) else {}
+    failing = cond.get("status") == "False"
+    want.serving = env.get("commit") or None
+    want.why = f"{cond.get('reason')}: {cond.get('message')}" if failing else ""
+    attempted = env.get("last_attempted_commit") or ""
+    if want.serving and reached(want.target, want.serving):
+        want.state = "applied"
+    elif (
+        failing
+        and cond.get("reason") not in RETRIED
+        and attempted
+        and reached(want.target, attempted)
+    ):
+        want.state = "refused"
+    else:
+        want.state = "waiting"
+
+
+def wait(
+    server: str,
+    awaited: list[Awaited],
+    reached: Reached,
+    timeout: float,
+    first: list[dict[str, Any]],
+    progress: Callable[[Awaited], None],
+) -> Waited:
+    """Asks the daemon every POLL seconds until each of `awaited` is applied, one is
+    refused or `timeout` passes (`first`: its answer already read). A daemon that stops
+    answering meanwhile (a restart) is asked again until then."""
+    began = time.monotonic()
+    answer, unreachable = first, None
+    seen: dict[str, tuple[str, str | None, str]] = {}
+    while True:
+        by_name = {e.get("name"): e for e in answer}
+        for want in awaited:
+            env = by_name.get(want.name)
+            if env is None:
+                want.state, want.why = "refused", "no longer served by this daemon"
+            else:
+                judge(env, want, reached)
+            now = (want.state, want.serving, want.why)
+            if seen.get(want.name) != now:
+                seen[want.name] = now
+                progress(want)
+        took = time.monotonic() - began
+        if any(w.state == "refused" for w in awaited):
+            return Waited("refused", took, awaited, answer)
+        if all(w.state == "applied" for w in awaited):
+            return Waited("applied", took, awaited, answer)
+        if took >= timeout:
+            return Waited("timed_out", took, awaited, answer, unreachable)
+        time.sleep(min(POLL, timeout - took))
+        try:
+            answer, unreachable = fetch_environments(server), None
+        except UsageError as exc:
+            unreachable = exc.message

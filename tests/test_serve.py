@@ -2227,6 +2227,93 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
         assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
 
 
+def test_status_wait_ends_once_the_commit_is_applied_or_refused(
+    repo: Repo, cli: Cli, start: Start
+) -> None:
+    """`status --server URL --wait`: exit 0 once each environment serves the repository's
+    HEAD (or a later commit), 1 as soon as one refuses it or when --timeout passes."""
+    daemon = start(repo, "--interval", "1s")
+    wait = ("status", "--server", daemon.url, "--wait", "--repo", repo.path, "--timeout", "30s")
+    result = cli(*wait)
+    assert result.code == 0, result.err
+    assert "applied in development, staging, production after " in result.err
+    assert "serving" in result.out  # the live view follows
+
+    repo.write(repo.wf("development"), HELLO + "# an edit\n")
+    head = commit_all(repo.path, "edit hello")
+    result = cli(*wait, "--format", "json")
+    assert result.code == 0 and result.err == "", result.err
+    waited = json.loads(result.out)
+    assert waited["result"] == "applied" and waited["seconds"] > 0, waited
+    assert [(e["name"], e["serving"], e["commit"], e["state"]) for e in waited["environments"]] == [
+        (env, head, head, "applied") for env in ("development", "staging", "production")
+    ]
+
+    repo.write(repo.wf("production"), "not: [valid")
+    bad = commit_all(repo.path, "break production")
+    result = cli(*wait)
+    assert result.code == 1, result.err
+    assert f"production: refused {bad[:12]}: ValidationFailed: " in result.err
+    assert f"error: production refused {bad[:12]}: ValidationFailed: " in result.err
+    assert f"keeps serving {head[:12]} meanwhile" in result.err
+    # Staging applied it: its files did not change.
+    result = cli(*wait, "--env", "staging", "--format", "json")
+    assert result.code == 0 and json.loads(result.out)["environments"][0]["serving"] == bad
+
+    # A commit the daemon does not follow (not on the checked-out branch) never comes.
+    side = git(repo.path, "commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "side")
+    result = cli(*wait, "--env", "staging", "--commit", side, "--timeout", "2s")
+    assert result.code == 1, result.err
+    assert f"error: --timeout 2s passed: staging serves {bad[:12]}, not {side[:12]}" in result.err
+    # An earlier commit will do: what is served descends from it.
+    result = cli(*wait, "--env", "staging", "--commit", "HEAD~2")
+    assert result.code == 0 and f"staging: serves {bad[:12]} (a later commit than " in result.err
+
+    for args, says in (
+        (("status", "--wait"), "--wait goes with --server"),
+        (("status", "--server", daemon.url, "--env", "staging"), "--env goes with --wait"),
+        (("status", "--server", daemon.url, "--timeout", "1m"), "--timeout goes with --wait"),
+        ((*wait, "--env", "prod"), f"--env prod: the daemon at {daemon.url} does not serve it"),
+        ((*wait, "--timeout", "soon"), "--timeout"),
+        ((*wait, "--commit", "nope"), "unknown revision 'nope'"),
+    ):
+        result = cli(*args)
+        assert result.code == 2 and says in result.err, (args, result.err)
+    assert "hint: it serves development, staging, production" in cli(*wait, "--env", "prod").err
+    # A clone that lacks what the daemon serves cannot tell whether it comes after.
+    behind = repo.path.parent / "behind"
+    git(repo.path.parent, "clone", "-q", "--no-local", str(repo.path), str(behind))
+    git(behind, "reset", "-q", "--hard", "HEAD~1")
+    git(behind, "remote", "remove", "origin")
+    git(behind, "reflog", "expire", "--expire=now", "--all")
+    git(behind, "gc", "-q", "--prune=now")
+    result = cli(*wait, "--env", "staging", "--repo", behind, "--timeout", "1s")
+    assert result.code == 1, result.err
+    assert f"not {head[:12]} ({bad[:12]} is not in {behind}; fetch it to tell)" in result.err
+
+    # A daemon that stops answering meanwhile is asked again until the time is up.
+    threading.Timer(0.5, daemon.stop).start()
+    result = cli(*wait, "--env", "staging", "--commit", side, "--timeout", "3s")
+    assert result.code == 1, result.err
+    assert f"; the daemon stopped answering: cannot reach the daemon at {daemon.url}" in result.err
+
+
+def test_status_wait_on_the_branch_layout_waits_for_each_environments_branch(
+    tmp_path: Path, cli: Cli, start: Start, age_key: AgeKey, greeter_file: bytes
+) -> None:
+    pipe = Pipeline.create(tmp_path, "branches", cli, age_key, greeter_file)
+    daemon = start(pipe, "--interval", "1s")
+    assert pipe.run("promote", "hello", "--to", "staging", "--activate").code == 0
+    wait = ("status", "--server", daemon.url, "--wait", "--repo", pipe.path, "--format", "json")
+    result = cli(*wait, "--timeout", "30s")
+    assert result.code == 0, result.err
+    waited = json.loads(result.out)["environments"]
+    assert [(e["name"], e["serving"], e["commit"]) for e in waited] == [
+        (env, pipe.tip(env), pipe.tip(env)) for env in ENVS
+    ]
+    assert len({e["commit"] for e in waited}) == 3
+
+
 def test_executions_server_reads_a_daemons_history(
     repo: Repo, start: Start, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
