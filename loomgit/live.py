@@ -90,7 +90,9 @@ def get_json(server: str, path: str, token: str | None = None) -> Any:
 def fetch_environments(server: str) -> list[dict[str, Any]]:
     url = _base(server) + "/api/v1/environments"
     body = get_json(server, "/api/v1/environments")
-    if not isinstance(body, list):
+    if not isinstance(body, list) or not all(
+        isinstance(env, dict) and isinstance(env.get("name"), str) for env in body
+    ):
         raise UsageError(f"{url} did not answer a list of environments")
     return body
 

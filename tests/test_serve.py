@@ -2227,6 +2227,31 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
         assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
 
 
+def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli) -> None:
+    """A server that answers a list of something else is named, not a traceback."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Lists(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'[1, {"name": 2}]'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Lists) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        for wait in ((), ("--wait",)):
+            result = cli("status", "--server", url, *wait)
+            assert result.code == 2, result.err
+            assert f"{url}/api/v1/environments did not answer a list of environments" in result.err
+        server.shutdown()
+
+
 def test_status_wait_ends_once_the_commit_is_applied_or_refused(
     repo: Repo, cli: Cli, start: Start
 ) -> None:
