@@ -265,7 +265,8 @@ class Git:
 
     def is_ancestor(self, ancestor: str, commit: str) -> bool:
         """Whether `commit` descends from `ancestor` (false when `ancestor` is gone)."""
-        base = self.run("merge-base", ancestor, commit, ok=(0, 1, 128)).decode().strip()
+        args = ("merge-base", "--end-of-options", ancestor, commit)  # they may come from afar
+        base = self.run(*args, ok=(0, 1, 128)).decode().strip()
         return base == ancestor
 
     def current_branch(self) -> str | None:

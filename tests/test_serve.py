@@ -2227,13 +2227,16 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
         assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
 
 
-def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli) -> None:
-    """A server that answers a list of something else is named, not a traceback."""
+def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo: Repo) -> None:
+    """A server that answers a list of something else is named, not a traceback; a
+    commit id it answers that git could read as an option is only an unknown commit."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [b'[1, {"name": 2}]', b'[{"name": "staging", "commit": "--help"}]']
 
     class Lists(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b'[1, {"name": 2}]'
+            body = answers[0]
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -2249,6 +2252,10 @@ def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli) -> N
             result = cli("status", "--server", url, *wait)
             assert result.code == 2, result.err
             assert f"{url}/api/v1/environments did not answer a list of environments" in result.err
+        answers.pop(0)
+        result = cli("status", "--server", url, "--wait", "--repo", repo.path, "--timeout", "1s")
+        assert result.code == 1, result.err
+        assert "error: --timeout 1s passed: staging serves --help" in result.err
         server.shutdown()
 
 
