@@ -188,8 +188,10 @@ def _wait(
                 known[target, at] = at == target or ws.git.is_ancestor(target, at)
             return known[target, at]
 
-        quiet = fmt == "json"
-        waited = wait(server, awaited, reached, seconds, answer, _quiet if quiet else _progress)
+        if fmt == "json":
+            waited = wait(server, awaited, reached, seconds, answer, _quiet, _quiet)
+        else:
+            waited = wait(server, awaited, reached, seconds, answer, _progress, _lost)
         for want in waited.environments:
             if want.state == "waiting" and want.serving and ws.git.ref(want.serving) is None:
                 # A later commit this clone lacks (fetched before the daemon's next one)?
@@ -198,7 +200,7 @@ def _wait(
         return waited
 
 
-def _quiet(want: Awaited) -> None:
+def _quiet(_: object) -> None:
     pass
 
 
@@ -216,6 +218,14 @@ def _progress(want: Awaited) -> None:
         if want.why:
             line += f" ({want.why})"
     click.echo(printable(line), err=True)
+
+
+def _lost(why: str | None) -> None:
+    """A line on stderr when the daemon stops answering mid-wait, and when it answers again."""
+    if why is None:
+        click.echo("the daemon answers again", err=True)
+    else:
+        click.echo(printable(f"{why}; asking again until --timeout passes"), err=True)
 
 
 def _waited(waited: Waited, timeout: str, fmt: str) -> None:

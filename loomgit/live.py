@@ -277,10 +277,12 @@ def wait(
     timeout: float,
     first: list[dict[str, Any]],
     progress: Callable[[Awaited], None],
+    lost: Callable[[str | None], None],
 ) -> Waited:
     """Asks the daemon every POLL seconds until each of `awaited` is applied, one is
     refused or `timeout` passes (`first`: its answer already read). A daemon that stops
-    answering meanwhile (a restart) is asked again until then."""
+    answering meanwhile (a restart) is asked again until then; `lost` is told why when it
+    stops, and None when it answers again."""
     began = time.monotonic()
     answer, unreachable = first, None
     seen: dict[str, tuple[str, str | None, str]] = {}
@@ -305,6 +307,9 @@ def wait(
             return Waited("timed_out", took, awaited, answer, unreachable)
         time.sleep(min(POLL, timeout - took))
         try:
-            answer, unreachable = fetch_environments(server), None
+            answer, failed = fetch_environments(server), None
         except UsageError as exc:
-            unreachable = exc.message
+            failed = exc.message
+        if (failed is None) != (unreachable is None):
+            lost(failed)
+        unreachable = failed

@@ -2328,6 +2328,49 @@ def test_status_wait_ends_once_the_commit_is_applied_or_refused(
     result = cli(*wait, "--env", "staging", "--commit", side, "--timeout", "3s")
     assert result.code == 1, result.err
     assert f"; the daemon stopped answering: cannot reach the daemon at {daemon.url}" in result.err
+    said = f"cannot reach the daemon at {daemon.url}: "
+    assert result.err.count(said) == 2, result.err  # once as it goes, once in the error
+    assert "; asking again until --timeout passes\n" in result.err
+    assert "answers again" not in result.err
+
+
+def test_status_wait_says_when_the_daemon_stops_answering_and_when_it_answers_again(
+    cli: Cli, repo: Repo
+) -> None:
+    """A restart mid-wait (here two answers of 503) is one line on stderr as it begins
+    and one as it ends, not one per question; the wait goes on."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    head = git(repo.path, "rev-parse", "HEAD")
+    before = git(repo.path, "rev-parse", "HEAD~1")
+    answers = [(200, before), (503, ""), (503, ""), (200, head)]
+
+    class Restarting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code, commit = answers.pop(0) if len(answers) > 1 else answers[0]
+            env = {"name": "staging", "commit": commit, "conditions": []}
+            body = json.dumps([env] if code == 200 else {"error": "starting"}).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Restarting) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = cli("status", "--server", url, "--wait", "--repo", repo.path, "--timeout", "30s")
+        server.shutdown()
+    assert result.code == 0, result.err
+    lines = result.err.splitlines()
+    assert lines[:4] == [
+        f"staging: serves {before[:12]}, waiting for {head[:12]}",
+        f"{url}/api/v1/environments answered 503: starting; asking again until --timeout passes",
+        "the daemon answers again",
+        f"staging: serves {head[:12]}",
+    ], result.err
 
 
 def test_status_wait_on_the_branch_layout_waits_for_each_environments_branch(
