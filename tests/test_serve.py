@@ -2227,17 +2227,16 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
         assert result.code == 2 and f"--server {bad}: not a valid URL" in result.err
 
 
-def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo: Repo) -> None:
-    """A server that answers a list of something else is named, not a traceback; a
-    commit id it answers that git could read as an option is only an unknown commit."""
+@contextlib.contextmanager
+def answering(answer: Callable[[], tuple[int, bytes]]) -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every GET with `answer()` (status, body), not a
+    daemon: what `status --server` makes of answers a daemon would not give. Its URL."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    answers = [b'[1, {"name": 2}]', b'[{"name": "staging", "commit": "--help"}]']
-
-    class Lists(BaseHTTPRequestHandler):
+    class Answers(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = answers[0]
-            self.send_response(200)
+            code, body = answer()
+            self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -2245,9 +2244,19 @@ def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    with ThreadingHTTPServer(("127.0.0.1", 0), Lists) as server:
+    with ThreadingHTTPServer(("127.0.0.1", 0), Answers) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+
+
+def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo: Repo) -> None:
+    """A server that answers a list of something else is named, not a traceback; a
+    commit id it answers that git could read as an option is only an unknown commit."""
+    answers = [b'[1, {"name": 2}]', b'[{"name": "staging", "commit": "--help"}]']
+    with answering(lambda: (200, answers[0])) as url:
         for wait in ((), ("--wait",)):
             result = cli("status", "--server", url, *wait)
             assert result.code == 2, result.err
@@ -2256,7 +2265,6 @@ def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo
         result = cli("status", "--server", url, "--wait", "--repo", repo.path, "--timeout", "1s")
         assert result.code == 1, result.err
         assert "error: --timeout 1s passed: staging serves --help" in result.err
-        server.shutdown()
 
 
 def test_status_wait_ends_once_the_commit_is_applied_or_refused(
@@ -2339,30 +2347,17 @@ def test_status_wait_says_when_the_daemon_stops_answering_and_when_it_answers_ag
 ) -> None:
     """A restart mid-wait (here two answers of 503) is one line on stderr as it begins
     and one as it ends, not one per question; the wait goes on."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     head = git(repo.path, "rev-parse", "HEAD")
     before = git(repo.path, "rev-parse", "HEAD~1")
     answers = [(200, before), (503, ""), (503, ""), (200, head)]
 
-    class Restarting(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            code, commit = answers.pop(0) if len(answers) > 1 else answers[0]
-            env = {"name": "staging", "commit": commit, "conditions": []}
-            body = json.dumps([env] if code == 200 else {"error": "starting"}).encode()
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def restarting() -> tuple[int, bytes]:
+        code, commit = answers.pop(0) if len(answers) > 1 else answers[0]
+        env = {"name": "staging", "commit": commit, "conditions": []}
+        return code, json.dumps([env] if code == 200 else {"error": "starting"}).encode()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Restarting) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with answering(restarting) as url:
         result = cli("status", "--server", url, "--wait", "--repo", repo.path, "--timeout", "30s")
-        server.shutdown()
     assert result.code == 0, result.err
     lines = result.err.splitlines()
     assert lines[:4] == [
