@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,18 @@ if TYPE_CHECKING:
     metavar="DURATION",
     help="With --wait: how long to wait (at most 24h).",
 )
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    help="With --wait: first have the daemon reconcile at once (POST /api/v1/reconcile, "
+    "which needs an API token), rather than wait for its --interval or a push webhook.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --reconcile: a file holding one of the daemon's API tokens (its first line "
+    "that is not blank or a # comment); default: $LOOMGIT_API_TOKEN.",
+)
 @repo_option
 def status(
     fmt: str,
@@ -73,6 +86,8 @@ def status(
     envs: tuple[str, ...],
     commit: str | None,
     timeout: str,
+    reconcile: bool,
+    token_file: Path | None,
     repo: Path,
 ) -> None:
     """The environment bar: each workflow's version and activation per environment.
@@ -83,7 +98,8 @@ def status(
     succeeded. With --wait as well, it first waits until the daemon has applied the
     repository's commit (a merged promotion, say), as a deploy step in CI: exit 0 once
     every environment waited on serves it, 1 when one refuses it (its reason is printed)
-    or the time runs out.
+    or the time runs out. With --reconcile, the daemon first runs a cycle at once, for a
+    job that cannot count on the git host's push webhook.
 
     \b
     Examples:
@@ -91,6 +107,7 @@ def status(
       loomgit status --format json
       loomgit status --server http://127.0.0.1:8080
       loomgit status --server https://loomgit.internal --wait --env production --timeout 10m
+      loomgit status --server https://loomgit.internal --wait --reconcile --token-file api.token
     """
     from rich.table import Table
 
@@ -100,26 +117,40 @@ def status(
     given = click.get_current_context().get_parameter_source
     waiting_only = [
         f"--{option}"
-        for option, name in (("env", "envs"), ("commit", "commit"), ("timeout", "timeout"))
+        for option, name in (
+            ("env", "envs"),
+            ("commit", "commit"),
+            ("timeout", "timeout"),
+            ("reconcile", "reconcile"),
+        )
         if given(name) is ParameterSource.COMMANDLINE
     ]
     if wait and server is None:
         raise UsageError("--wait goes with --server", hint="loomgit status --server URL --wait")
     if waiting_only and not wait:
         raise UsageError(f"{waiting_only[0]} goes with --wait")
+    if token_file is not None and not reconcile:
+        raise UsageError("--token-file goes with --reconcile (the live view needs no token)")
     if server is not None:
-        from loomgit.live import fetch_environments, live_table
+        from loomgit import live
         from loomgit.runner import parse_duration
 
         seconds = parse_duration(timeout, "--timeout")
-        answer = fetch_environments(server)
-        waited = _wait(server, answer, envs, commit, seconds, repo, fmt) if wait else None
-        if waited is not None:
+        began = time.monotonic()
+        if reconcile:  # the cycle's answer is the environments as it left them
+            answer = live.reconcile(server, live.read_token(token_file), seconds)
+        else:
+            answer = live.fetch_environments(server)
+        spent = time.monotonic() - began
+        waited = None
+        if wait:
+            waited = _wait(server, answer, envs, commit, max(seconds - spent, 0), repo, fmt)
+            waited.seconds += spent
             answer = waited.answer
         if fmt == "json":
             click.echo(json.dumps(answer if waited is None else waited.to_json(), indent=2))
         else:
-            _print(live_table(answer, server))
+            _print(live.live_table(answer, server))
         if waited is not None:
             _waited(waited, timeout, fmt)
         return

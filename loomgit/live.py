@@ -59,15 +59,18 @@ def _refusal(exc: urllib.error.HTTPError) -> str:
     return said if isinstance(said, str) and said else str(exc.reason)
 
 
-def get_json(server: str, path: str, token: str | None = None) -> Any:
-    """GET `path` from the daemon at `server`, parsed; every failure a UsageError."""
+def get_json(
+    server: str, path: str, token: str | None = None, method: str = "GET", timeout: float = TIMEOUT
+) -> Any:
+    """GET (or `method`) `path` from the daemon at `server`, parsed; every failure a
+    UsageError."""
     base = _base(server)
     url = base + path
-    request = urllib.request.Request(url)
+    request = urllib.request.Request(url, method=method)
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         said = _refusal(exc)
@@ -88,12 +91,21 @@ def get_json(server: str, path: str, token: str | None = None) -> Any:
 
 
 def fetch_environments(server: str) -> list[dict[str, Any]]:
-    url = _base(server) + "/api/v1/environments"
-    body = get_json(server, "/api/v1/environments")
+    return _environments(server, "/api/v1/environments", get_json(server, "/api/v1/environments"))
+
+
+def reconcile(server: str, token: str | None, timeout: float) -> list[dict[str, Any]]:
+    """Has the daemon run a cycle at once (fetch, then apply what validates), waiting up
+    to `timeout` for it to end; the environments as it left them."""
+    path = "/api/v1/reconcile"
+    return _environments(server, path, get_json(server, path, token, "POST", timeout))
+
+
+def _environments(server: str, path: str, body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, list) or not all(
         isinstance(env, dict) and isinstance(env.get("name"), str) for env in body
     ):
-        raise UsageError(f"{url} did not answer a list of environments")
+        raise UsageError(f"{_base(server)}{path} did not answer a list of environments")
     return body
 
 

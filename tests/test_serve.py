@@ -2368,6 +2368,45 @@ def test_status_wait_says_when_the_daemon_stops_answering_and_when_it_answers_ag
     ], result.err
 
 
+def test_status_wait_reconcile_has_the_daemon_apply_the_commit_at_once(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--reconcile` runs a cycle first (POST /api/v1/reconcile, with a token), so a
+    daemon whose --interval is an hour serves a new commit without its push webhook."""
+    monkeypatch.delenv("LOOMGIT_API_TOKEN", raising=False)
+    daemon = start(repo)  # --interval 1h
+    repo.write(repo.wf("development"), HELLO + "# an edit\n")
+    head = commit_all(repo.path, "edit hello")
+    wait = ("status", "--server", daemon.url, "--wait", "--repo", repo.path, "--env", "development")
+    result = cli(*wait, "--timeout", "2s")
+    assert result.code == 1 and "error: --timeout 2s passed: development serves " in result.err
+
+    result = cli(*wait, "--reconcile")
+    assert result.code == 2 and "/api/v1/reconcile answered 401: " in result.err, result.err
+    assert "hint: pass --token-file" in result.err
+    token = tmp_path / "api.token"
+    token.write_text(f"# a throwaway test token\n{TOKEN}\n")
+    result = cli(*wait, "--reconcile", "--token-file", token, "--format", "json")
+    assert result.code == 0 and result.err == "", result.err
+    waited = json.loads(result.out)
+    assert (waited["result"], waited["environments"][0]["serving"]) == ("applied", head), waited
+
+    repo.write(repo.wf("development"), HELLO + "# another edit\n")
+    head = commit_all(repo.path, "edit hello again")
+    monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
+    result = cli(*wait, "--reconcile", "--timeout", "30s")
+    assert result.code == 0, result.err
+    assert f"development: serves {head[:12]}\napplied in development after " in result.err
+
+    for args, says in (
+        (("status", "--server", daemon.url, "--reconcile"), "--reconcile goes with --wait"),
+        ((*wait, "--token-file", token), "--token-file goes with --reconcile"),
+        ((*wait, "--reconcile", "--token-file", tmp_path), "--token-file"),
+    ):
+        result = cli(*args)
+        assert result.code == 2 and says in result.err, (args, result.err)
+
+
 def test_status_wait_on_the_branch_layout_waits_for_each_environments_branch(
     tmp_path: Path, cli: Cli, start: Start, age_key: AgeKey, greeter_file: bytes
 ) -> None:
