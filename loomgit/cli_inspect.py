@@ -25,6 +25,7 @@ from loomgit.cli import (
     written_json,
 )
 from loomgit.cli_promote import branch_option, print_pull_request
+from loomgit.cli_run import TOKEN_FILE_HELP
 from loomgit.errors import LoomgitError, UsageError
 
 if TYPE_CHECKING:
@@ -75,8 +76,7 @@ if TYPE_CHECKING:
 @click.option(
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="With --reconcile: a file holding one of the daemon's API tokens (its first line "
-    "that is not blank or a # comment); default: $LOOMGIT_API_TOKEN.",
+    help=f"With --reconcile: {TOKEN_FILE_HELP}",
 )
 @repo_option
 def status(

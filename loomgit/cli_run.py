@@ -44,12 +44,17 @@ def state_option(func: Any) -> Any:
     )(func)
 
 
+TOKEN_FILE_HELP = (
+    "a file holding one of the daemon's API tokens (its first line that is not blank or a "
+    "# comment); default: $LOOMGIT_API_TOKEN."
+)
+
+
 def server_options(func: Any) -> Any:
     func = click.option(
         "--token-file",
         type=click.Path(path_type=Path, dir_okay=False),
-        help="With --server: a file holding one of the daemon's API tokens (its first line "
-        "that is not blank or a # comment); default: $LOOMGIT_API_TOKEN.",
+        help=f"With --server: {TOKEN_FILE_HELP}",
     )(func)
     return click.option(
         "--server",

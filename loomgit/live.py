@@ -59,10 +59,10 @@ def _refusal(exc: urllib.error.HTTPError) -> str:
     return said if isinstance(said, str) and said else str(exc.reason)
 
 
-def get_json(
+def ask_json(
     server: str, path: str, token: str | None = None, method: str = "GET", timeout: float = TIMEOUT
 ) -> Any:
-    """GET (or `method`) `path` from the daemon at `server`, parsed; every failure a
+    """The daemon at `server`'s answer to `method` `path`, parsed; every failure a
     UsageError."""
     base = _base(server)
     url = base + path
@@ -91,14 +91,14 @@ def get_json(
 
 
 def fetch_environments(server: str) -> list[dict[str, Any]]:
-    return _environments(server, "/api/v1/environments", get_json(server, "/api/v1/environments"))
+    return _environments(server, "/api/v1/environments", ask_json(server, "/api/v1/environments"))
 
 
 def reconcile(server: str, token: str | None, timeout: float) -> list[dict[str, Any]]:
     """Has the daemon run a cycle at once (fetch, then apply what validates), waiting up
     to `timeout` for it to end; the environments as it left them."""
     path = "/api/v1/reconcile"
-    return _environments(server, path, get_json(server, path, token, "POST", timeout))
+    return _environments(server, path, ask_json(server, path, token, "POST", timeout))
 
 
 def _environments(server: str, path: str, body: Any) -> list[dict[str, Any]]:
@@ -133,7 +133,7 @@ def fetch_executions(
     while len(found) < limit:
         want = min(limit - len(found), PAGE)
         query = urllib.parse.urlencode({**given, "limit": str(want)})
-        page = get_json(server, f"/api/v1/executions?{query}", token)
+        page = ask_json(server, f"/api/v1/executions?{query}", token)
         if not isinstance(page, list) or not all(
             isinstance(row, dict) and isinstance(row.get("id"), str) for row in page
         ):
@@ -146,7 +146,7 @@ def fetch_executions(
 
 
 def fetch_execution(server: str, token: str | None, ident: str) -> dict[str, Any]:
-    found = get_json(server, f"/api/v1/executions/{urllib.parse.quote(ident, safe='')}", token)
+    found = ask_json(server, f"/api/v1/executions/{urllib.parse.quote(ident, safe='')}", token)
     if not isinstance(found, dict) or not isinstance(found.get("id"), str):
         raise UsageError(f"{_base(server)}/api/v1/executions/{ident} did not answer an execution")
     return found
