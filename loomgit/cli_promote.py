@@ -302,7 +302,8 @@ def activate(workflow: str, **options: Any) -> None:
 
     One commit that changes only the `active` flag; the definition and version stay.
     It lists the webhooks, API call and schedules (with their next fire times) that
-    start answering.
+    start answering. It refuses, writing nothing, what the daemon could not serve: a
+    definition that does not validate, or that uses a variable or a credential ENV lacks.
 
     \b
     Examples:

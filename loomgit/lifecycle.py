@@ -5,10 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loomgit import envstate
+from loomgit import credentials, envstate
 from loomgit.documents import digest
 from loomgit.models import WorkflowState
-from loomgit.promotion import Refused, Written, now_utc, sanitise_notes, write
+from loomgit.promotion import (
+    Refused,
+    Written,
+    check_definition,
+    credentials_in,
+    load_workflow,
+    now_utc,
+    sanitise_notes,
+    variables_in,
+    write,
+)
 from loomgit.vcs import UNSHALLOW_HINT
 from loomgit.workspace import Location, Workspace
 
@@ -54,6 +64,8 @@ def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "
         )
     if record is not None and record.active == active:
         return None
+    if active:  # turning it off is never in the way
+        _check_runnable(ws, name, definition, loc)
     updated = (
         record.model_copy(update={"active": active}) if record else WorkflowState(active=active)
     )
@@ -69,6 +81,23 @@ def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "
     }
     version = record.version if record else None
     return Toggle(Change(loc, changes, message), version, definition)
+
+
+def _check_runnable(ws: Workspace, name: str, definition: bytes, loc: Location) -> None:
+    """Refuses to activate what the daemon could not serve: a definition that does not
+    validate, or that uses a variable or credential the environment does not have."""
+    first = loc.env == ws.config.first
+    then = "activate it" if first else f"promote it through to {loc.env} and activate it there"
+    variables = variables_in(ws.git.blob_at(loc.commit, loc.vars_file))
+    check_definition(ws, name, definition, loc, variables, then=then, where=f"{loc.env}'s")
+    scoped, shared = credentials_in(ws, loc)
+    only = frozenset(ws.config.scoped_only)
+    for cred in load_workflow(definition, loc.workflow(name)).spec.credentials:
+        if credentials.resolve(cred, scoped, shared, only) is None:
+            raise Refused(
+                f"{name} uses credential {cred}, which does not resolve in {loc.env}",
+                hint=f"set it first: `loomgit credentials set {cred} --env {loc.env}`",
+            )
 
 
 @dataclass(frozen=True)

@@ -150,26 +150,41 @@ def next_version(ws: Workspace, name: str, known: dict[str, bytes | None]) -> in
 def _check_source(
     ws: Workspace, name: str, data: bytes, source: Location, variables: set[str] | None
 ) -> None:
+    check_definition(ws, name, data, source, variables, then="promote", where="the target's")
+
+
+def check_definition(
+    ws: Workspace,
+    name: str,
+    data: bytes,
+    loc: Location,
+    variables: set[str] | None,
+    *,
+    then: str,
+    where: str,
+) -> None:
+    """Refuses `name`'s definition `data` in `loc` when it does not validate on its own, or
+    uses a variable `variables` (of `where`'s variables.yaml) does not define. `then` is
+    what to do once it is fixed."""
     parsed = ws.cache.workflow(blob_id(data), data)
-    where = source.workflow(name)
+    path = loc.workflow(name)
     if parsed.problems:
         found, more = headline(parsed.problems)
-        first = found.at(f"{where}@{source.commit[:12]}")
+        first = found.at(f"{path}@{loc.commit[:12]}")
         raise Refused(
-            f"{name} does not validate in {source.env}: {first.render()}{more}",
-            hint=f"fix it in {source.env} and commit, then promote",
+            f"{name} does not validate in {loc.env}: {first.render()}{more}",
+            hint=f"fix it in {ws.config.first} and commit, then {then}",
         )
     if parsed.facts and variables is not None:
         missing = [v for v, _ in parsed.facts.variables if v not in variables]
         if missing:
             raise Refused(
-                f"{name} uses vars.{missing[0]}, which is not defined in the target's "
-                "variables.yaml",
+                f"{name} uses vars.{missing[0]}, which is not defined in {where} variables.yaml",
                 hint="add it there first (variables are per environment)",
             )
 
 
-def _variables(data: bytes | None) -> set[str] | None:
+def variables_in(data: bytes | None) -> set[str] | None:
     if data is None:
         return set()
     try:
@@ -178,7 +193,7 @@ def _variables(data: bytes | None) -> set[str] | None:
         return None  # reported by validate; not this command's concern
 
 
-def _credentials_in(
+def credentials_in(
     ws: Workspace, target: Location
 ) -> tuple[credentials.CredentialFile | None, credentials.CredentialFile | None]:
     """The target's scoped and global credential files, read without a key."""
@@ -223,10 +238,10 @@ def plan(
         target.commit, [target.workflow(n) for n in wanted] + [target.env_file, target.vars_file]
     )
     tgt_env_file = tgt_files[target.env_file]
-    variables = _variables(tgt_files[target.vars_file])
+    variables = variables_in(tgt_files[target.vars_file])
     who = ws.git.identity()
     known_files: dict[str, bytes | None] = {to_env: tgt_env_file}
-    scoped_creds, shared_creds = _credentials_in(ws, target)
+    scoped_creds, shared_creds = credentials_in(ws, target)
     only = frozenset(ws.config.scoped_only)
     copying = frozenset(copy_credentials)
     items: list[Item] = []
