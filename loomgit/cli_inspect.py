@@ -138,7 +138,7 @@ def status(
         seconds = parse_duration(timeout, "--timeout")
         began = time.monotonic()
         if reconcile:  # the cycle's answer is the environments as it left them
-            answer = live.reconcile(server, live.read_token(token_file), seconds)
+            answer = _reconcile(server, live.read_token(token_file), seconds, timeout)
         else:
             answer = live.fetch_environments(server)
         spent = time.monotonic() - began
@@ -182,6 +182,20 @@ def status(
     table.add_section()
     table.add_row("commit", *[f"{e['commit'][:12]} ({e['branch']})" for e in view.environments])
     _print(table)
+
+
+def _reconcile(server: str, token: str | None, seconds: float, timeout: str) -> Any:
+    """`--reconcile`: a cycle that outlasts --timeout is a wait that timed out (exit 1)."""
+    from loomgit import live
+
+    try:
+        return live.reconcile(server, token, seconds)
+    except live.TimedOut as exc:
+        raise LoomgitError(
+            f"--timeout {timeout.strip()} passed before the daemon's reconcile cycle ended "
+            f"({exc.url} did not answer)",
+            hint="it goes on in the daemon; `loomgit status --server URL` shows what it applied",
+        ) from None
 
 
 def _wait(

@@ -59,6 +59,14 @@ def _refusal(exc: urllib.error.HTTPError) -> str:
     return said if isinstance(said, str) and said else str(exc.reason)
 
 
+class TimedOut(UsageError):
+    """The daemon did not answer `url` within the timeout."""
+
+    def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+
+
 def ask_json(
     server: str, path: str, token: str | None = None, method: str = "GET", timeout: float = TIMEOUT
 ) -> Any:
@@ -82,10 +90,11 @@ def ask_json(
         raise UsageError(f"{url} answered {exc.code}: {said}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UsageError(
-            f"cannot reach the daemon at {base}: {reason}",
-            hint="is `loomgit serve` running there? it prints its URL when it starts",
-        ) from None
+        said = f"cannot reach the daemon at {base}: {reason}"
+        hint = "is `loomgit serve` running there? it prints its URL when it starts"
+        if isinstance(reason, TimeoutError):
+            raise TimedOut(said, url=url, hint=hint) from None
+        raise UsageError(said, hint=hint) from None
     except (ValueError, http.client.HTTPException):
         raise UsageError(f"{url} did not answer JSON; is it a loomgit daemon?") from None
 
@@ -96,7 +105,7 @@ def fetch_environments(server: str) -> list[dict[str, Any]]:
 
 def reconcile(server: str, token: str | None, timeout: float) -> list[dict[str, Any]]:
     """Has the daemon run a cycle at once (fetch, then apply what validates), waiting up
-    to `timeout` for it to end; the environments as it left them."""
+    to `timeout` for it to end (else TimedOut); the environments as it left them."""
     path = "/api/v1/reconcile"
     return _environments(server, path, ask_json(server, path, token, "POST", timeout))
 

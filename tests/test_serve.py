@@ -2229,7 +2229,7 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
 
 @contextlib.contextmanager
 def answering(answer: Callable[[], tuple[int, bytes]]) -> Iterator[str]:
-    """A server on 127.0.0.1 that answers every GET with `answer()` (status, body), not a
+    """A server on 127.0.0.1 that answers every request with `answer()` (status, body), not a
     daemon: what `status --server` makes of answers a daemon would not give. Its URL."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -2241,10 +2241,16 @@ def answering(answer: Callable[[], tuple[int, bytes]]) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
+        do_POST = do_GET
+
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    with ThreadingHTTPServer(("127.0.0.1", 0), Answers) as server:
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a client that gave up on a slow answer (a broken pipe) is not a fault
+
+    with Server(("127.0.0.1", 0), Answers) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -2405,6 +2411,32 @@ def test_status_wait_reconcile_has_the_daemon_apply_the_commit_at_once(
     ):
         result = cli(*args)
         assert result.code == 2 and says in result.err, (args, result.err)
+
+
+def test_status_wait_reconcile_longer_than_the_timeout_is_a_timed_out_wait(
+    cli: Cli, repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile cycle that outlasts --timeout is a wait that timed out (exit 1, as CI
+    tells a deploy that did not converge), not a daemon that cannot be reached (exit 2)."""
+    monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
+
+    def slow() -> tuple[int, bytes]:
+        time.sleep(3)
+        return 200, b"[]"
+
+    with answering(slow) as url:
+        began = time.monotonic()
+        result = cli(
+            "status", "--server", url, "--wait", "--reconcile", "--timeout", "1s",
+            "--repo", repo.path,
+        )  # fmt: skip
+        assert time.monotonic() - began < 2.5
+    assert result.code == 1, result.err
+    assert result.err.splitlines() == [
+        "error: --timeout 1s passed before the daemon's reconcile cycle ended "
+        f"({url}/api/v1/reconcile did not answer)",
+        "hint: it goes on in the daemon; `loomgit status --server URL` shows what it applied",
+    ]
 
 
 def test_status_wait_on_the_branch_layout_waits_for_each_environments_branch(
