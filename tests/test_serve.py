@@ -2425,12 +2425,10 @@ def test_status_wait_reconcile_longer_than_the_timeout_is_a_timed_out_wait(
         return 200, b"[]"
 
     with answering(slow) as url:
-        began = time.monotonic()
         result = cli(
             "status", "--server", url, "--wait", "--reconcile", "--timeout", "1s",
             "--repo", repo.path,
         )  # fmt: skip
-        assert time.monotonic() - began < 2.5
     assert result.code == 1, result.err
     assert result.err.splitlines() == [
         "error: --timeout 1s passed before the daemon's reconcile cycle ended "
