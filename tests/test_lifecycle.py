@@ -133,52 +133,33 @@ def test_activation_refuses_what_the_daemon_could_not_serve(pipe: Pipeline) -> N
     """A definition that does not validate, or that needs a variable or a credential the
     environment lacks, is refused with nothing written: the daemon would refuse the commit.
     Turning a broken workflow off never is, and listing what stops must not be in its way."""
-    assert pipe.run("activate", "hello", "--env", "development").code == 0
+    activate = ("activate", "hello", "--env", "development")
+    assert pipe.run(*activate).code == 0
     pipe.edit("hello", "apiVersion: loomgit/v1\nkind: Workflow\nmetadata: {name: hello}\n")
     result = pipe.run("deactivate", "hello", "--env", "development")
     assert result.code == 0, result.err
     assert "(its definition does not validate: see `loomgit validate`)" in result.out
     assert pipe.record("development", "hello").active is False  # type: ignore[union-attr]
     for args in ((), ("--dry-run",), ("--branch", "on/hello"), ("--format", "json")):
-        result = refused(
-            pipe, "activate", "hello", "--env", "development", *args, says="error[LG202]"
-        )
+        result = refused(pipe, *activate, *args, says="error[LG202]")
         first, hint = result.err.splitlines()
         path = pipe.rel("development", "workflows/hello.yaml")
         assert first.startswith(f"error: hello does not validate in development: {path}@")
         assert hint == "hint: fix it in development and commit, then activate it"
     pipe.edit("hello", HELLO.replace("vars.greeting", "vars.farewell"))
-    refused(
-        pipe,
-        "activate",
-        "hello",
-        "--env",
-        "development",
-        says="error: hello uses vars.farewell, which is not defined in development's variables",
-    )
+    says = "error: hello uses vars.farewell, which is not defined in development's variables"
+    refused(pipe, *activate, says=says)
     pipe.edit("hello", HELLO.replace("[greeter]", "[greeter, mailer]"))
-    result = refused(
-        pipe,
-        "activate",
-        "hello",
-        "--env",
-        "development",
-        says="error: hello uses credential mailer, which does not resolve in development\n",
-    )
+    says = "error: hello uses credential mailer, which does not resolve in development\n"
+    result = refused(pipe, *activate, says=says)
     assert "hint: set it first: `loomgit credentials set mailer --env development`" in result.err
     # A later environment: a promoted definition whose variable its variables.yaml lost.
     pipe.edit("hello", HELLO)
     assert pipe.run("promote", "hello", "--to", "staging").code == 0
     pipe.commit_on("staging", {"variables.yaml": VARIABLES.replace("greeting", "g").encode()}, "x")
-    refused(
-        pipe,
-        "activate",
-        "hello",
-        "--env",
-        "staging",
-        says="hello uses vars.greeting, which is not defined in staging's variables.yaml",
-    )
-    assert pipe.run("activate", "hello", "--env", "development").code == 0
+    says = "hello uses vars.greeting, which is not defined in staging's variables.yaml"
+    refused(pipe, "activate", "hello", "--env", "staging", says=says)
+    assert pipe.run(*activate).code == 0
 
 
 def test_rollback_as_a_pull_request_and_dry_run(pipe: Pipeline) -> None:
