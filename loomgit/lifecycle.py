@@ -52,7 +52,7 @@ class Toggle:
 def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "") -> Toggle | None:
     """Turns `name` on or off in `env`; None when it already is (nothing to write)."""
     loc = ws.location(env)
-    files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file])
+    files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file, loc.vars_file])
     definition = files[loc.workflow(name)]
     if definition is None:
         raise Refused(f"{name} is not in {env}", hint=ws.missing_hint(env, name))
@@ -65,7 +65,7 @@ def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "
     if record is not None and record.active == active:
         return None
     if active:  # turning it off is never in the way
-        _check_runnable(ws, name, definition, loc)
+        _check_runnable(ws, name, definition, loc, variables_in(files[loc.vars_file]))
     updated = (
         record.model_copy(update={"active": active}) if record else WorkflowState(active=active)
     )
@@ -83,12 +83,13 @@ def plan_active(ws: Workspace, name: str, env: str, active: bool, notes: str = "
     return Toggle(Change(loc, changes, message), version, definition)
 
 
-def _check_runnable(ws: Workspace, name: str, definition: bytes, loc: Location) -> None:
+def _check_runnable(
+    ws: Workspace, name: str, definition: bytes, loc: Location, variables: set[str] | None
+) -> None:
     """Refuses to activate what the daemon could not serve: a definition that does not
-    validate, or that uses a variable or credential the environment does not have."""
+    validate, or that uses a variable (of `variables`) or a credential `loc` lacks."""
     first = loc.env == ws.config.first
     then = "activate it" if first else f"promote it through to {loc.env} and activate it there"
-    variables = variables_in(ws.git.blob_at(loc.commit, loc.vars_file))
     check_definition(ws, name, definition, loc, variables, then=then, where=f"{loc.env}'s")
     scoped, shared = credentials_in(ws, loc)
     only = frozenset(ws.config.scoped_only)
@@ -153,7 +154,7 @@ def plan_rollback(
             hint=f"use `loomgit revisions {name}` and `loomgit restore`",
         )
     loc = ws.location(env)
-    files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file])
+    files = ws.git.blobs_at(loc.commit, [loc.workflow(name), loc.env_file, loc.vars_file])
     current = envstate.record(files[loc.env_file], name)
     if current is None or current.version is None:
         raise Refused(

@@ -147,12 +147,6 @@ def next_version(ws: Workspace, name: str, known: dict[str, bytes | None]) -> in
     return highest + 1
 
 
-def _check_source(
-    ws: Workspace, name: str, data: bytes, source: Location, variables: set[str] | None
-) -> None:
-    check_definition(ws, name, data, source, variables, then="promote", where="the target's")
-
-
 def check_definition(
     ws: Workspace,
     name: str,
@@ -272,7 +266,7 @@ def plan(
                 )
             )
             continue
-        _check_source(ws, name, content, source, variables)
+        check_definition(ws, name, content, source, variables, then="promote", where="the target's")
         model = load_workflow(content, source.workflow(name))
         declared = model.spec.credentials
         resolves = {
