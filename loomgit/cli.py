@@ -85,7 +85,66 @@ def repo_option(func: Any) -> Any:
     )(func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Command(click.Command):
+    """A command that, missing an environment option (`--env ENV`, `--to ENV`) while it
+    was given a word too many, says how to give that word as the option: people type
+    `loomgit activate greet live` or `loomgit promote greet staging`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, list(args))
+        except click.MissingParameter as exc:
+            hint = self._as_option(ctx, args, exc.param)
+            if hint is None:
+                raise
+            from loomgit.errors import UsageError
+
+            raise UsageError(
+                f"missing option {hint[0]} ({hint[1]!r} was taken as one word too many)",
+                hint=hint[2],
+            ) from None
+
+    def _as_option(
+        self, ctx: click.Context, args: list[str], param: click.Parameter | None
+    ) -> tuple[str, str, str] | None:
+        """(the option, the word, the command line with the word given as the option), if
+        a word beyond what the command's arguments take could be that option's value."""
+        import shlex
+
+        if not isinstance(param, click.Option) or param.metavar != "ENV":
+            return None
+        values, extra, _ = self.make_parser(ctx).parse_args(args=list(args))
+        many: list[str] = next(
+            (
+                list(values.get(p.name) or [])
+                for p in self.params
+                if isinstance(p, click.Argument) and p.nargs < 0
+            ),
+            [],
+        )
+        if extra:
+            word = extra[0]
+        elif len(many) > 1:
+            word = many[-1]
+        else:
+            return None
+        option = max(param.opts, key=len)
+        at = len(args) - 1 - args[::-1].index(word)
+        line = [*ctx.command_path.split(), *args[:at], option, word, *args[at + 1 :]]
+        return option, word, shlex.join(line)
+
+
+class Group(click.Group):
+    """The command groups: their commands are `Command`s, their groups `Group`s."""
+
+    command_class = Command
+    group_class = type
+
+
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="loomgit")
 def cli() -> None:
     """loomgit keeps automation workflows as YAML in git and promotes them through

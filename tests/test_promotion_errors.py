@@ -69,6 +69,23 @@ BAD = [
     (["revisions", " hello"], 2, "' hello' is not a workflow name"),
     (["restore", "x" * 64, "HEAD"], 2, "is not a workflow name"),
     (["run", "../hello"], 2, "'../hello' is not a workflow name"),
+    # An environment typed as a word, not as its option, is shown as the option.
+    (
+        ["activate", "hello", "staging"],
+        2,
+        "error: missing option --env ('staging' was taken as one word too many)\n"
+        "hint: loomgit activate hello --env staging --repo ",
+    ),
+    (["promote", "hello", "staging"], 2, "hint: loomgit promote hello --to staging --repo "),
+    (["promote", "hello", "greet", "staging"], 2, "loomgit promote hello greet --to staging"),
+    (
+        ["diff", "hello", "staging", "--format", "json"],
+        2,
+        "hint: loomgit diff hello --to staging --format json --repo ",
+    ),
+    (["credentials", "copy", "db", "staging"], 2, "loomgit credentials copy db --from staging"),
+    (["promote", "hello"], 2, "Error: Missing option '--to'."),
+    (["activate", "--env", "staging"], 2, "Error: Missing argument 'WORKFLOW'."),
     # A typo of a workflow the environment has is named in the hint.
     (["promote", "helo", "--to", "staging"], 1, "hint: did you mean hello?"),
     (["activate", "hellow", "--env", "development"], 1, "hint: did you mean hello?"),
