@@ -130,7 +130,10 @@ class Command(click.Command):
             return None
         option = max(param.opts, key=len)
         at = len(args) - 1 - args[::-1].index(word)
-        line = [*ctx.command_path.split(), *args[:at], option, word, *args[at + 1 :]]
+        rest = [*args[:at], *args[at + 1 :]]
+        # After `--` every word is an argument, so the option goes before it.
+        put = rest.index("--") if "--" in args[:at] else at
+        line = [*ctx.command_path.split(), *rest[:put], option, word, *rest[put:]]
         return option, word, shlex.join(line)
 
 

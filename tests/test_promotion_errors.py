@@ -78,6 +78,7 @@ BAD = [
     ),
     (["promote", "hello", "staging"], 2, "hint: loomgit promote hello --to staging --repo "),
     (["promote", "hello", "greet", "staging"], 2, "loomgit promote hello greet --to staging"),
+    (["activate", "hello", "--", "staging"], 2, "loomgit activate hello --env staging -- --repo"),
     (
         ["diff", "hello", "staging", "--format", "json"],
         2,
