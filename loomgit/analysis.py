@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from loomgit import cron, render, templates
+from loomgit import cron, render, templates, webpaths
 from loomgit.findings import Finding, KeyPath, from_validation_error
 from loomgit.models.steps import known_types, params_model
 from loomgit.models.workflow import ScheduleTrigger, WebhookTrigger, Workflow
@@ -120,6 +120,7 @@ def _check_template(
 
 def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], list[Any]]:
     hooks: list[tuple[str, str, KeyPath]] = []
+    declared: dict[tuple[str, str], int] = {}  # (method, shape) -> the first trigger's index
     schedules: list[tuple[str, str]] = []
     for i, trigger in enumerate(wf.spec.triggers):
         where: KeyPath = ("spec", "triggers", i)
@@ -136,7 +137,18 @@ def _check_triggers(wf: Workflow, findings: list[Finding]) -> tuple[list[Any], l
             except ValueError as exc:
                 findings.append(Finding("LG312", str(exc), (*where, "timezone")))
         elif isinstance(trigger, WebhookTrigger):
-            hooks.append((trigger.method, trigger.route, (*where, "path")))
+            first = declared.setdefault((trigger.method, webpaths.shape(trigger.route)), i)
+            if first != i:
+                findings.append(
+                    Finding(
+                        "LG302",
+                        f"webhook {trigger.method} /{trigger.route} is also served by "
+                        f"spec.triggers[{first}] of this workflow",
+                        (*where, "path"),
+                    )
+                )
+            else:
+                hooks.append((trigger.method, trigger.route, (*where, "path")))
             for key, check in trigger.secret_checks():
                 if check.credential not in wf.spec.credentials:
                     findings.append(

@@ -32,8 +32,8 @@ CODES: dict[str, str] = {
     # Workflow rules
     "LG300": "metadata.name differs from the file name",
     "LG301": "two workflows share a name in one environment",
-    "LG302": "two webhook triggers share method and path in one environment (paths that "
-    "differ only in their `:parameter` names are the same path)",
+    "LG302": "two webhook triggers, of one workflow or of two, share method and path in one "
+    "environment (paths that differ only in their `:parameter` names are the same path)",
     "LG310": "invalid cron expression",
     "LG311": "cron expression never fires",
     "LG312": "unknown time zone",

@@ -193,6 +193,28 @@ CASES = [
         [("LG302", "environments/development/workflows/other.yaml", 8)],
         "POST /hello",
     ),
+    Case(
+        "webhook-declared-twice-in-one-workflow",
+        {
+            DEV: hello(
+                "    - type: schedule\n",
+                "    - type: webhook\n      path: /hello\n    - type: schedule\n",
+            )
+        },
+        [("LG302", DEV, 10)],
+        "webhook POST /hello is also served by spec.triggers[0] of this workflow",
+    ),
+    Case(
+        "webhook-parameters-renamed-in-one-workflow",
+        {
+            DEV: hello("      path: hello", "      path: orders/:id").replace(
+                "    - type: schedule\n",
+                "    - type: webhook\n      path: orders/:number\n    - type: schedule\n",
+            )
+        },
+        [("LG302", DEV, 10)],
+        "webhook POST /orders/:number is also served by spec.triggers[0]",
+    ),
     Case("bad-cron", {DEV: hello("0 9 * * 1-5", "0 25 * * *")}, [("LG310", DEV, 10)]),
     Case("never-fires", {DEV: hello("0 9 * * 1-5", "0 0 30 2 *")}, [("LG311", DEV, 10)]),
     Case("bad-timezone", {DEV: hello("Europe/Berlin", "Europe/Atlantis")}, [("LG312", DEV, 11)]),

@@ -29,6 +29,15 @@ def test_valid_repository(repo: Repo, cli: Callable[..., Result]) -> None:
     assert json.loads(cli("validate", "--repo", repo.path, "--format", "json").out) == []
 
 
+def test_one_workflow_may_serve_a_path_for_two_methods(
+    repo: Repo, cli: Callable[..., Result]
+) -> None:
+    both = "    - type: webhook\n      path: hello\n      method: GET\n    - type: schedule\n"
+    repo.write(repo.wf("development"), HELLO.replace("    - type: schedule\n", both))
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 0, result.out + result.err
+
+
 def test_searches_upward_for_loomgit_yaml(
     repo: Repo, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
