@@ -85,14 +85,46 @@ def repo_option(func: Any) -> Any:
     )(func)
 
 
+def version_number(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A workflow's version, as a number (`3`) or as `status` and `history` print it
+    (`v3`)."""
+    import re
+
+    if value is None:
+        return None
+    match = re.fullmatch(r"[vV]?([0-9]{1,18})", value.strip())
+    if match is None or int(match[1]) < 1:
+        raise click.BadParameter(f"{value!r} is not a version; give its number, as 3 or v3")
+    return int(match[1])
+
+
 class Command(click.Command):
     """A command that, missing an environment option (`--env ENV`, `--to ENV`) while it
     was given a word too many, says how to give that word as the option: people type
-    `loomgit activate greet live` or `loomgit promote greet staging`."""
+    `loomgit activate greet live` or `loomgit promote greet staging`. An unknown option
+    that begins a known one (`--to` for `--to-version`) is answered with that one, where
+    Click's likeness measure would offer another (`--repo`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, list(args))
+        except click.NoSuchOption as exc:
+            longer = sorted(
+                {
+                    opt
+                    for param in self.get_params(ctx)
+                    for opt in (*param.opts, *param.secondary_opts)
+                    if opt.startswith("--") and opt.startswith(exc.option_name)
+                }
+            )
+            if not exc.option_name.startswith("--") or not longer:
+                raise
+            meant = " or ".join(repr(opt) for opt in longer)
+            raise click.NoSuchOption(
+                exc.option_name,
+                f"No such option {exc.option_name!r}. Did you mean {meant}?",
+                ctx=ctx,
+            ) from None
         except click.MissingParameter as exc:
             hint = self._as_option(ctx, args, exc.param)
             if hint is None:

@@ -20,6 +20,7 @@ from loomgit.cli import (
     format_option,
     printable,
     repo_option,
+    version_number,
     warn_if_unpushable,
     workflow_arguments,
     written_json,
@@ -318,9 +319,9 @@ def _print(renderable: object) -> None:
 @click.option(
     "--version",
     "version",
-    type=click.IntRange(min=1),
+    callback=version_number,
     metavar="N",
-    help="A version ENV ran, instead of the current one.",
+    help="A version ENV ran (3 or v3), instead of the current one.",
 )
 @format_option
 @repo_option

@@ -13,6 +13,7 @@ from loomgit.cli import (
     cli,
     format_option,
     repo_option,
+    version_number,
     warn_if_unpushable,
     workflow_arguments,
     written_json,
@@ -332,9 +333,9 @@ def deactivate(workflow: str, **options: Any) -> None:
 @click.option("--env", "env", required=True, metavar="ENV")
 @click.option(
     "--to-version",
-    type=click.IntRange(min=1),
+    callback=version_number,
     metavar="N",
-    help="A version ENV ran before (default: the one before the current).",
+    help="A version ENV ran before, as 3 or v3 (default: the one before the current).",
 )
 @click.option("-m", "--notes", metavar="TEXT", help="Why; goes into the commit and the record.")
 @dry_run_option

@@ -39,7 +39,8 @@ def test_rollback_to_the_previous_version(pipe: Pipeline) -> None:
 
 def test_rollback_to_a_version_and_it_sticks(pipe: Pipeline) -> None:
     _three_versions_in_staging(pipe)
-    assert pipe.run("rollback", "hello", "--env", "staging", "--to-version", "1").code == 0
+    # A version as status prints it (v1) or as a number.
+    assert pipe.run("rollback", "hello", "--env", "staging", "--to-version", "v1").code == 0
     assert pipe.file("staging", "hello") == HELLO.encode()
     refused(pipe, "rollback", "hello", "--env", "staging", "--to-version", "9", says="never ran v9")
     refused(

@@ -312,6 +312,7 @@ def test_status_and_show(pipe: Pipeline) -> None:
     assert pipe.run("show", "hello").out == V2
     assert pipe.run("promote", "hello", "--to", "staging").code == 0
     assert pipe.run("show", "hello", "--env", "staging", "--version", "1").out == HELLO
+    assert pipe.run("show", "hello", "--env", "staging", "--version", "v1").out == HELLO
     # For scripts: the commit it was read at, version, activation, record, and definition.
     shown = json.loads(pipe.run("show", "hello", "--env", "staging", "--format", "json").out)
     assert (shown["version"], shown["active"]) == (2, True)

@@ -32,7 +32,21 @@ BAD = [
     (["deactivate", "hello", "--env", "development", "--branch", "a b"], 2, "not a valid"),
     (["rollback", "hello", "--env", "staging", "--branch", "x.lock"], 2, "not a valid branch"),
     (["activate", "hello", "--env", "staging", "--format", "xml"], 2, "'xml' is not one of"),
-    (["rollback", "hello", "--env", "staging", "--to-version", "0"], 2, "0"),
+    (
+        ["rollback", "hello", "--env", "staging", "--to-version", "0"],
+        2,
+        "'0' is not a version; give its number, as 3 or v3",
+    ),
+    (["rollback", "hello", "--env", "staging", "--to-version", "v"], 2, "'v' is not a version"),
+    (["rollback", "hello", "--env", "staging", "--to-version", "1.5"], 2, "'1.5' is not a"),
+    # An unknown option that begins a known one is answered with it.
+    (
+        ["rollback", "hello", "--env", "staging", "--to", "1"],
+        2,
+        "No such option '--to'. Did you mean '--to-version'?",
+    ),
+    (["show", "hello", "--ver", "1"], 2, "Did you mean '--version'?"),
+    (["promote", "hello", "--to", "staging", "--bogus"], 2, "No such option '--bogus'.\n"),
     (["show", "ghost"], 1, "ghost is not in development"),
     (["show", "hello", "--version", "1"], 1, "revisions, not versions"),
     (["diff", "ghost", "--from", "development", "--to", "staging"], 1, "ghost is not in"),
