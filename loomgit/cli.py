@@ -145,28 +145,42 @@ class Command(click.Command):
 
         if not isinstance(param, click.Option) or param.metavar != "ENV":
             return None
-        values, extra, _ = self.make_parser(ctx).parse_args(args=list(args))
-        many: list[str] = next(
-            (
-                list(values.get(p.name) or [])
-                for p in self.params
-                if isinstance(p, click.Argument) and p.nargs < 0
-            ),
-            [],
-        )
-        if extra:
-            word = extra[0]
-        elif len(many) > 1:
-            word = many[-1]
+        words = self._words(ctx, args)
+        arguments = [p for p in self.params if isinstance(p, click.Argument)]
+        fixed = sum(p.nargs for p in arguments if p.nargs > 0)
+        if any(p.nargs < 0 for p in arguments):  # WORKFLOW...: the last word, if not the only
+            at = words[-1] if len(words) > fixed + 1 else None
         else:
+            at = words[fixed] if len(words) > fixed else None
+        if at is None:
             return None
+        word = args[at]
         option = max(param.opts, key=len)
-        at = len(args) - 1 - args[::-1].index(word)
         rest = [*args[:at], *args[at + 1 :]]
         # After `--` every word is an argument, so the option goes before it.
         put = rest.index("--") if "--" in args[:at] else at
         line = [*ctx.command_path.split(), *rest[:put], option, word, *rest[put:]]
         return option, word, shlex.join(line)
+
+    def _words(self, ctx: click.Context, args: list[str]) -> list[int]:
+        """Where in `args` the words stand that are neither options nor their values."""
+        valued = {
+            opt
+            for p in self.get_params(ctx)
+            if isinstance(p, click.Option) and not p.is_flag and not p.count
+            for opt in p.opts
+        }
+        words: list[int] = []
+        i = 0
+        while i < len(args):
+            if args[i] == "--":
+                return [*words, *range(i + 1, len(args))]
+            if args[i].startswith("-") and args[i] != "-":
+                i += 2 if args[i] in valued else 1
+                continue
+            words.append(i)
+            i += 1
+        return words
 
 
 class Group(click.Group):

@@ -93,6 +93,17 @@ BAD = [
     (["promote", "hello", "staging"], 2, "hint: loomgit promote hello --to staging --repo "),
     (["promote", "hello", "greet", "staging"], 2, "loomgit promote hello greet --to staging"),
     (["activate", "hello", "--", "staging"], 2, "loomgit activate hello --env staging -- --repo"),
+    # The word that was one too many, not an option's value that reads the same.
+    (
+        ["activate", "hello", "staging", "--branch", "staging"],
+        2,
+        "hint: loomgit activate hello --env staging --branch staging --repo",
+    ),
+    (
+        ["promote", "hello", "staging", "--branch", "staging"],
+        2,
+        "hint: loomgit promote hello --to staging --branch staging --repo",
+    ),
     (
         ["diff", "hello", "staging", "--format", "json"],
         2,
