@@ -490,7 +490,12 @@ class Reconciler:
         errors = [p for p in problems if p.severity == "error"]
         if errors:
             first, more = headline(positions(snap, errors))
-            raise Failed("ValidationFailed", first.render() + more)
+            every = "every problem" if more else "the problem"
+            raise Failed(
+                "ValidationFailed",
+                f"{first.render()}{more}; hint: `loomgit validate --rev {commit[:12]} --env "
+                f"{name}` lists {every} in a clone",
+            )
         deployments: dict[str, Deployment] = {}
         active: set[str] = set()
         routes: dict[tuple[str, str], WebhookTrigger] = {}

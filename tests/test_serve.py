@@ -279,7 +279,12 @@ def test_a_bad_commit_leaves_the_last_good_state_running(
     assert staging["last_attempted_commit"] == bad
     assert staging["last_applied_commit"] == good
     assert staging["conditions"][0]["reason"] == "ValidationFailed"
-    assert "staging/workflows/hello.yaml" in staging["conditions"][0]["message"]
+    said = staging["conditions"][0]["message"]
+    assert "staging/workflows/hello.yaml" in said
+    first, hint = said.split("; hint: ")
+    assert hint.startswith(f"`loomgit validate --rev {bad[:12]} --env staging` lists "), said
+    listed = cli("validate", "--rev", bad[:12], "--env", "staging", "--repo", repo.path)
+    assert listed.code == 1 and first.split(" (and ")[0] in listed.out, listed.out
     daemon.reconcile()  # the same failure again is not logged twice
     refused = [ln for ln in daemon.log.splitlines() if "not applied environment=staging" in ln]
     assert len(refused) == 1 and "reason=ValidationFailed" in refused[0], daemon.log
