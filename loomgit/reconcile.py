@@ -490,6 +490,8 @@ class Reconciler:
         errors = [p for p in problems if p.severity == "error"]
         if errors:
             first, more = headline(positions(snap, errors))
+            if first.line is None:  # not in a file (a branch gone, a folder missing)
+                raise Failed("ValidationFailed", first.render() + more)
             every = "every problem" if more else "the problem"
             raise Failed(
                 "ValidationFailed",

@@ -1770,7 +1770,11 @@ def test_the_branches_layout_serves_each_environment_from_its_branch(
     assert envs["staging"]["conditions"][0]["reason"] == "ValidationFailed"
     # The syntax error heads the message, not the digest mismatch that follows from it.
     message = envs["staging"]["conditions"][0]["message"]
-    assert "[LG102]" in message and message.endswith("(and 1 more)"), message
+    bad = pipe.tip("staging")[:12]
+    assert "[LG102]" in message and message.endswith(
+        f"(and 1 more); hint: `loomgit validate --rev {bad} --env staging` lists every problem "
+        "in a clone"
+    ), message
     assert hooks() == [404, 202, 404]
 
     # A branch gone: that environment keeps serving, and no commit of another branch
