@@ -30,7 +30,7 @@ from loomgit.cli_run import TOKEN_FILE_HELP
 from loomgit.errors import LoomgitError, UsageError
 
 if TYPE_CHECKING:
-    from loomgit.live import Awaited, Waited
+    from loomgit.live import Awaited, TimedOut, Waited
     from loomgit.workspace import Workspace
 
 
@@ -139,7 +139,15 @@ def status(
         seconds = parse_duration(timeout, "--timeout")
         began = time.monotonic()
         if reconcile:  # the cycle's answer is the environments as it left them
-            answer = _reconcile(server, live.read_token(token_file), seconds, timeout)
+            try:
+                answer = live.reconcile(server, live.read_token(token_file), seconds)
+            except live.TimedOut as exc:
+                late = _late_cycle(exc, timeout)
+                if fmt == "json":  # a script reads how it ended, as after a wait
+                    spent = time.monotonic() - began
+                    report = _late_report(server, envs, commit, spent, repo, late.message)
+                    click.echo(json.dumps(report, indent=2))
+                raise late from None
         else:
             answer = live.fetch_environments(server)
         spent = time.monotonic() - began
@@ -185,18 +193,30 @@ def status(
     _print(table)
 
 
-def _reconcile(server: str, token: str | None, seconds: float, timeout: str) -> Any:
+def _late_cycle(exc: TimedOut, timeout: str) -> LoomgitError:
     """`--reconcile`: a cycle that outlasts --timeout is a wait that timed out (exit 1)."""
+    return LoomgitError(
+        f"--timeout {timeout.strip()} passed before the daemon's reconcile cycle ended "
+        f"({exc.url} did not answer)",
+        hint="it goes on in the daemon; `loomgit status --server URL` shows what it applied",
+    )
+
+
+def _late_report(
+    server: str, names: tuple[str, ...], commit: str | None, spent: float, repo: Path, why: str
+) -> dict[str, object]:
+    """The JSON report of a wait whose reconcile cycle outlasted --timeout: each awaited
+    environment as the daemon serves it now (one more question, which may fail too)."""
     from loomgit import live
+    from loomgit.live import Waited
 
     try:
-        return live.reconcile(server, token, seconds)
-    except live.TimedOut as exc:
-        raise LoomgitError(
-            f"--timeout {timeout.strip()} passed before the daemon's reconcile cycle ended "
-            f"({exc.url} did not answer)",
-            hint="it goes on in the daemon; `loomgit status --server URL` shows what it applied",
-        ) from None
+        answer = live.fetch_environments(server, timeout=live.LATE_TIMEOUT)
+        waited = _wait(server, answer, names, commit, 0, repo, "json")
+    except UsageError:  # what each serves is unknown; the wait's report, with none
+        waited = Waited("timed_out", spent, [], [])
+    waited.result, waited.seconds, waited.unreachable = "timed_out", spent, why
+    return waited.to_json()
 
 
 def _wait(

@@ -30,6 +30,8 @@ TIMEOUT = 10
 TOKEN_ENV = "LOOMGIT_API_TOKEN"
 # The daemon answers at most this many executions per request; more are read page by page.
 PAGE = 1000
+# How long `status --wait --reconcile` asks what runs once its cycle outlasted --timeout.
+LATE_TIMEOUT = 2.0
 POLL = 1.0  # seconds between two questions of `status --wait`
 # Not Ready for these reasons, an environment has not judged the commit yet: it retries.
 RETRIED = frozenset({"FetchFailed"})
@@ -99,8 +101,9 @@ def ask_json(
         raise UsageError(f"{url} did not answer JSON; is it a loomgit daemon?") from None
 
 
-def fetch_environments(server: str) -> list[dict[str, Any]]:
-    return _environments(server, "/api/v1/environments", ask_json(server, "/api/v1/environments"))
+def fetch_environments(server: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+    path = "/api/v1/environments"
+    return _environments(server, path, ask_json(server, path, timeout=timeout))
 
 
 def reconcile(server: str, token: str | None, timeout: float) -> list[dict[str, Any]]:

@@ -2439,11 +2439,47 @@ def test_status_wait_reconcile_longer_than_the_timeout_is_a_timed_out_wait(
             "--repo", repo.path,
         )  # fmt: skip
     assert result.code == 1, result.err
+
+    def late(url: str) -> str:
+        return (
+            "--timeout 1s passed before the daemon's reconcile cycle ended "
+            f"({url}/api/v1/reconcile did not answer)"
+        )
+
     assert result.err.splitlines() == [
-        "error: --timeout 1s passed before the daemon's reconcile cycle ended "
-        f"({url}/api/v1/reconcile did not answer)",
+        f"error: {late(url)}",
         "hint: it goes on in the daemon; `loomgit status --server URL` shows what it applied",
     ]
+
+    # With --format json, the report a wait gives: each environment as the daemon says
+    # it serves now, or none when that question goes unanswered too (exit 1 all the same).
+    old = git(repo.path, "rev-parse", "HEAD")
+    repo.write(repo.wf("development"), HELLO + "# an edit\n")
+    head = commit_all(repo.path, "edit hello")
+    ready = {"type": "Ready", "status": "True", "reason": "Ready", "message": "applied"}
+    env = {"name": "development", "commit": old, "last_attempted_commit": old,
+           "conditions": [ready]}  # fmt: skip
+    answers = iter([(3.0, b"[]"), (0.0, json.dumps([env]).encode()), (3.0, b"[]"), (3.0, b"[]")])
+
+    def in_turn() -> tuple[int, bytes]:
+        delay, body = next(answers)
+        time.sleep(delay)
+        return 200, body
+
+    with answering(in_turn) as url:
+        for environments in ([("development", head, "waiting", old)], []):
+            result = cli(
+                "status", "--server", url, "--wait", "--reconcile", "--timeout", "1s",
+                "--repo", repo.path, "--format", "json",
+            )  # fmt: skip
+            said = late(url)
+            assert result.code == 1 and result.err.startswith(f"error: {said}\n"), result.err
+            report = json.loads(result.out)
+            assert (report["result"], report["unreachable"]) == ("timed_out", said), report
+            assert report["seconds"] >= 1, report
+            assert [
+                (e["name"], e["commit"], e["state"], e["serving"]) for e in report["environments"]
+            ] == environments, report
 
 
 def test_status_wait_on_the_branch_layout_waits_for_each_environments_branch(
