@@ -98,6 +98,34 @@ def version_number(ctx: click.Context, param: click.Parameter, value: str | None
     return int(match[1])
 
 
+def refuse_empty(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    """Refuses an option given an empty value, free text (TEXT) aside: `--env "$TARGET"`
+    or `--branch "$BRANCH"` with the variable unset would otherwise be read as the option
+    left out (every environment, no branch) or, for a path, as the current folder."""
+    if any(arg in ctx.help_option_names for arg in args):
+        return  # --help answers whatever else is on the line
+    try:  # the words as Click reads them; what it refuses, it refuses when parsing for real
+        given, _, _ = command.make_parser(ctx).parse_args(args=list(args))
+    except click.ClickException:
+        return
+    for param in command.get_params(ctx):
+        if not isinstance(param, click.Option) or param.metavar == "TEXT" or param.is_flag:
+            continue
+        value = given.get(param.name) if param.name else None
+        if value == "" or (isinstance(value, list) and "" in value):
+            from loomgit.errors import UsageError
+
+            option = max(param.opts, key=len)
+            hint = (
+                f"give {option} a value"
+                if param.required
+                else f"leave {option} out, or give it a value"
+            )
+            raise UsageError(
+                f"{option} was given an empty value", hint=f"{hint}; is a shell variable unset?"
+            )
+
+
 class Command(click.Command):
     """A command that, missing an environment option (`--env ENV`, `--to ENV`) while it
     was given a word too many, says how to give that word as the option: people type
@@ -106,6 +134,7 @@ class Command(click.Command):
     Click's likeness measure would offer another (`--repo`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        refuse_empty(self, ctx, args)
         try:
             return super().parse_args(ctx, list(args))
         except click.NoSuchOption as exc:
@@ -188,6 +217,10 @@ class Group(click.Group):
 
     command_class = Command
     group_class = type
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        refuse_empty(self, ctx, args)
+        return super().parse_args(ctx, args)
 
 
 @click.group(

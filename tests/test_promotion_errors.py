@@ -118,6 +118,20 @@ BAD = [
     (["show", "hallo"], 1, "hint: did you mean hello?"),
     (["diff", "hell", "--from", "development", "--to", "staging"], 1, "did you mean hello?"),
     (["revisions", "helo"], 1, "hint: did you mean hello?"),
+    # An empty value (a shell variable unset) is not read as the option left out.
+    (["show", "hello", "--env", ""], 2, "error: --env was given an empty value\n"),
+    (
+        ["promote", "hello", "--to", "staging", "--branch", ""],
+        2,
+        "hint: leave --branch out, or give it a value; is a shell variable unset?",
+    ),
+    (["promote", "hello", "--to", ""], 2, "hint: give --to a value; is a shell variable unset?"),
+    (["credentials", "list", "--env="], 2, "error: --env was given an empty value"),
+    (
+        ["status", "--server", "http://127.0.0.1:9", "--wait", "--env", "staging", "--env", ""],
+        2,
+        "error: --env was given an empty value",
+    ),
 ]
 
 
@@ -135,6 +149,35 @@ def test_bad_input(pipe: Pipeline, args: list[str], code: int, says: str) -> Non
     assert result.code == code, result.out + result.err
     assert says in result.err
     assert pipe.snapshot() == before
+
+
+def test_empty_notes_and_help_beside_an_empty_value_are_no_error(pipe: Pipeline) -> None:
+    """Notes are free text, so empty ones are notes left empty; --help answers anyway."""
+    result = pipe.run("show", "hello", "--env", "", "--help")
+    assert result.code == 0 and result.out.startswith("Usage: loomgit show"), result.err
+    result = pipe.run("promote", "hello", "--to", "staging", "--notes", "")
+    assert result.code == 0, result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["executions", "--workflow", ""], "error: --workflow was given an empty value\n"),
+        (["executions", "show", "--state-dir", "", "01ABCDEF"], "error: --state-dir was given"),
+    ],
+)
+def test_an_empty_path_or_filter_is_refused(
+    cli: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    says: str,
+) -> None:
+    """An empty --state-dir would be the current folder; an empty filter matches nothing."""
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args)
+    assert result.code == 2 and result.err.startswith(says), result.err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_error_quoting_a_control_character_stays_one_line(pipe: Pipeline) -> None:
