@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+# The daemon's 401 when it was started without API tokens: no token the CLI sends helps.
+NO_API_TOKENS = (
+    "this daemon has no API tokens; start it with --api-token-file or LOOMGIT_API_TOKENS"
+)
+
 
 class LoomgitError(Exception):
     """Root of all user-facing errors; carries a plain sentence and an optional hint."""

@@ -21,7 +21,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from loomgit.errors import UsageError
+from loomgit.errors import NO_API_TOKENS, UsageError
 from loomgit.records import Execution, from_json
 
 TIMEOUT = 10
@@ -86,8 +86,7 @@ def ask_json(
         said = _refusal(exc)
         if exc.code == 401:
             raise UsageError(
-                f"{url} answered 401: {said}",
-                hint=f"pass --token-file with one of the daemon's API tokens, or set {TOKEN_ENV}",
+                f"{url} answered 401: {said}", hint=_unauthorized(said, token)
             ) from None
         raise UsageError(f"{url} answered {exc.code}: {said}") from None
     except (urllib.error.URLError, OSError) as exc:
@@ -99,6 +98,18 @@ def ask_json(
         raise UsageError(said, hint=hint) from None
     except (ValueError, http.client.HTTPException):
         raise UsageError(f"{url} did not answer JSON; is it a loomgit daemon?") from None
+
+
+def _unauthorized(said: str, token: str | None) -> str:
+    """What to do about a 401: start the daemon with tokens, send one, or send another."""
+    if said == NO_API_TOKENS:
+        return "no token is accepted until the daemon is restarted with API tokens"
+    if token is None:
+        return f"pass --token-file with one of the daemon's API tokens, or set {TOKEN_ENV}"
+    return (
+        f"the token sent (from --token-file, else ${TOKEN_ENV}) is not one of the daemon's "
+        "(its --api-token-file, else $LOOMGIT_API_TOKENS)"
+    )
 
 
 def fetch_environments(server: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:

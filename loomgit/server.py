@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from loomgit import httphead, log
 from loomgit.ages import parse_moment
 from loomgit.daemon import Daemon
-from loomgit.errors import UsageError, crash_report
+from loomgit.errors import NO_API_TOKENS, UsageError, crash_report
 from loomgit.ingress import (
     HOOKS,
     Ingress,
@@ -52,7 +52,6 @@ from loomgit.records import STATUSES, Query
 from loomgit.runtime import TriggerEvent
 
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
-NO_TOKENS = "this daemon has no API tokens; start it with --api-token-file or LOOMGIT_API_TOKENS"
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
@@ -151,7 +150,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     def require_token(request: Request) -> None:
         tokens = daemon.settings.tokens
         if not tokens:
-            raise Refused(401, NO_TOKENS)
+            raise Refused(401, NO_API_TOKENS)
         given = request.headers.get("Authorization")
         if not any(authorized(t.encode(), given, "bearer") for t in tokens):
             raise Refused(401, "a valid bearer token is required")

@@ -45,11 +45,11 @@ from echo_server import serve
 from pipeline import ENVS, Pipeline
 
 from loomgit import sops
+from loomgit.errors import NO_API_TOKENS
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
 from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, authorized, signed
 from loomgit.records import Execution, new_id
-from loomgit.server import NO_TOKENS
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-0123456789abcdef"  # a throwaway test token
@@ -688,16 +688,25 @@ def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, st
     )
 
 
-def test_without_tokens_the_api_says_how_to_give_them(repo: Repo, start: Start) -> None:
+def test_without_tokens_the_api_says_how_to_give_them(
+    repo: Repo, cli: Cli, start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A daemon started without tokens serves its webhooks and its environments, and
-    refuses what needs a token with how to give one."""
+    refuses what needs a token with how to give one; the CLI does not then ask for a
+    token that no daemon would take."""
     put_everywhere(repo, HELLO, {"staging": True})
     daemon = start(repo, env={"LOOMGIT_API_TOKENS": ""})
     assert daemon.request("POST", "/hooks/staging/hello", {"name": "Bo"})[0] == 202
     assert daemon.request("GET", "/api/v1/environments")[0] == 200
     for method, path in (("GET", "/api/v1/executions"), ("POST", "/api/v1/reconcile")):
         code, body = daemon.request(method, path, headers=AUTH)
-        assert (code, body) == (401, {"error": NO_TOKENS}), path
+        assert (code, body) == (401, {"error": NO_API_TOKENS}), path
+    monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
+    result = cli("executions", "--server", daemon.url)
+    assert result.code == 2 and result.err.splitlines() == [
+        f"error: {daemon.url}/api/v1/executions?limit=50 answered 401: {NO_API_TOKENS}",
+        "hint: no token is accepted until the daemon is restarted with API tokens",
+    ], result.err
 
 
 def test_a_short_api_token_is_warned_of_and_still_accepted(repo: Repo, start: Start) -> None:
@@ -2549,6 +2558,15 @@ def test_executions_server_reads_a_daemons_history(
     result = cli("executions", "--server", daemon.url)
     assert result.code == 2 and "answered 401: a valid bearer token is required" in result.err
     assert "hint: pass --token-file with one of the daemon's API tokens" in result.err
+    monkeypatch.setenv("LOOMGIT_API_TOKEN", "not-the-daemons-token-at-all")
+    result = cli("executions", "show", ids[0], "--server", daemon.url)
+    assert result.code == 2 and "answered 401: a valid bearer token is required" in result.err
+    assert result.err.splitlines()[1] == (
+        "hint: the token sent (from --token-file, else $LOOMGIT_API_TOKEN) is not one of the "
+        "daemon's (its --api-token-file, else $LOOMGIT_API_TOKENS)"
+    )
+    assert "not-the-daemons-token" not in result.err
+    monkeypatch.delenv("LOOMGIT_API_TOKEN")
     token_file.write_text("# no token here\n")
     result = cli("executions", *remote)
     assert result.code == 2 and "holds no token (only blank or # lines)" in result.err
