@@ -256,9 +256,13 @@ def authorized(secret: bytes, given: str | None, scheme: str | None) -> bool:
     sent = given.encode("latin-1")
     if scheme == "basic":
         try:
-            sent = base64.b64decode(sent, validate=True)
+            decoded = base64.b64decode(sent, validate=True)
         except ValueError:  # binascii.Error
             return False
+        # Only the one spelling of the secret: no `=` past the padding due, no stray bits.
+        if base64.b64encode(decoded) != sent:
+            return False
+        sent = decoded
     return hmac.compare_digest(sent, secret)
 
 

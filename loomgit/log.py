@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any
+
+from loomgit.records import stamp
 
 logger = logging.getLogger("loomgit")
 
@@ -18,16 +19,9 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
         logger.log(level, name, extra={"fields": fields})
 
 
-def _stamp(created: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-        + f".{int(created % 1 * 1000):03d}Z"
-    )
-
-
 class _Json(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": _stamp(record.created), "level": record.levelname.lower()}
+        out = {"time": stamp(record.created), "level": record.levelname.lower()}
         out["event"] = record.getMessage()
         out.update(getattr(record, "fields", {}))
         return json.dumps(out, default=str, ensure_ascii=False)
@@ -35,7 +29,7 @@ class _Json(logging.Formatter):
 
 class _Text(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_stamp(record.created), record.levelname.lower(), record.getMessage()]
+        parts = [stamp(record.created), record.levelname.lower(), record.getMessage()]
         for key, value in getattr(record, "fields", {}).items():
             text = value if isinstance(value, str) else json.dumps(value, default=str)
             parts.append(f"{key}={json.dumps(text) if ' ' in text or not text else text}")

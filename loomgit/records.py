@@ -160,9 +160,15 @@ class Query:
 
 def iso(ts: float | None) -> str | None:
     """A Unix time as the API and the history show times: UTC, milliseconds, `Z`."""
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    return None if ts is None else stamp(ts)
+
+
+def stamp(ts: float) -> str:
+    """`iso` of a time there is: the API's, the history's and the logs' times."""
+    # To the nearest millisecond: cut short, 0.008 (a float just under it) would read .007,
+    # and a time read back by `unix` would come out a millisecond earlier each time.
+    seconds, ms = divmod(round(ts * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 def unix(text: str | None) -> float | None:

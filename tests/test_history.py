@@ -15,7 +15,7 @@ import pytest
 
 from loomgit.history import MIGRATIONS, History, HistoryError, Retention, finish_rows
 from loomgit.recorder import AsyncRecorder
-from loomgit.records import Execution, Query, StepRecord, new_id
+from loomgit.records import Execution, Query, StepRecord, from_json, iso, new_id, unix
 
 
 def execution(env: str = "staging", started: float | None = None, **kw: object) -> Execution:
@@ -30,6 +30,17 @@ def execution(env: str = "staging", started: float | None = None, **kw: object) 
     }
     fields.update(kw)
     return Execution(**fields)  # type: ignore[arg-type]
+
+
+def test_times_read_back_from_the_api_are_the_times_it_gave() -> None:
+    """The API's times are to the nearest millisecond, and `executions --server` reads
+    them back as the same times, not a millisecond earlier."""
+    for i in range(3000):
+        at = 1763800000 + i / 1000
+        assert iso(at) == iso(unix(iso(at))) == f"2025-11-22T08:26:{40 + i // 1000}.{i % 1000:03d}Z"
+    assert iso(1763800000.9996) == "2025-11-22T08:26:41.000Z"
+    ended = execution(started=1763800000.008, status="succeeded", ended_at=1763800000.011)
+    assert from_json(ended.to_json()).to_json() == ended.to_json()
 
 
 def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:

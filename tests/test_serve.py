@@ -1135,6 +1135,10 @@ def test_authorized_compares_the_whole_secret() -> None:
     assert authorized("sécret".encode(), "sécret".encode().decode("latin-1"), None)
     assert authorized(b"u:p", "Basic dTpw", "basic")
     assert not authorized(b"u:p", "Basic dTp", "basic")  # cut short: not base64
+    assert not authorized(b"u:p", "Basic dTpw=", "basic")  # padding past what is due
+    assert not authorized(b"u:p", "Basic dTpw==", "basic")
+    assert authorized(b"u:", "Basic dTo=", "basic")
+    assert not authorized(b"u:", "Basic dTp=", "basic")  # the same bytes, stray low bits
     assert not authorized(b"u:p", "Basic u:p", "basic")
     assert not authorized(b"u:p", "Bearer dTpw", "basic")
 
