@@ -17,7 +17,7 @@ from loomgit.agekeys import AgeKeys
 from loomgit.ages import parse_since
 from loomgit.cli import cli, format_option, repo_option, workflow_arguments
 from loomgit.cli_credentials import key_option
-from loomgit.errors import UsageError, report_to
+from loomgit.errors import LoomgitError, UsageError, report_to
 
 # The history module is imported only by the commands; the names are repeated here so that
 # `--help` stays fast. A test keeps the two lists equal.
@@ -240,8 +240,34 @@ def _never_recorded(history: Any, column: str, value: str) -> str | None:
         return f"no execution was ever recorded for {option} {value}; did you mean {close}?"
     if not known:
         return "the execution history is empty"
-    shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
-    return f"no execution was ever recorded for {option} {value}; the history has {shown}"
+    return f"no execution was ever recorded for {option} {value}; the history has {_some(known)}"
+
+
+def _unserved(server: str, workflow: str) -> str | None:
+    """Why a daemon's history had nothing for `workflow` when none of its environments
+    serves it (a typo, most often): the closest it serves, or those it does. None when
+    one does, or when the daemon does not say."""
+    from loomgit.live import fetch_environments
+    from loomgit.wording import closest
+
+    try:
+        envs = fetch_environments(server)
+    except LoomgitError:
+        return None
+    served = sorted(
+        {wf for env in envs if isinstance(ws := env.get("workflows"), dict) for wf in ws}
+    )
+    if workflow in served:
+        return None
+    said = f"no environment of the daemon at {server} serves --workflow {workflow}"
+    close = closest(workflow, served)
+    if close:
+        return f"{said}; did you mean {close}?"
+    return f"{said}; it serves {_some(served) if served else 'none'}"
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
 def _short_time(iso: str | None) -> str:
@@ -301,6 +327,8 @@ def executions(
         filters = {"environment": env, "workflow": workflow, "status": status}
         rows = fetch_executions(*remote, {**filters, "since": since, "before": before}, limit)
         found = as_executions(remote[0], rows)
+        if workflow is not None and not found and fmt != "json":
+            hints = [_unserved(remote[0], workflow)]
     else:
         moment = parse_since(since) if since else None
         query = records.Query(env, workflow, status, moment, limit, before)

@@ -2556,6 +2556,21 @@ def test_executions_server_reads_a_daemons_history(
     result = cli("executions", "--server", daemon.url, "--env", "stagin")
     assert result.code == 2 and "answered 400: unknown environment 'stagin'" in result.err
     assert "did you mean staging?" in result.err
+    # A workflow no environment serves, with nothing recorded: most often a typo, as locally.
+    result = cli("executions", "--server", daemon.url, "--workflow", "helo")
+    assert result.code == 0 and result.err.splitlines() == [
+        "no executions match",
+        f"hint: no environment of the daemon at {daemon.url} serves --workflow helo; "
+        "did you mean hello?",
+    ], result.err
+    result = cli("executions", "--server", daemon.url, "--workflow", "zzz", "--env", "staging")
+    assert result.err.splitlines()[1] == (
+        f"hint: no environment of the daemon at {daemon.url} serves --workflow zzz; it serves hello"
+    ), result.err
+    result = cli("executions", "--server", daemon.url, "--workflow", "hello", "--status", "failed")
+    assert result.code == 0 and result.err == "no executions match\n"  # served: no hint
+    result = cli("executions", "--server", daemon.url, "--workflow", "helo", "--format", "json")
+    assert (result.code, result.out.strip(), result.err) == (0, "[]", "")
     result = cli("executions", "show", "0000000000", "--server", daemon.url)
     assert result.code == 2 and "answered 404: no execution 0000000000" in result.err
     monkeypatch.delenv("LOOMGIT_API_TOKEN")
