@@ -152,11 +152,13 @@ def spec() -> dict[str, Any]:
                             "environment",
                             {
                                 "type": "string",
+                                "minLength": 1,
                                 "description": "One loomgit.yaml lists, or one it no longer"
                                 " does but the history holds; any other is a 400",
                             },
                         ),
-                        _query("workflow"),  # any text: none gives []
+                        # any name: one never recorded gives []; an empty one is a 400
+                        _query("workflow", {"type": "string", "minLength": 1}),
                         _query("status", {"type": "string", "enum": list(STATUSES)}),
                         _query(
                             "since",

@@ -227,6 +227,9 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         except UsageError as exc:
             return error(400, exc.message)
         env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
+        for name, value in (("environment", env), ("workflow", workflow)):
+            if value == "":  # `?environment=$ENV` with the variable unset: not a name
+                return error(400, f"{name} is empty; leave it out, or name one")
         query = Query(env, workflow, status, since, limit, before)
         try:
             found = await asyncio.to_thread(daemon.history.query, query)

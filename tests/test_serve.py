@@ -679,6 +679,9 @@ def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, st
     assert code == 400 and body["error"].startswith(f"no execution {'0' * 26} to list")
     code, body = daemon.request("GET", "/api/v1/executions?before=" + "A" * 5000, headers=AUTH)
     assert (code, body) == (400, {"error": f"'{'A' * 26}…' is not an execution id"})
+    for name in ("environment", "workflow"):  # `?environment=$ENV`, the variable unset
+        code, body = daemon.request("GET", f"/api/v1/executions?{name}=", headers=AUTH)
+        assert (code, body) == (400, {"error": f"{name} is empty; leave it out, or name one"})
     # A name loomgit.yaml does not list, with nothing recorded under it, is a typo.
     code, body = daemon.request("GET", "/api/v1/executions?environment=stagign", headers=AUTH)
     assert (code, body["error"]) == (
