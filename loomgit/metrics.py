@@ -89,6 +89,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.api_refused = Counter(
+            "loomgit_api_refused",
+            "API requests refused for their credentials, by endpoint (run, executions,"
+            " execution, reconcile, git_webhook) and reason: missing (401: no bearer token),"
+            " wrong (401: not one of the daemon's tokens), no_tokens (401: the daemon has"
+            " none), signature (401: the git webhook's X-Hub-Signature-256)",
+            ["endpoint", "reason"],
+            registry=r,
+        )
         self.webhooks_refused = Counter(
             "loomgit_webhook_refused",
             "Requests to a served webhook path refused, by environment and reason: auth"

@@ -147,18 +147,23 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     rec = daemon.reconciler
     ingress = ingress or Ingress(daemon)
 
-    def require_token(request: Request) -> None:
+    def refused(endpoint: str, reason: str) -> None:
+        daemon.metrics.child(daemon.metrics.api_refused, endpoint, reason).inc()
+
+    def require_token(request: Request, endpoint: str) -> None:
         tokens = daemon.settings.tokens
         if not tokens:
+            refused(endpoint, "no_tokens")
             raise Refused(401, NO_API_TOKENS)
         given = request.headers.get("Authorization")
         if not any(authorized(t.encode(), given, "bearer") for t in tokens):
+            refused(endpoint, "wrong" if given else "missing")
             raise Refused(401, "a valid bearer token is required")
 
     view = EnvironmentsView(daemon)
 
     async def api_run(request: Request) -> Response:
-        require_token(request)
+        require_token(request, "run")
         given, data = await _run_body(request, daemon.settings.max_body)
         env = given or rec.last_environment
         if env is None:
@@ -187,6 +192,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             return error(404, "the git webhook is off; start serve with --git-webhook-secret-file")
         raw = await raw_body(request, daemon.settings.max_body)
         if not signed(secret, raw, request.headers.get("X-Hub-Signature-256")):
+            refused("git_webhook", "signature")
             return error(401, "missing or wrong X-Hub-Signature-256 signature")
         if request.headers.get("X-GitHub-Event") == "ping":
             return json_response({"status": "pong"})
@@ -201,7 +207,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         return json_response(openapi_spec())
 
     async def reconcile(request: Request) -> Response:
-        require_token(request)
+        require_token(request, "reconcile")
         await daemon.reconcile_once()
         return await view.render()
 
@@ -211,7 +217,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     # Executions hold what triggered them and what their steps answered (orders,
     # addresses…): read with a token, as they are started, while webhooks stay open.
     async def executions(request: Request) -> Response:
-        require_token(request)
+        require_token(request, "executions")
         q = request.query_params
         status = q.get("status")
         if status is not None and status not in STATUSES:
@@ -250,7 +256,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         return json_response([ex.to_json(steps=False) for ex in found], headers=more)
 
     async def execution(request: Request) -> Response:
-        require_token(request)
+        require_token(request, "execution")
         try:
             ex = await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
         except UsageError as exc:

@@ -704,12 +704,45 @@ def test_without_tokens_the_api_says_how_to_give_them(
     for method, path in (("GET", "/api/v1/executions"), ("POST", "/api/v1/reconcile")):
         code, body = daemon.request(method, path, headers=AUTH)
         assert (code, body) == (401, {"error": NO_API_TOKENS}), path
+    refused = 'loomgit_api_refused_total{endpoint="reconcile",reason="no_tokens"}'
+    assert _metric(daemon, refused) == "1.0"
     monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
     result = cli("executions", "--server", daemon.url)
     assert result.code == 2 and result.err.splitlines() == [
         f"error: {daemon.url}/api/v1/executions?limit=50 answered 401: {NO_API_TOKENS}",
         "hint: no token is accepted until the daemon is restarted with API tokens",
     ], result.err
+
+
+def test_api_requests_refused_for_their_token_are_counted(repo: Repo, start: Start) -> None:
+    """A client left with a rotated token, or probing without one, shows in /metrics by
+    endpoint and reason, as a webhook's refusals do; an accepted request counts nothing."""
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo)
+    wrong = {"Authorization": "Bearer not-the-token-0123456789"}
+    asked = [
+        ("GET", "/api/v1/executions", {}),
+        ("GET", "/api/v1/executions", wrong),
+        ("GET", "/api/v1/executions", wrong),
+        ("GET", "/api/v1/executions/01M82GQ81HK1VD9YB2FCS0DG8D", {}),
+        ("POST", "/api/v1/reconcile", {"Authorization": "Basic dTpw"}),
+        ("POST", "/api/v1/workflows/hello/executions", wrong),
+    ]
+    for method, path, headers in asked:
+        assert daemon.request(method, path, headers=headers)[0] == 401, path
+    assert daemon.request("GET", "/api/v1/executions", headers=AUTH)[0] == 200
+    counted = {
+        ("executions", "missing"): "1.0",
+        ("executions", "wrong"): "2.0",
+        ("execution", "missing"): "1.0",
+        ("reconcile", "wrong"): "1.0",
+        ("run", "wrong"): "1.0",
+        ("run", "missing"): None,
+    }
+    for (endpoint, reason), value in counted.items():
+        line = f'loomgit_api_refused_total{{endpoint="{endpoint}",reason="{reason}"}}'
+        assert _metric(daemon, line) == value, line
+    assert "not-the-token" not in daemon.stop()
 
 
 def test_a_short_api_token_is_warned_of_and_still_accepted(repo: Repo, start: Start) -> None:
@@ -1580,6 +1613,8 @@ def test_git_push_webhook_starts_a_cycle_and_history_rewrites_are_reported(
     raw = b'{"ref": "refs/heads/main"}'
     path = "/api/v1/git-webhook"
     assert daemon.request("POST", path, raw=raw)[0] == 401
+    refused = 'loomgit_api_refused_total{endpoint="git_webhook",reason="signature"}'
+    assert _metric(daemon, refused) == "1.0"
     ping = {"X-Hub-Signature-256": sign("push-secret-1234", raw), "X-GitHub-Event": "ping"}
     assert daemon.request("POST", path, raw=raw, headers=ping)[0] == 200
     assert daemon.request("POST", "/hooks/staging/hello", {})[0] == 404
@@ -2134,7 +2169,7 @@ def test_the_operations_guide_runs_as_written(
         for metric in named:  # a histogram's samples are NAME_bucket, NAME_sum, NAME_count
             histogram = (re.sub(r"_(bucket|sum|count)$", "", metric), "histogram")
             assert histogram in exported or any(n == metric for n, _ in exported), metric
-        assert len(named) == 6
+        assert len(named) == 7
 
         proc.send_signal(signal.SIGHUP)  # ExecReload
         for _ in range(200):
