@@ -237,10 +237,26 @@ class Git:
                 hint="commit loomgit.yaml and the environments' files first",
             )
         if not sha:
+            kind = self._kind(rev)
+            if kind is not None:  # `HEAD^{tree}`, `HEAD:loomgit.yaml`
+                raise RepositoryError(
+                    f"'{rev}' names a {kind}, not a commit",
+                    hint="name a commit, branch or tag",
+                )
             raise RepositoryError(
                 f"unknown revision '{rev}'", hint="check the branch, tag or commit id"
             )
         return sha
+
+    def _kind(self, rev: str) -> str | None:
+        """What `rev` names, when it is something other than a commit: tree or blob."""
+        found = self.run(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", rev, ok=(0, 1, 128)
+        )
+        if len(found.split()) != 1:
+            return None
+        kind = self.run("cat-file", "-t", found.decode().strip(), ok=(0, 1, 128)).decode().strip()
+        return {"tree": "folder (a git tree)", "blob": "file (a git blob)"}.get(kind)
 
     def ref(self, name: str) -> str | None:
         """The commit a full ref name (refs/heads/…) points at, or None."""

@@ -72,6 +72,9 @@ BAD = [
     (["validate", "--rev", "HEAD...HEAD"], 2, "'HEAD...HEAD' is a range"),
     (["validate", "--rev", "HEAD^@"], 2, "unknown revision 'HEAD^@'"),
     (["restore", "hello", "HEAD^!"], 2, "unknown revision 'HEAD^!'"),
+    # Something git knows that is not a commit is named for what it is.
+    (["validate", "--rev", "HEAD^{tree}"], 2, "'HEAD^{tree}' names a folder (a git tree), not"),
+    (["check-promotion", "--base", "HEAD:loomgit.yaml"], 2, "names a file (a git blob), not a"),
     # A path or a name no workflow can have is refused as such, before anything is read.
     (["promote", "hello", "../../etc", "--to", "staging"], 2, "'../../etc' is not a workflow"),
     (["activate", "Hello", "--env", "staging"], 2, "'Hello' is not a workflow name"),
