@@ -226,21 +226,36 @@ def run(
     sys.exit(0 if ex.status == "succeeded" else 1)
 
 
-def _never_recorded(history: Any, column: str, value: str) -> str | None:
-    """Why a filter on `column` matched nothing when no execution ever had `value` there:
-    the closest value recorded, or those there are. None when some did."""
+def _why_none(history: Any, filters: dict[str, str | None]) -> list[str]:
+    """Why a local listing filtered by environment or workflow found nothing, when the
+    history never saw the value: the closest value recorded, or those there are; and,
+    unless it was a near typo, which history that is, since a daemon keeping its own
+    elsewhere (`serve --state-dir`) is the other likely cause. Empty when each value was
+    seen."""
     from loomgit.wording import closest
 
-    known = history.recorded(column)
-    if value in known:
-        return None
-    option = "--env" if column == "environment" else "--workflow"
-    close = closest(value, known)
-    if close:
-        return f"no execution was ever recorded for {option} {value}; did you mean {close}?"
-    if not known:
-        return "the execution history is empty"
-    return f"no execution was ever recorded for {option} {value}; the history has {_some(known)}"
+    elsewhere = "a daemon's is read with --server URL, or with --state-dir set to its state folder"
+    if not history.recorded("environment"):
+        return [f"the execution history in {history.path} is empty; {elsewhere}"]
+    hints: list[str] = []
+    unknown = False
+    for column, value in filters.items():
+        known = history.recorded(column)
+        if value is None or value in known:
+            continue
+        said = f"no execution was ever recorded for {_FILTERS[column]} {value}"
+        close = closest(value, known)
+        if close:
+            hints.append(f"{said}; did you mean {close}?")
+        else:
+            hints.append(f"{said}; the history has {_some(known)}")
+            unknown = True
+    if unknown:
+        hints.append(f"this is the history in {history.path}; {elsewhere}")
+    return hints
+
+
+_FILTERS = {"environment": "--env", "workflow": "--workflow"}
 
 
 def _unserved(server: str, workflow: str) -> str | None:
@@ -334,12 +349,10 @@ def executions(
         query = records.Query(env, workflow, status, moment, limit, before)
         with _history(state_dir) as history:
             found = history.query(query)
-            # An environment or workflow the history never saw is most often a typo: said so.
-            hints = [
-                _never_recorded(history, column, value)
-                for column, value in (("environment", env), ("workflow", workflow))
-                if value is not None and not found
-            ]
+            # An environment or workflow the history never saw is most often a typo, or
+            # another history: said so.
+            if not found:
+                hints = list(_why_none(history, {"environment": env, "workflow": workflow}))
         rows = [ex.to_json(steps=False) for ex in found]
     if fmt == "json":
         click.echo(jsontext.dumps(rows, indent=2))

@@ -72,7 +72,7 @@ def test_manual_runs_never_touch_later_environments(
     result = cli("run", "hello", "--env", "production", "--repo", repo.path)
     assert result.code == 2
     assert "manual runs always run in the first environment (development)" in result.err
-    assert not (state / "history.db").exists() or cli("executions").err == "no executions match\n"
+    assert cli("executions", "--format", "json").out == "[]\n"
 
 
 def test_run_needs_only_the_first_environments_key(repo: Repo, cli: Cli, state: Path) -> None:
@@ -136,7 +136,7 @@ def test_an_invalid_workflow_is_refused_and_nothing_recorded(
     result = cli("run", "hello", "--age-key-file", dev_key(age_key), "--repo", repo.path)
     assert result.code == 1
     assert "hello does not validate:" in result.err and "greting" in result.err
-    assert cli("executions").err == "no executions match\n"
+    assert cli("executions", "--format", "json").out == "[]\n"
 
 
 @pytest.mark.parametrize(
@@ -287,7 +287,17 @@ def test_executions_filter_per_environment(cli: Cli, state: Path) -> None:
 
 
 def test_a_filter_the_history_never_saw_is_told(cli: Cli, state: Path) -> None:
-    """`--env prodution` matches nothing, as it should; the hint says why."""
+    """`--env prodution` matches nothing, as it should; the hint says why. A value the
+    history never saw that is no typo, or an empty history, is most often a daemon keeping
+    its history elsewhere: the hint says which history was read, and how to read a
+    daemon's."""
+    elsewhere = "a daemon's is read with --server URL, or with --state-dir set to its state folder"
+    empty = cli("executions", "--env", "production")
+    assert empty.code == 0 and empty.err.splitlines() == [
+        "no executions match",
+        f"hint: the execution history in {state / 'history.db'} is empty; {elsewhere}",
+    ]
+    assert cli("executions").err.splitlines()[1:] == empty.err.splitlines()[1:]
     with History() as history:
         _seed(history)
         assert history.recorded("environment") == ["development", "production", "staging"]
@@ -305,7 +315,11 @@ def test_a_filter_the_history_never_saw_is_told(cli: Cli, state: Path) -> None:
         " the history has development, production, staging",
         "hint: no execution was ever recorded for --workflow billing;"
         " the history has nightly, order-sync",
+        f"hint: this is the history in {state / 'history.db'}; {elsewhere}",
     ]
+    # The history is named once a value is no typo, not for a typo alone.
+    mixed = cli("executions", "--env", "prodution", "--workflow", "billing").err
+    assert mixed.count("hint: ") == 3 and "did you mean production?" in mixed
     # Known values that happen to match nothing together need no hint.
     assert cli("executions", "--env", "staging", "--since", "1s").err == "no executions match\n"
     assert cli("executions", "--env", "staging", "--format", "json").code == 0
