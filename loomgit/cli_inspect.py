@@ -304,10 +304,16 @@ def _waited(waited: Waited, timeout: str, fmt: str) -> None:
         return
     if waited.result == "refused":
         bad = next(w for w in waited.environments if w.state == "refused")
+        # Credentials that cannot be decrypted may be the daemon's keys as well as the commit.
+        mend = (
+            f"fix the credentials in a new commit, or the daemon's age key for {bad.name} "
+            "(a restart)"
+            if bad.why.startswith("DecryptionFailed:")
+            else "fix it in a new commit"
+        )
         raise LoomgitError(
             f"{bad.name} refused {bad.target[:12]}: {bad.why}",
-            hint="fix it in a new commit; the environment keeps serving "
-            f"{(bad.serving or 'nothing')[:12]} meanwhile",
+            hint=f"{mend}; {bad.name} keeps serving {(bad.serving or 'nothing')[:12]} meanwhile",
         )
     behind = [w for w in waited.environments if w.state != "applied"]
     said = "; ".join(

@@ -39,7 +39,7 @@ from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.problems import Problem, headline
 from loomgit.records import iso
 from loomgit.runtime import Deployment
-from loomgit.sops import SopsError
+from loomgit.sops import KeyMissing, SopsError, no_key
 from loomgit.source import RemoteSource
 from loomgit.validate import check_by_env, positions
 from loomgit.vcs import Git, Root, find_root, head_commit
@@ -523,6 +523,8 @@ class Reconciler:
                     try:
                         dep = desired.with_credentials(snap, plan, self.keys.get(name), decrypted)
                     except (SopsError, desired.NotRunnable) as exc:
+                        if isinstance(exc, KeyMissing) and self.keys.get(name) is None:
+                            exc.hint = no_key(name, daemon=True)  # it was started without
                         raise Failed("DecryptionFailed", exc.explained()) from None
                     _check_webhook_secrets(dep)
             deployments[stem] = dep

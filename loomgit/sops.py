@@ -161,16 +161,20 @@ def _run(args: list[str], data: bytes, key_file: Path | None) -> subprocess.Comp
         )
 
 
+def no_key(env: str, *, daemon: bool = False) -> str:
+    """How to give a command, or a daemon already running, the age key of `env`."""
+    options = f"--age-key-file {env}=PATH, or --age-key-dir DIR with {env}.agekey in it"
+    if daemon:
+        return f"restart the daemon with {options}, or {key_env_var(env)} set"
+    return f"pass {options}, or set {key_env_var(env)}"
+
+
 def decrypt(data: bytes, key_file: Path | None, *, what: str, env: str) -> dict[str, Any]:
     """Decrypts an encrypted YAML document (bytes, never a path in a work tree)."""
     if len(data) > MAX_FILE_BYTES:
         raise SopsError(f"{what} is larger than {MAX_FILE_BYTES:,} bytes")
     if key_file is None:
-        raise KeyMissing(
-            f"no age key for {env}, so {what} cannot be decrypted",
-            hint=f"pass --age-key-file {env}=PATH, or --age-key-dir DIR with {env}.agekey in "
-            f"it, or set {key_env_var(env)}",
-        )
+        raise KeyMissing(f"no age key for {env}, so {what} cannot be decrypted", hint=no_key(env))
     proc = _run(
         ["decrypt", "--input-type", "yaml", "--output-type", "json", "--", "/dev/stdin"],
         data,

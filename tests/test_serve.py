@@ -141,8 +141,9 @@ def start(tmp_path: Path, age_key: AgeKey) -> Iterator[Start]:
         env: dict[str, str] | None = None,
         preexec: Callable[[], None] | None = None,
         key_dir: bool = False,
+        keyed: tuple[str, ...] = ("development", "staging", "production"),
     ) -> Daemon:
-        keys = [a for env in ("development", "staging", "production")
+        keys = [a for env in keyed
                 for a in ("--age-key-file", f"{env}={age_key.path}")]  # fmt: skip
         if key_dir:  # the same key as ENV.agekey in a folder, as the demo keys are
             folder = tmp_path / "keys"
@@ -2333,6 +2334,31 @@ def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo
         assert "error: --timeout 1s passed: staging serves --help" in result.err
 
 
+def test_a_key_the_daemon_lacks_is_the_daemons_to_mend(repo: Repo, cli: Cli, start: Start) -> None:
+    """A daemon started without production's age key refuses the commit that activates a
+    workflow there (its credentials cannot be decrypted): the condition's hint says how to
+    start the daemon with the key, and `status --wait` says a restart with it mends this as
+    well as a commit would, where a commit alone mends what fails validation."""
+    daemon = start(repo, keyed=("development", "staging"))
+    before = git(repo.path, "rev-parse", "HEAD")
+    assert cli("activate", "hello", "--env", "production", "--repo", repo.path).code == 0
+    envs = daemon.reconcile()
+    cond = envs["production"]["conditions"][0]
+    assert cond["reason"] == "DecryptionFailed" and envs["production"]["commit"] == before
+    assert cond["message"].startswith("no age key for production, so ")
+    assert cond["message"].endswith(
+        "; hint: restart the daemon with --age-key-file production=PATH, or --age-key-dir DIR "
+        "with production.agekey in it, or LOOMGIT_AGE_KEY_FILE_PRODUCTION set"
+    )
+    wait = ("status", "--server", daemon.url, "--wait", "--repo", repo.path, "--timeout", "30s")
+    result = cli(*wait)
+    assert result.code == 1, result.err
+    assert result.err.splitlines()[-1] == (
+        "hint: fix the credentials in a new commit, or the daemon's age key for production "
+        f"(a restart); production keeps serving {before[:12]} meanwhile"
+    )
+
+
 def test_status_wait_ends_once_the_commit_is_applied_or_refused(
     repo: Repo, cli: Cli, start: Start
 ) -> None:
@@ -2361,7 +2387,9 @@ def test_status_wait_ends_once_the_commit_is_applied_or_refused(
     assert result.code == 1, result.err
     assert f"production: refused {bad[:12]}: ValidationFailed: " in result.err
     assert f"error: production refused {bad[:12]}: ValidationFailed: " in result.err
-    assert f"keeps serving {head[:12]} meanwhile" in result.err
+    assert f"hint: fix it in a new commit; production keeps serving {head[:12]} meanwhile" in (
+        result.err
+    )
     # Staging applied it: its files did not change.
     result = cli(*wait, "--env", "staging", "--format", "json")
     assert result.code == 0 and json.loads(result.out)["environments"][0]["serving"] == bad
