@@ -307,8 +307,17 @@ def serve(
     source = None
     state = state_dir or default_path().parent
     if remote is not None or branch is not None:
-        if remote is None or branch is None:
-            raise UsageError("--remote and --branch go together")
+        if branch is None:
+            raise UsageError(
+                "--remote needs --branch, the branch of that repository to follow",
+                hint="--branch main, say: the branch that holds loomgit.yaml",
+            )
+        if remote is None:
+            raise UsageError(
+                "--branch goes with --remote",
+                hint="without --remote the daemon serves the repository --repo names "
+                "(default: the current folder) as it is committed there",
+            )
         source = RemoteSource(check_url(remote), check_branch(branch), state / "source")
         try:
             source.sync()

@@ -2259,7 +2259,16 @@ def test_remote_needs_a_valid_branch(cli: Cli) -> None:
     result = cli("serve", "--remote", "https://example.com/f.git", "--branch", "-x")
     assert result.code == 2 and "not a valid --branch" in result.err
     result = cli("serve", "--remote", "https://example.com/f.git")
-    assert result.code == 2 and "--remote and --branch go together" in result.err
+    assert result.code == 2 and result.err.splitlines() == [
+        "error: --remote needs --branch, the branch of that repository to follow",
+        "hint: --branch main, say: the branch that holds loomgit.yaml",
+    ]
+    result = cli("serve", "--branch", "main")
+    assert result.code == 2 and result.err.splitlines() == [
+        "error: --branch goes with --remote",
+        "hint: without --remote the daemon serves the repository --repo names (default: the "
+        "current folder) as it is committed there",
+    ]
 
 
 def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start) -> None:
