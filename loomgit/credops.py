@@ -170,19 +170,36 @@ def _same(held: Any, values: dict[str, Any]) -> bool:
     return isinstance(held, dict) and sops.revealed(held) == sops.revealed(values)
 
 
-def _any_key(keys: dict[str, Path]) -> tuple[str, Path | None]:
-    for env, path in keys.items():
-        return env, path
-    return "any environment", None
-
-
-def open_file(ws: Workspace, where: Where, keys: dict[str, Path]) -> dict[str, Any]:
-    """The decrypted content of a credentials file ({} when it does not exist yet)."""
+def open_file(
+    ws: Workspace, where: Where, keys: dict[str, Path], *, reader: str | None = None
+) -> dict[str, Any]:
+    """The decrypted content of a credentials file ({} when it does not exist yet). An
+    environment's file is read with its key, the global file with `reader`'s when given,
+    else with whichever key given is one of its recipients."""
     data = ws.git.blob_at(where.location.commit, where.path)
     if data is None:
         return {}
-    env, key = (where.label, keys.get(where.label)) if where.label != "global" else _any_key(keys)
-    return sops.decrypt(data, key, what=where.path, env=env)
+    env = reader or (None if where.label == "global" else where.label)
+    if env is not None:
+        return sops.decrypt(data, keys.get(env), what=where.path, env=env)
+    if not keys:
+        raise sops.KeyMissing(
+            f"no age key given, so {where.path} cannot be decrypted",
+            hint="pass --age-key-file ENV=PATH with the key of an environment that reads it, "
+            "or --age-key-dir DIR, or set LOOMGIT_AGE_KEY_FILE_<ENV>",
+        )
+    refused: list[sops.KeyMissing] = []
+    for env, key in keys.items():
+        try:
+            return sops.decrypt(data, key, what=where.path, env=env)
+        except sops.KeyMissing as exc:  # not one of its recipients: the next may be
+            refused.append(exc)
+    if len(refused) == 1:
+        raise refused[0]
+    raise sops.KeyMissing(
+        f"none of the age keys given ({', '.join(keys)}) can decrypt {where.path}",
+        hint="it is encrypted for none of them; `loomgit keys list` shows whose keys it is",
+    )
 
 
 def _save(
@@ -242,11 +259,11 @@ def remove_credential(
 
 def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -> dict[str, Any]:
     """The fields of `name` as `env` resolves it (scoped first, then global), decrypted."""
-    scoped = open_file(ws, scoped_file(ws, env), {env: keys[env]} if env in keys else {})
+    scoped = open_file(ws, scoped_file(ws, env), keys)
     if name in scoped:
         return dict(scoped[name])  # values stay SecretStr
     if name not in ws.config.scoped_only:
-        shared = open_file(ws, global_files(ws)[0], {env: keys[env]} if env in keys else {})
+        shared = open_file(ws, global_files(ws)[0], keys, reader=env)
         if name in shared:
             return dict(shared[name])
     raise Refused(f"credential {name} does not resolve in {env}")

@@ -324,14 +324,39 @@ def test_credential_and_key_commands_report_their_commits_as_json(
 
 
 def test_changing_an_existing_file_needs_its_key(
-    creds_repo: Repo, cli: Callable[..., Result], tmp_path: Path
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
 ) -> None:
     fields = tmp_path / "f.json"
     fields.write_text(json.dumps({"url": "https://x"}))
-    result = cli(
-        "credentials", "set", "other", "--global", "--from-json", fields, "--repo", creds_repo.path
-    )
-    assert result.code == 1 and "no age key" in result.err
+    change = ("credentials", "set", "other", "--global", "--from-json", fields)
+    result = cli(*change, "--repo", creds_repo.path)
+    assert result.code == 1 and result.err.splitlines() == [
+        "error: no age key given, so credentials.sops.yaml cannot be decrypted",
+        "hint: pass --age-key-file ENV=PATH with the key of an environment that reads it, or "
+        "--age-key-dir DIR, or set LOOMGIT_AGE_KEY_FILE_<ENV>",
+    ]
+    # The global file is read with whichever key given is one of its recipients, in any
+    # order; a stranger's key alone is refused as such.
+    stranger = make_key(tmp_path, "stranger")
+    staging = ("--age-key-file", f"staging={keys['staging'].path}")
+    for given in (
+        ("--age-key-file", f"development={stranger.path}", *staging),
+        (*staging, "--age-key-file", f"development={stranger.path}"),
+    ):
+        assert cli(*change, *given, "--repo", creds_repo.path).code == 0
+    lost = ("--age-key-file", f"development={stranger.path}")
+    result = cli(*change, *lost, "--repo", creds_repo.path)
+    assert result.code == 1 and result.err.splitlines() == [
+        "error: the age key given for development cannot decrypt credentials.sops.yaml",
+        "hint: it is not one of the file's recipients",
+    ]
+    result = cli(*change, *lost, "--age-key-file", f"production={stranger.path}",
+                 "--repo", creds_repo.path)  # fmt: skip
+    assert result.code == 1 and result.err.splitlines() == [
+        "error: none of the age keys given (development, production) can decrypt "
+        "credentials.sops.yaml",
+        "hint: it is encrypted for none of them; `loomgit keys list` shows whose keys it is",
+    ]
 
 
 def test_keys_generate(
