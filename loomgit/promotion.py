@@ -204,6 +204,15 @@ def credentials_in(
     )
 
 
+def resolving(ws: Workspace, loc: Location, model: Workflow) -> dict[str, bool]:
+    """Which of `model`'s credentials resolve in `loc`: by name, so no key is needed."""
+    scoped, shared = credentials_in(ws, loc)
+    only = frozenset(ws.config.scoped_only)
+    return {
+        c: credentials.resolve(c, scoped, shared, only) is not None for c in model.spec.credentials
+    }
+
+
 def plan(
     ws: Workspace,
     names: list[str],

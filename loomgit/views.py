@@ -23,6 +23,7 @@ from loomgit.promotion import (
     load_workflow,
     next_version,
     now_utc,
+    resolving,
     write,
 )
 from loomgit.workspace import Location, Workspace
@@ -391,15 +392,17 @@ def compare_envs(ws: Workspace, name: str, from_env: str | None, to_env: str) ->
         after = next_version(ws, name, {})  # the version a promotion would give it
     else:
         after = rec_src.version if rec_src else None
+    model = load_workflow(new, src.workflow(name))
     return compare(
         name,
-        load_workflow(new, src.workflow(name)),
+        model,
         load_workflow(old, dst.workflow(name)) if old else None,
         source_env=from_env,
         target_env=to_env,
         version_before=rec_dst.version if rec_dst else None,
         version_after=after,
         now=now_utc(),
+        resolves=resolving(ws, dst, model),  # as `promote --dry-run` says
         active_before=active,
         active_after=active,  # a promotion keeps it; --activate is the promotion's choice
     )

@@ -455,6 +455,16 @@ def test_promotion_checks_and_copies_credentials(
     dry = cli("promote", "hello", "--to", "staging", "--dry-run", "--repo", creds_repo.path)
     assert dry.code == 1 and "credential shop: DOES NOT RESOLVE in staging" in dry.out
     assert "credential greeter: resolves in staging" in dry.out
+    # `diff` tells the same, without a key (names are readable), and exits 0: it only shows.
+    shown = cli("diff", "hello", "--to", "staging", "--repo", creds_repo.path)
+    assert shown.code == 0 and "credential shop: DOES NOT RESOLVE in staging" in shown.out
+    assert "credential greeter: resolves in staging" in shown.out
+    shown = cli("diff", "hello", "--to", "staging", "--format", "json", "--repo", creds_repo.path)
+    assert {c["name"]: c["resolves"] for c in json.loads(shown.out)["credentials"]} == {
+        "greeter": True,
+        "shop": False,
+        "mail": False,
+    }
 
     def promote_copying(*names: str, keys_of: tuple[str, ...]) -> Result:
         copies = [arg for name in names for arg in ("--copy-credential", name)]
