@@ -373,9 +373,10 @@ def rollback(
         plan = lifecycle.plan_rollback(ws, workflow, env, to_version, notes or "")
         change = plan.change
         where = change.target.workflow(workflow)
+        restored = promotion.load_workflow(plan.restored, where)
         d = diff.compare(
             workflow,
-            promotion.load_workflow(plan.restored, where),
+            restored,
             promotion.load_workflow(plan.current, where) if plan.current else None,
             source_env=env,
             target_env=env,
@@ -383,6 +384,7 @@ def rollback(
             version_after=plan.new,
             now=promotion.now_utc(),
             fire_times=dry_run or branch is not None,  # only reviews need them
+            resolves=promotion.resolving(ws, change.target, restored),
             active_before=plan.active,
             active_after=plan.active,
         )

@@ -185,6 +185,14 @@ def plan_rollback(
             f"the definition of v{chosen.version} cannot be found at {chosen.commit[:12]}",
             hint="the history of this environment is damaged",
         )
+    if current.active:  # it serves the version put back at once: it must be able to
+        try:
+            _check_runnable(ws, name, content, loc, variables_in(files[loc.vars_file]))
+        except Refused as exc:
+            raise Refused(
+                f"v{chosen.version} of {name} cannot run in {env} as it is now: {exc.message}",
+                hint=exc.hint,
+            ) from None
     text = sanitise_notes(notes)
     note = f"Rollback of {name} in {env} from v{current.version} to v{chosen.version}"
     record = chosen.record.model_copy(

@@ -192,6 +192,33 @@ def test_rollback_as_a_pull_request_and_dry_run(pipe: Pipeline) -> None:
     assert pipe.record("staging", "hello").version == 3  # type: ignore[union-attr]
 
 
+def test_a_rollback_must_run_where_it_is_put_back(pipe: Pipeline) -> None:
+    """An active workflow serves the version put back at once, so that version must run
+    in the environment as it is now (its variables, its credentials); before, the commit
+    was made and the daemon refused it."""
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    pipe.edit("hello", V2.replace("{{ vars.greeting }}", "Hi"))
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    dry = pipe.run("rollback", "hello", "--env", "staging", "--dry-run")
+    assert dry.code == 0 and "credential greeter: resolves in staging" in dry.out, dry.out
+    no_greeting = VARIABLES.replace("  greeting: Hello\n", "  other: x\n").encode()
+    pipe.commit_on("staging", {"variables.yaml": no_greeting}, "greeting no longer used")
+    before = pipe.snapshot()
+    result = pipe.run("rollback", "hello", "--env", "staging")
+    assert (result.code, result.err) == (
+        1,
+        "error: v1 of hello cannot run in staging as it is now: hello uses vars.greeting, "
+        "which is not defined in staging's variables.yaml\n"
+        "hint: add it there first (variables are per environment)\n",
+    )
+    assert pipe.snapshot() == before
+    # Inactive, it serves nothing: it is put back, and `activate` checks it when turned on.
+    assert pipe.run("deactivate", "hello", "--env", "staging").code == 0
+    assert pipe.run("rollback", "hello", "--env", "staging").code == 0
+    assert "uses vars.greeting" in pipe.run("activate", "hello", "--env", "staging").err
+
+
 def test_rollback_refusals(pipe: Pipeline) -> None:
     refused(pipe, "rollback", "hello", "--env", "development", says="revisions, not versions")
     refused(pipe, "rollback", "hello", "--env", "staging", says="not deployed to staging")
