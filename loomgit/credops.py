@@ -243,6 +243,15 @@ def remove_credential(
     ws: Workspace, name: str, env: str | None, keys: dict[str, Path]
 ) -> list[Written]:
     targets = global_files(ws) if env is None else [scoped_file(ws, ws.check_env(env))]
+    users = _left_unresolved(ws, name, env)
+    if users:
+        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+        raise Refused(
+            f"{', '.join(users[:3])}{more} use{'s' if len(users) == 1 else ''} credential "
+            f"{name}, which would then not resolve there",
+            hint=f"remove {name} from spec.credentials first (and promote that), "
+            "or keep it; `loomgit credentials set` replaces its values",
+        )
     written = []
     for where in targets:
         doc = open_file(ws, where, keys)
@@ -255,6 +264,30 @@ def remove_credential(
         )
         written.append(_save(ws, where, doc, message))
     return written
+
+
+def _left_unresolved(ws: Workspace, name: str, env: str | None) -> list[str]:
+    """'WORKFLOW in ENV' for each workflow that declares credential `name` and would not
+    resolve it once `name` is removed from `env`'s file (None: the global one), as
+    `validate` would then say (LG700)."""
+    from loomgit.documents import blob_id
+    from loomgit.promotion import credentials_in
+
+    users = []
+    for e in [env] if env is not None else ws.config.names:
+        loc = ws.location(e)
+        scoped, shared = credentials_in(ws, loc)
+        if env is None and scoped is not None and name in scoped.fields:
+            continue  # its own copy stays
+        takes_over = shared is not None and name in shared.fields
+        if env is not None and name not in ws.config.scoped_only and takes_over:
+            continue  # the global one takes over
+        paths = [loc.workflow(n) for n in ws.workflow_names(e)]
+        for data in ws.git.blobs_at(loc.commit, paths).values():
+            facts = ws.cache.workflow(blob_id(data), data).facts if data else None
+            if facts is not None and name in facts.credentials:
+                users.append(f"{facts.name} in {e}")
+    return users
 
 
 def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -> dict[str, Any]:

@@ -246,6 +246,36 @@ def test_scoped_set_copy_and_remove(
     assert "staging greeter" not in text and "recipient for staging" not in text
 
 
+def test_a_credential_still_in_use_is_not_removed(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Removing a credential a workflow declares would leave it unresolved (`validate`'s
+    LG700; a daemon refuses that environment's next commits): refused, writing nothing,
+    unless another file still resolves it there."""
+    head = git(creds_repo.path, "rev-parse", "HEAD")
+    every = _key_args(keys, "development", "staging", "production")
+    rm = ("credentials", "rm", "greeter")
+    result = cli(*rm, "--global", *every, "--repo", creds_repo.path)
+    assert (result.code, result.err) == (
+        1,
+        "error: hello in development, hello in staging, hello in production use credential "
+        "greeter, which would then not resolve there\n"
+        "hint: remove greeter from spec.credentials first (and promote that), or keep it; "
+        "`loomgit credentials set` replaces its values\n",
+    )
+    assert git(creds_repo.path, "rev-parse", "HEAD") == head
+    # A scoped copy goes while the global one resolves it; the global one goes where a
+    # scoped copy stays.
+    fields = tmp_path / "f.json"
+    fields.write_text(json.dumps({"token": CANARY + "-staging"}))
+    _set_in(cli, creds_repo, "greeter", "staging", "--from-json", fields)
+    assert cli(*rm, "--env", "staging", *every, "--repo", creds_repo.path).code == 0
+    _set_in(cli, creds_repo, "greeter", "staging", "--from-json", fields)
+    result = cli(*rm, "--global", *every, "--repo", creds_repo.path)
+    assert result.err.startswith("error: hello in development, hello in production use ")
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+
+
 def test_setting_or_copying_the_same_values_again_writes_nothing(
     creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
 ) -> None:
