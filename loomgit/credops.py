@@ -225,6 +225,12 @@ def set_credential(
             hint=f"loomgit credentials set {name} --env ENV",
         )
     targets = global_files(ws) if env is None else [scoped_file(ws, ws.check_env(env))]
+    why = _broken(ws, name, env, list(values))
+    if why:
+        raise Refused(
+            why,
+            hint="give it every field in use; drop one once no workflow uses it",
+        )
     written = []
     for where in targets:
         doc = open_file(ws, where, keys)
@@ -243,14 +249,12 @@ def remove_credential(
     ws: Workspace, name: str, env: str | None, keys: dict[str, Path]
 ) -> list[Written]:
     targets = global_files(ws) if env is None else [scoped_file(ws, ws.check_env(env))]
-    users = _left_unresolved(ws, name, env)
-    if users:
-        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+    why = _broken(ws, name, env, None)
+    if why:
         raise Refused(
-            f"{', '.join(users[:3])}{more} use{'s' if len(users) == 1 else ''} credential "
-            f"{name}, which would then not resolve there",
-            hint=f"remove {name} from spec.credentials first (and promote that), "
-            "or keep it; `loomgit credentials set` replaces its values",
+            why,
+            hint=f"remove {name} from those workflows first (and promote that), or keep it; "
+            "`loomgit credentials set` replaces its values",
         )
     written = []
     for where in targets:
@@ -266,28 +270,52 @@ def remove_credential(
     return written
 
 
-def _left_unresolved(ws: Workspace, name: str, env: str | None) -> list[str]:
-    """'WORKFLOW in ENV' for each workflow that declares credential `name` and would not
-    resolve it once `name` is removed from `env`'s file (None: the global one), as
-    `validate` would then say (LG700)."""
+def _broken(ws: Workspace, name: str, env: str | None, fields: list[str] | None) -> str | None:
+    """Why credential `name` in `env`'s file (None: the global one) may not be removed
+    (`fields` None) or set to `fields`: a workflow that declares it would no longer
+    resolve it there, or would lack a field it uses, as `validate` would then say (LG700,
+    LG701). Names only: no key is needed. None when nothing breaks."""
     from loomgit.documents import blob_id
     from loomgit.promotion import credentials_in
 
-    users = []
+    unresolved: list[str] = []
+    lacking: dict[str, list[str]] = {}  # field -> 'WORKFLOW in ENV' using it
     for e in [env] if env is not None else ws.config.names:
         loc = ws.location(e)
         scoped, shared = credentials_in(ws, loc)
         if env is None and scoped is not None and name in scoped.fields:
-            continue  # its own copy stays
+            continue  # its own copy resolves it there, whatever the global one holds
+        after: tuple[str, ...] | None = None if fields is None else tuple(fields)
         takes_over = shared is not None and name in shared.fields
-        if env is not None and name not in ws.config.scoped_only and takes_over:
-            continue  # the global one takes over
+        if after is None and env is not None and name not in ws.config.scoped_only and takes_over:
+            after = shared.fields[name] if shared is not None else None  # the global one
         paths = [loc.workflow(n) for n in ws.workflow_names(e)]
         for data in ws.git.blobs_at(loc.commit, paths).values():
             facts = ws.cache.workflow(blob_id(data), data).facts if data else None
-            if facts is not None and name in facts.credentials:
-                users.append(f"{facts.name} in {e}")
-    return users
+            if facts is None or name not in facts.credentials:
+                continue
+            if after is None:
+                unresolved.append(f"{facts.name} in {e}")
+                continue
+            for used, field, _ in facts.credential_fields:
+                if used == name and field not in after:
+                    lacking.setdefault(field, []).append(f"{facts.name} in {e}")
+    if unresolved:
+        return (
+            f"{_listed(unresolved)} declare{'s' if len(unresolved) == 1 else ''} credential "
+            f"{name}, which would then not resolve there"
+        )
+    if lacking:
+        field, users = sorted(lacking.items())[0]
+        return (
+            f"{_listed(users)} use{'s' if len(users) == 1 else ''} field {field} of "
+            f"credential {name}, which it would then lack"
+        )
+    return None
+
+
+def _listed(users: list[str]) -> str:
+    return ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
 
 
 def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -> dict[str, Any]:

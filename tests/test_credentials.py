@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, Result, git, make_key
+from conftest import HELLO, AgeKey, Repo, Result, commit_all, git, make_key
 from pyrage import passphrase, x25519
 
 from loomgit import sops
@@ -246,21 +246,22 @@ def test_scoped_set_copy_and_remove(
     assert "staging greeter" not in text and "recipient for staging" not in text
 
 
-def test_a_credential_still_in_use_is_not_removed(
+def test_a_credential_in_use_keeps_what_its_workflows_use(
     creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
 ) -> None:
     """Removing a credential a workflow declares would leave it unresolved (`validate`'s
-    LG700; a daemon refuses that environment's next commits): refused, writing nothing,
-    unless another file still resolves it there."""
+    LG700; a daemon refuses that environment's next commits), and new values without a
+    field a workflow uses would lack it (LG701): refused, writing nothing, unless another
+    file still resolves it there."""
     head = git(creds_repo.path, "rev-parse", "HEAD")
     every = _key_args(keys, "development", "staging", "production")
     rm = ("credentials", "rm", "greeter")
     result = cli(*rm, "--global", *every, "--repo", creds_repo.path)
     assert (result.code, result.err) == (
         1,
-        "error: hello in development, hello in staging, hello in production use credential "
-        "greeter, which would then not resolve there\n"
-        "hint: remove greeter from spec.credentials first (and promote that), or keep it; "
+        "error: hello in development, hello in staging, hello in production declare "
+        "credential greeter, which would then not resolve there\n"
+        "hint: remove greeter from those workflows first (and promote that), or keep it; "
         "`loomgit credentials set` replaces its values\n",
     )
     assert git(creds_repo.path, "rev-parse", "HEAD") == head
@@ -272,7 +273,25 @@ def test_a_credential_still_in_use_is_not_removed(
     assert cli(*rm, "--env", "staging", *every, "--repo", creds_repo.path).code == 0
     _set_in(cli, creds_repo, "greeter", "staging", "--from-json", fields)
     result = cli(*rm, "--global", *every, "--repo", creds_repo.path)
-    assert result.err.startswith("error: hello in development, hello in production use ")
+    assert result.err.startswith("error: hello in development, hello in production declare ")
+    assert cli("validate", "--repo", creds_repo.path).code == 0
+    # New values must keep every field a workflow uses (LG701 otherwise); the others may go.
+    creds_repo.write(
+        creds_repo.wf("development"),
+        HELLO.replace("{{ vars.greeting }}", "{{ credentials.greeter.token }}"),
+    )
+    head = commit_all(creds_repo.path, "greet with the token")
+    fields.write_text(json.dumps({"key": "k"}))
+    set_global = ("credentials", "set", "greeter", "--global", "--from-json", fields, *every)
+    result = cli(*set_global, "--repo", creds_repo.path)
+    assert (result.code, result.err) == (
+        1,
+        "error: hello in development uses field token of credential greeter, which it would "
+        "then lack\nhint: give it every field in use; drop one once no workflow uses it\n",
+    )
+    assert git(creds_repo.path, "rev-parse", "HEAD") == head
+    fields.write_text(json.dumps({"token": "t"}))
+    assert cli(*set_global, "--repo", creds_repo.path).code == 0
     assert cli("validate", "--repo", creds_repo.path).code == 0
 
 
