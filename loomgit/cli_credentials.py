@@ -110,12 +110,29 @@ def list_(env: str | None, fmt: str, repo: Path) -> None:
 
 def _read_fields(from_json: Any) -> dict[str, Any]:
     if from_json is not None:
+        # Where it fails, never what it read: the text holds the secret values.
+        source = "standard input" if from_json.name == "<stdin>" else from_json.name
+        example = '{"token": "…"}'
         try:
-            data = json.load(from_json)
-        except ValueError:
-            raise UsageError("--from-json needs a JSON object of fields") from None
+            data = json.load(from_json, object_pairs_hook=_unique_fields)
+        except UnicodeDecodeError:
+            raise UsageError(f"--from-json: {source} is not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            if not exc.doc.strip():
+                raise UsageError(
+                    f"--from-json: {source} is empty", hint=f"give an object of fields, {example}"
+                ) from None
+            raise UsageError(
+                f"--from-json: {source} is not JSON: {exc.msg} at line {exc.lineno}, "
+                f"column {exc.colno}",
+                hint=f"give an object of fields, {example}",
+            ) from None
         if not isinstance(data, dict):
-            raise UsageError("--from-json needs a JSON object of fields")
+            kind = "a list" if isinstance(data, list) else "a single value"
+            raise UsageError(
+                f"--from-json needs a JSON object of fields, not {kind}",
+                hint=f"give an object of fields, {example}",
+            )
         return data
     if not sys.stdin.isatty():
         raise UsageError("no fields given", hint="use --from-json FILE (or - for stdin)")
@@ -127,6 +144,17 @@ def _read_fields(from_json: Any) -> dict[str, Any]:
         if not name:
             return fields
         fields[name] = click.prompt(f"value of {name}", hide_input=True, err=True)
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a name given twice (which one would win is not
+    for a secret to leave to chance)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise UsageError(f"--from-json gives field '{key}' twice")
+        out[key] = value
+    return out
 
 
 def _scope(env: str | None, is_global: bool) -> str | None:

@@ -549,6 +549,42 @@ def test_promotion_checks_and_copies_credentials(
     )
 
 
+def test_fields_that_are_not_a_json_object_say_where_not_what(
+    creds_repo: Repo, keys: dict[str, AgeKey], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`--from-json` that is not an object of fields: the file, the line and the column, or
+    what it is instead; never the text, which holds the secret values. A field given
+    twice is refused rather than one of the two kept silently."""
+    head = git(creds_repo.path, "rev-parse", "HEAD")
+    fields = tmp_path / "f.json"
+    hint = 'hint: give an object of fields, {"token": "…"}'
+    for text, says in (
+        (f'{{"token": "{CANARY}",\n', f": {fields} is not JSON: Expecting property name "
+         "enclosed in double quotes at line 2, column 1"),
+        (f'{{"token": "{CANARY}"', f": {fields} is not JSON: Expecting ',' delimiter at line "
+         f"1, column {len(CANARY) + 13}"),
+        (" \n", f": {fields} is empty"),
+        (f'["{CANARY}"]', " needs a JSON object of fields, not a list"),
+        (f'"{CANARY}"', " needs a JSON object of fields, not a single value"),
+    ):  # fmt: skip
+        fields.write_text(text)
+        result = cli("credentials", "set", "x", "--env", "staging", "--from-json", fields,
+                     *_key_args(keys, "staging"), "--repo", creds_repo.path)  # fmt: skip
+        assert result.code == 2 and result.err.splitlines() == [
+            f"error: --from-json{says}",
+            hint,
+        ], result.err
+    fields.write_text(f'{{"token": "{CANARY}", "token": "other"}}')
+    result = cli("credentials", "set", "x", "--env", "staging", "--from-json", fields,
+                 "--repo", creds_repo.path)  # fmt: skip
+    assert (result.code, result.err) == (2, "error: --from-json gives field 'token' twice\n")
+    fields.write_bytes(b'{"token": "\xff"}')
+    result = cli("credentials", "set", "x", "--env", "staging", "--from-json", fields,
+                 "--repo", creds_repo.path)  # fmt: skip
+    assert (result.code, result.err) == (2, f"error: --from-json: {fields} is not UTF-8 text\n")
+    assert git(creds_repo.path, "rev-parse", "HEAD") == head
+
+
 # -- the canary ------------------------------------------------------------------------
 
 
