@@ -6,6 +6,7 @@ Only click is imported at start-up; each command imports what it needs, so
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -308,6 +309,7 @@ def init(directory: Path, layout: str, environments: str, fmt: str) -> None:
             "environments": list(result.environments),
             "created_repository": result.created_repository,
             "commits": [{"commit": c, "branch": b} for b, c in result.commits.items()],
+            "ci_workflow_kept": result.ci_kept,
         }
         echo_json(report)
         return
@@ -324,6 +326,15 @@ def init(directory: Path, layout: str, environments: str, fmt: str) -> None:
         "editor support: start a workflow file with "
         f"`# yaml-language-server: $schema={scaffold.schemas_from(folder)}/workflow.schema.json`"
     )
+    if result.ci_kept:  # the gate of pull requests may not cover this repository
+        repo = os.path.relpath(result.path, Path(result.ci_kept).parents[2])
+        option = "" if repo == "." else f" --repo {repo}"
+        click.echo(
+            f"note: {result.ci_kept} was already there and is left as it is; make sure it "
+            f"gates this repository too: `loomgit validate{option}` and "
+            f"`loomgit check-promotion{option} --base origin/BASE`",
+            err=True,
+        )
 
 
 @cli.command()

@@ -70,6 +70,7 @@ class InitResult:
     environments: list[str]
     commits: dict[str, str]  # branch -> commit
     created_repository: bool
+    ci_kept: str | None = None  # a CI workflow already there, left as it is (its path)
 
 
 def parse_environments(text: str) -> list[str]:
@@ -175,7 +176,8 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
             dest.write_bytes(data)
     paths = [prefix + rel for rel in files]
     ci_path = top / CI_WORKFLOW
-    if not ci_path.exists():  # the pull-request gate sits at the top of the git repository
+    kept = ci_path.exists()  # someone's own, or another loomgit repository's gate
+    if not kept:  # the pull-request gate sits at the top of the git repository
         ci_path.parent.mkdir(parents=True, exist_ok=True)
         ci_path.write_text(ci_workflow(prefix.rstrip("/"), "origin/${{ github.base_ref }}"))
         paths.append(CI_WORKFLOW)
@@ -184,7 +186,9 @@ def init(target: Path, layout: str, environments: list[str]) -> InitResult:
         git.run("commit", "--quiet", "-m", _message(environments), "--", *paths)
         branch = git.current_branch() or "HEAD"
         commits = {branch: git.resolve("HEAD")}
-    return InitResult(target, layout, environments, commits, created)
+    return InitResult(
+        target, layout, environments, commits, created, str(ci_path) if kept else None
+    )
 
 
 def _message(environments: list[str]) -> str:

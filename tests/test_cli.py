@@ -121,6 +121,7 @@ def test_init_reports_as_json(tmp_path: Path, cli: Callable[..., Result]) -> Non
             {"commit": git(target, "rev-parse", branch), "branch": branch}
             for branch in ("env/test", "env/live")
         ],
+        "ci_workflow_kept": None,
     }
 
 
@@ -174,6 +175,19 @@ def test_init_inside_a_larger_repository(tmp_path: Path, cli: Callable[..., Resu
     assert "app.py" not in git(tmp_path, "show", "--name-only", "--format=", "HEAD")
     assert git(tmp_path, "diff", "--cached", "--name-only") == "app.py"
     assert cli("validate", "--repo", tmp_path / "ops" / "flows").code == 0
+    gate = tmp_path / ".github" / "workflows" / "loomgit.yml"
+    assert "--repo ops/flows" in gate.read_text()
+    # A second one beside it: the gate there is left as it is, and said not to cover it.
+    before = gate.read_bytes()
+    result = cli("init", tmp_path / "more")
+    assert result.code == 0 and gate.read_bytes() == before
+    assert result.err == (
+        f"note: {gate} was already there and is left as it is; make sure it gates this "
+        "repository too: `loomgit validate --repo more` and "
+        "`loomgit check-promotion --repo more --base origin/BASE`\n"
+    )
+    report = json.loads(cli("init", tmp_path / "third", "--format", "json").out)
+    assert report["ci_workflow_kept"] == str(gate)
 
 
 @pytest.mark.parametrize("envs", ["", "Dev,prod", "a,a", "x y"])
