@@ -405,6 +405,7 @@ def write(
             f"refs/heads/{name}", ref.commit, changes, message, new_ref=True
         )
         return Written(commit, name)
+    ws.writable(ref)
     if ref.checked_out and not checked_clean:
         dirty = ws.git.dirty_paths(changes)
         if dirty:

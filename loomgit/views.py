@@ -332,6 +332,8 @@ def restore(ws: Workspace, name: str, revision: str, branch: str | None = None) 
         )
     backup = None
     disk = ws.root.toplevel / path
+    if branch is None:
+        ws.writable(loc)  # before any backup is made
     if branch is None and loc.checked_out and ws.git.dirty_paths([path]):
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         backup = f"refs/loomgit/backups/{name}/{stamp}"

@@ -46,6 +46,12 @@ class Location:
     def branch(self) -> str:
         return self.ref.removeprefix("refs/heads/")
 
+    @property
+    def detached(self) -> bool:
+        """Read from a detached HEAD (a CI job's checkout of a pull request, say): it can
+        be read and reviewed, and written only onto a new branch (--branch)."""
+        return self.ref == "HEAD"
+
 
 class Workspace:
     """Opens the repository at `path`; use as a context manager. Its loomgit.yaml is read
@@ -114,12 +120,7 @@ class Workspace:
     def _locate(self, env: str) -> Location:
         self.check_env(env)
         if self.config.layout == "directories":
-            if self._branch is None:
-                raise UsageError(
-                    "HEAD is detached; loomgit commits onto a branch",
-                    hint="check out a branch first (git switch main)",
-                )
-            ref = f"refs/heads/{self._branch}"
+            ref = "HEAD" if self._branch is None else f"refs/heads/{self._branch}"
             base = f"{self.root.prefix}environments/{env}/"
         else:
             ref = f"refs/heads/{self.config.branch_of(env)}"
@@ -137,14 +138,25 @@ class Workspace:
                 f"{ref.removeprefix('refs/heads/')} has no commits",
                 hint="run `loomgit init` or create the branch",
             )
-        checked_out = self._branch is not None and ref == f"refs/heads/{self._branch}"
+        checked_out = ref == "HEAD" or ref == f"refs/heads/{self._branch}"
         return Location(env, ref, commit, base, checked_out, from_remote)
+
+    def writable(self, loc: Location) -> None:
+        """Refuses a commit onto `loc`'s branch when there is none: HEAD is detached."""
+        if loc.detached:
+            raise UsageError(
+                "HEAD is detached; loomgit commits onto a branch",
+                hint="check out a branch first (git switch main); promote, activate, "
+                "rollback and restore can write onto a new one with --branch NAME",
+            )
 
     def behind_origin(self, env: str) -> str | None:
         """Why `env`'s branch may be out of date: origin's copy of it has commits it
         lacks (fetched, not pulled). A commit onto it would then not push."""
         loc = self.location(env)
-        return None if loc.from_remote is not None else self.branch_behind(loc.branch, loc.commit)
+        if loc.from_remote is not None or loc.detached:
+            return None
+        return self.branch_behind(loc.branch, loc.commit)
 
     def branch_behind(self, branch: str, commit: str) -> str | None:
         """Why `branch`, at `commit`, may be out of date: origin's copy has commits it lacks."""

@@ -224,10 +224,47 @@ def test_a_commit_whose_files_cannot_reach_the_work_tree_says_it_stands(pipe: Pi
     assert "Promote hello v1 to staging" in git(pipe.path, "log", "-1", "--format=%s")
 
 
-def test_detached_head_is_explained(pipe: Pipeline) -> None:
+def test_detached_head_is_read_and_written_only_onto_a_new_branch(pipe: Pipeline) -> None:
+    """A CI job checks a pull request out at a detached HEAD: every command reads and
+    reviews what is there (they all refused before); a commit needs a branch, so it is
+    refused, writing nothing, unless --branch names a new one."""
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
     git(pipe.path, "checkout", "-q", "--detach")
-    result = pipe.run("promote", "hello", "--to", "staging")
-    assert result.code == 2 and "HEAD is detached" in result.err
+    head = git(pipe.path, "rev-parse", "HEAD")
+    status = pipe.run("status")
+    assert status.code == 0 and f"{head[:12]} (HEAD)" in status.out
+    for read in (
+        ("diff", "hello", "--to", "production"),
+        ("show", "hello", "--env", "staging"),
+        ("history",),
+        ("revisions", "hello"),
+        ("credentials", "list"),
+        ("keys", "list"),
+        ("activate", "hello", "--env", "staging", "--dry-run"),
+    ):
+        result = pipe.run(*read)
+        assert result.code == 0, (read, result.err)
+    dry = pipe.run("promote", "hello", "--to", "production", "--dry-run")
+    assert dry.code == 0 and dry.out.startswith("would commit on HEAD: Promote hello v1")
+    wip = pipe.path / pipe.rel("development", "workflows/hello.yaml")
+    wip.write_text(wip.read_text() + "# unfinished\n")  # restore would back it up first
+    before = pipe.snapshot()
+    for write in (
+        ("promote", "hello", "--to", "production"),
+        ("activate", "hello", "--env", "staging"),
+        ("restore", "hello", "HEAD"),
+    ):
+        result = pipe.run(*write)
+        assert result.code == 2 and result.err.splitlines() == [
+            "error: HEAD is detached; loomgit commits onto a branch",
+            "hint: check out a branch first (git switch main); promote, activate, rollback and "
+            "restore can write onto a new one with --branch NAME",
+        ], (write, result.err)
+        assert pipe.snapshot() == before, write
+    made = pipe.run("promote", "hello", "--to", "production", "--branch", "promote/hello")
+    assert made.code == 0, made.err
+    assert git(pipe.path, "rev-parse", "promote/hello^") == head
+    assert git(pipe.path, "rev-parse", "HEAD") == head
 
 
 def test_notes_file_and_json_output(pipe: Pipeline, tmp_path: Path) -> None:
