@@ -189,7 +189,8 @@ def live_table(envs: list[dict[str, Any]], server: str) -> Group:
     """The environment bar, then why each environment that is not Ready is not, one
     line each below it (in a cell, a message such as a validation problem with its path
     made its column as wide as itself)."""
-    table = Table(title=f"loomgit serve at {server}", title_justify="left")
+    title = f"loomgit serve at {server}"
+    table = Table(title=title, title_justify="left", min_width=len(title))  # title on one line
     table.add_column("workflow", style="bold", no_wrap=True)
     for env in envs:
         table.add_column(env["name"])

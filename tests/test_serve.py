@@ -2291,6 +2291,14 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
     assert envs["staging"]["workflows"]["hello"] == {"version": 1, "active": True}
     result = cli("status", "--server", "http://127.0.0.1:9")
     assert result.code == 2 and "cannot reach the daemon at http://127.0.0.1:9" in result.err
+    # A narrow table (one environment) keeps its title on one line.
+    from rich.console import Console
+
+    from loomgit.live import live_table
+
+    console = Console(width=200, record=True)
+    console.print(live_table([{"name": "live", "commit": "0" * 40}], daemon.url))
+    assert console.export_text().splitlines()[0].rstrip() == f"loomgit serve at {daemon.url}"
     assert cli("status", "--server", "ftp://x").code == 2
     for bad in ("http://[::1", "http://127.0.0.1:99999"):  # once "did not answer JSON"
         result = cli("status", "--server", bad)
