@@ -323,11 +323,23 @@ def resolved_values(ws: Workspace, name: str, env: str, keys: dict[str, Path]) -
     scoped = open_file(ws, scoped_file(ws, env), keys)
     if name in scoped:
         return dict(scoped[name])  # values stay SecretStr
+    shared: dict[str, Any] = {}
     if name not in ws.config.scoped_only:
         shared = open_file(ws, global_files(ws)[0], keys, reader=env)
         if name in shared:
             return dict(shared[name])
-    raise Refused(f"credential {name} does not resolve in {env}")
+    from loomgit.wording import closest
+
+    known = sorted(set(scoped) | {n for n in shared if n not in ws.config.scoped_only})
+    close = closest(name, known)
+    raise Refused(
+        f"credential {name} does not resolve in {env}",
+        hint=f"did you mean {close}?"
+        if close
+        else f"{env} has {', '.join(known)}"
+        if known
+        else f"{env} has no credentials yet",
+    )
 
 
 def copy_changes(

@@ -232,6 +232,15 @@ def test_scoped_set_copy_and_remove(
     )
     assert not scoped.exists()
     assert cli("validate", "--repo", creds_repo.path).code == 0
+    # A name that does not resolve where it is copied from: the closest, or those there are.
+    copy = ("credentials", "copy", "--from", "staging", "--to", "production")
+    for name, hint in (("greter", "did you mean greeter?"), ("mailer", "staging has greeter")):
+        result = cli(*copy[:2], name, *copy[2:], *_key_args(keys, "staging", "production"),
+                     "--repo", creds_repo.path)  # fmt: skip
+        assert (result.code, result.err) == (
+            1,
+            f"error: credential {name} does not resolve in staging\nhint: {hint}\n",
+        )
     assert git(creds_repo.path, "status", "--porcelain") == ""
     # The history lists them, each under the environment it concerns (global: all).
     history = cli("history", "--env", "staging", "--format", "json", "--repo", creds_repo.path)
