@@ -214,7 +214,7 @@ def rewrite(text: str, change: Callable[[Any], Any]) -> str:
         out = io.StringIO()
         rt.dump(doc, out)
     except (YAMLError, RecursionError) as exc:
-        raise YamlFailure(_translate(exc)) from None
+        raise YamlFailure(_translate(exc, text)) from None
     return out.getvalue()
 
 
@@ -247,7 +247,16 @@ def _mark(exc: MarkedYAMLError) -> tuple[int | None, int | None]:
     return mark.line + 1, mark.column + 1
 
 
-def _translate(exc: Exception) -> Problem:
+def _char_at(text: str, line: int | None, col: int | None) -> str:
+    """The character at a 1-based line and column of `text`, or '' where there is none."""
+    if not line or not col:
+        return ""
+    lines = text.split("\n", line)
+    row = lines[line - 1] if len(lines) >= line else ""
+    return row[col - 1] if len(row) >= col else ""
+
+
+def _translate(exc: Exception, text: str | None = None) -> Problem:
     if isinstance(exc, NotFinite):
         line, col = _mark(exc)
         return Problem("LG109", exc.problem, line=line, col=col)
@@ -272,7 +281,10 @@ def _translate(exc: Exception) -> Problem:
                 line=line,
                 col=col,
             )
-        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if text is not None and _char_at(text, line, col) == "\t":
+            problem = "a tab character; YAML indents with spaces only"
+        else:
+            problem = (exc.problem or exc.context or "invalid YAML").strip()
         return Problem("LG102", f"YAML syntax error: {problem}", line=line, col=col)
     if isinstance(exc, RecursionError):
         return Problem("LG102", "YAML syntax error: document is nested too deeply")
@@ -304,7 +316,7 @@ def load(data: bytes, max_bytes: int = MAX_FILE_BYTES) -> Any:
     try:
         doc = _safe_load(text)
     except (YAMLError, RecursionError, ValueError, TypeError) as exc:
-        raise YamlFailure(_translate(exc)) from None
+        raise YamlFailure(_translate(exc, text)) from None
     if doc is None:
         raise YamlFailure(Problem("LG106", "file is empty; expected a YAML mapping", line=1, col=1))
     # Only anchors can make a document larger than its text; the walk is for them.

@@ -55,6 +55,23 @@ def test_refusals(data: bytes, code: str, line: int | None) -> None:
         assert problem.line == line
 
 
+@pytest.mark.parametrize(
+    ("data", "line", "col"),
+    [(b"a:\n\tb: 1\n", 2, 1), (b"a: 1\n\tb: 2\n", 2, 1), (b"a:\n  b: 1\n \tc: 2\n", 3, 2)],
+)
+def test_a_tab_that_indents_is_named(data: bytes, line: int, col: int) -> None:
+    """The parser's words for a tab ("found character that cannot start any token") do
+    not say what it found; loomgit does. A tab inside a quoted value is fine."""
+    problem = _fail(data).problem
+    assert (problem.code, problem.line, problem.col, problem.message) == (
+        "LG102",
+        line,
+        col,
+        "YAML syntax error: a tab character; YAML indents with spaces only",
+    )
+    assert yamlio.load(b'a: "x\tb"\n') == {"a": "x\tb"}
+
+
 def test_size_limit() -> None:
     assert _fail(b"a: " + b"x" * yamlio.MAX_FILE_BYTES).problem.code == "LG100"
 
