@@ -87,6 +87,21 @@ class _RefChecker:
                         where,
                     )
                 )
+            elif root in ("trigger", "workflow"):
+                fields = (
+                    templates.TRIGGER_FIELDS if root == "trigger" else templates.WORKFLOW_FIELDS
+                )
+                if name not in fields:
+                    hint = difflib.get_close_matches(name, fields, n=1)
+                    self.findings.append(
+                        Finding(
+                            "LG331",
+                            f"the {root} has no '{name}'"
+                            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                            + f"; it has {', '.join(fields)}",
+                            where,
+                        )
+                    )
             elif root == "vars":
                 self.variables.setdefault(name, where)
             elif root == "credentials" and member is not None:

@@ -35,6 +35,7 @@ class TriggerEvent:
     params: Mapping[str, str] = field(default_factory=dict)  # a webhook path's :parameters
 
     def context(self) -> dict[str, Any]:
+        """What templates see as `trigger`: templates.TRIGGER_FIELDS, which validate checks."""
         return {
             "type": self.type,
             "body": self.body,

@@ -15,8 +15,12 @@ from jinja2 import meta, nodes
 from loomgit.render import sandbox
 
 CONTEXT_ROOTS = frozenset({"steps", "credentials", "vars", "trigger", "env", "workflow"})
-# Roots whose first member is a name we can check: a step id, a credential, a variable.
-_NAMED_ROOTS = ("steps", "credentials", "vars")
+# What `trigger` and `workflow` hold when a step runs (runtime.TriggerEvent.context).
+TRIGGER_FIELDS = ("type", "body", "headers", "query", "params", "scheduled_time")
+WORKFLOW_FIELDS = ("name", "version")
+# Roots whose first member is a name we can check: a step id, a credential, a variable, a
+# field of the trigger or the workflow.
+_NAMED_ROOTS = ("steps", "credentials", "vars", "trigger", "workflow")
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*)\s*\}\}")
 _MARKERS = ("{{", "}}", "{%", "%}", "{#", "#}")

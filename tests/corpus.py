@@ -306,6 +306,25 @@ CASES = [
         "credential 'stripe' is not declared",
     ),
     Case(
+        "unknown-trigger-field",
+        {DEV: hello("{{ trigger.body.name }}", "{{ trigger.bdy.name }}")},
+        [("LG331", DEV, 17)],
+        "the trigger has no 'bdy' (did you mean 'body'?); it has type, body, headers, query, "
+        "params, scheduled_time",
+    ),
+    Case(
+        "unknown-trigger-field-in-when",
+        {DEV: hello("      type: log\n", "      type: log\n      when: trigger['heders']\n")},
+        [("LG331", DEV, 20)],
+        "the trigger has no 'heders' (did you mean 'headers'?)",
+    ),
+    Case(
+        "unknown-workflow-field",
+        {DEV: hello("{{ trigger.body.name }}", "{{ workflow.verison }}")},
+        [("LG331", DEV, 17)],
+        "the workflow has no 'verison' (did you mean 'version'?); it has name, version",
+    ),
+    Case(
         "unknown-root",
         {DEV: hello("{{ trigger.body.name }}", "{{ secrets.x }}")},
         [("LG331", DEV, 17)],

@@ -599,3 +599,11 @@ def test_secrets_are_redacted_everywhere(
     history.close()
     for path in tmp_path.glob("history.db*"):
         assert CANARY.encode() not in path.read_bytes()
+
+
+def test_validate_knows_what_the_trigger_holds() -> None:
+    """`validate` checks `trigger.X` against this list (LG331): it must be what a running
+    step sees."""
+    from loomgit import templates
+
+    assert tuple(TriggerEvent("webhook").context()) == templates.TRIGGER_FIELDS
