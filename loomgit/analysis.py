@@ -79,6 +79,17 @@ class _RefChecker:
                 self.findings.append(
                     Finding("LG331", f"{why}; a template may only use earlier steps", where)
                 )
+            elif root == "steps" and member is not None and member not in templates.STEP_FIELDS:
+                hint = difflib.get_close_matches(member, templates.STEP_FIELDS, n=1)
+                self.findings.append(
+                    Finding(
+                        "LG331",
+                        f"step '{name}' has no '{member}'"
+                        + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                        + f"; a step has {', '.join(templates.STEP_FIELDS)}",
+                        where,
+                    )
+                )
             elif root == "credentials" and name not in self.declared:
                 self.findings.append(
                     Finding(

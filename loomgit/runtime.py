@@ -201,7 +201,7 @@ class Engine:
                     record, value = await self._step(current, ctx, dep, listener)
                     current = None
                     done.append(record)
-                    outputs[step.id] = {
+                    outputs[step.id] = {  # templates.STEP_FIELDS, which validate checks
                         "output": value,
                         "status": record.status,
                         "error": record.error,

@@ -18,6 +18,7 @@ CONTEXT_ROOTS = frozenset({"steps", "credentials", "vars", "trigger", "env", "wo
 # What `trigger` and `workflow` hold when a step runs (runtime.TriggerEvent.context).
 TRIGGER_FIELDS = ("type", "body", "headers", "query", "params", "scheduled_time")
 WORKFLOW_FIELDS = ("name", "version")
+STEP_FIELDS = ("output", "status", "error")  # steps.<id>.<field>
 # Roots whose first member is a name we can check: a step id, a credential, a variable, a
 # field of the trigger or the workflow.
 _NAMED_ROOTS = ("steps", "credentials", "vars", "trigger", "workflow")

@@ -319,6 +319,12 @@ CASES = [
         "the trigger has no 'heders' (did you mean 'headers'?)",
     ),
     Case(
+        "unknown-step-field",
+        {DEV: hello('"{{ steps.greet.output.text }}"', '"{{ steps.greet.outptu.text }}"')},
+        [("LG331", DEV, 21)],
+        "step 'greet' has no 'outptu' (did you mean 'output'?); a step has output, status, error",
+    ),
+    Case(
         "unknown-workflow-field",
         {DEV: hello("{{ trigger.body.name }}", "{{ workflow.verison }}")},
         [("LG331", DEV, 17)],
