@@ -286,9 +286,9 @@ def _broken(ws: Workspace, name: str, env: str | None, fields: list[str] | None)
         if env is None and scoped is not None and name in scoped.fields:
             continue  # its own copy resolves it there, whatever the global one holds
         after: tuple[str, ...] | None = None if fields is None else tuple(fields)
-        takes_over = shared is not None and name in shared.fields
-        if after is None and env is not None and name not in ws.config.scoped_only and takes_over:
-            after = shared.fields[name] if shared is not None else None  # the global one
+        falls_back = env is not None and name not in ws.config.scoped_only
+        if after is None and falls_back and shared is not None:
+            after = shared.fields.get(name)  # the global one takes over, if it has it
         paths = [loc.workflow(n) for n in ws.workflow_names(e)]
         for data in ws.git.blobs_at(loc.commit, paths).values():
             facts = ws.cache.workflow(blob_id(data), data).facts if data else None
