@@ -12,6 +12,7 @@ from loomgit.documents import ParsedWorkflow
 from loomgit.findings import resolve
 from loomgit.layout import FileRef, Snapshot
 from loomgit.problems import Problem
+from loomgit.wording import closest
 
 
 @dataclass
@@ -128,10 +129,16 @@ def check(
                 why = f"{name} is scoped_only and {env} has no scoped {name}"
             else:
                 why = f"credential '{name}' is not defined for {env}, scoped or global"
+            close = closest(name, _resolvable(scoped, shared, scoped_only))
+            mend = (
+                f"did you mean '{close}'?"
+                if close
+                else f"add it with `loomgit credentials set {name} --env {env}`"
+            )
             out.append(
                 Problem(
                     "LG700",
-                    f"{why}; add it with `loomgit credentials set {name} --env {env}`",
+                    f"{why}; {mend}",
                     ref.path,
                     keypath=("spec", "credentials", i),
                 )
@@ -149,3 +156,13 @@ def check(
                     )
                 )
     return out
+
+
+def _resolvable(
+    scoped: CredentialFile | None, shared: CredentialFile | None, scoped_only: frozenset[str]
+) -> list[str]:
+    """The credential names that resolve in an environment, for a did-you-mean."""
+    names = set(scoped.fields) if scoped is not None else set()
+    if shared is not None:
+        names |= {n for n in shared.fields if n not in scoped_only}
+    return sorted(names)

@@ -446,7 +446,15 @@ CREDENTIAL_CASES = [
         "credential-not-declared-anywhere",
         {DEV: hello("credentials: [greeter]", "credentials: [greeter, stripe]")},
         [("LG700", DEV, 12)],
-        "credential 'stripe' is not defined for development",
+        "credential 'stripe' is not defined for development, scoped or global; add it with "
+        "`loomgit credentials set stripe --env development`",
+    ),
+    Case(
+        "credential-name-misspelt",
+        {DEV: hello("credentials: [greeter]", "credentials: [greter]")},
+        [("LG700", DEV, 12)],
+        "credential 'greter' is not defined for development, scoped or global; did you mean "
+        "'greeter'?",
     ),
     Case(
         "credential-field-missing",
