@@ -219,6 +219,23 @@ CASES = [
     Case("never-fires", {DEV: hello("0 9 * * 1-5", "0 0 30 2 *")}, [("LG311", DEV, 10)]),
     Case("bad-timezone", {DEV: hello("Europe/Berlin", "Europe/Atlantis")}, [("LG312", DEV, 11)]),
     Case(
+        "timezone-misspelt",
+        {DEV: hello("Europe/Berlin", "Europe/Berlni")},
+        [("LG312", DEV, 11)],
+        "unknown time zone 'Europe/Berlni' (did you mean 'Europe/Berlin'?)",
+    ),
+    Case(  # a case-insensitive file system loads it; the daemon on Linux would not
+        "timezone-in-lower-case",
+        {DEV: hello("Europe/Berlin", "america/new_york")},
+        [("LG312", DEV, 11)],
+        "names are case-sensitive: America/New_York",
+    ),
+    Case(  # the system's leap-second zones are not on every machine
+        "timezone-system-only",
+        {DEV: hello("Europe/Berlin", "right/UTC")},
+        [("LG312", DEV, 11)],
+    ),
+    Case(
         "undeclared-signature-credential",
         {
             DEV: hello(
