@@ -369,9 +369,9 @@ class Daemon:
                 scheduled_time=at.isoformat(),
             )
             return
-        trigger = TriggerEvent(
+        trigger = TriggerEvent(  # the time due as the cron names it: in its time zone
             "schedule",
-            scheduled_time=at.isoformat(),
+            scheduled_time=at.astimezone(entry.schedule.zone).isoformat(),
             details={"cron": entry.trigger.cron, "timezone": entry.trigger.timezone},
         )
         self._schedule_runs[slot] = self._schedule_runs.get(slot, 0) + 1

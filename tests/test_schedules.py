@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import HELLO, AgeKey, Repo, commit_all, descendants, put_everywhere
@@ -140,11 +141,13 @@ def test_a_schedule_fires_where_active_once_per_time_even_with_two_daemons(
         asyncio.run(run_daemons(daemons, clock, 1.5))
         fired = [history.get(e.id) for e in scheduled(history)]
     assert sorted(e.environment for e in fired) == ["production", "staging"]  # not development
+    local = minute.astimezone(ZoneInfo(BERLIN)).isoformat()  # the schedule's time zone
+    assert local.endswith(("+01:00", "+02:00"))
     for ex in fired:
         assert ex.dedupe_key == dedupe_key(minute)
-        assert ex.trigger["scheduled_time"] == minute.isoformat()
+        assert ex.trigger["scheduled_time"] == local
         assert ex.status == "succeeded", ex.error
-        assert ex.steps[1].logs[0]["message"] == f"Hello, {minute.isoformat()}"
+        assert ex.steps[1].logs[0]["message"] == f"Hello, {local}"
 
 
 async def _fire_twice(daemon: Daemon, minute: datetime) -> None:
