@@ -16,8 +16,8 @@ from pydantic_core import ErrorDetails
 
 from loomgit import cron, render, templates, webpaths
 from loomgit.findings import Finding, KeyPath, from_validation_error
-from loomgit.models.steps import known_types, params_model
-from loomgit.models.workflow import ScheduleTrigger, WebhookTrigger, Workflow
+from loomgit.models.steps import OUTPUT_KEYS, known_types, params_model
+from loomgit.models.workflow import ScheduleTrigger, Step, WebhookTrigger, Workflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,11 @@ class _RefChecker:
 
     def __init__(self, wf: Workflow) -> None:
         self.ids = [s.id for s in wf.spec.steps]
+        self.outputs = {
+            s.id: (s.type, keys)
+            for s in wf.spec.steps
+            if (keys := _output_keys(s)) is not None and self.ids.count(s.id) == 1
+        }
         self.declared = set(wf.spec.credentials)
         self.variables: dict[str, KeyPath] = {}
         self.credential_fields: dict[tuple[str, str], KeyPath] = {}
@@ -117,6 +122,29 @@ class _RefChecker:
                 self.variables.setdefault(name, where)
             elif root == "credentials" and member is not None:
                 self.credential_fields.setdefault((name, member), where)
+        for name, key in sorted(refs.outputs):
+            kind, keys = self.outputs.get(name, ("", ()))
+            if not kind or name not in earlier or key in keys:
+                continue
+            hint = difflib.get_close_matches(key, keys, n=1)
+            has = "status, headers, and json (an answer in JSON) or text"
+            self.findings.append(
+                Finding(
+                    "LG331",
+                    f"the output of step '{name}' ({kind}) has no '{key}'"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                    + f"; it has {has if kind == 'http' else ', '.join(keys)}",
+                    where,
+                )
+            )
+
+
+def _output_keys(step: Step) -> tuple[str, ...] | None:
+    """The keys a step's output is known to hold, or None when they are not known before
+    it runs (a transform, a plugin's step, parameters that do not validate)."""
+    if step.type == "set":
+        return tuple(step.with_) or None
+    return OUTPUT_KEYS.get(step.type)
 
 
 def _check_template(

@@ -42,7 +42,8 @@ CODES: dict[str, str] = {
     "LG321": "unknown step type",
     "LG322": "invalid step parameters",
     "LG330": "template syntax error",
-    "LG331": "template references something it may not use",
+    "LG331": "template references something it may not use, or that is never there (a later "
+    "step, an undeclared credential, a trigger field or a step output key that does not exist)",
     "LG332": "invalid JMESPath expression",
     "LG340": "variable used by a workflow is not defined in an environment it is in",
     # environment.yaml

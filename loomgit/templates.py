@@ -37,10 +37,12 @@ class TemplateSyntaxError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Refs:
-    """What a template reads: root names, and (root, member, field) for named roots."""
+    """What a template reads: root names, (root, member, field) for named roots, and
+    (step id, key) for `steps.<id>.output.<key>`."""
 
     roots: frozenset[str]
     members: frozenset[tuple[str, str, str | None]]
+    outputs: frozenset[tuple[str, str]] = frozenset()
 
 
 NO_REFS = Refs(frozenset(), frozenset())
@@ -49,13 +51,27 @@ NO_REFS = Refs(frozenset(), frozenset())
 def _path_refs(paths: list[str]) -> Refs:
     roots: set[str] = set()
     members: set[tuple[str, str, str | None]] = set()
+    outputs: set[tuple[str, str]] = set()
     for path in paths:
         parts = re.split(r"\.|\[", path)
         roots.add(parts[0])
         if parts[0] in _NAMED_ROOTS and len(parts) > 1 and not parts[1].endswith("]"):
             field = parts[2] if len(parts) > 2 and not parts[2].endswith("]") else None
             members.add((parts[0], parts[1], field))
-    return Refs(frozenset(roots), frozenset(members))
+            if _an_output_key(parts):
+                outputs.add((parts[1], parts[3]))
+    return Refs(frozenset(roots), frozenset(members), frozenset(outputs))
+
+
+def _an_output_key(chain: list[str]) -> bool:
+    """Whether `chain` reads a key of a step's output: steps.<id>.output.<key>."""
+    return (
+        len(chain) > 3
+        and chain[0] == "steps"
+        and chain[2] == "output"
+        and not chain[1].endswith("]")
+        and not chain[3].endswith("]")
+    )
 
 
 def _chain(node: nodes.Node) -> list[str] | None:
@@ -86,18 +102,23 @@ def _jinja_refs(ast: nodes.Template) -> Refs:
         if name not in env.globals and name != "loop"
     }
     members: set[tuple[str, str, str | None]] = set()
+    outputs: set[tuple[str, str]] = set()
+    # `output.get('a')` calls a method of the mapping: its inner node reads no key.
+    called = {id(call.node) for call in ast.find_all(nodes.Call)}
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         chain = _chain(node)
         if chain and chain[0] in _NAMED_ROOTS and chain[0] in roots and len(chain) > 1:
             members.add((chain[0], chain[1], chain[2] if len(chain) > 2 else None))
+            if _an_output_key(chain) and (len(chain) > 4 or id(node) not in called):
+                outputs.add((chain[1], chain[3]))
     # `a.b.c` also yields its inner node `a.b`: keep only the longest reading of each member.
     with_field = {(r, n) for r, n, f in members if f is not None}
     members = {(r, n, f) for r, n, f in members if f is not None or (r, n) not in with_field}
-    return Refs(frozenset(roots), frozenset(members))
+    return Refs(frozenset(roots), frozenset(members), frozenset(outputs))
 
 
 def _merge(a: Refs, b: Refs) -> Refs:
-    return Refs(a.roots | b.roots, a.members | b.members)
+    return Refs(a.roots | b.roots, a.members | b.members, a.outputs | b.outputs)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -342,6 +342,47 @@ CASES = [
         "step 'greet' has no 'outptu' (did you mean 'output'?); a step has output, status, error",
     ),
     Case(
+        "set-output-key",
+        {DEV: hello('"{{ steps.greet.output.text }}"', '"{{ steps.greet.output.txt }}"')},
+        [("LG331", DEV, 21)],
+        "the output of step 'greet' (set) has no 'txt' (did you mean 'text'?); it has text",
+    ),
+    Case(  # n8n's Set node nests its fields under `values`; loomgit's sets them directly
+        "set-output-key-nested",
+        {
+            DEV: hello(
+                '        text: "{{ vars.greeting }}',
+                '        values:\n          text: "{{ vars.greeting }}',
+            )
+        },
+        [("LG331", DEV, 22)],
+        "the output of step 'greet' (set) has no 'text'; it has values",
+    ),
+    Case(
+        "http-output-body",
+        {
+            DEV: hello(
+                "    - id: say\n",
+                "    - id: fetch\n      type: http\n      with: {url: 'https://example.com'}\n"
+                "    - id: say\n",
+            ).replace("steps.greet.output.text", "steps.fetch.output.body.text")
+        },
+        [("LG331", DEV, 24)],
+        "the output of step 'fetch' (http) has no 'body'; it has status, headers, and json "
+        "(an answer in JSON) or text",
+    ),
+    Case(
+        "output-key-in-jmespath",
+        {
+            DEV: hello(
+                '      type: log\n      with:\n        message: "{{ steps.greet.output.text }}"',
+                "      type: transform\n      with:\n        expression: steps.greet.output.tetx",
+            )
+        },
+        [("LG331", DEV, 21)],
+        "the output of step 'greet' (set) has no 'tetx' (did you mean 'text'?)",
+    ),
+    Case(
         "unknown-workflow-field",
         {DEV: hello("{{ trigger.body.name }}", "{{ workflow.verison }}")},
         [("LG331", DEV, 17)],

@@ -120,6 +120,31 @@ def test_a_name_that_breaks_a_rule_is_told_in_words(repo: Repo, cli: Callable[..
     assert "loomgit.yaml:" in result.err and told in result.err and "^[" not in result.err
 
 
+def test_an_output_key_is_checked_only_where_a_step_type_fixes_it(
+    repo: Repo, cli: Callable[..., Result]
+) -> None:
+    """A `set` step's output is the keys it sets, an http step's its status, headers and
+    body: other keys are LG331 (the corpus). A method of the mapping called, a key of a
+    key, a transform's or a plugin's output, are not checked."""
+    steps = (
+        "    - id: fetch\n      type: http\n      with: {url: 'https://example.com/x'}\n"
+        "    - id: pick\n      type: transform\n      with: {expression: 'trigger.body'}\n"
+        "    - id: use\n      type: log\n      with:\n        message: >-\n"
+        "          {{ steps.greet.output.get('text') }} {{ steps.greet.output.text.upper() }}\n"
+        "          {{ steps.greet.output.items() | list }} {{ steps.pick.output.anything }}\n"
+        "          {{ steps.fetch.output.json.body }} {{ steps.fetch.output.headers['x-a'] }}\n"
+        "          {{ steps.say.output.level }}\n"
+        "      when: steps.fetch.output.text is not defined\n"
+    )
+    repo.write(repo.wf("development"), HELLO + steps)
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 0, result.out + result.err
+    repo.write(repo.wf("development"), HELLO + steps.replace("output.level", "output.lvl"))
+    result = cli("validate", "--repo", repo.path)
+    assert result.code == 1
+    assert "the output of step 'say' (log) has no 'lvl' (did you mean 'level'?)" in result.out
+
+
 def test_a_parameter_given_as_a_template_is_checked_when_rendered(
     repo: Repo, cli: Callable[..., Result]
 ) -> None:

@@ -85,6 +85,15 @@ BUILTIN_STEPS: dict[str, type[BaseModel]] = {
     "fail": FailParams,
 }
 
+# What a built-in step's output holds, for `steps.<id>.output.<key>`: a `set` step's is
+# the keys it sets, a `transform` step's whatever its expression makes, a `fail` step has
+# none. An http step's output has `json` for an answer in JSON, `text` otherwise.
+OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "http": ("status", "headers", "json", "text"),
+    "log": ("message", "level"),
+    "respond": ("status", "headers", "body"),
+}
+
 
 @functools.cache
 def plugins() -> dict[str, tuple[type[BaseModel], object]]:
