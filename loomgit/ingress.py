@@ -27,6 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from loomgit import jsontext, webpaths
 from loomgit.daemon import Daemon
+from loomgit.errors import UsageError
 from loomgit.history import HistoryError
 from loomgit.models.workflow import WebhookAuth, WebhookSignature
 from loomgit.reconcile import Served
@@ -55,6 +56,9 @@ MAX_KEY_LENGTH = 255
 # schedule:2026-11-23T09:00:00Z` would otherwise have taken that time, and the schedule
 # would not have fired.
 CLIENT_KEY = "key:"
+# A retried `respond: sync` request waits for the first execution's end, looking at the
+# history after 20 ms, then twice as long each time, up to every 250 ms.
+REPLAY_FIRST_PAUSE, REPLAY_LONGEST_PAUSE = 0.02, 0.25
 KEY_TOO_LONG = f"the idempotency key is longer than {MAX_KEY_LENGTH} characters"
 HOOKS = "/hooks/"  # where webhooks are served: /hooks/{environment}/{path}
 
@@ -413,7 +417,33 @@ class Ingress:
                 return _sync_answer(record)
             except TimeoutError:
                 pass  # it goes on; the caller gets its id
+        elif sync_timeout is not None:  # a retry: the first answer, once there is one
+            replayed = await self._replayed(ident, sync_timeout)
+            if replayed is not None:
+                return replayed
         return 202 if task is not None else 200, accepted_body(ident, env, name)
+
+    async def _replayed(self, ident: str, timeout: float) -> Response | None:
+        """The answer the execution a repeated idempotency key names gave (or gives, once
+        it ends within `timeout`), marked as a replay, as Stripe marks one; None past
+        `timeout`. It is read from the history, so the first may have run in another
+        daemon, or before a restart."""
+        deadline = time.monotonic() + timeout
+        pause = REPLAY_FIRST_PAUSE
+        while True:
+            try:
+                ex = await asyncio.to_thread(self.daemon.history.get, ident)
+            except (HistoryError, UsageError):  # pruned meanwhile, or unreadable
+                return None
+            if ex.status not in ("queued", "running"):
+                answer = _sync_answer(ex)
+                answer.headers["Idempotent-Replayed"] = "true"
+                return answer
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(pause, left))
+            pause = min(2 * pause, REPLAY_LONGEST_PAUSE)
 
     def _refused(self, env: str, reason: str) -> None:
         metrics = self.daemon.metrics

@@ -46,8 +46,18 @@ def spec() -> dict[str, Any]:
                     "parameters": [_path("environment", _ENV), _path("path")],
                     "requestBody": {"content": {"*/*": {}}},
                     "responses": {
-                        "200": _REPEAT,
+                        "200": _answer(
+                            "The Idempotency-Key was seen before: the first execution. For a"
+                            " `respond: sync` trigger, the first execution's answer instead,"
+                            " once it has ended (within respond_timeout), with the header"
+                            " Idempotent-Replayed: true",
+                            {"$ref": "#/components/schemas/Accepted"},
+                        ),
                         "202": _ACCEPTED,
+                        "default": {
+                            "description": "respond: sync: the respond step's status,"
+                            " headers and body, or 200 with the execution's id and output"
+                        },
                         "400": _answer(
                             "A JSON body that is not standard JSON or nests past 100"
                             " levels, or an idempotency key over 255 characters"

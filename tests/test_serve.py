@@ -1293,6 +1293,51 @@ def test_respond_sync_past_its_timeout_or_failing_answers_with_the_execution(
         assert daemon.finished(ident)["status"] == "succeeded"  # the 202 one went on
 
 
+def test_a_repeated_key_answers_a_sync_webhook_as_the_first_time(repo: Repo, start: Start) -> None:
+    """A caller retrying a `respond: sync` webhook with its Idempotency-Key (its
+    connection dropped, say) gets the first execution's answer once it has ended, marked
+    `Idempotent-Replayed: true`, and nothing runs twice; past respond_timeout, the id."""
+    answer = (
+        "    - id: answer\n      type: respond\n      with:\n        status: 201\n"
+        "        headers: {X-Name: '{{ trigger.body.name }}'}\n"
+        "        body: {greeting: '{{ steps.greet.output.text }}'}\n"
+    )
+    for server in serve():
+        hooks = {
+            "greeting": _sync_hook("greeting", f"{server.url}/slow/1") + answer,
+            "slow": _sync_hook("slow", f"{server.url}/slow/3", trigger="respond_timeout: 300ms"),
+        }
+        entries = {"hello": promoted(HELLO, 1, "development", repo.source_commit)}
+        for name, text in hooks.items():
+            repo.write(repo.wf("staging", name), text)
+            entries[name] = promoted(text, 1, "development", repo.source_commit, True)
+        repo.write("environments/staging/environment.yaml", state_yaml("staging", entries))
+        commit_all(repo.path, "two sync webhooks in staging")
+        daemon = start(repo)
+        key = {"Idempotency-Key": "retry-7"}
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                daemon.answer, "POST", "/hooks/staging/greeting", {"name": "Ana"}, key
+            )
+            time.sleep(0.3)  # sent while the first one runs: it waits for it
+            again = pool.submit(
+                daemon.answer, "POST", "/hooks/staging/greeting", {"name": "Bo"}, key
+            )
+            answers = [first.result(), again.result()]
+        answers.append(daemon.answer("POST", "/hooks/staging/greeting", {"name": "Cy"}, key))
+        for i, (code, body, headers) in enumerate(answers):
+            assert (code, body) == (201, {"greeting": "Hello, Ana"}), (i, code, body)
+            assert headers["X-Name"] == "Ana"
+            assert headers.get("Idempotent-Replayed") == (None if i == 0 else "true")
+        assert len(daemon.executions(workflow="greeting")) == 1
+        slow = {"Idempotency-Key": "slow-1"}
+        code, body = daemon.request("POST", "/hooks/staging/slow", {"name": "Di"}, headers=slow)
+        assert code == 202, body
+        began = time.monotonic()
+        assert daemon.request("POST", "/hooks/staging/slow", {}, headers=slow) == (200, body)
+        assert 0.25 < time.monotonic() - began < 2.5  # it waited respond_timeout, no more
+
+
 def slow_hello(url: str) -> str:
     wait = f"    - id: wait\n      type: http\n      with: {{url: '{url}/slow/30'}}\n"
     return HELLO.replace("  steps:\n", "  steps:\n" + wait)
