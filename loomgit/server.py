@@ -177,7 +177,19 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             )
         served = ingress.serving(env)
         if name not in served.api:
-            return error(404, no_api_trigger(served, env, name))
+            why = no_api_trigger(served, env, name)
+            elsewhere = [
+                e
+                for e in rec.names
+                if e != env and (other := rec.served.get(e)) is not None and name in other.api
+            ]
+            if given is None:
+                why += " (the default environment, the last)"
+            if elsewhere:
+                why += f"; it has an active api trigger in {', '.join(elsewhere)}"
+                if given is None:
+                    why += f': give "environment": "{elsewhere[-1]}"'
+            return error(404, why)
         trigger = TriggerEvent("api", body=data, details={"environment": env})
         key = request.headers.get("Idempotency-Key")
         answer = await ingress.accept(served, env, name, trigger, key)

@@ -592,11 +592,13 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     )
     assert code == 202 and body["environment"] == "staging"
     code, body = daemon.request("POST", path, {"environment": "development"}, headers=auth)
-    assert (code, body) == (404, {"error": "hello is not active in development"})
+    told = "hello is not active in development; it has an active api trigger in staging, production"
+    assert (code, body) == (404, {"error": told})
     code, body = daemon.request("POST", path, {"environment": "stagin"}, headers=auth)
     assert code == 404 and "did you mean staging?" in body["error"]
     code, body = daemon.request("POST", "/api/v1/workflows/helo/executions", {}, headers=auth)
-    assert (code, body) == (404, {"error": "no workflow helo in production; did you mean hello?"})
+    told = "no workflow helo in production; did you mean hello? (the default environment, the last)"
+    assert (code, body) == (404, {"error": told})
     # As `curl -d` sends it (a form, says its content type), the body is still JSON.
     form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
     code, body = daemon.request("POST", path, raw=b'{"input": {"name": "Cu"}}', headers=form)
@@ -635,6 +637,19 @@ def test_the_api_defaults_to_the_last_environment(repo: Repo, start: Any) -> Non
     ):
         code, body = daemon.request("GET", f"/api/v1/executions?{query}", headers=auth)
         assert code == 400 and body["error"].startswith(message), (query, body)
+    # Left to its default, the call says where the workflow does answer.
+    repo.write(
+        "environments/production/environment.yaml",
+        state_yaml("production", {"hello": promoted(API, 1, "staging", repo.source_commit)}),
+    )
+    commit_all(repo.path, "hello inactive in production")
+    assert daemon.reconcile()["production"]["conditions"][0]["reason"] == "Ready"
+    code, body = daemon.request("POST", path, {"input": {}}, headers=auth)
+    told = (
+        "hello is not active in production (the default environment, the last); it has an"
+        ' active api trigger in staging: give "environment": "staging"'
+    )
+    assert (code, body) == (404, {"error": told})
 
 
 def test_the_api_default_is_named_when_this_daemon_does_not_serve_it(
