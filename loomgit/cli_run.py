@@ -85,14 +85,53 @@ class _Source:
         return self.server, read_token(self.token_file)
 
 
-def _history(state_dir: Path | None, record_limit: int | None = None) -> Any:
-    from loomgit.history import DB_NAME, DEFAULT_MAX_FIELD_BYTES, History
+def _history(
+    state_dir: Path | None, record_limit: int | None = None, *, reading: bool = False
+) -> Any:
+    """The execution history in `state_dir` (default: the user's), made if missing; when
+    only `reading` it, a missing one is read as empty and not made, so a mistyped
+    --state-dir leaves no folder behind."""
+    from loomgit.history import DB_NAME, DEFAULT_MAX_FIELD_BYTES, History, default_path
 
     path = None
     if state_dir:
         report_to(state_dir)
         path = state_dir / DB_NAME
+    if reading and not (path or default_path()).exists():
+        return _NoHistory(path or default_path())
     return History(path, max_field_bytes=record_limit or DEFAULT_MAX_FIELD_BYTES)
+
+
+class _NoHistory:
+    """A history file that is not there, read as an empty one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> _NoHistory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def query(self, query: Any) -> list[Any]:
+        return []
+
+    def recorded(self, column: str) -> list[str]:
+        return []
+
+    def prune_each(self, **how: Any) -> dict[str, int]:
+        return {}
+
+    def get(self, ident: str) -> Any:
+        raise UsageError(f"no execution {ident}", hint=_missing(self.path))
+
+
+def _missing(path: Path) -> str:
+    return (
+        f"there is no execution history in {path.parent} (no {path.name}): nothing has "
+        "recorded an execution there"
+    )
 
 
 def _duration(ms: float | None) -> str:
@@ -235,6 +274,8 @@ def _why_none(history: Any, filters: dict[str, str | None]) -> list[str]:
     from loomgit.wording import closest
 
     elsewhere = "a daemon's is read with --server URL, or with --state-dir set to its state folder"
+    if isinstance(history, _NoHistory):
+        return [f"{_missing(history.path)}; {elsewhere}"]
     if not history.recorded("environment"):
         return [f"the execution history in {history.path} is empty; {elsewhere}"]
     hints: list[str] = []
@@ -347,7 +388,7 @@ def executions(
     else:
         moment = parse_since(since) if since else None
         query = records.Query(env, workflow, status, moment, limit, before)
-        with _history(state_dir) as history:
+        with _history(state_dir, reading=True) as history:
             found = history.query(query)
             # An environment or workflow the history never saw is most often a typo, or
             # another history: said so.
@@ -429,7 +470,7 @@ def show_execution(
         data = fetch_execution(*remote, ident)
         (ex,) = as_executions(remote[0], [data])
     else:
-        with _history(source.state_dir) as history:
+        with _history(source.state_dir, reading=True) as history:
             ex = history.get(ident)
         data = ex.to_json()
     if fmt == "json":
@@ -507,7 +548,7 @@ def prune(
     if older_than is None and keep is None:
         raise UsageError("give --older-than, --keep or both")
     age = time.time() - parse_since(older_than, option="--older-than") if older_than else None
-    with _history(state_dir or group.state_dir) as history:
+    with _history(state_dir or group.state_dir, reading=True) as history:
         each = history.prune_each(older_than=age, keep=keep, dry_run=dry_run)
     deleted = sum(each.values())
     if fmt == "json":

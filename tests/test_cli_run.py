@@ -292,6 +292,20 @@ def test_a_filter_the_history_never_saw_is_told(cli: Cli, state: Path) -> None:
     its history elsewhere: the hint says which history was read, and how to read a
     daemon's."""
     elsewhere = "a daemon's is read with --server URL, or with --state-dir set to its state folder"
+    # Nothing recorded yet: read as empty, and nothing is made (a mistyped folder stays away).
+    missing = cli("executions", "--env", "production")
+    assert missing.code == 0 and missing.err.splitlines() == [
+        "no executions match",
+        f"hint: there is no execution history in {state} (no history.db): nothing has recorded"
+        f" an execution there; {elsewhere}",
+    ]
+    assert cli("executions", "--format", "json").out.strip() == "[]"
+    shown = cli("executions", "show", "01ABCDEF")
+    assert shown.code == 2 and "there is no execution history in" in shown.err
+    assert cli("executions", "prune", "--keep", "1").out == "deleted 0 executions\n"
+    assert not state.exists()
+    with History():
+        pass
     empty = cli("executions", "--env", "production")
     assert empty.code == 0 and empty.err.splitlines() == [
         "no executions match",
@@ -416,9 +430,11 @@ def test_prune_dry_run_counts_and_deletes_nothing(cli: Cli, state: Path) -> None
 def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = cli("executions", "--state-dir", blocker / "state")
+    result = cli("run", "hello", "--repo", repo.path, "--state-dir", blocker / "state")
     assert result.code == 1
     assert "cannot create the state folder" in result.err
+    read = cli("executions", "--state-dir", blocker / "state")  # a read makes nothing
+    assert read.code == 0 and "there is no execution history in" in read.err
 
 
 def test_status_names_match_the_store() -> None:
