@@ -60,6 +60,16 @@ class Where:
     rule_path: str  # path as .sops.yaml rules see it (relative to the loomgit root)
     label: str  # "staging" or "global"
 
+    @property
+    def shown(self) -> str:
+        """The file as messages name it: with its branch in the branch layout, where
+        every environment branch has a file of that name (`env/live:credentials.sops.yaml`,
+        as the daemon and `git show` name it)."""
+        if self.location.base:  # the directories layout: the path says it all
+            return self.path
+        branch = self.location.from_remote or self.location.ref.removeprefix("refs/heads/")
+        return f"{branch}:{self.path}"
+
 
 def scoped_file(ws: Workspace, env: str) -> Where:
     loc = ws.location(env)
@@ -181,23 +191,23 @@ def open_file(
         return {}
     env = reader or (None if where.label == "global" else where.label)
     if env is not None:
-        return sops.decrypt(data, keys.get(env), what=where.path, env=env)
+        return sops.decrypt(data, keys.get(env), what=where.shown, env=env)
     if not keys:
         raise sops.KeyMissing(
-            f"no age key given, so {where.path} cannot be decrypted",
+            f"no age key given, so {where.shown} cannot be decrypted",
             hint="pass --age-key-file ENV=PATH with the key of an environment that reads it, "
             "or --age-key-dir DIR, or set LOOMGIT_AGE_KEY_FILE_<ENV>",
         )
     refused: list[sops.KeyMissing] = []
     for env, key in keys.items():
         try:
-            return sops.decrypt(data, key, what=where.path, env=env)
+            return sops.decrypt(data, key, what=where.shown, env=env)
         except sops.KeyMissing as exc:  # not one of its recipients: the next may be
             refused.append(exc)
     if len(refused) == 1:
         raise refused[0]
     raise sops.KeyMissing(
-        f"none of the age keys given ({', '.join(keys)}) can decrypt {where.path}",
+        f"none of the age keys given ({', '.join(keys)}) can decrypt {where.shown}",
         hint="it is encrypted for none of them; `loomgit keys list` shows whose keys it is",
     )
 
@@ -209,7 +219,7 @@ def _save(
     message: str,
     extra: dict[str, bytes | None] | None = None,
 ) -> Written:
-    content = sops.encrypt(doc, recipients(ws, where), what=where.path) if doc else None
+    content = sops.encrypt(doc, recipients(ws, where), what=where.shown) if doc else None
     return write(ws, where.location, {where.path: content, **(extra or {})}, message)
 
 
@@ -260,7 +270,7 @@ def remove_credential(
     for where in targets:
         doc = open_file(ws, where, keys)
         if name not in doc:
-            raise Refused(f"there is no credential {name} in {where.path}")
+            raise Refused(f"there is no credential {name} in {where.shown}")
         del doc[name]
         message = (
             f"Remove credential {name} from {where.label}\n\n"
@@ -355,7 +365,7 @@ def copy_changes(
     if not changed:
         return where, {}, []
     doc.update({name: copies[name] for name in changed})
-    return where, {where.path: sops.encrypt(doc, recipients(ws, where), what=where.path)}, changed
+    return where, {where.path: sops.encrypt(doc, recipients(ws, where), what=where.shown)}, changed
 
 
 def copy_credential(

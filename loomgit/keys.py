@@ -141,7 +141,7 @@ def _rewritten(
                 check(where, targets)
             if ws.git.blob_at(loc.commit, where.path) is not None:
                 doc = open_file(ws, where, keys)
-                changes[where.path] = sops.encrypt(doc, list(targets), what=where.path)
+                changes[where.path] = sops.encrypt(doc, list(targets), what=where.shown)
         commits.append((loc, changes))
     return [write(ws, loc, changes, message) for loc, changes in commits]
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Result, git
+from conftest import HELLO, AgeKey, Result, git, make_key
 from pipeline import Pipeline
 
 from loomgit import promotion, yamlio
@@ -285,6 +285,14 @@ def test_history_reads_promotions_back(pipe: Pipeline, age_key: AgeKey, tmp_path
         ).code
         == 0
     )  # fmt: skip
+    # The file is named as git names it: with its branch where each branch has one.
+    where = pipe.rel("staging", "credentials.sops.yaml")
+    shown = where if pipe.layout == "directories" else f"{pipe.ref('staging')}:{where}"
+    gone = pipe.run("credentials", "rm", "nope", "--env", "staging", "--age-key-file", key)
+    assert gone.code == 1 and f"there is no credential nope in {shown}\n" in gone.err
+    stranger = f"staging={make_key(tmp_path, 'stranger').path}"
+    refused = pipe.run("credentials", "rm", "tok", "--env", "staging", "--age-key-file", stranger)
+    assert f"the age key given for staging cannot decrypt {shown}\n" in refused.err
     staging = json.loads(pipe.run("history", "--env", "staging", "--format", "json").out)
     assert [(e["kind"], e["details"]) for e in staging][:2] == [
         ("credential", ["Credential: staging tok set"]),
