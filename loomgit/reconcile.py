@@ -201,6 +201,7 @@ class Reconciler:
     _before: dict[str, tuple[str, float]] | None = None  # applied before this process
     _kept: dict[str, str] = field(default_factory=dict)  # as last written to `applied`
     _removal_waits: set[str] = field(default_factory=set)  # told RemovalWaits, still served
+    _invalid: set[str] = field(default_factory=set)  # serving, restored, what no longer validates
     _reading: str | None = None  # the commit the cycle reads, once resolved
     _layout: str | None = None  # as last read: with "directories", HEAD is every env's commit
     read_error: str | None = None  # why the last cycle could not read the repository
@@ -415,8 +416,9 @@ class Reconciler:
             st.last_attempted_commit = commit  # not the first's commit for a missing branch
         current = self.served.get(name)
         if current is not None and current.commit == commit:
-            # Nothing to apply; after a failed newer commit was reverted, it is Ready again.
-            if not st.conditions or not st.conditions[0].status:
+            # Nothing to apply; after a failed newer commit was reverted, it is Ready again
+            # (unless that commit is one restored that no longer validates: see _restore).
+            if name not in self._invalid and (not st.conditions or not st.conditions[0].status):
                 st.set_ready(True, "Ready", _serving(current), now)
             return
         try:
@@ -451,6 +453,7 @@ class Reconciler:
                 now,
             )
         self.served[name] = served  # one assignment: requests see the old or the new
+        self._invalid.discard(name)
         st.last_applied_commit = commit
         st.applied_at = now
         st.set_ready(True, "Ready", _serving(served), now)
@@ -461,34 +464,57 @@ class Reconciler:
         """After a restart, `failed` (the environment's newest commit; None: the
         repository's loomgit.yaml) cannot be applied: serves the commit applied before the
         restart instead, if it still can be, and returns the pipeline as it was then. The
-        status keeps saying why `failed` is not applied. Tried once per process."""
+        status keeps saying why `failed` is not applied. Tried once per process.
+
+        It ran before the restart, so a rule it breaks that the loomgit which applied it
+        did not check (an upgrade that validates more) does not stop it: the same commit
+        is served again, and the status says why no later one is. A commit that cannot
+        be read or decrypted now is not served."""
         before = (self._before or {}).pop(name, None)
-        if before is None or before[0] == failed:
+        if before is None:
             return None
         commit, applied_at = before
         try:
             old = snapshot(root, git, self.cache, commit, env_hint=name)
             problems = check_by_env(old, self.cache).get(name, [])
-            served = self._build(old, name, commit, problems)
+            served = self._build(old, name, commit, problems, validated=False)
         except (LoomgitError, Failed) as exc:
             log.event("last applied commit not restored", logging.WARNING, environment=name,
                       commit=commit, error=str(exc))  # fmt: skip
             return None
         self.served[name] = served
+        if any(p.severity == "error" for p in problems):
+            self._invalid.add(name)
         self._layout = self._layout or old.config.layout
         st = self.status.setdefault(name, EnvStatus(name))
         st.last_applied_commit, st.applied_at = commit, applied_at
-        what = f"{failed[:12]} cannot be applied" if failed else "the repository cannot be read"
-        st.note(
-            "RestoredLastApplied",
-            f"{what}; serving {commit[:12]}, applied before the restart, until a commit can be",
-            now,
-        )
+        if failed == commit:
+            said = (
+                f"{commit[:12]}, applied before the restart, no longer validates (this loomgit"
+                " checks more than the one that applied it); it keeps serving until a commit"
+                " that validates"
+            )
+        else:
+            what = f"{failed[:12]} cannot be applied" if failed else "the repository cannot be read"
+            said = (
+                f"{what}; serving {commit[:12]}, applied before the restart, until a commit can be"
+            )
+        st.note("RestoredLastApplied", said, now)
         return old.config.names
 
-    def _build(self, snap: Snapshot, name: str, commit: str, problems: list[Problem]) -> Served:
+    def _build(
+        self,
+        snap: Snapshot,
+        name: str,
+        commit: str,
+        problems: list[Problem],
+        *,
+        validated: bool = True,
+    ) -> Served:
+        """What the environment serves at `commit`; Failed when `problems` holds an error
+        (unless not `validated`: see `_restore`) or its credentials do not open."""
         errors = [p for p in problems if p.severity == "error"]
-        if errors:
+        if errors and validated:
             first, more = headline(positions(snap, errors))
             if first.line is None:  # not in a file (a branch gone, a folder missing)
                 raise Failed("ValidationFailed", first.render() + more)

@@ -333,6 +333,39 @@ def test_a_restart_onto_a_bad_commit_serves_what_was_applied_before(
     assert record["repositories"][str(repo.path.resolve())]["staging"]["commit"] == fixed
 
 
+def test_a_commit_applied_before_a_restart_is_served_though_it_no_longer_validates(
+    repo: Repo, start: Start, tmp_path: Path
+) -> None:
+    """An upgrade that checks more (here: an output key a `set` step never sets, which
+    renders its default) must not take down what ran before the restart: the commit
+    the older loomgit applied is served again, and the status says why no later one
+    would be. A later commit must validate."""
+    lax = HELLO.replace("steps.greet.output.text }}", "steps.greet.output.txt | default('hi') }}")
+    bad = put_everywhere(repo, lax, {"staging": True})
+    state = tmp_path / "state"
+    applied = {"staging": {"commit": bad, "applied_at": 1.0}}  # as the older one recorded
+    (state).mkdir()
+    (state / "applied.json").write_text(
+        json.dumps({"version": 1, "repositories": {str(repo.path.resolve()): applied}})
+    )
+    daemon = start(repo, state=state)
+    staging = daemon.reconcile()["staging"]
+    assert staging["last_applied_commit"] == bad
+    assert staging["conditions"][0]["reason"] == "ValidationFailed"
+    assert "has no 'txt' (did you mean 'text'?)" in staging["conditions"][0]["message"]
+    assert staging["events"][0]["reason"] == "RestoredLastApplied"
+    assert "no longer validates" in staging["events"][0]["message"], staging
+    code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Ulf"})
+    assert code == 202 and daemon.finished(body["execution"])["status"] == "succeeded"
+    # Without that record (a first start), the commit is refused as any other.
+    assert (
+        start(repo, state=tmp_path / "fresh").reconcile()["staging"]["last_applied_commit"] is None
+    )
+    fixed = put_everywhere(repo, HELLO, {"staging": True})
+    staging = daemon.reconcile()["staging"]
+    assert staging["last_applied_commit"] == fixed and staging["conditions"][0]["reason"] == "Ready"
+
+
 def test_a_restart_without_a_record_of_what_was_applied_serves_nothing_bad(
     repo: Repo, cli: Cli, start: Start, tmp_path: Path
 ) -> None:
