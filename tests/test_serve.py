@@ -1300,6 +1300,17 @@ def test_webhook_paths_take_parameters(repo: Repo, start: Start) -> None:
     assert daemon.request("GET", "/hooks/production/users/42")[0] == 404  # inactive there
 
 
+def _active_in_staging(repo: Repo, workflows: dict[str, str]) -> None:
+    """Commits `workflows` (name: definition) into staging, promoted as v1 and active,
+    beside hello (inactive)."""
+    entries = {"hello": promoted(HELLO, 1, "development", repo.source_commit)}
+    for name, text in workflows.items():
+        repo.write(repo.wf("staging", name), text)
+        entries[name] = promoted(text, 1, "development", repo.source_commit, True)
+    repo.write("environments/staging/environment.yaml", state_yaml("staging", entries))
+    commit_all(repo.path, f"{', '.join(workflows)} active in staging")
+
+
 def _sync_hook(name: str, first_step_url: str, *, trigger: str = "", spec: str = "") -> str:
     """HELLO as `name`, a `respond: sync` webhook at /name whose first step calls the URL;
     `trigger` and `spec` each add one line to the trigger or the spec."""
@@ -1320,12 +1331,7 @@ def test_respond_sync_past_its_timeout_or_failing_answers_with_the_execution(
             "failing": _sync_hook("failing", f"{server.url}/status/500"),
             "late": _sync_hook("late", f"{server.url}/slow/3", spec="timeout: 300ms"),
         }
-        entries = {"hello": promoted(HELLO, 1, "development", repo.source_commit)}
-        for name, text in hooks.items():
-            repo.write(repo.wf("staging", name), text)
-            entries[name] = promoted(text, 1, "development", repo.source_commit, True)
-        repo.write("environments/staging/environment.yaml", state_yaml("staging", entries))
-        commit_all(repo.path, "three sync webhooks in staging")
+        _active_in_staging(repo, hooks)
         daemon = start(repo)
         began = time.monotonic()
         code, body = daemon.request("POST", "/hooks/staging/slow", {"name": "Ola"})
@@ -1355,12 +1361,7 @@ def test_a_repeated_key_answers_a_sync_webhook_as_the_first_time(repo: Repo, sta
             "greeting": _sync_hook("greeting", f"{server.url}/slow/1") + answer,
             "slow": _sync_hook("slow", f"{server.url}/slow/3", trigger="respond_timeout: 300ms"),
         }
-        entries = {"hello": promoted(HELLO, 1, "development", repo.source_commit)}
-        for name, text in hooks.items():
-            repo.write(repo.wf("staging", name), text)
-            entries[name] = promoted(text, 1, "development", repo.source_commit, True)
-        repo.write("environments/staging/environment.yaml", state_yaml("staging", entries))
-        commit_all(repo.path, "two sync webhooks in staging")
+        _active_in_staging(repo, hooks)
         daemon = start(repo)
         key = {"Idempotency-Key": "retry-7"}
         with ThreadPoolExecutor(2) as pool:
