@@ -93,12 +93,11 @@ def _history(
     --state-dir leaves no folder behind."""
     from loomgit.history import DB_NAME, DEFAULT_MAX_FIELD_BYTES, History, default_path
 
-    path = None
     if state_dir:
         report_to(state_dir)
-        path = state_dir / DB_NAME
-    if reading and not (path or default_path()).exists():
-        return _NoHistory(path or default_path())
+    path = state_dir / DB_NAME if state_dir else default_path()
+    if reading and not path.exists():
+        return _NoHistory(path)
     return History(path, max_field_bytes=record_limit or DEFAULT_MAX_FIELD_BYTES)
 
 

@@ -31,7 +31,7 @@ from loomgit.errors import UsageError
 from loomgit.history import HistoryError
 from loomgit.models.workflow import WebhookAuth, WebhookSignature
 from loomgit.reconcile import Served
-from loomgit.records import Execution
+from loomgit.records import FINISHED, Execution
 from loomgit.runtime import TriggerEvent
 from loomgit.wording import closest
 
@@ -435,7 +435,7 @@ class Ingress:
                 ex = await asyncio.to_thread(self.daemon.history.get, ident)
             except (HistoryError, UsageError):  # pruned meanwhile, or unreadable
                 return None
-            if ex.status not in ("queued", "running"):
+            if ex.status in FINISHED:
                 answer = _sync_answer(ex)
                 answer.headers["Idempotent-Replayed"] = "true"
                 return answer

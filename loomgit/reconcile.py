@@ -201,7 +201,7 @@ class Reconciler:
     _before: dict[str, tuple[str, float]] | None = None  # applied before this process
     _kept: dict[str, str] = field(default_factory=dict)  # as last written to `applied`
     _removal_waits: set[str] = field(default_factory=set)  # told RemovalWaits, still served
-    _invalid: set[str] = field(default_factory=set)  # serving, restored, what no longer validates
+    _invalid: set[str] = field(default_factory=set)  # restored though no longer valid: _restore
     _reading: str | None = None  # the commit the cycle reads, once resolved
     _layout: str | None = None  # as last read: with "directories", HEAD is every env's commit
     read_error: str | None = None  # why the last cycle could not read the repository
