@@ -117,10 +117,6 @@ def _jinja_refs(ast: nodes.Template) -> Refs:
     return Refs(frozenset(roots), frozenset(members), frozenset(outputs))
 
 
-def _merge(a: Refs, b: Refs) -> Refs:
-    return Refs(a.roots | b.roots, a.members | b.members, a.outputs | b.outputs)
-
-
 @functools.lru_cache(maxsize=65536)
 def template_refs(text: str) -> Refs:
     """References of a template string. Raises TemplateSyntaxError."""
