@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 
 from loomgit import cron, render, templates, webpaths
 from loomgit.findings import Finding, KeyPath, from_validation_error
-from loomgit.models.steps import OUTPUT_KEYS, known_types, params_model
+from loomgit.models.steps import OUTPUT_KEYS, known_types, params_model, unusable
 from loomgit.models.workflow import ScheduleTrigger, Step, WebhookTrigger, Workflow
 
 
@@ -242,10 +242,13 @@ def analyse(wf: Workflow, raw: dict[str, Any]) -> tuple[WorkflowFacts, list[Find
         model = params_model(step.type)
         if model is None:
             hint = difflib.get_close_matches(step.type, known_types(), n=1)
+            why = unusable(step.type)
             findings.append(
                 Finding(
                     "LG321",
-                    f"unknown step type '{step.type}'"
+                    f"step type '{step.type}' cannot be used: {why}"
+                    if why
+                    else f"unknown step type '{step.type}'"
                     + (
                         f" (did you mean '{hint[0]}'?)"
                         if hint

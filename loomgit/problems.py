@@ -39,7 +39,7 @@ CODES: dict[str, str] = {
     "LG312": "unknown time zone",
     "LG313": "webhook signature or auth credential not declared",
     "LG320": "duplicate step id",
-    "LG321": "unknown step type",
+    "LG321": "unknown step type, or a plugin's that cannot be loaded",
     "LG322": "invalid step parameters",
     "LG330": "template syntax error",
     "LG331": "template references something it may not use, or that is never there (a later "

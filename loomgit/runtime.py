@@ -330,6 +330,11 @@ class Engine:
                 return record("succeeded", value), value
             except TimeoutError:
                 failure, message = "timed_out", f"no result within {timeout:g}s"
+                if not kind.stoppable:
+                    message += (
+                        f" (the {step.type} step's run function is not async: it cannot be"
+                        " stopped, and goes on in its thread until it returns)"
+                    )
                 retryable = True
             except StepError as exc:
                 failure, message, retryable = "failed", str(exc), exc.retryable

@@ -4,14 +4,17 @@ through the `loomgit.steps` entry point group. Parameter models live in models/s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from loomgit.httpclient import Client, HttpError, Request, describe, query_params
@@ -87,13 +90,82 @@ class Kind:
             return min(own, step_timeout) if step_timeout else own
         return step_timeout
 
+    @property
+    def plugin(self) -> bool:
+        return self.name not in models.BUILTIN_STEPS
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether a timeout stops the step's work, not only the wait for it."""
+        return self.is_async or not self.plugin
+
     async def run(self, params: Any, ctx: StepContext) -> Any:
         if self.is_async:
-            return await self.body(params, ctx)
-        if self.name in models.BUILTIN_STEPS:
+            out = await self.body(params, ctx)
+        elif not self.plugin:
             return self.body(params, ctx)
-        # A plugin's plain function may block: keep it off the event loop.
-        return await asyncio.to_thread(self.body, params, ctx)
+        else:
+            out = await _in_thread(self.name, self.body, params, ctx)
+        return _as_json(out)
+
+
+# A plugin's plain function may block: it runs in a thread of its own, never in a shared
+# pool. A timeout cannot stop a thread, so one that hangs keeps running after its step
+# has failed; in a pool (asyncio's default has cpu_count + 4 threads) a few such calls
+# held every thread, and every other plugin step waited for one (a step of another type
+# took 9 s instead of 5 ms), and the runner could not exit until they returned. These
+# threads are daemon threads, and past PLUGIN_THREADS alive at once a step fails at once.
+PLUGIN_THREADS = 1024
+_alive = threading.BoundedSemaphore(PLUGIN_THREADS)
+
+
+async def _in_thread(name: str, body: Callable[[Any, StepContext], Any], *args: Any) -> Any:
+    if not _alive.acquire(blocking=False):
+        raise StepError(
+            f"{PLUGIN_THREADS} calls of plugin steps are still running in this process, "
+            "some after their steps timed out; no thread is started for another"
+        )
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if done.done():  # the step timed out or was cancelled meanwhile
+            return
+        if error is None:
+            done.set_result(value)
+        else:
+            done.set_exception(error)
+
+    def call() -> None:
+        value, error = None, None
+        try:
+            value = body(*args)
+        except Exception as exc:  # handed to the step, which reports it
+            error = exc
+        except BaseException as exc:  # sys.exit() in a plugin stops its step only
+            error = StepError(f"{type(exc).__name__} raised in the step's run function", False)
+        finally:
+            _alive.release()
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=call, name=f"loomgit-step-{name}", daemon=True).start()
+    return await done
+
+
+def _as_json(value: Any) -> Any:
+    """A plugin's output as JSON values, as the history records it and as later steps
+    and the answer see it: a datetime as ISO 8601 text, a set or tuple as a list, a
+    pydantic model or a dataclass as a mapping (pydantic's rules); any other object
+    fails the step, where `str()` would have recorded its Python description."""
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except UnicodeDecodeError:
+        message = "its output holds bytes that are not UTF-8 text (give them as base64 text)"
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        text = str(exc)
+        message = f"its output cannot be recorded as JSON: {text[:1].lower()}{text[1:]}"
+    raise StepError(message, retryable=False)
 
 
 async def _http(p: models.HttpParams, ctx: StepContext) -> Any:
@@ -160,13 +232,6 @@ BUILTIN: dict[str, Kind] = {
 }
 
 
-def _missing_run(name: str) -> Callable[[Any, StepContext], Any]:
-    def body(params: Any, ctx: StepContext) -> Any:
-        raise StepError(f"the plugin for step type {name} has no run function", retryable=False)
-
-    return body
-
-
 @functools.cache
 def kind(name: str) -> Kind:
     """The step type `name`; raises StepError when no installed package provides it."""
@@ -175,9 +240,7 @@ def kind(name: str) -> Kind:
         return found
     plugin = models.plugins().get(name)
     if plugin is None:
-        raise StepError(f"unknown step type '{name}'", retryable=False)
-    params, obj = plugin
-    body = getattr(obj, "run", None)
-    if not callable(body):
-        body = _missing_run(name)
-    return Kind(name, params, body, is_async=inspect.iscoroutinefunction(body))
+        why = models.unusable(name)
+        told = f"step type '{name}' cannot be used: {why}" if why else f"unknown step type '{name}'"
+        raise StepError(told, retryable=False)
+    return Kind(name, plugin.params, plugin.run, is_async=inspect.iscoroutinefunction(plugin.run))

@@ -3,6 +3,7 @@ entry point group, whose parameters validate checks too."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,24 +33,27 @@ class SlackStep:
 def _clear() -> None:
     from loomgit import steps as kinds
 
-    steps.plugins.cache_clear()
+    steps._registered.cache_clear()
     kinds.kind.cache_clear()
+
+
+def _install(site: Path, module: str, source: str, entry_points: dict[str, str]) -> None:
+    """An installed distribution, as pip would leave it, registering `entry_points`."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    dist = site / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    name = module.replace("_", "-")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (dist / "entry_points.txt").write_text(f"[loomgit.steps]\n{lines}")
 
 
 @pytest.fixture
 def plugin(tmp_path: Path) -> Iterator[None]:
-    """An installed distribution, as pip would leave it, that registers a `slack` step."""
+    """A package that registers a `slack` step."""
     site = tmp_path / "site"
-    (site / "loomgit_slack_test.py").parent.mkdir(parents=True)
-    (site / "loomgit_slack_test.py").write_text(PLUGIN)
-    dist = site / "loomgit_slack_test-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: loomgit-slack-test\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
-        "[loomgit.steps]\nslack = loomgit_slack_test:SlackStep\n"
-    )
+    _install(site, "loomgit_slack_test", PLUGIN, {"slack": "loomgit_slack_test:SlackStep"})
     sys.path.insert(0, str(site))
     _clear()
     yield
@@ -161,3 +165,148 @@ def test_pydantic_messages_are_told_as_rules(kind: str, msg: str, given: object,
     from loomgit.wording import must
 
     assert must(kind, msg, given) == told
+
+
+ODD_PLUGINS = """
+import datetime
+import threading
+from types import SimpleNamespace
+from pydantic import BaseModel
+
+released = threading.Event()
+
+class Loose(BaseModel):  # pydantic's default: unknown keys are dropped
+    text: str
+    max_length: int = 40
+
+def _stamp(params, ctx):
+    return {"text": params.text[: params.max_length], "tags": {"a"},
+            "at": datetime.datetime(2026, 3, 29, 1, 30, tzinfo=datetime.timezone.utc)}
+
+def _opaque(params, ctx):
+    return {"handle": object()}
+
+def _nap(params, ctx):
+    released.wait(60)
+    return {}
+
+stamp = SimpleNamespace(params=Loose, run=_stamp)
+opaque = SimpleNamespace(params=Loose, run=_opaque)
+nap = SimpleNamespace(params=Loose, run=_nap)
+"""
+
+
+@pytest.fixture
+def odd_plugins(tmp_path: Path) -> Iterator[None]:
+    """A package whose step types are used as plugin authors write them, and get wrong."""
+    site = tmp_path / "site"
+    _install(
+        site, "loomgit_odd_test", ODD_PLUGINS,
+        {"stamp": "loomgit_odd_test:stamp", "opaque": "loomgit_odd_test:opaque",
+         "nap": "loomgit_odd_test:nap", "norun": "loomgit_odd_test:Loose",
+         "broken": "loomgit_odd_test_gone:thing"},
+    )  # fmt: skip
+    sys.path.insert(0, str(site))
+    _clear()
+    yield
+    sys.modules["loomgit_odd_test"].released.set()
+    sys.path.remove(str(site))
+    sys.modules.pop("loomgit_odd_test", None)
+    _clear()
+
+
+def _workflow(steps: str) -> str:
+    return (
+        "apiVersion: loomgit/v1\nkind: Workflow\nmetadata: {name: odd}\n"
+        f"spec:\n  triggers: [{{type: manual}}]\n  steps:\n{steps}"
+    )
+
+
+def test_a_plugin_that_cannot_be_used_is_told_why(
+    odd_plugins: None, repo: Repo, cli: Callable[..., Result]
+) -> None:
+    """A type whose package is installed but broken is not merely unknown; and a
+    parameter a plugin's model would silently drop is refused as a built-in's is."""
+    repo.write(
+        repo.wf("development", "odd"),
+        _workflow(
+            "    - {id: a, type: broken, with: {text: x}}\n"
+            "    - {id: b, type: norun, with: {text: x}}\n"
+            "    - {id: c, type: stamp, with: {text: x, max_len: 3}}\n"
+        ),
+    )
+    out = cli("validate", "--repo", repo.path, "--env", "development").out
+    assert (
+        "odd.yaml:7:15: error[LG321]: step type 'broken' cannot be used: loomgit-odd-test 1.0"
+        " registers it as loomgit_odd_test_gone:thing, which cannot be loaded:"
+        " ModuleNotFoundError: No module named 'loomgit_odd_test_gone'"
+    ) in out, out
+    assert (
+        "error[LG321]: step type 'norun' cannot be used: loomgit-odd-test 1.0 registers it"
+        " as loomgit_odd_test:Loose, which has no `run(params, ctx)` function"
+    ) in out, out
+    assert (
+        "error[LG322]: unknown key 'max_len' in spec.steps[2].with (did you mean 'max_length'?)"
+        in out
+    )
+
+
+def test_a_plugin_step_output_is_recorded_as_json(
+    odd_plugins: None, repo: Repo, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A datetime or a set a plugin returns is given to later steps and recorded as JSON
+    (ISO 8601 text, a list), not as Python's description of it; an object that has no
+    JSON form fails the step, saying so."""
+    repo.write(
+        repo.wf("development", "odd"),
+        _workflow(
+            "    - {id: s, type: stamp, with: {text: hello, max_length: 4}}\n"
+            "    - {id: t, type: set, with: {day: '{{ steps.s.output.at[:10] }}'}}\n"
+        ),
+    )
+    state = tmp_path / "state"
+    result = cli("run", "odd", "--repo", repo.path, "--state-dir", state, "--format", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["output"] == {"day": "2026-03-29"}
+    shown = cli("executions", "show", json.loads(result.out)["id"], "--state-dir", state,
+                "--format", "json")  # fmt: skip
+    recorded = json.loads(shown.out)["steps"][0]["output"]
+    assert recorded == {"text": "hell", "tags": ["a"], "at": "2026-03-29T01:30:00Z"}
+    repo.write(
+        repo.wf("development", "odd"), _workflow("    - {id: o, type: opaque, with: {text: x}}\n")
+    )
+    result = cli("run", "odd", "--repo", repo.path, "--state-dir", state)
+    assert result.code == 1
+    assert (
+        "step o failed: its output cannot be recorded as JSON: unable to serialize unknown"
+        " type: <class 'object'>"
+    ) in result.err, result.err
+
+
+def test_a_plain_plugin_that_hangs_holds_no_other_step(
+    odd_plugins: None, repo: Repo, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A plain `run` cannot be stopped by a timeout: its thread goes on. Forty of them
+    held past their timeouts once held every thread of the shared pool (at most 32), and
+    the next plugin step waited for one; each now has a thread of its own."""
+    naps = "".join(
+        f"    - {{id: n{i}, type: nap, timeout: 50ms, on_error: continue, with: {{text: x}}}}\n"
+        for i in range(40)
+    )
+    repo.write(
+        repo.wf("development", "odd"),
+        _workflow(naps + "    - {id: s, type: stamp, timeout: 2s, with: {text: done}}\n"),
+    )
+    state = tmp_path / "state"
+    result = cli("run", "odd", "--repo", repo.path, "--state-dir", state, "--format", "json")
+    assert result.code == 0, result.err
+    ran = json.loads(result.out)
+    assert ran["output"]["text"] == "done"
+    shown = json.loads(
+        cli("executions", "show", ran["id"], "--state-dir", state, "--format", "json").out
+    )
+    assert shown["steps"][0]["status"] == "timed_out"
+    assert shown["steps"][0]["error"] == (
+        "no result within 0.05s (the nap step's run function is not async: it cannot be"
+        " stopped, and goes on in its thread until it returns)"
+    )

@@ -10,9 +10,11 @@ callable: `run(params, ctx)`, plain or `async`, returning the step's output (see
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from loomgit.models.base import IDENTIFIER, Duration, StrictModel
 
@@ -95,30 +97,69 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Plugin:
+    """A step type an installed package registers: its parameter model and its body."""
+
+    params: type[BaseModel]
+    run: Callable[..., Any]
+
+
 @functools.cache
-def plugins() -> dict[str, tuple[type[BaseModel], object]]:
-    """Step types registered by installed packages, with the object each entry point
-    loaded (loaded once per process)."""
+def _registered() -> tuple[dict[str, Plugin], dict[str, str]]:
+    """The step types installed packages register, and why each of the others that they
+    register cannot be used (loaded once per process)."""
     from importlib.metadata import entry_points  # only when a non-built-in type is used
 
-    found: dict[str, tuple[type[BaseModel], object]] = {}
+    found: dict[str, Plugin] = {}
+    broken: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN_STEPS:
             continue
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "a package"
+        where = f"{dist} registers it as {ep.value}"
         try:
             obj = ep.load()
-        except Exception:  # a broken plugin must not break validation of other types
+        except Exception as exc:  # a broken plugin must not break validation of other types
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            broken[ep.name] = f"{where}, which cannot be loaded: {type(exc).__name__}: {first}"
             continue
         is_model = isinstance(obj, type) and issubclass(obj, BaseModel)
         params = obj if is_model else getattr(obj, "params", None)
-        if isinstance(params, type) and issubclass(params, BaseModel):
-            found[ep.name] = (params, obj)
-    return found
+        run = getattr(obj, "run", None)
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            broken[ep.name] = f"{where}, which has no `params` pydantic model"
+        elif not callable(run):
+            broken[ep.name] = f"{where}, which has no `run(params, ctx)` function"
+        else:
+            found[ep.name] = Plugin(_strict(params), run)
+    return found, broken
+
+
+def _strict(params: type[BaseModel]) -> type[BaseModel]:
+    """`params`, refusing keys it does not know unless its author said what to do with
+    them: pydantic's default is to drop them, so a misspelt optional parameter
+    (`max_len:` for `max_length:`) would validate and be ignored, as no built-in is."""
+    if issubclass(params, RootModel) or params.model_config.get("extra") is not None:
+        return params
+    namespace = {"model_config": ConfigDict(extra="forbid"), "__module__": params.__module__}
+    return type(params.__name__, (params,), namespace)
+
+
+def plugins() -> dict[str, Plugin]:
+    """The step types registered by installed packages that can be used."""
+    return _registered()[0]
+
+
+def unusable(step_type: str) -> str | None:
+    """Why a plugin's step type of that name cannot be used, or None when no package
+    registers one that cannot."""
+    return _registered()[1].get(step_type)
 
 
 def plugin_steps() -> dict[str, type[BaseModel]]:
     """The parameter models of the plugin step types."""
-    return {name: params for name, (params, _) in plugins().items()}
+    return {name: plugin.params for name, plugin in plugins().items()}
 
 
 def params_model(step_type: str) -> type[BaseModel] | None:
