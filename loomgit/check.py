@@ -27,6 +27,7 @@ class _Change:
 
     workflows: dict[str, str] = field(default_factory=dict)  # name -> A/M/D
     env_file: bool = False
+    settings: list[str] = field(default_factory=list)  # variables, credentials, keys
     other: list[str] = field(default_factory=list)
 
 
@@ -75,12 +76,11 @@ def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
             change.env_file = True
         elif rel.startswith("workflows/") and rel.count("/") == 1 and rel.endswith(".yaml"):
             change.workflows[rel[len("workflows/") : -len(".yaml")]] = status[0]
-        elif (
-            rel not in (VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG, KEEP_FILE)
-            and rel not in SCHEMA_FILES
-        ):
+        elif rel in (VARS_FILE, SCOPED_FILE, GLOBAL_FILE_BRANCHES, SOPS_CONFIG):
             # Variables and credential changes are legal; validate checks the credentials
             # (encrypted, for exactly the recipients .sops.yaml gives) at HEAD.
+            change.settings.append(rel)
+        elif rel != KEEP_FILE and rel not in SCHEMA_FILES:
             change.other.append(rel)
     return per_env
 
@@ -215,9 +215,14 @@ def _check_workflow(
 
 
 def _check_records(
-    env: str, change: _Change, old: dict[str, WorkflowState], new: dict[str, WorkflowState]
+    env: str,
+    change: _Change,
+    old: dict[str, WorkflowState],
+    new: dict[str, WorkflowState],
+    did: list[str],
 ) -> list[tuple[str, str]]:
-    """Record changes that come without a change to the workflow file itself."""
+    """Record changes that come without a change to the workflow file itself; what they
+    legally did is added to `did`."""
     out = []
     for name in sorted(set(old) | set(new)):
         if name in change.workflows or old.get(name) == new.get(name):
@@ -228,6 +233,7 @@ def _check_records(
                 k for k in WorkflowState.model_fields if getattr(before, k) != getattr(after, k)
             ]
             if diff == ["active"]:
+                did.append(f"{name} {'activated' if after.active else 'deactivated'} in {env}")
                 continue
             out.append(
                 ("LG600", f"the record of {name} in {env} was changed by hand ({', '.join(diff)})")
@@ -242,16 +248,21 @@ def _check_records(
     return out
 
 
-def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
+def _check_commit(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
+    """The problems of one commit, and a line saying what it legally did."""
     out = ctx.git.run("rev-parse", "--verify", "--quiet", f"{commit}^", ok=(0, 1, 128))
     # A root commit (a range from unrelated history) is compared with the empty tree.
     parent = out.decode().strip() or ctx.git.empty_tree()
-    _, _, trailers = parse_message(ctx.git.commit_info(commit)["message"])
+    subject, _, trailers = parse_message(ctx.git.commit_info(commit)["message"])
     short = commit[:12]
     problems: list[Problem] = []
+    did: list[str] = []
     claimed = {v.split(" v")[0] for v in trailers.get("Loomgit-Workflow", [])}
     promoted: set[str] = set()
     for env, change in _changes(ctx, parent, commit).items():
+        if env == ctx.config.first and change.workflows:
+            did.append(f"{', '.join(sorted(change.workflows))} edited in {env}")
+        did += [f"{rel} changed in {env}" for rel in change.settings]
         if env not in ctx.config.names or env == ctx.config.first:
             continue
         where = ctx.base(env)
@@ -264,13 +275,13 @@ def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
             # A file can change while its record does not: then read the unchanged record.
             new_rec = new.get(name) or envstate.record(new_file, name)
             old_rec = old.get(name) or envstate.record(old_file, name)
-            for code, why, line in _check_workflow(
-                ctx, commit, parent, env, name, new_rec, old_rec, trailers
-            ):
-                found.append((code, why, path, line))
+            wrong = _check_workflow(ctx, commit, parent, env, name, new_rec, old_rec, trailers)
+            found += [(code, why, path, line) for code, why, line in wrong]
             if not (new_rec and new_rec.rolled_back_from):
                 promoted.add(name)
-        for code, why in _check_records(env, change, old, new):
+            if not wrong and new_rec is not None:
+                did.append(_what(env, name, new_rec, old_rec))
+        for code, why in _check_records(env, change, old, new, did):
             found.append((code, why, where + ENV_FILE, None))
         for rel in change.other:
             refused = _other_file(ctx, commit, env, rel)
@@ -287,7 +298,20 @@ def _check_commit(ctx: _Context, commit: str) -> list[Problem]:
                 f"{name} that it does not contain",
             )
         )
-    return problems
+    title = subject if len(subject) <= 60 else subject[:59] + "…"
+    if problems:
+        verdict = f"{len(problems)} error{'s' * (len(problems) != 1)}"
+    else:
+        verdict = "; ".join(did) or "no environment changed"
+    return problems, f"{short} {title} — {verdict}"
+
+
+def _what(env: str, name: str, new: WorkflowState, old: WorkflowState | None) -> str:
+    """What a legal change to a workflow file in a later environment did."""
+    if new.rolled_back_from and (old is None or old.version != new.version):
+        return f"{name} rolled back to v{new.version} in {env}"
+    started = new.active and not (old and old.active)
+    return f"{name} v{new.version} promoted to {env}" + (" and activated" if started else "")
 
 
 def _other_file(ctx: _Context, commit: str, env: str, rel: str) -> str | None:
@@ -353,18 +377,16 @@ def check_promotion(
         commits = git.run("rev-list", "--reverse", "--no-merges", f"{base_commit}..{head_commit}")
         problems: list[Problem] = []
         listed = commits.decode().split()
+        reviewed = []
         for commit in listed:
-            problems += _check_commit(ctx, commit)
+            found, line = _check_commit(ctx, commit)
+            problems += found
+            reviewed.append(line)
+    span = f"{len(listed)} commit{'s' * (len(listed) != 1)} {base_commit[:12]}..{head_commit[:12]}"
     if not validate_head:
-        span = (
-            f"{len(listed)} commit{'s' * (len(listed) != 1)} {base_commit[:12]}..{head_commit[:12]}"
+        return Report(
+            sorted(problems, key=sort_key), config.names, 0, span, reviewed, validated=False
         )
-        return Report(sorted(problems, key=sort_key), config.names, 0, span)
     report = validate(path, rev=head_commit, cache=cache)
     everything = sorted({*problems, *report.problems}, key=sort_key)
-    return Report(
-        everything,
-        report.environments,
-        report.workflows,
-        f"{len(listed)} commit{'s' * (len(listed) != 1)} {base_commit[:12]}..{head_commit[:12]}",
-    )
+    return Report(everything, report.environments, report.workflows, span, reviewed)

@@ -49,7 +49,11 @@ def summary(report: Report) -> str:
         f"{report.workflows} workflow file{'s' * (report.workflows != 1)} in {envs} "
         f"environment{'s' * (envs != 1)} ({report.source})"
     )
-    if not report.problems:
+    if not report.validated:  # check-promotion --no-validate: the commits only
+        if not report.problems:
+            return f"ok: {report.source}: every change is legal (HEAD not validated here)"
+        scope = f"{report.source} (HEAD not validated here: --no-validate)"
+    elif not report.problems:
         return f"ok: {scope} valid"
     errors = len(report.errors)
     warnings = len(report.problems) - errors
@@ -62,7 +66,8 @@ def summary(report: Report) -> str:
 def render(report: Report, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(to_json(report), indent=2)
+    commits = [f"  {line}" for line in report.commits]
     if fmt == "github":
         lines = [github(p) for p in report.problems]
-        return "\n".join([*lines, summary(report)])
-    return "\n".join([*(p.render() for p in report.problems), summary(report)])
+        return "\n".join([*lines, *commits, summary(report)])
+    return "\n".join([*(p.render() for p in report.problems), *commits, summary(report)])

@@ -25,6 +25,8 @@ class Report:
     environments: list[str]
     workflows: int
     source: str
+    commits: list[str] = field(default_factory=list)  # check-promotion: what each one did
+    validated: bool = True  # False: only the commits were checked (--no-validate)
 
     @property
     def errors(self) -> list[Problem]:

@@ -77,6 +77,8 @@ def test_activation_as_a_pull_request(pipe: Pipeline) -> None:
     assert message.endswith("Loomgit-Activation: staging hello active")
     check = pipe.run("check-promotion", "--base", pipe.ref("staging"), "--head", "activate/hello")
     assert check.code == 0, check.out + check.err
+    tip = git(pipe.path, "rev-parse", "--short=12", "activate/hello")
+    assert f"  {tip} Activate hello in staging — hello activated in staging\n" in check.out
     refused(
         pipe,
         "activate",
@@ -128,6 +130,8 @@ def test_activation_dry_run_and_json(pipe: Pipeline) -> None:
     assert "Deactivate hello in staging" in events and "outage" in events
     check = pipe.run("check-promotion", "--base", f"{pipe.ref('staging')}~2")
     assert check.code == 0, check.out + check.err
+    if pipe.layout == "directories":  # in the branch layout, HEAD is development's branch
+        assert "Deactivate hello in staging — hello deactivated in staging\n" in check.out
 
 
 def test_activation_refuses_what_the_daemon_could_not_serve(pipe: Pipeline) -> None:
@@ -189,6 +193,7 @@ def test_rollback_as_a_pull_request_and_dry_run(pipe: Pipeline) -> None:
     assert body.startswith("pages\n\n### `hello` v3 -> v2\n")
     check = pipe.run("check-promotion", "--base", pipe.ref("staging"), "--head", "rollback/hello")
     assert check.code == 0, check.out + check.err
+    assert " — hello rolled back to v2 in staging\n" in check.out
     assert pipe.record("staging", "hello").version == 3  # type: ignore[union-attr]
 
 
@@ -576,7 +581,9 @@ def test_credential_commits_pass_the_gate(pipe: Pipeline, tmp_path: Path) -> Non
     )
     assert result.code == 0, result.err
     assert "Loomgit-Credential: production greeter set" in pipe.message("production")
-    assert _check(pipe, base).code == 0
+    check = _check(pipe, base)
+    assert check.code == 0
+    assert "— credentials.sops.yaml changed in production\n" in check.out, check.out
     listed = pipe.run("credentials", "list", "--env", "production").out
     assert "greeter" in listed and "production" in listed
 

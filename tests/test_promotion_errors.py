@@ -283,7 +283,13 @@ def test_no_validate_skips_only_the_final_validation(pipe: Pipeline) -> None:
     base = pipe.tip("staging")
     pipe.edit("hello", "a: [\n")  # breaks HEAD's validation, but is a legal commit
     assert pipe.run("check-promotion", "--base", base).code == 1
-    assert pipe.run("check-promotion", "--base", base, "--no-validate").code == 0
+    only = pipe.run("check-promotion", "--base", base, "--no-validate")
+    assert only.code == 0
+    tip = pipe.tip("development")[:12]
+    assert only.out.splitlines() == [
+        f"  {tip} edit hello — hello edited in development",
+        f"ok: 1 commit {base[:12]}..{tip}: every change is legal (HEAD not validated here)",
+    ]
 
 
 def test_option_like_revision_is_refused(pipe: Pipeline) -> None:
