@@ -507,6 +507,7 @@ def restore(workflow: str, revision: str, branch: str | None, fmt: str, repo: Pa
 
     with Workspace(repo) as ws:
         done = views.restore(ws, workflow, revision, branch)
+        into = ws.location(ws.config.first).branch
     body = f"Puts back `{workflow}` as of {done.revision}.\n"
     if fmt == "json":
         report: dict[str, object] = {
@@ -541,7 +542,7 @@ def restore(workflow: str, revision: str, branch: str | None, fmt: str, repo: Pa
         click.echo(f"warning: this revision does not validate: {done.problem}", err=True)
         click.echo("hint: fix it and commit before promoting it (`loomgit validate`)", err=True)
     if branch and done.written:
-        print_pull_request(done.subject, body)
+        print_pull_request(done.subject, body, done.written.branch, into)
 
 
 @cli.command("check-promotion")

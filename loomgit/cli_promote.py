@@ -175,7 +175,7 @@ def promote(
     click.echo(f"{plan.subject} ({written.where()})")
     click.echo(diff.render_text(diffs))
     if branch:
-        print_pull_request(plan.subject, body)
+        print_pull_request(plan.subject, body, written.branch, plan.target.branch)
 
 
 def _keys(ws: Any, age_keys: AgeKeys) -> Any:
@@ -184,8 +184,16 @@ def _keys(ws: Any, age_keys: AgeKeys) -> Any:
     return credops.key_files(ws, age_keys)
 
 
-def print_pull_request(title: str, body: str) -> None:
+def print_pull_request(title: str, body: str, branch: str, into: str) -> None:
+    """The pull request to open for a commit written on a new branch, and how (the hint
+    goes to standard error, with the notes and warnings)."""
     click.echo(f"\nPull request title:\n{title}\n\nPull request body:\n{body}")
+    target = f" into {into}" if into != "HEAD" else ""  # from a detached HEAD: unknown
+    click.echo(
+        f"next: push it (`git push -u origin {branch}`) and open a pull request{target} "
+        "with this title and body",
+        err=True,
+    )
 
 
 def _report(report: dict[str, object], change: Any, written: Any, body: str | None) -> None:
@@ -274,7 +282,7 @@ def _toggle(
         click.echo(f"  {said}")
         click.echo("".join(f"    {line}\n" for line in lines), nl=False)
         if branch and written is not None:
-            print_pull_request(change.subject, body)
+            print_pull_request(change.subject, body, written.branch, change.target.branch)
     warn_if_unpushable(written)
 
 
@@ -411,5 +419,5 @@ def rollback(
             )
         click.echo("\n".join(diff.render_text([d]).splitlines()[1:]))
         if branch and written is not None:
-            print_pull_request(change.subject, body)
+            print_pull_request(change.subject, body, written.branch, change.target.branch)
     warn_if_unpushable(written)

@@ -66,6 +66,10 @@ def test_activation_as_a_pull_request(pipe: Pipeline) -> None:
     assert pipe.tip("staging") == target  # the target itself is untouched
     assert git(pipe.path, "rev-parse", "activate/hello^") == target
     assert "Activate hello in staging (commit " in result.out
+    assert result.err == (
+        "next: push it (`git push -u origin activate/hello`) and open a pull request into "
+        f"{pipe.ref('staging')} with this title and body\n"
+    )
     assert "Pull request title:\nActivate hello in staging\n" in result.out
     body = result.out.split("Pull request body:\n", 1)[1]
     assert body.startswith("soaked\n\n### `hello` v1: active in staging\n")
@@ -263,6 +267,7 @@ def test_restore_as_a_pull_request_leaves_the_work_tree_alone(pipe: Pipeline) ->
     assert result.out.startswith(f"Restore hello to revision {first[:12]} (commit ")
     assert "on restore/hello)" in result.out.splitlines()[0]
     assert "Pull request body:\nPuts back `hello` as of " + first in result.out
+    assert f"a pull request into {pipe.ref('development')} with this title" in result.err
     assert pipe.tip("development") == edited, "the environment's branch does not move"
     assert wip.read_text() == V3 + "# unfinished\n", "nothing uncommitted is touched"
     assert not git(pipe.path, "for-each-ref", "refs/loomgit/backups/"), "nothing to back up"

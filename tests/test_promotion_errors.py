@@ -263,6 +263,10 @@ def test_detached_head_is_read_and_written_only_onto_a_new_branch(pipe: Pipeline
         assert pipe.snapshot() == before, write
     made = pipe.run("promote", "hello", "--to", "production", "--branch", "promote/hello")
     assert made.code == 0, made.err
+    assert made.err.endswith(  # the target's branch is not known at a detached HEAD
+        "next: push it (`git push -u origin promote/hello`) and open a pull request with this"
+        " title and body\n"
+    )
     assert git(pipe.path, "rev-parse", "promote/hello^") == head
     assert git(pipe.path, "rev-parse", "HEAD") == head
 
