@@ -372,6 +372,17 @@ def schema(folder: Path | None, kind: str | None) -> None:
 # Commands defined in other modules register themselves on `cli` when imported.
 from loomgit import cli_credentials, cli_inspect, cli_promote, cli_run, cli_serve  # noqa: E402, F401
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)  # Click 8.2 and later
+
+
+def _as_ours(message: str) -> str:
+    """Click's sentence as loomgit words its errors: `No such option '--to'. Did you
+    mean '--to-version'?` is `no such option '--to' (did you mean '--to-version'?)`."""
+    said, _, guess = message.partition(". Did you mean ")
+    said = said.rstrip(".")
+    said = said[:1].lower() + said[1:]
+    return f"{said} (did you mean {guess.rstrip('?')}?)" if guess else said
+
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: one handler turns every failure into a message and an exit code."""
@@ -384,8 +395,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # Click's own: a bad option, value or file
+        if _NO_ARGS_IS_HELP is not None and isinstance(exc, _NO_ARGS_IS_HELP):
+            exc.show()  # a group named alone (`loomgit keys`): its help, as it asks
+            sys.exit(exc.exit_code)
+        click.echo(f"error: {printable(_as_ours(exc.format_message()))}", err=True)
+        if isinstance(exc, click.UsageError):
+            command = exc.ctx.command_path if exc.ctx else "loomgit"
+            click.echo(f"hint: `{command} --help` lists its options, with examples", err=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)

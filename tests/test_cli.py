@@ -32,6 +32,22 @@ def test_every_command_has_help_with_an_example(name: str, cli: Callable[..., Re
     assert result.code == 0 and "Usage: loomgit" in result.out
 
 
+def test_click_usage_errors_read_as_loomgit_errors(cli: Callable[..., Result]) -> None:
+    """An unknown option or command, or a value outside a choice, is one `error:` line
+    with a hint, as every other refusal; a group named alone still shows its help."""
+    result = cli("validate", "--format", "xml")
+    assert result.code == 2 and result.err == (
+        "error: invalid value for '--format': 'xml' is not one of 'text', 'json', 'github'\n"
+        "hint: `loomgit validate --help` lists its options, with examples\n"
+    )
+    result = cli("promot")
+    assert result.code == 2
+    assert result.err.startswith("error: no such command 'promot' (did you mean 'promote'?)\n")
+    assert "hint: `loomgit --help`" in result.err
+    result = cli("keys")
+    assert result.code in (0, 2) and "Usage: loomgit keys" in result.out + result.err
+
+
 def test_every_command_is_documented_in_the_readme() -> None:
     readme = (PROJECT / "README.md").read_text()
     for name in _commands():
@@ -41,7 +57,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
 def test_version_and_unknown_command(cli: Callable[..., Result]) -> None:
     assert cli("--version").out.startswith("loomgit, version")
     result = cli("frobnicate")
-    assert result.code == 2 and "No such command" in result.err
+    assert result.code == 2 and "error: no such command 'frobnicate'\n" in result.err
 
 
 def test_unexpected_error_exits_3_with_a_report(

@@ -43,10 +43,11 @@ BAD = [
     (
         ["rollback", "hello", "--env", "staging", "--to", "1"],
         2,
-        "No such option '--to'. Did you mean '--to-version'?",
+        "error: no such option '--to' (did you mean '--to-version'?)\n"
+        "hint: `loomgit rollback --help` lists its options, with examples\n",
     ),
-    (["show", "hello", "--ver", "1"], 2, "Did you mean '--version'?"),
-    (["promote", "hello", "--to", "staging", "--bogus"], 2, "No such option '--bogus'.\n"),
+    (["show", "hello", "--ver", "1"], 2, "(did you mean '--version'?)"),
+    (["promote", "hello", "--to", "staging", "--bogus"], 2, "error: no such option '--bogus'\n"),
     (["show", "ghost"], 1, "ghost is not in development"),
     (["show", "hello", "--version", "1"], 1, "revisions, not versions"),
     (["diff", "ghost", "--from", "development", "--to", "staging"], 1, "ghost is not in"),
@@ -113,8 +114,8 @@ BAD = [
         "hint: loomgit diff hello --to staging --format json --repo ",
     ),
     (["credentials", "copy", "db", "staging"], 2, "loomgit credentials copy db --from staging"),
-    (["promote", "hello"], 2, "Error: Missing option '--to'."),
-    (["activate", "--env", "staging"], 2, "Error: Missing argument 'WORKFLOW'."),
+    (["promote", "hello"], 2, "error: missing option '--to'\n"),
+    (["activate", "--env", "staging"], 2, "error: missing argument 'WORKFLOW'\n"),
     # A typo of a workflow the environment has is named in the hint.
     (["promote", "helo", "--to", "staging"], 1, "hint: did you mean hello?"),
     (["activate", "hellow", "--env", "development"], 1, "hint: did you mean hello?"),
