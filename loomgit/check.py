@@ -11,7 +11,7 @@ from pathlib import Path
 from loomgit import envstate, yamlio
 from loomgit.credentials import GLOBAL_FILE_BRANCHES, SCOPED_FILE, SOPS_CONFIG
 from loomgit.documents import DocumentCache, digest
-from loomgit.errors import RepositoryError
+from loomgit.errors import LoomgitError, RepositoryError
 from loomgit.layout import ENV_FILE, VARS_FILE, branch_tip, load_config
 from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
 from loomgit.problems import Problem, first_changed_line, sort_key
@@ -298,12 +298,61 @@ def _check_commit(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
                 f"{name} that it does not contain",
             )
         )
+    return problems, _reviewed(short, subject, problems, "; ".join(did) or "no environment changed")
+
+
+def _reviewed(short: str, subject: str, problems: list[Problem], did: str) -> str:
+    """One commit's line in the report: its subject and what it did, or its errors."""
     title = subject if len(subject) <= 60 else subject[:59] + "…"
-    if problems:
-        verdict = f"{len(problems)} error{'s' * (len(problems) != 1)}"
-    else:
-        verdict = "; ".join(did) or "no environment changed"
-    return problems, f"{short} {title} — {verdict}"
+    count = len(problems)
+    return f"{short} {title} — {f'{count} error' + 's' * (count != 1) if count else did}"
+
+
+def _check_merge(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
+    """A merge takes each side's commits, which are checked one by one; what it may add
+    of its own is a conflict's resolution. An environment's record of a workflow after a
+    merge must be one of its parents' records of it (git may take one side's record and
+    the other's of another workflow), and a workflow file one of its parents' files: a
+    version, a source or a file changed while resolving is a change by hand."""
+    parents = ctx.git.run("rev-parse", f"{commit}^@").decode().split()
+    subject, _, _ = parse_message(ctx.git.commit_info(commit)["message"])
+    # The files that differ from every parent: only those did the merge itself make.
+    out = ctx.git.run("diff-tree", "-r", "-z", "-c", "--name-only", "--no-commit-id", commit)
+    paths = [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+    short = commit[:12]
+    problems: list[Problem] = []
+    for path in paths:
+        where = ctx.split(path)
+        if where is None or where[0] not in ctx.config.names or where[0] == ctx.config.first:
+            continue
+        env, rel = where
+        if rel == ENV_FILE:
+            try:
+                new = envstate.records(ctx.git.blob_at(commit, path))
+                sides = [envstate.records(ctx.git.blob_at(p, path)) for p in parents]
+            except LoomgitError:  # a file that does not parse: validate reports it
+                continue
+            for name in sorted(set(new).union(*sides)):
+                if not any(side.get(name) == new.get(name) for side in sides):
+                    problems.append(
+                        Problem(
+                            "LG600",
+                            f"commit {short} (a merge): the record of {name} in {env} is "
+                            "neither side's; resolve a conflict by taking one side's record, "
+                            "then promote, activate or roll back again",
+                            path,
+                        )
+                    )
+        elif rel.startswith("workflows/") and rel.count("/") == 1 and rel.endswith(".yaml"):
+            problems.append(
+                Problem(
+                    "LG600",
+                    f"commit {short} (a merge): {rel[len('workflows/') : -len('.yaml')]} in "
+                    f"{env} is neither side's; resolve a conflict by taking one side's file",
+                    path,
+                )
+            )
+    return problems, _reviewed(short, subject, problems, "a merge, adding nothing of its own")
 
 
 def _what(env: str, name: str, new: WorkflowState, old: WorkflowState | None) -> str:
@@ -374,12 +423,15 @@ def check_promotion(
         config = load_config(root, git, cache, head_commit)
         head_env = _branch_env(git, config, head_commit, head)
         ctx = _Context(root, git, config, head_env)
-        commits = git.run("rev-list", "--reverse", "--no-merges", f"{base_commit}..{head_commit}")
+        commits = git.run("rev-list", "--reverse", "--parents", f"{base_commit}..{head_commit}")
         problems: list[Problem] = []
-        listed = commits.decode().split()
+        listed = [line.split() for line in commits.decode().splitlines()]
         reviewed = []
-        for commit in listed:
-            found, line = _check_commit(ctx, commit)
+        for commit, *parents in listed:
+            if len(parents) > 1:
+                found, line = _check_merge(ctx, commit)
+            else:
+                found, line = _check_commit(ctx, commit)
             problems += found
             reviewed.append(line)
     span = f"{len(listed)} commit{'s' * (len(listed) != 1)} {base_commit[:12]}..{head_commit[:12]}"

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import AgeKey, Result, git
+from conftest import HELLO, AgeKey, Result, git
 from pipeline import Pipeline
+from test_promotion import V2
 
 BAD = [
     (["promote", "hello", "--to", "qa"], 2, "unknown environment 'qa'"),
@@ -328,3 +329,38 @@ def test_range_with_a_root_commit(pipe: Pipeline) -> None:
     git(pipe.path, "commit", "-q", "-m", "unrelated history")
     result = pipe.run("check-promotion", "--base", base, "--head", "elsewhere", "--no-validate")
     assert result.code == 0, result.err
+
+
+def test_a_merge_may_only_take_each_sides_records(pipe: Pipeline) -> None:
+    """A merge (main into a pull request's branch, to bring it up to date) takes each
+    side's commits, which are checked one by one; it passes when git merged the two
+    sides' records, and is refused when resolving a conflict made a record neither side
+    has (a version typed by hand), which it hid from the check before."""
+    bye = HELLO.replace("name: hello", "name: bye").replace("path: hello", "path: bye")
+    pipe.edit("bye", bye)
+    assert pipe.run("promote", "hello", "bye", "--to", "staging").code == 0
+    git(pipe.path, "switch", "-q", "-c", "pr")
+    pipe.edit("hello", V2)
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    git(pipe.path, "switch", "-q", "main")
+    pipe.edit("bye", bye.replace("      type: log\n", "      type: log\n      timeout: 5s\n"))
+    assert pipe.run("promote", "bye", "--to", "staging").code == 0
+    git(pipe.path, "switch", "-q", "pr")
+    git(pipe.path, "merge", "-q", "--no-edit", "main")
+    check = pipe.run("check-promotion", "--base", "main")
+    assert check.code == 0, check.out
+    assert " — hello v2 promoted to staging\n" in check.out
+    assert "Merge branch 'main' into pr — a merge, adding nothing of its own\n" in check.out
+    git(pipe.path, "reset", "-q", "--hard", "HEAD^")
+    git(pipe.path, "merge", "-q", "--no-commit", "main")
+    state = pipe.path / "environments/staging/environment.yaml"
+    state.write_text(state.read_text().replace("version: 2", "version: 9", 1))
+    git(pipe.path, "commit", "-q", "-am", "Merge main")
+    check = pipe.run("check-promotion", "--base", "main", "--no-validate")
+    merge = git(pipe.path, "rev-parse", "HEAD")[:12]
+    assert check.code == 1
+    assert check.out.startswith(
+        f"environments/staging/environment.yaml: error[LG600]: commit {merge} (a merge): the"
+        " record of bye in staging is neither side's; resolve a conflict by taking one side's"
+        " record, then promote, activate or roll back again\n"
+    ), check.out
