@@ -308,13 +308,12 @@ def _reviewed(short: str, subject: str, problems: list[Problem], did: str) -> st
     return f"{short} {title} — {f'{count} error' + 's' * (count != 1) if count else did}"
 
 
-def _check_merge(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
+def _check_merge(ctx: _Context, commit: str, parents: list[str]) -> tuple[list[Problem], str]:
     """A merge takes each side's commits, which are checked one by one; what it may add
     of its own is a conflict's resolution. An environment's record of a workflow after a
     merge must be one of its parents' records of it (git may take one side's record and
     the other's of another workflow), and a workflow file one of its parents' files: a
     version, a source or a file changed while resolving is a change by hand."""
-    parents = ctx.git.run("rev-parse", f"{commit}^@").decode().split()
     subject, _, _ = parse_message(ctx.git.commit_info(commit)["message"])
     # The files that differ from every parent: only those did the merge itself make.
     out = ctx.git.run("diff-tree", "-r", "-z", "-c", "--name-only", "--no-commit-id", commit)
@@ -429,7 +428,7 @@ def check_promotion(
         reviewed = []
         for commit, *parents in listed:
             if len(parents) > 1:
-                found, line = _check_merge(ctx, commit)
+                found, line = _check_merge(ctx, commit, parents)
             else:
                 found, line = _check_commit(ctx, commit)
             problems += found
