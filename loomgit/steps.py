@@ -120,10 +120,11 @@ _alive = threading.BoundedSemaphore(PLUGIN_THREADS)
 
 
 async def _in_thread(name: str, body: Callable[[Any, StepContext], Any], *args: Any) -> Any:
-    if not _alive.acquire(blocking=False):
+    alive = _alive  # the one released, even if the module's is replaced meanwhile
+    if not alive.acquire(blocking=False):
         raise StepError(
-            f"{PLUGIN_THREADS} calls of plugin steps are still running in this process, "
-            "some after their steps timed out; no thread is started for another"
+            f"{PLUGIN_THREADS} calls of plain plugin steps are running in this process (a call"
+            " whose step timed out goes on until it returns); none is started until one ends"
         )
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
@@ -145,11 +146,15 @@ async def _in_thread(name: str, body: Callable[[Any, StepContext], Any], *args: 
         except BaseException as exc:  # sys.exit() in a plugin stops its step only
             error = StepError(f"{type(exc).__name__} raised in the step's run function", False)
         finally:
-            _alive.release()
+            alive.release()
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
             loop.call_soon_threadsafe(settle, value, error)
 
-    threading.Thread(target=call, name=f"loomgit-step-{name}", daemon=True).start()
+    try:
+        threading.Thread(target=call, name=f"loomgit-step-{name}", daemon=True).start()
+    except RuntimeError as exc:  # the system would not start another thread
+        alive.release()
+        raise StepError(f"cannot start a thread for the step: {exc}") from None
     return await done
 
 

@@ -310,3 +310,32 @@ def test_a_plain_plugin_that_hangs_holds_no_other_step(
         "no result within 0.05s (the nap step's run function is not async: it cannot be"
         " stopped, and goes on in its thread until it returns)"
     )
+
+
+def test_past_the_cap_a_plain_plugin_step_fails_at_once(
+    odd_plugins: None,
+    repo: Repo,
+    cli: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls that never return could otherwise start threads without end."""
+    import threading
+
+    from loomgit import steps as kinds
+
+    monkeypatch.setattr(kinds, "_alive", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(kinds, "PLUGIN_THREADS", 1)
+    repo.write(
+        repo.wf("development", "odd"),
+        _workflow(
+            "    - {id: n, type: nap, timeout: 50ms, on_error: continue, with: {text: x}}\n"
+            "    - {id: s, type: stamp, with: {text: done}}\n"
+        ),
+    )
+    result = cli("run", "odd", "--repo", repo.path, "--state-dir", tmp_path / "state")
+    assert result.code == 1
+    assert (
+        "step s failed: 1 calls of plain plugin steps are running in this process (a call whose"
+        " step timed out goes on until it returns); none is started until one ends"
+    ) in result.err, result.err
