@@ -53,7 +53,34 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Const(node, frame)
 
 
-class _MissingKey(jinja2.StrictUndefined):
+class _Missing(jinja2.UndefinedError):
+    """A key or item a value lacks: `obj` is the value, `name` what was asked of it."""
+
+    def __init__(self, message: str | None, obj: Any, name: Any) -> None:
+        super().__init__(message)
+        self.obj, self.name = obj, name
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """Jinja's strict undefined value, whose error keeps the value that lacked the key, so
+    that the message can say which path it was and what it has (`_lacking`)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = jinja2.utils.missing,
+        name: str | None = None,
+        exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError,
+    ) -> None:
+        super().__init__(hint, obj, name, exc)
+        if hint is None and exc is jinja2.UndefinedError and obj is not jinja2.utils.missing:
+            # Jinja calls it with the message alone, as it would the exception's class.
+            self._undefined_exception = functools.partial(_Missing, obj=obj, name=name)  # type: ignore[assignment]
+
+
+class _MissingKey(_Undefined):
     """A key a mapping lacks that is also the name of one of its methods (`order.items`
     of an order sent without items): missing, as any other key would be (an error when
     used; `is defined` is false and `default` applies), though calling it calls the
@@ -115,16 +142,21 @@ def _value(value: Any) -> Any:
 def sandbox() -> ImmutableSandboxedEnvironment:
     """The one Jinja2 environment: templates are checked and rendered by the same rules."""
     return _Sandbox(
-        undefined=jinja2.StrictUndefined,
+        undefined=_Undefined,
         autoescape=False,
         keep_trailing_newline=True,
         finalize=_value,
     )
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, source: str, context: Mapping[str, Any]) -> str:
+    """One sentence for what a template (`source`, as Jinja parses it) raised."""
+    if isinstance(exc, _Missing):
+        return _lacking(exc, source, context)
     if isinstance(exc, jinja2.UndefinedError):
-        return f"{exc.message} (not in the context)"
+        if exc.message and exc.message.endswith(" is undefined"):
+            return f"{exc.message} (a template sees: {', '.join(context)})"
+        return exc.message or "undefined"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"invalid template: {exc.message}"
     if isinstance(exc, jinja2.exceptions.SecurityError):
@@ -132,6 +164,105 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, _NotAValue):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+_SHOWN_KEYS = 8
+
+
+def _lacking(exc: _Missing, source: str, context: Mapping[str, Any]) -> str:
+    """`trigger.body has no key 'total' (its keys: id, lines)`: the path in the template
+    whose value lacked the key, found by reading each access chain of the template that
+    ends in that key, where Jinja says only "'dict object' has no attribute 'total'"."""
+    obj, name = exc.obj, exc.name
+    chains: list[tuple[Any, ...]] = []
+    try:
+        for node in sandbox().parse(source).find_all((nodes.Getattr, nodes.Getitem)):
+            chain = _access_chain(node)
+            if chain and len(chain) > 1 and chain[-1] == name:
+                chains.append(chain)
+    except jinja2.TemplateSyntaxError:
+        pass  # it compiled, so it parses; Jinja's own words are the fallback
+    found = [c for c in chains if c[0] in context and _lookup(context, c[:-1]) is obj]
+    if found:
+        path = found[0][:-1]
+    elif len({c[:-1] for c in chains}) == 1:  # a loop's variable, say: `m.email`
+        path = chains[0][:-1]
+    else:
+        return exc.message or f"no key {name!r}"
+    where = _dotted(path)
+    if isinstance(obj, Mapping):
+        keys = [_short(str(k)) for k in obj]
+        shown = ", ".join(keys[:_SHOWN_KEYS]) + (
+            f", … ({len(keys)} keys)" if len(keys) > _SHOWN_KEYS else ""
+        )
+        said = f"{where} has no key {name!r} " + (
+            f"(its keys: {shown})" if keys else "(it is empty)"
+        )
+    elif isinstance(obj, list | tuple) and isinstance(name, int):
+        said = f"{where} has no item {name} (it holds {len(obj)})"
+    else:
+        said = f"{where} is {_kind(obj)}, so it has no key {name!r}"
+    if len(path) > 2 and path[0] == "steps" and path[2] == "output":
+        step = context["steps"].get(path[1]) if isinstance(context.get("steps"), Mapping) else None
+        if isinstance(step, Mapping) and step.get("status") not in (None, "succeeded"):
+            said += f" (step {path[1]} {str(step['status']).replace('_', ' ')})"
+    return said
+
+
+def _access_chain(node: nodes.Node) -> tuple[Any, ...] | None:
+    """`a.b['c'][0]` as ('a', 'b', 'c', 0); None unless each access is a constant."""
+    parts: list[Any] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            parts.append(node.arg.value)
+        elif isinstance(node, nodes.Name):
+            return (node.name, *reversed(parts))
+        else:
+            return None
+        node = node.node
+
+
+def _lookup(context: Mapping[str, Any], chain: tuple[Any, ...]) -> Any:
+    """The value `chain` reads as the sandbox would, or a fresh object when it cannot."""
+    value: Any = context
+    for key in chain:
+        if (isinstance(value, Mapping) and key in value) or (
+            isinstance(value, list | tuple)
+            and isinstance(key, int)
+            and -len(value) <= key < len(value)
+        ):
+            value = value[key]
+        else:
+            return object()
+    return value
+
+
+def _dotted(chain: tuple[Any, ...]) -> str:
+    """('trigger', 'headers', 'x-id', 0) as `trigger.headers['x-id'][0]`."""
+    out = str(chain[0])
+    for key in chain[1:]:
+        out += f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+    return out
+
+
+def _short(key: str, most: int = 40) -> str:
+    return key if len(key) <= most else key[: most - 1] + "…"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -159,7 +290,7 @@ def render_string(text: str, context: dict[str, Any]) -> Any:
             return _value(_defined(_expression(whole.group(1).strip())(**context)))
         return _template(text).render(context)
     except Exception as exc:  # a template may raise anything; each becomes a failed step
-        raise RenderError(_reason(exc)) from None
+        raise RenderError(_reason(exc, text, context)) from None
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:
@@ -193,4 +324,4 @@ def evaluate(expression: str, context: dict[str, Any]) -> Any:
     try:
         return _value(_defined(_expression(source)(**context)))
     except Exception as exc:  # as above: the step fails with the reason
-        raise RenderError(_reason(exc)) from None
+        raise RenderError(_reason(exc, "{{ (" + source + ") }}", context)) from None

@@ -167,7 +167,7 @@ def test_a_failed_run_exits_1(repo: Repo, cli: Cli, age_key: AgeKey, state: Path
     result = cli("run", "hello", "--age-key-file", dev_key(age_key), "--repo", repo.path)
     assert result.code == 1
     assert "✗ greet" in result.out
-    failed = "error: step greet failed: with.text: 'dict object' has no attribute 'name'"
+    failed = "error: step greet failed: with.text: trigger.body has no key 'name' (it is empty)"
     assert failed in result.err
     [listed] = json.loads(cli("executions", "--format", "json").out)
     assert listed["status"] == "failed"

@@ -261,8 +261,7 @@ def test_template_error_at_run_time_is_a_failed_step(history: History) -> None:
     ex = run(dep, history, {"order": 1})
     assert ex.status == "failed" and ex.stopped_at == "greet"
     assert ex.error == (
-        "step greet failed: with.text: 'dict object' has no attribute 'customer' (not in the"
-        " context)"
+        "step greet failed: with.text: trigger.body has no key 'customer' (its keys: order)"
     )
     nested = deployment(
         """
@@ -274,8 +273,63 @@ def test_template_error_at_run_time_is_a_failed_step(history: History) -> None:
     )
     ex = run(nested, history, {"email": "a@example.com"})
     assert ex.error == (
-        "step post failed: with.json.members[1].email: 'nope' is undefined (not in the context)"
+        "step post failed: with.json.members[1].email: 'nope' is undefined (a template sees:"
+        " trigger, steps, credentials, vars, env, workflow)"
     )
+
+
+def test_a_missing_key_names_its_path_and_what_is_there(history: History) -> None:
+    """Jinja says "'dict object' has no attribute 'total'"; the error names the path that
+    lacked it and what that holds, so the sender's mistake can be told from the author's."""
+    body = {
+        "id": "o4",
+        "lines": [{"sku": "a"}],
+        "customer": None,
+        "name": "ada",
+        "wide": {f"k{i}": i for i in range(12)},
+    }
+    cases = {
+        "{{ (trigger.body.total * 100) | int }}": (
+            "trigger.body has no key 'total' (its keys: id, lines, customer, name, wide)"
+        ),
+        "{{ trigger.body.customer.name }}": (
+            "trigger.body.customer is null, so it has no key 'name'"
+        ),
+        "{{ trigger.body.lines[3].sku }}": "trigger.body.lines has no item 3 (it holds 1)",
+        "{{ trigger.body.name.first }}": "trigger.body.name is text, so it has no key 'first'",
+        "{{ trigger.body.wide.k99 }}": (
+            "trigger.body.wide has no key 'k99' (its keys: k0, k1, k2, k3, k4, k5, k6, k7, …"
+            " (12 keys))"
+        ),
+        # A loop's variable is named as the template names it.
+        "{% for line in trigger.body.lines %}{{ line.qty }}{% endfor %}": (
+            "line has no key 'qty' (its keys: sku)"
+        ),
+        # The key a `default` covers is not the one reported.
+        "{{ trigger.body.mode | default('ok') }} {{ trigger.body['mode'] }}": (
+            "trigger.body has no key 'mode' (its keys: id, lines, customer, name, wide)"
+        ),
+        "{{ credentials.shop.secret }}": "credentials.shop has no key 'secret' (its keys: token)",
+        "{{ steps.lookup.output.json }}": (
+            "steps.lookup.output is null, so it has no key 'json' (step lookup skipped)"
+        ),
+    }
+    for template, reason in cases.items():
+        dep = deployment(
+            f"""
+            - id: lookup
+              type: set
+              with: {{a: 1}}
+              when: "false"
+            - id: use
+              type: set
+              with: {{value: {json.dumps(template)}}}
+            """,
+            credentials={"shop": {"token": "tok-3fd9a1c7e2"}},
+        )
+        ex = run(dep, history, body)
+        assert ex.error == f"step use failed: with.value: {reason}", template
+        assert "tok-3fd9a1c7e2" not in json.dumps(history.get(ex.id).to_json())
 
 
 def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> None:
@@ -300,7 +354,7 @@ def test_a_missing_key_named_like_a_dict_method_is_missing(history: History) -> 
     assert ex.steps[0].output == {"items": [], "known": False, "pairs": "number=7", "got": 7}
     assert ex.status == "failed" and ex.stopped_at == "lines"
     assert ex.error == (
-        "step lines failed: with.lines: 'dict object' has no attribute 'items' (not in the context)"
+        "step lines failed: with.lines: trigger.body.order has no key 'items' (its keys: number)"
     )
     assert "built-in method" not in json.dumps(history.get(ex.id).to_json())
     # A method named without calling it is no value to record or send on either.
@@ -347,7 +401,7 @@ def test_when_error_is_a_failed_step(history: History) -> None:
     ex = run(dep, history, {})
     assert ex.status == "succeeded"
     assert ex.steps[0].status == "failed"
-    assert ex.output["b"] == ("when: 'dict object' has no attribute 'flags' (not in the context)")
+    assert ex.output["b"] == "when: trigger.body has no key 'flags' (it is empty)"
 
 
 def test_rendered_parameters_are_validated(history: History) -> None:
