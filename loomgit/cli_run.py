@@ -402,14 +402,16 @@ def executions(
         for hint in dict.fromkeys(filter(None, hints)):
             click.echo(f"hint: {hint}", err=True)
         return
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("id", "started (UTC)", "env", "workflow", "ver", "trigger", "status", "took"):
-        table.add_column(column, no_wrap=True)
-    for ex, data in zip(found, rows, strict=True):
-        table.add_row(
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=240)
+    header = ("id", "started (UTC)", "env", "workflow", "ver", "trigger", "status", "took")
+    cells: list[tuple[str, ...]] = [
+        (
             ex.id,
             _short_time(data["started_at"]),
             ex.environment,
@@ -419,10 +421,24 @@ def executions(
             f"{STATUS_MARK.get(ex.status, '?')} {ex.status}",
             _duration(ex.duration_ms),
         )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=240)
+        for ex, data in zip(found, rows, strict=True)
+    ]
+    table = Table(box=None, pad_edge=False)
+    for column in header:
+        table.add_column(column, no_wrap=True)
+    # Why each one failed, in what width the other columns leave (`show ID` has the rest).
+    widths = [max(cell_len(text) for text in column) for column in zip(header, *cells, strict=True)]
+    room = console.width - sum(widths) - 2 * len(widths)
+    errors = [" ".join((ex.error or "").split()) for ex in found]
+    if room >= _ERROR_ROOM and any(errors):
+        table.add_column("error", no_wrap=True, overflow="ellipsis", max_width=room)
+        cells = [(*row, error) for row, error in zip(cells, errors, strict=True)]
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
+
+
+_ERROR_ROOM = 20  # the narrowest error column worth showing
 
 
 def _block(label: str, value: Any, indent: str = "      ") -> None:

@@ -171,6 +171,9 @@ def test_a_failed_run_exits_1(repo: Repo, cli: Cli, age_key: AgeKey, state: Path
     assert failed in result.err
     [listed] = json.loads(cli("executions", "--format", "json").out)
     assert listed["status"] == "failed"
+    # The list says why, in the width the other columns leave.
+    [_, row] = cli("executions").out.splitlines()
+    assert row.split()[-12:] == failed.split()[1:]
     shown = cli("executions", "show", listed["id"][:10])
     assert shown.code == 0
     assert "stopped at:  greet" in shown.out
