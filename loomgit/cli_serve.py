@@ -216,6 +216,12 @@ def _interval(text: str) -> float:
     "triggers are answered 503 with Retry-After.",
 )
 @click.option(
+    "--metrics-by-workflow",
+    is_flag=True,
+    help="Count executions finished (loomgit_executions_total) by workflow too: one "
+    "series per workflow, environment and status seen.",
+)
+@click.option(
     "--prune-older-than",
     metavar="AGE",
     help="Delete finished executions older than this (30d, 2w…), as `loomgit executions "
@@ -244,6 +250,7 @@ def serve(
     log_format: str,
     runners: int | None,
     max_backlog: int,
+    metrics_by_workflow: bool,
     prune_older_than: str | None,
     prune_keep: int | None,
     age_keys: AgeKeys,
@@ -300,6 +307,7 @@ def serve(
         reread=lambda: (_tokens(api_token_file), _git_secret(git_webhook_secret_file)),
         runners=default_runners() if runners is None else runners,
         max_backlog=max_backlog,
+        metrics_by_workflow=metrics_by_workflow,
         log_format=log_format,
         prune_older_than=_retention_age(prune_older_than) if prune_older_than else None,
         prune_keep=prune_keep,

@@ -58,6 +58,7 @@ class Settings:
     git_webhook_secret: bytes | None = None
     runners: int = 0  # runner processes; 0 runs executions in the daemon's event loop
     max_backlog: int = 50_000  # accepted executions not yet ended, past which 503
+    metrics_by_workflow: bool = False  # a `workflow` label on loomgit_executions_total
     log_format: str = "text"
     prune_older_than: float | None = None  # seconds; executions older are deleted
     prune_keep: int | None = None  # executions kept per environment at most
@@ -75,7 +76,7 @@ class Daemon:
     engine: Engine = field(init=False)
     recorder: AsyncRecorder = field(init=False)
     dispatch: Dispatcher = field(init=False)
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
     _scheduler: Scheduler | None = None
     _synced: dict[str, Served] = field(default_factory=dict)
     _schedule_runs: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -90,6 +91,7 @@ class Daemon:
     _unrecorded_logged: float = -UNRECORDED_LOG_EVERY
 
     def __post_init__(self) -> None:
+        self.metrics = Metrics(by_workflow=self.settings.metrics_by_workflow)
         older_than, keep = self.settings.prune_older_than, self.settings.prune_keep
         retention = Retention.wanted(self.history, older_than, keep, self._pruned)
         self.recorder = AsyncRecorder(  # with runners, their writer process prunes
@@ -352,8 +354,11 @@ class Daemon:
         """Executions the retention deleted (in the writer's process or thread)."""
         self.metrics.child(self.metrics.pruned, environment).inc(count)
 
-    def _finished(self, environment: str, status: str) -> None:
-        self.metrics.child(self.metrics.finished, environment, status).inc()
+    def _finished(self, environment: str, workflow: str, status: str) -> None:
+        if self.metrics.by_workflow:
+            self.metrics.child(self.metrics.finished, environment, workflow, status).inc()
+        else:
+            self.metrics.child(self.metrics.finished, environment, status).inc()
 
     async def _fire(self, entry: Entry, at: datetime) -> None:
         served = self.reconciler.served.get(entry.environment)

@@ -80,8 +80,9 @@ class Dispatcher(Protocol):
     """Records accepted executions and runs them."""
 
     initial_status: str  # what an execution is recorded as when accepted
-    # Told each execution's environment and status as it ends (the daemon counts them).
-    on_end: Callable[[str, str], None] | None
+    # Told each execution's environment, workflow and status as it ends (the daemon
+    # counts them).
+    on_end: Callable[[str, str, str], None] | None
 
     async def start(self) -> None: ...
 
@@ -114,7 +115,7 @@ class InProcess:
         self,
         engine: Engine,
         recorder: AsyncRecorder,
-        on_end: Callable[[str, str], None] | None = None,
+        on_end: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
@@ -130,7 +131,7 @@ class InProcess:
     async def _run(self, dep: Deployment, trigger: TriggerEvent, ex: Execution) -> Outcome:
         final = await self.engine.run(dep, trigger, ex)
         if self.on_end is not None:
-            self.on_end(final.environment, final.status)
+            self.on_end(final.environment, final.workflow, final.status)
         return final.status, final
 
     def submit(
@@ -324,7 +325,7 @@ class RunnerPool:
         count: int,
         history: History,
         log_format: str = "text",
-        on_end: Callable[[str, str], None] | None = None,
+        on_end: Callable[[str, str, str], None] | None = None,
         retention: tuple[float | None, int | None] = (None, None),
         on_pruned: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -479,7 +480,7 @@ class RunnerPool:
         for runner in self.runners:
             runner.held.discard(ident)
         if self.on_end is not None:
-            self.on_end(kept[1], status)  # the row's environment (writer.execution_row)
+            self.on_end(kept[1], kept[2], status)  # the row's (writer.execution_row)
         if not fut.done():
             fut.set_result((status, record))
 

@@ -30,8 +30,12 @@ _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, by_workflow: bool = False) -> None:
+        """`by_workflow`: executions finished are counted by workflow too (one series
+        per workflow, environment and status seen: with thousands of workflows, more to
+        store and a longer scrape)."""
         r = self.registry = CollectorRegistry()
+        self.by_workflow = by_workflow
         # The daemon process's memory, CPU, open files and start time (`process_…`), the
         # interpreter's collections (`python_gc_…`) and version (`python_info`), as
         # prometheus_client's default registry has them.
@@ -57,8 +61,9 @@ class Metrics:
         )
         self.finished = Counter(
             "loomgit_executions",
-            "Executions finished, by environment and status",
-            ["environment", "status"],
+            "Executions finished, by environment, status"
+            + (" and workflow" if by_workflow else " (and workflow with --metrics-by-workflow)"),
+            ["environment", "workflow", "status"] if by_workflow else ["environment", "status"],
             registry=r,
         )
         self.unrecorded = Counter(

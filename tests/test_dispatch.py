@@ -141,11 +141,11 @@ def test_the_daemon_keeps_no_trigger_of_an_execution_a_runner_holds(tmp_path: Pa
     for sock in (runner_end, writer_end):
         sock.setblocking(False)
 
-    async def main() -> tuple[bool, list[Any], list[tuple[str, str]]]:
+    async def main() -> tuple[bool, list[Any], list[tuple[str, ...]]]:
         loop = asyncio.get_running_loop()
-        ended: list[tuple[str, str]] = []
+        ended: list[tuple[str, ...]] = []
         with History(tmp_path / "history.db") as history:
-            pool = RunnerPool(1, history, on_end=lambda env, status: ended.append((env, status)))
+            pool = RunnerPool(1, history, on_end=lambda *told: ended.append(told))
             runner_t, runner_frames = await loop.create_connection(
                 lambda: _Frames(pool._from_runner), sock=to_runner
             )
@@ -199,7 +199,7 @@ def test_the_daemon_keeps_no_trigger_of_an_execution_a_runner_holds(tmp_path: Pa
         "interrupted",
     )
     assert final.error == INTERRUPTED and final.ended_at is not None
-    assert ended == [("production", "interrupted")]
+    assert ended == [("production", "order-sync", "interrupted")]
 
 
 def test_a_runner_records_running_only_what_runs_longer_than_a_moment() -> None:

@@ -2001,6 +2001,22 @@ def _answers_as_described(daemon: Any, spec: dict[str, Any], ident: str) -> None
         Draft202012Validator({"$ref": ref}, registry=registry).validate(answer)
 
 
+def test_metrics_by_workflow_when_asked(repo: Repo, cli: Cli, start: Start) -> None:
+    """`--metrics-by-workflow` counts finished executions by workflow too, whether they
+    ran in runner processes or in the daemon's own."""
+    assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
+    for extra in ((), ("--runners", "0")):
+        daemon = start(repo, "--metrics-by-workflow", *extra)
+        code, body = daemon.request("POST", "/hooks/staging/hello", {"name": "Mo"})
+        assert code == 202, body
+        daemon.finished(body["execution"])
+        with urllib.request.urlopen(daemon.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        counted = 'environment="staging",status="succeeded",workflow="hello"} 1.0'
+        assert "loomgit_executions_total{" + counted in text, extra
+        daemon.stop()
+
+
 def test_metrics_and_openapi_describe_the_daemon(repo: Repo, cli: Cli, start: Start) -> None:
     assert cli("activate", "hello", "--env", "staging", "--repo", repo.path).code == 0
     daemon = start(repo)
