@@ -54,7 +54,8 @@ class _CodeGenerator(CodeGenerator):
 
 
 class _Missing(jinja2.UndefinedError):
-    """A key or item a value lacks: `obj` is the value, `name` what was asked of it."""
+    """A key or item a value lacks: `obj` is the value, `name` what was asked of it; or,
+    with `obj` Jinja's `missing`, a name the template has not got."""
 
     def __init__(self, message: str | None, obj: Any, name: Any) -> None:
         super().__init__(message)
@@ -75,7 +76,7 @@ class _Undefined(jinja2.StrictUndefined):
         exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError,
     ) -> None:
         super().__init__(hint, obj, name, exc)
-        if hint is None and exc is jinja2.UndefinedError and obj is not jinja2.utils.missing:
+        if hint is None and exc is jinja2.UndefinedError:
             # Jinja calls it with the message alone, as it would the exception's class.
             self._undefined_exception = functools.partial(_Missing, obj=obj, name=name)  # type: ignore[assignment]
 
@@ -151,11 +152,11 @@ def sandbox() -> ImmutableSandboxedEnvironment:
 
 def _reason(exc: Exception, source: str, context: Mapping[str, Any]) -> str:
     """One sentence for what a template (`source`, as Jinja parses it) raised."""
+    if isinstance(exc, _Missing) and exc.obj is jinja2.utils.missing:
+        return f"{exc.name!r} is undefined (a template sees: {', '.join(context)})"
     if isinstance(exc, _Missing):
         return _lacking(exc, source, context)
     if isinstance(exc, jinja2.UndefinedError):
-        if exc.message and exc.message.endswith(" is undefined"):
-            return f"{exc.message} (a template sees: {', '.join(context)})"
         return exc.message or "undefined"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"invalid template: {exc.message}"
