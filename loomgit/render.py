@@ -184,10 +184,13 @@ def _lacking(exc: _Missing, source: str, context: Mapping[str, Any]) -> str:
     except jinja2.TemplateSyntaxError:
         pass  # it compiled, so it parses; Jinja's own words are the fallback
     found = [c for c in chains if c[0] in context and _lookup(context, c[:-1]) is obj]
+    # A name the template made (a loop's `m` in `m.email`) cannot be read here: named
+    # when it is the only reading that can be meant.
+    local = {c[:-1] for c in chains if c[0] not in context}
     if found:
         path = found[0][:-1]
-    elif len({c[:-1] for c in chains}) == 1:  # a loop's variable, say: `m.email`
-        path = chains[0][:-1]
+    elif len(local) == 1 and not any(c[0] in context for c in chains):
+        path = local.pop()
     else:
         return exc.message or f"no key {name!r}"
     where = _dotted(path)

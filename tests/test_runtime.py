@@ -309,6 +309,11 @@ def test_a_missing_key_names_its_path_and_what_is_there(history: History) -> Non
         "{{ trigger.body.mode | default('ok') }} {{ trigger.body['mode'] }}": (
             "trigger.body has no key 'mode' (its keys: id, lines, customer, name, wide)"
         ),
+        # A value a filter made has no path to name: Jinja's own words, not another
+        # chain's path that happens to end in the same key.
+        "{{ trigger.body.lines[0].sku }} {{ ([{}] | first).sku }}": (
+            "'dict object' has no attribute 'sku'"
+        ),
         "{{ credentials.shop.secret }}": "credentials.shop has no key 'secret' (its keys: token)",
         "{{ steps.lookup.output.json }}": (
             "steps.lookup.output is null, so it has no key 'json' (step lookup skipped)"
