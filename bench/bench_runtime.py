@@ -6,6 +6,7 @@ Prints, against the runtime targets:
     (target >= 1,000/s, with executions in flight at once; one at a time for comparison)
   * the history query "latest 50 failed executions of one environment" among 1,000,000
     recorded executions (target <= 50 ms), and the other filters of `loomgit executions`
+  * `loomgit executions summary` over the last day, week and month of that history
 
     python bench/bench_runtime.py [--executions 20000] [--rows 1000000] [--concurrency 64]
 """
@@ -96,7 +97,9 @@ def _fill(history: History, rows: int) -> float:
             StepRecord(1, "push", "http", status, at + 0.001, at + 0.05, 1, None, None),
         )
         batch.append(("start", ex))
-        batch.append(("finish", replace(ex, status=status, ended_at=at + 0.05, steps=steps)))
+        error = f"step push failed: POST answered {500 + i % 4}" if status == "failed" else None
+        done = replace(ex, status=status, ended_at=at + 0.05 + (i % 50) / 1000, error=error)
+        batch.append(("finish", replace(done, steps=steps)))
         if len(batch) >= 20_000:
             history.apply(batch)
             batch.clear()
@@ -173,6 +176,26 @@ def main() -> None:
                 f"p95 {p95:6.2f} ms ({n} rows)"
             )
         print("  target for the first query: <= 50 ms")
+        now = time.time()
+        summaries = {
+            "summary, last 24 hours": (now - 86400, None, None),
+            "summary, last 7 days": (now - 7 * 86400, None, None),
+            "summary, all 30 days": (now - 31 * 86400, None, None),
+            "summary of production, last 24 hours": (now - 86400, "production", None),
+            "summary of one workflow, 30 days": (now - 31 * 86400, None, "wf-042"),
+        }
+        print("`executions summary` (counts, p50/p95, top errors per version):")
+        for label, (since, env, workflow) in summaries.items():
+            with History(db) as history:
+                times, versions = [], 0
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    versions = len(history.tally(since, env, workflow))
+                    times.append((time.perf_counter() - t0) * 1000)
+            print(
+                f"  {label:<38} first {times[0]:8.1f} ms, median of 5 "
+                f"{statistics.median(times):8.1f} ms ({versions:,} versions)"
+            )
 
 
 if __name__ == "__main__":

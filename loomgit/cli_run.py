@@ -3,9 +3,10 @@ execution history (`executions`, `executions show`, `executions prune`)."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,18 @@ def server_options(func: Any) -> Any:
     )(func)
 
 
+# The listing's options, by parameter name.
+_LISTING = {
+    "env": "--env",
+    "workflow": "--workflow",
+    "status": "--status",
+    "since": "--since",
+    "limit": "--limit",
+    "before": "--before",
+    "fmt": "--format",
+}
+
+
 @dataclass(frozen=True)
 class _Source:
     """Where `executions` reads: the local history (state_dir) or a daemon (server)."""
@@ -71,6 +84,29 @@ class _Source:
     state_dir: Path | None
     server: str | None
     token_file: Path | None
+    # The listing's options given before a subcommand (`executions --env x prune`): each
+    # subcommand takes those it has, and refuses the others rather than ignore them.
+    given: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, command: str, own: dict[str, Any]) -> dict[str, Any]:
+        """`own` (the subcommand's values of the listing's options it has), with those
+        given before `command` instead where it was not given one itself."""
+        ctx = click.get_current_context()
+        for name, value in self.given.items():
+            flag = _LISTING[name]
+            if name not in own:
+                raise UsageError(
+                    f"`executions {command}` has no {flag}: given before `{command}`, "
+                    "it would be ignored",
+                    hint=f"see `loomgit executions {command} --help`",
+                )
+            if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+                own[name] = value
+            elif own[name] != value:
+                raise UsageError(
+                    f"{flag} is given twice: {value} before `{command}`, {own[name]} after it"
+                )
+        return own
 
     def remote(self) -> tuple[str, str | None] | None:
         if self.server is None:
@@ -117,6 +153,9 @@ class _NoHistory:
         return []
 
     def recorded(self, column: str) -> list[str]:
+        return []
+
+    def tally(self, *filters: Any) -> list[Any]:
         return []
 
     def prune_each(self, **how: Any) -> dict[str, int]:
@@ -368,10 +407,15 @@ def executions(
       loomgit executions prune --older-than 30d --keep 100000
       LOOMGIT_API_TOKEN=… loomgit executions --server https://loomgit.internal --env production
     """
-    source = _Source(state_dir, server, token_file)
     if ctx.invoked_subcommand is not None:
-        ctx.obj = source
+        given = {
+            name: ctx.params[name]
+            for name in _LISTING
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        }
+        ctx.obj = _Source(state_dir, server, token_file, given)
         return
+    source = _Source(state_dir, server, token_file)
     from loomgit import records
 
     remote = source.remote()
@@ -475,6 +519,7 @@ def show_execution(
     """
     from loomgit.records import FINISHED
 
+    fmt = group.take("show", {"fmt": fmt})["fmt"]
     source = _Source(
         state_dir or group.state_dir, server or group.server, token_file or group.token_file
     )
@@ -531,6 +576,7 @@ def show_execution(
     metavar="N",
     help="Keep only the newest N executions of each environment.",
 )
+@click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @format_option
 @state_option
@@ -539,11 +585,13 @@ def prune(
     group: _Source,
     older_than: str | None,
     keep: int | None,
+    env: str | None,
     dry_run: bool,
     fmt: str,
     state_dir: Path | None,
 ) -> None:
-    """Delete old executions (retention by age and by count per environment).
+    """Delete old executions (retention by age and by count per environment), of every
+    environment or of --env's.
 
     Executions still queued or running are never deleted. Safe while `loomgit serve`
     records into the same folder: executions are deleted a few hundred at a time, and
@@ -554,7 +602,10 @@ def prune(
       loomgit executions prune --older-than 30d
       loomgit executions prune --keep 100000
       loomgit executions prune --older-than 7d --dry-run --format json
+      loomgit executions prune --env development --keep 1000
     """
+    taken = group.take("prune", {"env": env, "fmt": fmt})
+    env, fmt = taken["env"], taken["fmt"]
     if group.server is not None:
         raise UsageError(
             "prune deletes from the local history only, not through --server",
@@ -564,7 +615,9 @@ def prune(
         raise UsageError("give --older-than, --keep or both")
     age = time.time() - parse_since(older_than, option="--older-than") if older_than else None
     with _history(state_dir or group.state_dir, reading=True) as history:
-        each = history.prune_each(older_than=age, keep=keep, dry_run=dry_run)
+        each = history.prune_each(older_than=age, keep=keep, dry_run=dry_run, environment=env)
+        # A mistyped --env deletes nothing; said why, as the listing does.
+        hints = _why_none(history, {"environment": env}) if env and not each else []
     deleted = sum(each.values())
     if fmt == "json":
         report = {
@@ -576,3 +629,199 @@ def prune(
     else:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} {deleted} execution{'s' if deleted != 1 else ''}")
+        for hint in hints:
+            click.echo(f"hint: {hint}", err=True)
+
+
+def _rate(text: str | None) -> float | None:
+    """--max-failure-rate: a percentage, `5` or `5%`, as a fraction."""
+    if text is None:
+        return None
+    try:
+        percent = float(text.strip().removesuffix("%"))
+    except ValueError:
+        percent = math.nan
+    if not 0 <= percent <= 100:
+        raise UsageError(
+            f"--max-failure-rate takes a percentage from 0 to 100, such as 5%; not '{text}'"
+        )
+    return percent / 100
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+@executions.command("summary")
+@click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
+@click.option("--workflow", metavar="NAME", help="Only this workflow's executions.")
+@click.option(
+    "--since",
+    metavar="AGE|DATE",
+    default="24h",
+    show_default=True,
+    help="Executions started within 30m, 2h, 7d… or since a date.",
+)
+@click.option(
+    "--max-failure-rate",
+    "max_rate",
+    metavar="PERCENT",
+    help="Exit 1 when a workflow version failed more often than this (5 or 5%), of those "
+    "that ended: a gate after a promotion.",
+)
+@click.option(
+    "--min-executions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="With --max-failure-rate: judge only versions with at least N ended executions.",
+)
+@format_option
+@state_option
+@server_options
+@click.pass_obj
+def summary(
+    group: _Source,
+    env: str | None,
+    workflow: str | None,
+    since: str,
+    max_rate: str | None,
+    min_executions: int,
+    fmt: str,
+    state_dir: Path | None,
+    server: str | None,
+    token_file: Path | None,
+) -> None:
+    """How each workflow version fared in each environment: executions by status, the
+    failure rate, p50 and p95 of how long they took, and the most frequent error.
+
+    The failure rate counts failed and timed-out executions among those that succeeded,
+    failed or timed out (cancelled and interrupted ones were stopped from outside; queued
+    and running ones have not ended). With --max-failure-rate it is a gate: after a
+    promotion, a CI job can wait a while, then fail if the new version fails too often.
+
+    \b
+    Examples:
+      loomgit executions summary
+      loomgit executions summary --env production --since 2h
+      loomgit executions summary --workflow order-sync --format json
+      LOOMGIT_API_TOKEN=… loomgit executions summary --server https://loomgit.internal \\
+          --env production --workflow order-sync --since 30m --max-failure-rate 5%
+    """
+    taken = group.take("summary", {"env": env, "workflow": workflow, "since": since, "fmt": fmt})
+    env, workflow, since, fmt = taken["env"], taken["workflow"], taken["since"], taken["fmt"]
+    limit = _rate(max_rate)
+    source = _Source(
+        state_dir or group.state_dir, server or group.server, token_file or group.token_file
+    )
+    remote = source.remote()
+    hints: list[str | None] = []
+    if remote is not None:
+        from loomgit.live import fetch_summary
+
+        report = fetch_summary(*remote, {"environment": env, "workflow": workflow, "since": since})
+        if workflow is not None and not report["versions"] and fmt != "json":
+            hints = [_unserved(remote[0], workflow)]
+    else:
+        from loomgit.records import stamp
+
+        moment = parse_since(since)
+        with _history(source.state_dir, reading=True) as history:
+            tallies = history.tally(moment, env, workflow)
+            if not tallies:
+                hints = list(_why_none(history, {"environment": env, "workflow": workflow}))
+        report = {"since": stamp(moment), "versions": [t.to_json() for t in tallies]}
+    versions: list[dict[str, Any]] = report["versions"]
+    if fmt == "json":
+        click.echo(jsontext.dumps(report, indent=2, ensure_ascii=False))
+    elif not versions:
+        click.echo(f"no executions started since {_short_time(report['since'])} UTC", err=True)
+        for hint in dict.fromkeys(filter(None, hints)):
+            click.echo(f"hint: {hint}", err=True)
+    else:
+        _print_summary(report)
+    if limit is not None:
+        _judge(versions, limit, max_rate or "", min_executions)
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=240)
+    versions: list[dict[str, Any]] = report["versions"]
+    console.print(f"executions started since {_short_time(report['since'])} UTC", highlight=False)
+    header = ["env", "workflow", "ver", "executions", "succeeded", "failed", "failure rate"]
+    header += ["p50 took", "p95 took", "last started (UTC)"]
+    other = any(_others(v["statuses"]) for v in versions)
+    if other:
+        header.insert(6, "other")
+    table = Table(box=None, pad_edge=False)
+    for column in header:
+        table.add_column(column, no_wrap=True)
+    for v in versions:
+        statuses = v["statuses"]
+        row = [
+            v["environment"],
+            v["workflow"],
+            f"v{v['version']}" if v["version"] else "-",
+            str(v["executions"]),
+            str(statuses.get("succeeded", 0)),
+            str(statuses.get("failed", 0) + statuses.get("timed_out", 0)),
+            _percent(v["failure_rate"]),
+            _duration(v["duration_ms"]["p50"]),
+            _duration(v["duration_ms"]["p95"]),
+            _short_time(v["last_started_at"]),
+        ]
+        if other:
+            row.insert(6, _others(statuses) or "-")
+        table.add_row(*row)
+    console.print(table)
+    failing = [v for v in versions if v["errors"]]
+    if not failing:
+        return
+    console.print("\nthe most frequent error of each that failed:", highlight=False)
+    for v in failing:
+        top = v["errors"][0]
+        version = f"v{v['version']}" if v["version"] else "unversioned"
+        text = " ".join(top["error"].split())
+        console.print(
+            f"  {v['workflow']} {version} in {v['environment']}, {_times(top['count'])}: {text}",
+            no_wrap=True,
+            overflow="ellipsis",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def _others(statuses: dict[str, int]) -> str:
+    """Executions neither succeeded nor failed: `2 running, 1 interrupted`."""
+    ended = ("succeeded", "failed", "timed_out")
+    return ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in statuses.items() if s not in ended)
+
+
+def _judge(versions: list[dict[str, Any]], limit: float, given: str, least: int) -> None:
+    """--max-failure-rate: exit 1 naming each version above it."""
+    above = []
+    for v in versions:
+        statuses, rate = v["statuses"], v["failure_rate"]
+        failed = statuses.get("failed", 0) + statuses.get("timed_out", 0)
+        ended = failed + statuses.get("succeeded", 0)
+        if rate is not None and ended >= least and rate > limit:
+            version = f"v{v['version']}" if v["version"] else "unversioned"
+            above.append(
+                f"{v['workflow']} {version} in {v['environment']} "
+                f"({_percent(rate)}: {failed} of {ended})"
+            )
+    if above:
+        shown = given if given.strip().endswith("%") else f"{given.strip()}%"
+        raise LoomgitError(
+            f"failed more often than --max-failure-rate {shown}: " + ", ".join(above)
+        )

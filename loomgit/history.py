@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from loomgit import jsontext, log
 from loomgit.errors import LoomgitError, UsageError
-from loomgit.records import FINISHED, Execution, Query, StepRecord
+from loomgit.records import FAILED, FINISHED, Execution, Query, StepRecord, Tally
 
 # Finished executions of one environment started before a time: what pruning deletes.
 _PRUNABLE = f"environment = ? AND status IN ({','.join('?' * len(FINISHED))}) AND started_at < ?"
@@ -416,24 +416,29 @@ class History:
         *,
         batch: int = PRUNE_BATCH,
         dry_run: bool = False,
+        environment: str | None = None,
     ) -> dict[str, int]:
-        """`prune`, by environment: how many executions of each were deleted (or, with
-        `dry_run`, would be), leaving out environments that lose none."""
+        """`prune`, by environment (or of `environment` alone): how many executions of
+        each were deleted (or, with `dry_run`, would be), leaving out environments that
+        lose none."""
         deleted: dict[str, int] = {}
-        for environment, before in self.prune_cutoffs(older_than, keep, now).items():
+        cutoffs = self.prune_cutoffs(older_than, keep, now)
+        if environment is not None:
+            cutoffs = {environment: cutoffs[environment]} if environment in cutoffs else {}
+        for name, before in cutoffs.items():
             if dry_run:
-                count = self.prunable(environment, before)
+                count = self.prunable(name, before)
             else:
                 count = 0
                 while True:
                     began = time.monotonic()
-                    done = self.prune_batch(environment, before, batch)
+                    done = self.prune_batch(name, before, batch)
                     count += done
                     if done < batch:
                         break
                     time.sleep(max(time.monotonic() - began, PRUNE_PAUSE_LEAST))
             if count:
-                deleted[environment] = count
+                deleted[name] = count
         return deleted
 
     def prunable(self, environment: str, before: float) -> int:
@@ -562,6 +567,74 @@ class History:
             )
             rows = self._db.execute(sql, (*params, q.limit)).fetchall()
         return [self._row(r) for r in rows]
+
+    def tally(
+        self, since: float, environment: str | None = None, workflow: str | None = None
+    ) -> list[Tally]:
+        """The executions started since `since`, counted by environment, workflow and
+        version (sorted so), with their durations' p50 and p95 and their three most
+        frequent errors. Read on a connection of its own, outside the lock: a long window
+        does not hold up what the daemon records meanwhile (WAL readers do not wait)."""
+        clauses: list[str] = ["started_at >= ?"]
+        params: list[Any] = [since]
+        for column, value in (("environment", environment), ("workflow", workflow)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = " AND ".join(clauses)
+        group = "environment, workflow, version"
+        failed = f"status IN ({','.join('?' * len(FAILED))})"
+        db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            counted = db.execute(
+                f"SELECT {group}, status, COUNT(*), MAX(started_at) FROM executions"
+                f" WHERE {where} GROUP BY {group}, status",
+                params,
+            ).fetchall()
+            # Nearest rank: the shortest duration with at least p of them at or under it.
+            took = db.execute(
+                f"SELECT {group}, MIN(CASE WHEN n >= 0.5 * total THEN duration_ms END),"
+                " MIN(CASE WHEN n >= 0.95 * total THEN duration_ms END) FROM ("
+                f" SELECT {group}, duration_ms,"
+                f" ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY duration_ms) AS n,"
+                f" COUNT(*) OVER (PARTITION BY {group}) AS total FROM executions"
+                f" WHERE {where} AND duration_ms IS NOT NULL) GROUP BY {group}",
+                params,
+            ).fetchall()
+            errors = db.execute(
+                f"SELECT {group}, error, seen FROM (SELECT {group}, error, COUNT(*) AS seen,"
+                f" ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY COUNT(*) DESC, error)"
+                f" AS r FROM executions WHERE {where} AND {failed} AND error IS NOT NULL"
+                f" GROUP BY {group}, error) WHERE r <= 3 ORDER BY {group}, r",
+                (*params, *FAILED),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise HistoryError(f"cannot read the execution history {self.path}: {exc}") from None
+        finally:
+            db.close()
+        counts: dict[tuple[Any, ...], dict[str, int]] = {}
+        last: dict[tuple[Any, ...], float] = {}
+        for env, wf, version, status, seen, newest in counted:
+            key = (env, wf, version)
+            counts.setdefault(key, {})[status] = seen
+            last[key] = max(last.get(key, newest), newest)
+        durations = {(env, wf, version): (p50, p95) for env, wf, version, p50, p95 in took}
+        frequent: dict[tuple[Any, ...], list[tuple[str, int]]] = {}
+        for env, wf, version, error, seen in errors:
+            frequent.setdefault((env, wf, version), []).append((error, seen))
+        return [
+            Tally(
+                environment=key[0],
+                workflow=key[1],
+                version=key[2],
+                counts=counts[key],
+                last_started=last[key],
+                p50_ms=durations.get(key, (None, None))[0],
+                p95_ms=durations.get(key, (None, None))[1],
+                errors=tuple(frequent.get(key, ())),
+            )
+            for key in sorted(counts, key=lambda k: (k[0], k[1], -(k[2] or 0)))
+        ]
 
     def recorded(self, column: Literal["environment", "workflow"]) -> list[str]:
         """Every environment (or workflow) the history holds executions of, sorted: a

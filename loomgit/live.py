@@ -70,10 +70,16 @@ class TimedOut(UsageError):
 
 
 def ask_json(
-    server: str, path: str, token: str | None = None, method: str = "GET", timeout: float = TIMEOUT
+    server: str,
+    path: str,
+    token: str | None = None,
+    method: str = "GET",
+    timeout: float = TIMEOUT,
+    *,
+    missing: str | None = None,
 ) -> Any:
     """The daemon at `server`'s answer to `method` `path`, parsed; every failure a
-    UsageError."""
+    UsageError (a 404's hinted with `missing`)."""
     base = _base(server)
     url = base + path
     request = urllib.request.Request(url, method=method)
@@ -88,7 +94,8 @@ def ask_json(
             raise UsageError(
                 f"{url} answered 401: {said}", hint=_unauthorized(said, token)
             ) from None
-        raise UsageError(f"{url} answered {exc.code}: {said}") from None
+        hint = missing if exc.code == 404 else None
+        raise UsageError(f"{url} answered {exc.code}: {said}", hint=hint) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         said = f"cannot reach the daemon at {base}: {reason}"
@@ -166,6 +173,27 @@ def fetch_executions(
             break
         given["before"] = page[-1]["id"]
     return found
+
+
+def fetch_summary(server: str, token: str | None, filters: dict[str, str | None]) -> dict[str, Any]:
+    """`/api/v1/executions/summary`: each workflow version's executions since a time."""
+    query = urllib.parse.urlencode({k: v for k, v in filters.items() if v is not None})
+    older = "a daemon older than this loomgit has no summary: upgrade it"
+    found = ask_json(server, f"/api/v1/executions/summary?{query}", token, missing=older)
+    if (
+        isinstance(found, dict)
+        and isinstance(found.get("since"), str)
+        and isinstance(versions := found.get("versions"), list)
+        and all(isinstance(v, dict) and v.keys() >= _TALLY for v in versions)
+    ):
+        return found
+    raise UsageError(
+        f"{_base(server)}/api/v1/executions/summary did not answer a summary; is it a "
+        "loomgit daemon?"
+    )
+
+
+_TALLY = {"environment", "workflow", "version", "statuses", "failure_rate", "duration_ms"}
 
 
 def fetch_execution(server: str, token: str | None, ident: str) -> dict[str, Any]:

@@ -97,9 +97,9 @@ class Metrics:
         self.api_refused = Counter(
             "loomgit_api_refused",
             "API requests refused for their credentials, by endpoint (run, executions,"
-            " execution, reconcile, git_webhook) and reason: missing (401: no bearer token),"
-            " wrong (401: not one of the daemon's tokens), no_tokens (401: the daemon has"
-            " none), signature (401: the git webhook's X-Hub-Signature-256)",
+            " summary, execution, reconcile, git_webhook) and reason: missing (401: no"
+            " bearer token), wrong (401: not one of the daemon's tokens), no_tokens (401:"
+            " the daemon has none), signature (401: the git webhook's X-Hub-Signature-256)",
             ["endpoint", "reason"],
             registry=r,
         )

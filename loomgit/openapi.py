@@ -202,6 +202,35 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/executions/summary": {
+                "get": {
+                    "summary": "Each workflow version's executions since a time, by"
+                    " environment: counts by status, failure rate, durations, top errors",
+                    "description": "The failure rate is failed and timed-out executions"
+                    " among those that succeeded, failed or timed out (null when none"
+                    " did). Durations are nearest-rank percentiles of those that ended.",
+                    "security": _AUTH,
+                    "parameters": [
+                        _query("environment", {"type": "string", "minLength": 1}),
+                        _query("workflow", {"type": "string", "minLength": 1}),
+                        _query(
+                            "since",
+                            {
+                                "type": "string",
+                                "minLength": 1,
+                                "default": "24h",
+                                "description": "Started since: a Unix time, an age (30m, 2h,"
+                                " 7d) or an ISO date, as the CLI's --since",
+                            },
+                        ),
+                    ],
+                    "responses": {
+                        "200": _answer("The summary", _SUMMARY),
+                        "400": _answer("A bad filter, or an unknown environment"),
+                        "401": _answer("No valid bearer token"),
+                    },
+                }
+            },
             "/api/v1/executions/{id}": {
                 "get": {
                     "summary": "One execution with its steps (by id or its first 6+ characters)",
@@ -307,6 +336,50 @@ _CONDITION = {
         "reason": {"type": "string", "examples": ["Ready", "ValidationFailed"]},
         "message": {"type": "string"},
         "last_transition": {"type": "string", "format": "date-time"},
+    },
+}
+
+_SUMMARY = {
+    "type": "object",
+    "properties": {
+        "since": {"type": "string", "format": "date-time"},
+        "versions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "environment": {"type": "string"},
+                    "workflow": {"type": "string"},
+                    "version": {"type": ["integer", "null"]},
+                    "executions": {"type": "integer"},
+                    "statuses": {
+                        "type": "object",
+                        "description": "How many of each status; statuses with none left out",
+                        "additionalProperties": {"type": "integer"},
+                    },
+                    "failure_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                    "duration_ms": {
+                        "type": "object",
+                        "properties": {
+                            "p50": {"type": ["number", "null"]},
+                            "p95": {"type": ["number", "null"]},
+                        },
+                    },
+                    "last_started_at": {"type": "string", "format": "date-time"},
+                    "errors": {
+                        "type": "array",
+                        "description": "The three most frequent errors, most first",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "error": {"type": "string"},
+                                "count": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
     },
 }
 

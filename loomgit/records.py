@@ -158,6 +158,54 @@ class Query:
     before: str | None = None  # an execution's id: only those listed after it
 
 
+# What a failure rate counts: executions that ended on their own, one way or the other
+# (cancelled and interrupted ones were stopped from outside; queued and running ones have
+# not ended).
+FAILED = ("failed", "timed_out")
+ENDED = ("succeeded", *FAILED)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The executions of one workflow version in one environment since a time: how many
+    of each status, how long they took, and the errors most of the failed ones had."""
+
+    environment: str
+    workflow: str
+    version: int | None
+    counts: dict[str, int]  # by status; statuses with none are left out
+    last_started: float
+    p50_ms: float | None = None  # of those that ended, nearest rank
+    p95_ms: float | None = None
+    errors: tuple[tuple[str, int], ...] = ()  # the most frequent first
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.get(status, 0) for status in FAILED)
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed or timed out, of those that succeeded, failed or timed out."""
+        ended = sum(self.counts.get(status, 0) for status in ENDED)
+        return self.failed / ended if ended else None
+
+    def to_json(self) -> dict[str, Any]:
+        rate = self.failure_rate
+        return {
+            "environment": self.environment,
+            "workflow": self.workflow,
+            "version": self.version,
+            "executions": sum(self.counts.values()),
+            "statuses": {
+                status: self.counts[status] for status in STATUSES if status in self.counts
+            },
+            "failure_rate": None if rate is None else round(rate, 4),
+            "duration_ms": {"p50": self.p50_ms, "p95": self.p95_ms},
+            "last_started_at": iso(self.last_started),
+            "errors": [{"error": error, "count": count} for error, count in self.errors],
+        }
+
+
 def iso(ts: float | None) -> str | None:
     """A Unix time as the API and the history show times: UTC, milliseconds, `Z`."""
     return None if ts is None else stamp(ts)

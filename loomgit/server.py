@@ -48,7 +48,7 @@ from loomgit.layout import unknown_environment
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
 from loomgit.reconcile import Served
-from loomgit.records import STATUSES, Query
+from loomgit.records import STATUSES, Query, stamp
 from loomgit.runtime import TriggerEvent
 
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
@@ -267,6 +267,25 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             more = {"Link": f'<{url}>; rel="next"'}
         return json_response([ex.to_json(steps=False) for ex in found], headers=more)
 
+    async def summary(request: Request) -> Response:
+        require_token(request, "summary")
+        q = request.query_params
+        try:  # as the CLI's --since (default 24h), and a Unix time
+            since = parse_moment(q.get("since", "24h"), "since")
+        except UsageError as exc:
+            return error(400, exc.message)
+        env, workflow = q.get("environment"), q.get("workflow")
+        for name, value in (("environment", env), ("workflow", workflow)):
+            if value == "":
+                return error(400, f"{name} is empty; leave it out, or name one")
+        if env and rec.pipeline and env not in rec.pipeline:
+            held = await asyncio.to_thread(daemon.history.query, Query(env, limit=1))
+            if not held:
+                unknown = unknown_environment(env, rec.pipeline)
+                return error(400, f"{unknown.message}: {unknown.hint}")
+        tallies = await asyncio.to_thread(daemon.history.tally, since, env, workflow)
+        return json_response({"since": stamp(since), "versions": [t.to_json() for t in tallies]})
+
     async def execution(request: Request) -> Response:
         require_token(request, "execution")
         try:
@@ -292,6 +311,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             Route("/api/v1/reconcile", reconcile, methods=["POST"]),
             Route("/api/v1/environments", environments),
             Route("/api/v1/executions", executions),
+            Route("/api/v1/executions/summary", summary),
             Route("/api/v1/executions/{ident}", execution),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -362,6 +362,9 @@ def test_executions_show_and_errors(cli: Cli, state: Path) -> None:
     with History() as history:  # one still running: its steps come with its end
         running = replace(made[0], id=new_id(time.time()), status="running", steps=())
         history.start(running)
+        # Its twin, started in the same millisecond, shares the first 10 characters of its
+        # id (the time): `made[0]`'s first 6 match both, wherever the seed's times fell.
+        history.start(replace(made[0], id=new_id(made[0].started_at), status="running"))
     shown = cli("executions", "show", running.id)
     assert shown.code == 0 and shown.out.endswith("steps:\n  (recorded when it ends)\n")
     assert cli("executions", "show", "ZZZZZZZZ").code == 2
@@ -428,6 +431,171 @@ def test_prune_dry_run_counts_and_deletes_nothing(cli: Cli, state: Path) -> None
     assert done == {**json.loads(report.out), "dry_run": False}
     again = json.loads(cli("executions", "prune", "--keep", "5", "--format", "json").out)
     assert again == {"dry_run": False, "deleted": 0, "environments": {}}
+
+
+def test_a_subcommand_takes_the_listing_options_it_has_and_refuses_the_others(
+    cli: Cli, state: Path
+) -> None:
+    """`executions --env production prune --keep 5` pruned every environment: the --env
+    before `prune` was dropped without a word. Each subcommand now takes those of the
+    listing's options it has, wherever they are given, and refuses the others."""
+    with History() as history:
+        made = _seed(history)
+    dry = cli("executions", "--env", "production", "prune", "--keep", "5", "--dry-run")
+    assert dry.out == "would delete 5 executions\n"
+    for args in (
+        ("--status", "failed", "prune", "--keep", "1"),
+        ("--limit", "3", "prune", "--older-than", "1m"),
+        ("--env", "production", "show", made[0].id),
+        ("--workflow", "nightly", "show", made[0].id),
+    ):
+        refused = cli("executions", *args)
+        flag, command = args[0], args[2]
+        assert refused.code == 2 and refused.err.splitlines() == [
+            f"error: `executions {command}` has no {flag}: given before `{command}`, it would"
+            " be ignored",
+            f"hint: see `loomgit executions {command} --help`",
+        ], args
+    twice = cli("executions", "--env", "staging", "prune", "--env", "production", "--keep", "1")
+    assert twice.code == 2 and twice.err == (
+        "error: --env is given twice: staging before `prune`, production after it\n"
+    )
+    assert len(json.loads(cli("executions", "--format", "json", "--limit", "100").out)) == 30
+    shown = cli("executions", "--format", "json", "show", made[0].id)
+    assert json.loads(shown.out)["id"] == made[0].id
+    # prune --env: that environment's executions only; a typo is told.
+    pruned = cli("executions", "prune", "--env", "staging", "--keep", "5", "--format", "json")
+    assert json.loads(pruned.out) == {
+        "dry_run": False,
+        "deleted": 5,
+        "environments": {"staging": 5},
+    }
+    typo = cli("executions", "prune", "--env", "prodution", "--keep", "1")
+    assert typo.code == 0 and typo.out == "deleted 0 executions\n"
+    assert (
+        typo.err
+        == "hint: no execution was ever recorded for --env prodution; did you mean production?\n"
+    )
+    assert len(json.loads(cli("executions", "--format", "json", "--limit", "100").out)) == 25
+
+
+def _tallied(history: History) -> None:
+    """order-sync in production: v1 ran 20 times (1 to 20 ms; 2 failed, 1 timed out), v2
+    4 times (3 failed, 1 still running); in staging, v2 5 times, an hour ago."""
+    now = time.time()
+    runs: list[tuple[str, int, str, float, str | None, float]] = []
+    for i in range(20):
+        status, error = "succeeded", None
+        if i in (3, 11):
+            status, error = "failed", "step charge failed: POST answered 500"
+        if i == 15:
+            status, error = "timed_out", "no result within 2s"
+        runs.append(("production", 1, status, i + 1.0, error, now - 600 + i))
+    for _ in range(3):
+        runs.append(
+            ("production", 2, "failed", 5.0, "step amount failed: no key 'amount'", now - 60)
+        )
+    runs.append(("production", 2, "running", 0.0, None, now - 10))
+    runs += [("staging", 2, "succeeded", 30.0, None, now - 3600 - i) for i in range(5)]
+    for env, version, status, took, error, began in runs:
+        ex = Execution(
+            id=new_id(began),
+            environment=env,
+            workflow="order-sync",
+            trigger_type="webhook",
+            status="running",
+            started_at=began,
+            version=version,
+        )
+        history.start(ex)
+        if status != "running":
+            history.finish(replace(ex, status=status, ended_at=began + took / 1000, error=error))
+
+
+def test_executions_summary_counts_each_version(cli: Cli, state: Path) -> None:
+    """How each version fared since a time: counts by status, the failure rate of those
+    that ended, p50 and p95 of how long they took, and the most frequent errors; with
+    --max-failure-rate, a gate that exits 1 naming each version above it."""
+    with History() as history:
+        _tallied(history)
+    result = cli("executions", "summary", "--format", "json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert parse_since(report["since"]) == pytest.approx(time.time() - 24 * 3600, abs=60)
+    for tally in report["versions"]:
+        tally.pop("last_started_at")
+    assert report["versions"] == [
+        {
+            "environment": "production",
+            "workflow": "order-sync",
+            "version": 2,
+            "executions": 4,
+            "statuses": {"running": 1, "failed": 3},
+            "failure_rate": 1.0,
+            "duration_ms": {"p50": 5.0, "p95": 5.0},
+            "errors": [{"error": "step amount failed: no key 'amount'", "count": 3}],
+        },
+        {
+            "environment": "production",
+            "workflow": "order-sync",
+            "version": 1,
+            "executions": 20,
+            "statuses": {"succeeded": 17, "failed": 2, "timed_out": 1},
+            "failure_rate": 0.15,
+            # nearest rank: the 10th and the 19th of 1, 2 … 20 ms
+            "duration_ms": {"p50": 10.0, "p95": 19.0},
+            "errors": [
+                {"error": "step charge failed: POST answered 500", "count": 2},
+                {"error": "no result within 2s", "count": 1},
+            ],
+        },
+        {
+            "environment": "staging",
+            "workflow": "order-sync",
+            "version": 2,
+            "executions": 5,
+            "statuses": {"succeeded": 5},
+            "failure_rate": 0.0,
+            "duration_ms": {"p50": 30.0, "p95": 30.0},
+            "errors": [],
+        },
+    ]
+    table = cli("executions", "summary").out.splitlines()
+    assert table[0].startswith("executions started since ")
+    assert [line.split()[:9] for line in table[2:5]] == [
+        ["production", "order-sync", "v2", "4", "0", "3", "1", "running", "100.0%"],
+        ["production", "order-sync", "v1", "20", "17", "3", "-", "15.0%", "10.0"],
+        ["staging", "order-sync", "v2", "5", "5", "0", "-", "0.0%", "30.0"],
+    ]
+    assert table[6:] == [
+        "the most frequent error of each that failed:",
+        "  order-sync v2 in production, 3 times: step amount failed: no key 'amount'",
+        "  order-sync v1 in production, 2 times: step charge failed: POST answered 500",
+    ]
+    # Filters, as the listing's; given before `summary` too.
+    recent = json.loads(cli("executions", "summary", "--since", "30m", "--format", "json").out)
+    assert {t["environment"] for t in recent["versions"]} == {"production"}
+    staged = cli("executions", "--env", "staging", "summary", "--since", "2h", "--format", "json")
+    assert [t["version"] for t in json.loads(staged.out)["versions"]] == [2]
+    none = cli("executions", "summary", "--workflow", "ordr-sync")
+    assert none.code == 0 and none.err.splitlines()[1] == (
+        "hint: no execution was ever recorded for --workflow ordr-sync; did you mean order-sync?"
+    )
+    # The gate: each version above the rate, of those with enough ended executions.
+    gate = cli("executions", "summary", "--max-failure-rate", "10%")
+    assert gate.code == 1 and gate.err.splitlines()[-1] == (
+        "error: failed more often than --max-failure-rate 10%: order-sync v2 in production"
+        " (100.0%: 3 of 3), order-sync v1 in production (15.0%: 3 of 20)"
+    )
+    least = cli("executions", "summary", "--max-failure-rate", "10", "--min-executions", "5")
+    assert least.code == 1 and least.err.endswith(
+        ": order-sync v1 in production (15.0%: 3 of 20)\n"
+    )
+    assert cli("executions", "summary", "--env", "staging", "--max-failure-rate", "0").code == 0
+    for bad in ("120", "-1", "five", "nan"):
+        wrong = cli("executions", "summary", "--max-failure-rate", bad)
+        assert wrong.code == 2 and "--max-failure-rate takes a percentage" in wrong.err, bad
+    assert cli("executions", "summary", "--since", "soon").code == 2
 
 
 def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from loomgit.errors import NO_API_TOKENS
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
 from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, authorized, signed
-from loomgit.records import Execution, new_id
+from loomgit.records import Execution, new_id, unix
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-0123456789abcdef"  # a throwaway test token
@@ -738,6 +738,82 @@ def test_the_history_is_read_page_by_page_through_the_link_header(repo: Repo, st
         "unknown environment 'stagign': did you mean staging? "
         "environments: development, staging, production",
     )
+
+
+def test_the_summary_counts_each_version_through_the_daemon(
+    repo: Repo, cli: Cli, start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/api/v1/executions/summary` and `loomgit executions summary --server`: how each
+    workflow version fared, read with a token, filtered as the listing is; its gate
+    exits 1 naming the version that fails too often."""
+    put_everywhere(repo, HELLO, {"staging": True})
+    daemon = start(repo)
+    sent = [daemon.request("POST", "/hooks/staging/hello", {"name": "Ty"}) for _ in range(3)]
+    sent.append(daemon.request("POST", "/hooks/staging/hello", {}))  # no name: it fails
+    for code, body in sent:
+        assert code == 202, body
+        daemon.finished(body["execution"])
+    code, body = daemon.request("GET", "/api/v1/executions/summary", headers=AUTH)
+    assert code == 200, body
+    (tally,) = body["versions"]
+    took = tally.pop("duration_ms")
+    assert 0 < took["p50"] <= took["p95"]
+    assert tally == {
+        "environment": "staging",
+        "workflow": "hello",
+        "version": 1,
+        "executions": 4,
+        "statuses": {"succeeded": 3, "failed": 1},
+        "failure_rate": 0.25,
+        "last_started_at": tally["last_started_at"],
+        "errors": [
+            {
+                "error": "step greet failed: with.text: trigger.body has no key 'name' (it is"
+                " empty)",
+                "count": 1,
+            }
+        ],
+    }
+    assert unix(body["since"]) == pytest.approx(time.time() - 24 * 3600, abs=60)  # by default
+    for query, versions in (
+        ("environment=production", 0),
+        ("workflow=hello&since=1h", 1),
+        ("since=2999-01-01", 0),
+        (f"since={time.time() + 60}", 0),
+    ):
+        code, found = daemon.request("GET", f"/api/v1/executions/summary?{query}", headers=AUTH)
+        assert code == 200 and len(found["versions"]) == versions, (query, found)
+    for query, message in (
+        ("since=soon", "since takes a Unix time, an age such as 30m"),
+        ("environment=", "environment is empty; leave it out, or name one"),
+        ("environment=stagign", "unknown environment 'stagign': did you mean staging?"),
+    ):
+        code, found = daemon.request("GET", f"/api/v1/executions/summary?{query}", headers=AUTH)
+        assert code == 400 and found["error"].startswith(message), (query, found)
+    assert daemon.request("GET", "/api/v1/executions/summary")[0] == 401
+    refused = 'loomgit_api_refused_total{endpoint="summary",reason="missing"}'
+    assert _metric(daemon, refused) == "1.0"
+    # The CLI reads the same through --server, as a table, as JSON, and as a gate.
+    monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
+    table = cli("executions", "summary", "--server", daemon.url)
+    assert table.code == 0, table.err
+    assert table.out.splitlines()[1].split() == [
+        "env", "workflow", "ver", "executions", "succeeded", "failed", "failure", "rate",
+        "p50", "took", "p95", "took", "last", "started", "(UTC)",
+    ]  # fmt: skip
+    assert table.out.splitlines()[2].split()[:7] == [
+        "staging", "hello", "v1", "4", "3", "1", "25.0%",
+    ]  # fmt: skip
+    assert "  hello v1 in staging, once: step greet failed: with.text: trigger.body" in table.out
+    as_json = cli("executions", "summary", "--server", daemon.url, "--format", "json")
+    assert json.loads(as_json.out)["versions"][0]["statuses"] == tally["statuses"]
+    gate = cli("executions", "summary", "--server", daemon.url, "--max-failure-rate", "20%")
+    assert gate.code == 1 and gate.err == (
+        "error: failed more often than --max-failure-rate 20%: hello v1 in staging"
+        " (25.0%: 1 of 4)\n"
+    )
+    passed = cli("executions", "--server", daemon.url, "summary", "--max-failure-rate", "25")
+    assert passed.code == 0, passed.err
 
 
 def test_without_tokens_the_api_says_how_to_give_them(
