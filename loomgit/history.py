@@ -593,12 +593,11 @@ class History:
             ).fetchall()
             # Nearest rank: the shortest duration with at least p of them at or under it.
             took = db.execute(
-                f"SELECT {group}, MIN(CASE WHEN n >= 0.5 * total THEN duration_ms END),"
-                " MIN(CASE WHEN n >= 0.95 * total THEN duration_ms END) FROM ("
+                f"SELECT {group}, MIN(CASE WHEN c >= 0.5 THEN duration_ms END),"
+                " MIN(CASE WHEN c >= 0.95 THEN duration_ms END) FROM ("
                 f" SELECT {group}, duration_ms,"
-                f" ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY duration_ms) AS n,"
-                f" COUNT(*) OVER (PARTITION BY {group}) AS total FROM executions"
-                f" WHERE {where} AND duration_ms IS NOT NULL) GROUP BY {group}",
+                f" CUME_DIST() OVER (PARTITION BY {group} ORDER BY duration_ms) AS c"
+                f" FROM executions WHERE {where} AND duration_ms IS NOT NULL) GROUP BY {group}",
                 params,
             ).fetchall()
             errors = db.execute(
