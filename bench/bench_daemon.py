@@ -691,8 +691,7 @@ TRIGGER = json.dumps({"body": {"number": 1, "lines": [{"qty": 1}]}, "headers": {
 def _seed_history(state: Path, count: int) -> None:
     """`count` finished executions of three steps each, spread evenly over the last 60
     days, in the history's own schema (made by loomgit, filled by SQL at once)."""
-    subprocess.run([*LOOMGIT, "executions", "--state-dir", str(state)], check=True,
-                   capture_output=True, env=ENV)  # fmt: skip
+    History(state / "history.db").close()  # the schema, as loomgit makes it
     now, spacing = time.time(), 59 * 86400 / count
     rows = ((f"{i:026d}", TRIGGER, now - 60 * 86400 + i * spacing, now) for i in range(count))
     steps = ((f"{i:026d}", p, f"s{p}") for i in range(count) for p in range(3))
@@ -756,6 +755,8 @@ def _prune_by_cli(repo: Path, state: Path) -> None:
         end = time.perf_counter() + 10
         quiet = asyncio.run(_paced_until(url, PRUNE_RATE, lambda: time.perf_counter() > end))
         _describe("no pruning", quiet, 10)
+        for since in ("24h", "61d"):
+            _summaries(daemon, url, since)
         began = time.perf_counter()
         pruner = subprocess.Popen(
             [*LOOMGIT, "executions", "prune", "--older-than", "30d", "--state-dir", str(state)],
@@ -767,6 +768,36 @@ def _prune_by_cli(repo: Path, state: Path) -> None:
         _describe(f"`loomgit executions prune --older-than 30d` ({said})", latencies, took)
     finally:
         daemon.stop()
+
+
+def _summaries(daemon: Daemon, url: str, since: str) -> None:
+    """`GET /api/v1/executions/summary?since=…` three times in a row, while webhooks
+    arrive at PRUNE_RATE: what a long summary costs the webhooks meanwhile."""
+    took: list[float] = []
+    request = urllib.request.Request(
+        f"{daemon.url}/api/v1/executions/summary?since={since}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+    def ask() -> None:
+        for _ in range(3):
+            began = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=600) as resp:
+                summary = json.loads(resp.read())
+            took.append(time.perf_counter() - began)
+        counted.append(sum(v["executions"] for v in summary["versions"]))
+
+    counted: list[int] = []
+    asker = threading.Thread(target=ask)
+    began = time.perf_counter()
+    asker.start()
+    latencies = asyncio.run(_paced_until(url, PRUNE_RATE, lambda: not asker.is_alive()))
+    each = ", ".join(f"{t:.2f}" for t in took)
+    _describe(
+        f"three summaries of the last {since} ({counted[0]:,} executions; {each} s)",
+        latencies,
+        time.perf_counter() - began,
+    )
 
 
 def _prune_by_daemon(repo: Path, state: Path) -> None:
