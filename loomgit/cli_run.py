@@ -404,6 +404,7 @@ def executions(
       loomgit executions --workflow order-sync --limit 10 --format json
       loomgit executions --limit 10 --before 01JD3N5Q8W   # the next ten
       loomgit executions show 01JD3N5Q8W
+      loomgit executions summary --env production --since 2h
       loomgit executions prune --older-than 30d --keep 100000
       LOOMGIT_API_TOKEN=… loomgit executions --server https://loomgit.internal --env production
     """
@@ -809,11 +810,12 @@ def _others(statuses: dict[str, int]) -> str:
 
 def _judge(versions: list[dict[str, Any]], limit: float, given: str, least: int) -> None:
     """--max-failure-rate: exit 1 naming each version above it."""
-    above = []
+    above, judged = [], 0
     for v in versions:
         statuses, rate = v["statuses"], v["failure_rate"]
         failed = statuses.get("failed", 0) + statuses.get("timed_out", 0)
         ended = failed + statuses.get("succeeded", 0)
+        judged += rate is not None and ended >= least
         if rate is not None and ended >= least and rate > limit:
             version = f"v{v['version']}" if v["version"] else "unversioned"
             above.append(
@@ -825,3 +827,6 @@ def _judge(versions: list[dict[str, Any]], limit: float, given: str, least: int)
         raise LoomgitError(
             f"failed more often than --max-failure-rate {shown}: " + ", ".join(above)
         )
+    if not judged:  # a gate that passed without looking: said so, not hidden
+        enough = "an execution that ended" if least == 1 else f"{least} that ended"
+        click.echo(f"note: --max-failure-rate judged nothing: no version had {enough}", err=True)

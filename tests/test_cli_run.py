@@ -592,6 +592,15 @@ def test_executions_summary_counts_each_version(cli: Cli, state: Path) -> None:
         ": order-sync v1 in production (15.0%: 3 of 20)\n"
     )
     assert cli("executions", "summary", "--env", "staging", "--max-failure-rate", "0").code == 0
+    # A gate that judged nothing passes, and says so.
+    unjudged = cli("executions", "summary", "--max-failure-rate", "5", "--min-executions", "21")
+    assert unjudged.code == 0 and unjudged.err == (
+        "note: --max-failure-rate judged nothing: no version had 21 that ended\n"
+    )
+    quiet = cli("executions", "summary", "--since", "1s", "--max-failure-rate", "5")
+    assert quiet.code == 0 and quiet.err.endswith(
+        "note: --max-failure-rate judged nothing: no version had an execution that ended\n"
+    )
     for bad in ("120", "-1", "five", "nan"):
         wrong = cli("executions", "summary", "--max-failure-rate", bad)
         assert wrong.code == 2 and "--max-failure-rate takes a percentage" in wrong.err, bad
