@@ -226,6 +226,24 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     async def environments(request: Request) -> Response:
         return await view.render()
 
+    def empty_name(env: str | None, workflow: str | None) -> Response | None:
+        """`?environment=$ENV` with the variable unset is not a name: a 400."""
+        for name, value in (("environment", env), ("workflow", workflow)):
+            if value == "":
+                return error(400, f"{name} is empty; leave it out, or name one")
+        return None
+
+    async def mistyped(env: str | None) -> Response | None:
+        """A 400 for an environment that matched nothing and that loomgit.yaml does not
+        list, unless it has since dropped it and the history holds some of its
+        executions (filtered out, or on pages before this one)."""
+        if not env or not rec.pipeline or env in rec.pipeline:
+            return None
+        if await asyncio.to_thread(daemon.history.query, Query(env, limit=1)):
+            return None
+        unknown = unknown_environment(env, rec.pipeline)
+        return error(400, f"{unknown.message}: {unknown.hint}")
+
     # Executions hold what triggered them and what their steps answered (orders,
     # addresses…): read with a token, as they are started, while webhooks stay open.
     async def executions(request: Request) -> Response:
@@ -245,21 +263,15 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         except UsageError as exc:
             return error(400, exc.message)
         env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
-        for name, value in (("environment", env), ("workflow", workflow)):
-            if value == "":  # `?environment=$ENV` with the variable unset: not a name
-                return error(400, f"{name} is empty; leave it out, or name one")
+        if refused := empty_name(env, workflow):
+            return refused
         query = Query(env, workflow, status, since, limit, before)
         try:
             found = await asyncio.to_thread(daemon.history.query, query)
         except UsageError as exc:
             return error(400, exc.message)
-        if not found and env and rec.pipeline and env not in rec.pipeline:
-            # a mistyped name, unless loomgit.yaml has since dropped it and the history
-            # holds some of its executions (filtered out, or on pages before this one)
-            held = await asyncio.to_thread(daemon.history.query, Query(env, limit=1))
-            if not held:
-                unknown = unknown_environment(env, rec.pipeline)
-                return error(400, f"{unknown.message}: {unknown.hint}")
+        if not found and (refused := await mistyped(env)):
+            return refused
         # A full page links to the next one, as GitHub's API does (RFC 8288).
         more = None
         if len(found) == limit:
@@ -275,15 +287,11 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         except UsageError as exc:
             return error(400, exc.message)
         env, workflow = q.get("environment"), q.get("workflow")
-        for name, value in (("environment", env), ("workflow", workflow)):
-            if value == "":
-                return error(400, f"{name} is empty; leave it out, or name one")
-        if env and rec.pipeline and env not in rec.pipeline:
-            held = await asyncio.to_thread(daemon.history.query, Query(env, limit=1))
-            if not held:
-                unknown = unknown_environment(env, rec.pipeline)
-                return error(400, f"{unknown.message}: {unknown.hint}")
+        if refused := empty_name(env, workflow):
+            return refused
         tallies = await asyncio.to_thread(daemon.history.tally, since, env, workflow)
+        if not tallies and (refused := await mistyped(env)):
+            return refused
         return json_response({"since": stamp(since), "versions": [t.to_json() for t in tallies]})
 
     async def execution(request: Request) -> Response:
