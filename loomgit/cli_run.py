@@ -771,7 +771,7 @@ def _print_summary(report: dict[str, Any]) -> None:
             f"v{v['version']}" if v["version"] else "-",
             str(v["executions"]),
             str(statuses.get("succeeded", 0)),
-            str(statuses.get("failed", 0) + statuses.get("timed_out", 0)),
+            str(_ended(statuses)[0]),
             _percent(v["failure_rate"]),
             _duration(v["duration_ms"]["p50"]),
             _duration(v["duration_ms"]["p95"]),
@@ -804,8 +804,16 @@ def _times(count: int) -> str:
 
 def _others(statuses: dict[str, int]) -> str:
     """Executions neither succeeded nor failed: `2 running, 1 interrupted`."""
-    ended = ("succeeded", "failed", "timed_out")
-    return ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in statuses.items() if s not in ended)
+    from loomgit.records import ENDED
+
+    return ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in statuses.items() if s not in ENDED)
+
+
+def _ended(statuses: dict[str, int]) -> tuple[int, int]:
+    """(failed or timed out, ended on their own) of a version's counts by status."""
+    from loomgit.records import ENDED, FAILED
+
+    return sum(statuses.get(s, 0) for s in FAILED), sum(statuses.get(s, 0) for s in ENDED)
 
 
 def _judge(versions: list[dict[str, Any]], limit: float, given: str, least: int) -> None:
@@ -813,10 +821,11 @@ def _judge(versions: list[dict[str, Any]], limit: float, given: str, least: int)
     above, judged = [], 0
     for v in versions:
         statuses, rate = v["statuses"], v["failure_rate"]
-        failed = statuses.get("failed", 0) + statuses.get("timed_out", 0)
-        ended = failed + statuses.get("succeeded", 0)
-        judged += rate is not None and ended >= least
-        if rate is not None and ended >= least and rate > limit:
+        failed, ended = _ended(statuses)
+        if ended < least:  # `least` is 1 or more: a version judged has a rate
+            continue
+        judged += 1
+        if rate > limit:
             version = f"v{v['version']}" if v["version"] else "unversioned"
             above.append(
                 f"{v['workflow']} {version} in {v['environment']} "
