@@ -586,6 +586,7 @@ class History:
         failed = f"status IN ({','.join('?' * len(FAILED))})"
         db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
         try:
+            db.execute("BEGIN")  # the three queries read one snapshot, whatever is recorded
             counted = db.execute(
                 f"SELECT {group}, status, COUNT(*), MAX(started_at) FROM executions"
                 f" WHERE {where} GROUP BY {group}, status",
