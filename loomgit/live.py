@@ -184,7 +184,7 @@ def fetch_summary(server: str, token: str | None, filters: dict[str, str | None]
         isinstance(found, dict)
         and isinstance(found.get("since"), str)
         and isinstance(versions := found.get("versions"), list)
-        and all(isinstance(v, dict) and v.keys() >= _TALLY for v in versions)
+        and all(_is_tally(v) for v in versions)
     ):
         return found
     raise UsageError(
@@ -193,7 +193,27 @@ def fetch_summary(server: str, token: str | None, filters: dict[str, str | None]
     )
 
 
-_TALLY = {"environment", "workflow", "version", "statuses", "failure_rate", "duration_ms"}
+def _is_tally(v: Any) -> bool:
+    """Whether `v` has every field the summary's table and gate read, of their types."""
+    return (
+        isinstance(v, dict)
+        and all(isinstance(v.get(k), str) for k in ("environment", "workflow"))
+        and isinstance(v.get("executions"), int)
+        and isinstance(v.get("statuses"), dict)
+        and all(isinstance(n, int) for n in v["statuses"].values())
+        and isinstance(v.get("failure_rate"), int | float | None)
+        and "version" in v
+        and isinstance(took := v.get("duration_ms"), dict)
+        and all(isinstance(took.get(p), int | float | None) for p in ("p50", "p95"))
+        and isinstance(v.get("last_started_at"), str | None)
+        and isinstance(v.get("errors"), list)
+        and all(
+            isinstance(e, dict)
+            and isinstance(e.get("error"), str)
+            and isinstance(e.get("count"), int)
+            for e in v["errors"]
+        )
+    )
 
 
 def fetch_execution(server: str, token: str | None, ident: str) -> dict[str, Any]:

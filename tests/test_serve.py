@@ -2882,6 +2882,9 @@ def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> N
             b'[{"id": "01X", "started_at": "yesterday"}]',
             b'{"id": "01X", "started_at": "yesterday"}',
             b"[1, 2]",
+            b'{"since": "x", "versions": [{"environment": "a", "workflow": "b"}]}',
+            b'{"since": "x", "versions": [' + _TALLY.replace(b'"p50": 1', b'"p50": []') + b"]}",
+            b'{"since": "x", "versions": [' + _TALLY.replace(b'"count": 2', b'"n": 2') + b"]}",
         ]
     )
 
@@ -2907,6 +2910,7 @@ def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> N
             cli("executions", "--server", url),
             cli("executions", "show", "01X", "--server", url),
             cli("executions", "show", "01X", "--server", url),
+            *(cli("executions", "summary", "--server", url) for _ in range(3)),
         ]
     finally:
         server.shutdown()
@@ -2918,6 +2922,16 @@ def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> N
     assert "answered an execution loomgit cannot read" in said[2].err
     assert "answered an execution loomgit cannot read" in said[3].err
     assert "/api/v1/executions/01X did not answer an execution" in said[4].err
+    for result in said[5:]:
+        assert "/api/v1/executions/summary did not answer a summary" in result.err
+
+
+# One version of a summary as the daemon answers it (to be spoilt by the test above).
+_TALLY = (
+    b'{"environment": "a", "workflow": "b", "version": 1, "executions": 2,'
+    b' "statuses": {"failed": 2}, "failure_rate": 1.0, "duration_ms": {"p50": 1, "p95": 1},'
+    b' "last_started_at": null, "errors": [{"error": "e", "count": 2}]}'
+)
 
 
 def test_status_server_refuses_what_is_no_url_and_what_answers_no_http(cli: Cli) -> None:
