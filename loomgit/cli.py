@@ -89,14 +89,14 @@ def repo_option(func: Any) -> Any:
 def version_number(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """A workflow's version, as a number (`3`) or as `status` and `history` print it
     (`v3`)."""
-    import re
+    from loomgit.records import version_of
 
     if value is None:
         return None
-    match = re.fullmatch(r"[vV]?([0-9]{1,18})", value.strip())
-    if match is None or int(match[1]) < 1:
+    number = version_of(value)
+    if number is None:
         raise click.BadParameter(f"{value!r} is not a version; give its number, as 3 or v3")
-    return int(match[1])
+    return number
 
 
 def refuse_empty(command: click.Command, ctx: click.Context, args: list[str]) -> None:

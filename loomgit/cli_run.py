@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from loomgit import jsontext
 from loomgit.agekeys import AgeKeys
 from loomgit.ages import parse_since
-from loomgit.cli import cli, format_option, repo_option, workflow_arguments
+from loomgit.cli import cli, format_option, repo_option, version_number, workflow_arguments
 from loomgit.cli_credentials import key_option
 from loomgit.errors import LoomgitError, UsageError, report_to
 
@@ -65,10 +65,29 @@ def server_options(func: Any) -> Any:
     )(func)
 
 
+def version_option(func: Any) -> Any:
+    return click.option(
+        "--version",
+        "version",
+        metavar="N",
+        callback=version_number,
+        help="Only this version of --workflow (3 or v3).",
+    )(func)
+
+
+def _versioned(workflow: str | None, version: int | None) -> None:
+    if version is not None and workflow is None:
+        raise UsageError(
+            "--version goes with --workflow: each workflow numbers its own versions",
+            hint="name the workflow, as --workflow order-sync --version 3",
+        )
+
+
 # The listing's options, by parameter name.
 _LISTING = {
     "env": "--env",
     "workflow": "--workflow",
+    "version": "--version",
     "status": "--status",
     "since": "--since",
     "limit": "--limit",
@@ -303,12 +322,15 @@ def run(
     sys.exit(0 if ex.status == "succeeded" else 1)
 
 
-def _why_none(history: Any, filters: dict[str, str | None]) -> list[str]:
+def _why_none(
+    history: Any, filters: dict[str, str | None], version: int | None = None
+) -> list[str]:
     """Why a local listing filtered by environment or workflow found nothing, when the
     history never saw the value: the closest value recorded, or those there are; and,
     unless it was a near typo, which history that is, since a daemon keeping its own
-    elsewhere (`serve --state-dir`) is the other likely cause. Empty when each value was
-    seen."""
+    elsewhere (`serve --state-dir`) is the other likely cause. With a `version` of a
+    workflow it saw, the versions it saw, when that one is not among them. Empty when
+    each value was seen."""
     from loomgit.wording import closest
 
     elsewhere = "a daemon's is read with --server URL, or with --state-dir set to its state folder"
@@ -331,16 +353,27 @@ def _why_none(history: Any, filters: dict[str, str | None]) -> list[str]:
             unknown = True
     if unknown:
         hints.append(f"this is the history in {history.path}; {elsewhere}")
+    workflow, env = filters.get("workflow"), filters.get("environment")
+    if version is not None and workflow is not None and not hints:
+        seen = history.versions(workflow, env)
+        if version not in seen:
+            where = f" in {env}" if env else ""
+            said = f"no execution of {workflow} v{version} was ever recorded{where}"
+            if seen:
+                hints.append(f"{said}; it has {_some([f'v{n}' for n in seen])}")
+            else:
+                hints.append(f"{said}; none of {workflow} was")
     return hints
 
 
 _FILTERS = {"environment": "--env", "workflow": "--workflow"}
 
 
-def _unserved(server: str, workflow: str) -> str | None:
+def _unserved(server: str, workflow: str, version: int | None = None) -> str | None:
     """Why a daemon's history had nothing for `workflow` when none of its environments
-    serves it (a typo, most often): the closest it serves, or those it does. None when
-    one does, or when the daemon does not say."""
+    serves it (a typo, most often): the closest it serves, or those it does; or, for a
+    `version` none serves, the versions they do. None when one does, or when the daemon
+    does not say."""
     from loomgit.live import fetch_environments
     from loomgit.wording import closest
 
@@ -348,16 +381,32 @@ def _unserved(server: str, workflow: str) -> str | None:
         envs = fetch_environments(server)
     except LoomgitError:
         return None
-    served = sorted(
-        {wf for env in envs if isinstance(ws := env.get("workflows"), dict) for wf in ws}
-    )
+    workflows = [ws for env in envs if isinstance(ws := env.get("workflows"), dict)]
+    served = sorted({wf for ws in workflows for wf in ws})
     if workflow in served:
-        return None
+        return None if version is None else _versions_served(server, workflow, version, envs)
     said = f"no environment of the daemon at {server} serves --workflow {workflow}"
     close = closest(workflow, served)
     if close:
         return f"{said}; did you mean {close}?"
     return f"{said}; it serves {_some(served) if served else 'none'}"
+
+
+def _versions_served(
+    server: str, workflow: str, version: int, envs: list[dict[str, Any]]
+) -> str | None:
+    """`the daemon at … serves order-sync v4 in production, v5 in staging`, when none of
+    its environments serves `version`."""
+    where = []
+    for env in envs:
+        cell = env["workflows"].get(workflow) if isinstance(env.get("workflows"), dict) else None
+        if isinstance(cell, dict) and isinstance(cell.get("version"), int):
+            if cell["version"] == version:
+                return None
+            where.append(f"v{cell['version']} in {env.get('name')}")
+    if not where:
+        return None
+    return f"the daemon at {server} serves {workflow} {', '.join(where)}"
 
 
 def _some(names: list[str]) -> str:
@@ -371,6 +420,7 @@ def _short_time(iso: str | None) -> str:
 @cli.group(invoke_without_command=True)
 @click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
 @click.option("--workflow", metavar="NAME", help="Only this workflow's executions.")
+@version_option
 @click.option("--status", type=click.Choice(STATUSES), help="Only executions with this status.")
 @click.option("--since", metavar="AGE|DATE", help="Started within 30m, 2h, 7d… or since a date.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
@@ -387,6 +437,7 @@ def executions(
     ctx: click.Context,
     env: str | None,
     workflow: str | None,
+    version: int | None,
     status: str | None,
     since: str | None,
     limit: int,
@@ -396,12 +447,14 @@ def executions(
     server: str | None,
     token_file: Path | None,
 ) -> None:
-    """The execution history, newest first, filtered by environment, workflow, status.
+    """The execution history, newest first, filtered by environment, workflow, version,
+    status.
 
     \b
     Examples:
       loomgit executions --env production --status failed --since 1d
       loomgit executions --workflow order-sync --limit 10 --format json
+      loomgit executions --env production --workflow order-sync --version 4 --status failed
       loomgit executions --limit 10 --before 01JD3N5Q8W   # the next ten
       loomgit executions show 01JD3N5Q8W
       loomgit executions summary --env production --since 2h
@@ -416,6 +469,7 @@ def executions(
         }
         ctx.obj = _Source(state_dir, server, token_file, given)
         return
+    _versioned(workflow, version)
     source = _Source(state_dir, server, token_file)
     from loomgit import records
 
@@ -425,19 +479,21 @@ def executions(
         from loomgit.live import as_executions, fetch_executions
 
         filters = {"environment": env, "workflow": workflow, "status": status}
+        filters |= {"version": None if version is None else str(version)}
         rows = fetch_executions(*remote, {**filters, "since": since, "before": before}, limit)
         found = as_executions(remote[0], rows)
         if workflow is not None and not found and fmt != "json":
-            hints = [_unserved(remote[0], workflow)]
+            hints = [_unserved(remote[0], workflow, version)]
     else:
         moment = parse_since(since) if since else None
-        query = records.Query(env, workflow, status, moment, limit, before)
+        query = records.Query(env, workflow, status, moment, limit, before, version)
         with _history(state_dir, reading=True) as history:
             found = history.query(query)
             # An environment or workflow the history never saw is most often a typo, or
             # another history: said so.
             if not found:
-                hints = list(_why_none(history, {"environment": env, "workflow": workflow}))
+                named = {"environment": env, "workflow": workflow}
+                hints = list(_why_none(history, named, version))
         rows = [ex.to_json(steps=False) for ex in found]
     if fmt == "json":
         click.echo(jsontext.dumps(rows, indent=2))
@@ -656,6 +712,7 @@ def _percent(rate: float | None) -> str:
 @executions.command("summary")
 @click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
 @click.option("--workflow", metavar="NAME", help="Only this workflow's executions.")
+@version_option
 @click.option(
     "--since",
     metavar="AGE|DATE",
@@ -686,6 +743,7 @@ def summary(
     group: _Source,
     env: str | None,
     workflow: str | None,
+    version: int | None,
     since: str,
     max_rate: str | None,
     min_executions: int,
@@ -708,10 +766,14 @@ def summary(
       loomgit executions summary --env production --since 2h
       loomgit executions summary --workflow order-sync --format json
       LOOMGIT_API_TOKEN=… loomgit executions summary --server https://loomgit.internal \\
-          --env production --workflow order-sync --since 30m --max-failure-rate 5%
+          --env production --workflow order-sync --version 4 --since 30m \\
+          --max-failure-rate 5%
     """
-    taken = group.take("summary", {"env": env, "workflow": workflow, "since": since, "fmt": fmt})
-    env, workflow, since, fmt = taken["env"], taken["workflow"], taken["since"], taken["fmt"]
+    own = {"env": env, "workflow": workflow, "version": version, "since": since, "fmt": fmt}
+    taken = group.take("summary", own)
+    env, workflow, version = taken["env"], taken["workflow"], taken["version"]
+    since, fmt = taken["since"], taken["fmt"]
+    _versioned(workflow, version)
     limit = _rate(max_rate)
     source = _Source(
         state_dir or group.state_dir, server or group.server, token_file or group.token_file
@@ -721,17 +783,20 @@ def summary(
     if remote is not None:
         from loomgit.live import fetch_summary
 
-        report = fetch_summary(*remote, {"environment": env, "workflow": workflow, "since": since})
+        filters = {"environment": env, "workflow": workflow, "since": since}
+        filters |= {"version": None if version is None else str(version)}
+        report = fetch_summary(*remote, filters)
         if workflow is not None and not report["versions"] and fmt != "json":
-            hints = [_unserved(remote[0], workflow)]
+            hints = [_unserved(remote[0], workflow, version)]
     else:
         from loomgit.records import stamp
 
         moment = parse_since(since)
         with _history(source.state_dir, reading=True) as history:
-            tallies = history.tally(moment, env, workflow)
+            tallies = history.tally(moment, env, workflow, version)
             if not tallies:
-                hints = list(_why_none(history, {"environment": env, "workflow": workflow}))
+                named = {"environment": env, "workflow": workflow}
+                hints = list(_why_none(history, named, version))
         report = {"since": stamp(moment), "versions": [t.to_json() for t in tallies]}
     versions: list[dict[str, Any]] = report["versions"]
     if fmt == "json":

@@ -549,6 +549,7 @@ class History:
             ("environment", q.environment),
             ("workflow", q.workflow),
             ("status", q.status),
+            ("version", q.version),
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -569,15 +570,24 @@ class History:
         return [self._row(r) for r in rows]
 
     def tally(
-        self, since: float, environment: str | None = None, workflow: str | None = None
+        self,
+        since: float,
+        environment: str | None = None,
+        workflow: str | None = None,
+        version: int | None = None,
     ) -> list[Tally]:
-        """The executions started since `since`, counted by environment, workflow and
-        version (sorted so), with their durations' p50 and p95 and their three most
-        frequent errors. Read on a connection of its own, outside the lock: a long window
-        does not hold up what the daemon records meanwhile (WAL readers do not wait)."""
+        """The executions started since `since` (of `version` only, when given),
+        counted by environment, workflow and version (sorted so), with their durations'
+        p50 and p95 and their three most frequent errors. Read on a connection of its own,
+        outside the lock: a long window does not hold up what the daemon records meanwhile
+        (WAL readers do not wait)."""
         clauses: list[str] = ["started_at >= ?"]
         params: list[Any] = [since]
-        for column, value in (("environment", environment), ("workflow", workflow)):
+        for column, value in (
+            ("environment", environment),
+            ("workflow", workflow),
+            ("version", version),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -646,6 +656,19 @@ class History:
         )
         with self._lock:
             return [row[0] for row in self._db.execute(sql)]
+
+    def versions(self, workflow: str, environment: str | None = None) -> list[int]:
+        """The versions of `workflow` the history holds executions of (in `environment`),
+        newest first. It reads each of the workflow's executions: asked only when a
+        listing by version found none."""
+        where = "workflow = ? AND version IS NOT NULL"
+        params: list[Any] = [workflow]
+        if environment is not None:
+            where += " AND environment = ?"
+            params.append(environment)
+        sql = f"SELECT DISTINCT version FROM executions WHERE {where} ORDER BY version DESC"
+        with self._lock:
+            return [row[0] for row in self._db.execute(sql, params)]
 
     def _position(self, ident: str) -> list[Any]:
         """Where an execution is in the listing, `[started_at, id]`, by its id or a

@@ -168,6 +168,7 @@ def fetch_executions(
             isinstance(row, dict) and isinstance(row.get("id"), str) for row in page
         ):
             raise UsageError(f"{_base(server)}/api/v1/executions did not answer executions")
+        _one_version(server, "/api/v1/executions", [row.get("version") for row in page], given)
         found += page
         if len(page) < want:
             break
@@ -186,11 +187,25 @@ def fetch_summary(server: str, token: str | None, filters: dict[str, str | None]
         and isinstance(versions := found.get("versions"), list)
         and all(_is_tally(v) for v in versions)
     ):
+        path = "/api/v1/executions/summary"
+        _one_version(server, path, [v["version"] for v in versions], filters)
         return found
     raise UsageError(
         f"{_base(server)}/api/v1/executions/summary did not answer a summary; is it a "
         "loomgit daemon?"
     )
+
+
+def _one_version(server: str, path: str, versions: list[Any], filters: dict[str, Any]) -> None:
+    """A daemon older than `version` ignores it, as it does any parameter it does not
+    know: an answer holding other versions is refused, not shown (or judged) as that
+    version's."""
+    wanted = filters.get("version")
+    if wanted is not None and any(v != int(wanted) for v in versions):
+        raise UsageError(
+            f"{_base(server)}{path} answered other versions than v{wanted}",
+            hint="a daemon older than this loomgit does not filter by version: upgrade it",
+        )
 
 
 def _is_tally(v: Any) -> bool:

@@ -26,6 +26,12 @@ _REPEAT = _answer(
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _ENV = {"type": "string", "pattern": ENV_NAME}  # as loomgit.yaml allows
 _ID = {"type": "string", "pattern": "^[0-9A-Za-z]{6,26}$"}  # an id, or its first 6 or more
+# Only one version's executions: each workflow numbers its own, so a 400 without workflow.
+_VERSION = {
+    "type": "string",
+    "pattern": "^[vV]?[0-9]{1,18}$",
+    "description": "A version of the workflow named (3 or v3); needs workflow",
+}
 
 
 def spec() -> dict[str, Any]:
@@ -169,6 +175,7 @@ def spec() -> dict[str, Any]:
                         ),
                         # any name: one never recorded gives []; an empty one is a 400
                         _query("workflow", {"type": "string", "minLength": 1}),
+                        _query("version", _VERSION),
                         _query("status", {"type": "string", "enum": list(STATUSES)}),
                         _query(
                             "since",
@@ -213,6 +220,7 @@ def spec() -> dict[str, Any]:
                     "parameters": [
                         _query("environment", {"type": "string", "minLength": 1}),
                         _query("workflow", {"type": "string", "minLength": 1}),
+                        _query("version", _VERSION),
                         _query(
                             "since",
                             {

@@ -4,6 +4,7 @@ ids. The store that keeps them is `history`."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -156,6 +157,14 @@ class Query:
     since: float | None = None
     limit: int = 50
     before: str | None = None  # an execution's id: only those listed after it
+    version: int | None = None  # with a workflow: only that version's executions
+
+
+def version_of(text: str) -> int | None:
+    """A workflow's version as given on the command line or in a query, a number (`3`)
+    or as `status` and `history` print it (`v3`); None when `text` is neither."""
+    match = re.fullmatch(r"[vV]?([0-9]{1,18})", text.strip())
+    return None if match is None or int(match[1]) < 1 else int(match[1])
 
 
 # What a failure rate counts: executions that ended on their own, one way or the other

@@ -48,7 +48,7 @@ from loomgit.layout import unknown_environment
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
 from loomgit.reconcile import Served
-from loomgit.records import STATUSES, Query, stamp
+from loomgit.records import STATUSES, Query, stamp, version_of
 from loomgit.runtime import TriggerEvent
 
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
@@ -233,6 +233,18 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
                 return error(400, f"{name} is empty; leave it out, or name one")
         return None
 
+    def only_version(q: Any, workflow: str | None) -> int | None:
+        """`?version=3` (or v3): only that version's executions, of the workflow named."""
+        text = q.get("version")
+        if text is None:
+            return None
+        version = version_of(text)
+        if version is None:
+            raise UsageError("version is a workflow's version number, as 3 or v3")
+        if workflow is None:
+            raise UsageError("version goes with workflow: each workflow numbers its own versions")
+        return version
+
     async def mistyped(env: str | None) -> Response | None:
         """A 400 for an environment that matched nothing and that loomgit.yaml does not
         list, unless it has since dropped it and the history holds some of its
@@ -258,14 +270,15 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             limit = 0
         if limit < 1:
             return error(400, "limit is a whole number from 1 (at most 1000 are returned)")
+        env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
         try:  # as the CLI's --since, and a Unix time
             since = parse_moment(q["since"], "since") if "since" in q else None
+            version = only_version(q, workflow)
         except UsageError as exc:
             return error(400, exc.message)
-        env, workflow, before = q.get("environment"), q.get("workflow"), q.get("before")
         if refused := empty_name(env, workflow):
             return refused
-        query = Query(env, workflow, status, since, limit, before)
+        query = Query(env, workflow, status, since, limit, before, version)
         try:
             found = await asyncio.to_thread(daemon.history.query, query)
         except UsageError as exc:
@@ -282,14 +295,15 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
     async def summary(request: Request) -> Response:
         require_token(request, "summary")
         q = request.query_params
+        env, workflow = q.get("environment"), q.get("workflow")
         try:  # as the CLI's --since (default 24h), and a Unix time
             since = parse_moment(q.get("since", "24h"), "since")
+            version = only_version(q, workflow)
         except UsageError as exc:
             return error(400, exc.message)
-        env, workflow = q.get("environment"), q.get("workflow")
         if refused := empty_name(env, workflow):
             return refused
-        tallies = await asyncio.to_thread(daemon.history.tally, since, env, workflow)
+        tallies = await asyncio.to_thread(daemon.history.tally, since, env, workflow, version)
         if not tallies and (refused := await mistyped(env)):
             return refused
         return json_response({"since": stamp(since), "versions": [t.to_json() for t in tallies]})

@@ -21,7 +21,7 @@ from loomgit.ages import parse_since
 from loomgit.cli_run import STATUSES
 from loomgit.history import History
 from loomgit.records import STATUSES as STORED_STATUSES
-from loomgit.records import Execution, StepRecord, new_id
+from loomgit.records import Execution, Query, StepRecord, new_id
 
 Cli = Callable[..., Result]
 CANARY = "LOOMGIT-CANARY-greeter"  # the greeter token of the fixture repositories
@@ -605,6 +605,69 @@ def test_executions_summary_counts_each_version(cli: Cli, state: Path) -> None:
         wrong = cli("executions", "summary", "--max-failure-rate", bad)
         assert wrong.code == 2 and "--max-failure-rate takes a percentage" in wrong.err, bad
     assert cli("executions", "summary", "--since", "soon").code == 2
+
+
+def test_executions_and_the_summary_filter_by_version(cli: Cli, state: Path) -> None:
+    """--version (3 or v3, with --workflow): the listing and the summary of that version
+    only, so a gate after a promotion judges the new version and not the one before."""
+    with History() as history:
+        _tallied(history)
+    listed = cli("executions", "--workflow", "order-sync", "--version", "v2", "--format", "json")
+    rows = json.loads(listed.out)
+    assert [(r["environment"], r["version"], r["status"]) for r in rows] == [
+        ("production", 2, "running"),
+        *[("production", 2, "failed")] * 3,
+        *[("staging", 2, "succeeded")] * 5,
+    ]
+    failed = cli("executions", "--env", "production", "--workflow", "order-sync", "--version", "1")
+    assert len(failed.out.splitlines()) == 21 and " v2 " not in failed.out
+    report = cli(
+        "executions", "summary", "--workflow", "order-sync", "--version", "1", "--format", "json"
+    )
+    assert [(t["environment"], t["version"]) for t in json.loads(report.out)["versions"]] == [
+        ("production", 1)
+    ]
+    # Given before `summary` as well; the gate judges that version only.
+    gate = ("--max-failure-rate", "20%")
+    assert cli("executions", "summary", "--max-failure-rate", "20%").code == 1  # v2: 100%
+    old = cli("executions", "--workflow", "order-sync", "--version", "1", "summary", *gate)
+    assert old.code == 0, old.err
+    new = cli("executions", "summary", "--workflow", "order-sync", "--version", "2", *gate)
+    assert new.code == 1 and new.err.splitlines()[-1] == (
+        "error: failed more often than --max-failure-rate 20%: order-sync v2 in production"
+        " (100.0%: 3 of 3)"
+    )
+    # A version never recorded: nothing, and the versions there are.
+    for args in (
+        ("executions", "--workflow", "order-sync", "--version", "3"),
+        ("executions", "summary", "--workflow", "order-sync", "--version", "3"),
+    ):
+        none = cli(*args)
+        assert none.code == 0 and none.out == "", none
+        assert none.err.splitlines()[-1] == (
+            "hint: no execution of order-sync v3 was ever recorded; it has v2, v1"
+        )
+    staged = cli("executions", "--env", "staging", "--workflow", "order-sync", "--version", "1")
+    assert staged.err.splitlines()[-1] == (
+        "hint: no execution of order-sync v1 was ever recorded in staging; it has v2"
+    )
+    # Refused: without --workflow, not a version, given twice differently, for `show`.
+    for args, said in (
+        (("executions", "--version", "2"), "error: --version goes with --workflow"),
+        (("executions", "summary", "--version", "2"), "error: --version goes with --workflow"),
+        (("executions", "--workflow", "order-sync", "--version", "2.0"), "is not a version"),
+        (("executions", "--workflow", "order-sync", "--version", "0"), "is not a version"),
+        (
+            ("executions", "--version", "1", "summary", "--workflow", "x", "--version", "2"),
+            "error: --version is given twice: 1 before `summary`, 2 after it",
+        ),
+        (("executions", "--version", "1", "show", "01X"), "`executions show` has no --version"),
+        (("executions", "--version", "1", "prune", "--keep", "1"), "`executions prune` has no"),
+    ):
+        result = cli(*args)
+        assert result.code == 2 and said in result.err, (args, result.err)
+    with History() as history:  # nothing was pruned
+        assert len(history.query(Query(limit=100))) == 29
 
 
 def test_an_unusable_state_folder_is_a_clear_error(repo: Repo, cli: Cli, tmp_path: Path) -> None:

@@ -780,16 +780,25 @@ def test_the_summary_counts_each_version_through_the_daemon(
         ("workflow=hello&since=1h", 1),
         ("since=2999-01-01", 0),
         (f"since={time.time() + 60}", 0),
+        ("workflow=hello&version=1", 1),
+        ("workflow=hello&version=v2", 0),
     ):
         code, found = daemon.request("GET", f"/api/v1/executions/summary?{query}", headers=AUTH)
         assert code == 200 and len(found["versions"]) == versions, (query, found)
+    for query, rows in (("workflow=hello&version=V1", 4), ("workflow=hello&version=2", 0)):
+        code, found = daemon.request("GET", f"/api/v1/executions?{query}", headers=AUTH)
+        assert code == 200 and len(found) == rows, (query, found)
     for query, message in (
         ("since=soon", "since takes a Unix time, an age such as 30m"),
         ("environment=", "environment is empty; leave it out, or name one"),
         ("environment=stagign", "unknown environment 'stagign': did you mean staging?"),
+        ("version=1", "version goes with workflow: each workflow numbers its own versions"),
+        ("workflow=hello&version=1.0", "version is a workflow's version number, as 3 or v3"),
+        ("workflow=hello&version=0", "version is a workflow's version number, as 3 or v3"),
     ):
-        code, found = daemon.request("GET", f"/api/v1/executions/summary?{query}", headers=AUTH)
-        assert code == 400 and found["error"].startswith(message), (query, found)
+        for path in ("/api/v1/executions/summary", "/api/v1/executions"):
+            code, found = daemon.request("GET", f"{path}?{query}", headers=AUTH)
+            assert code == 400 and found["error"].startswith(message), (path, query, found)
     assert daemon.request("GET", "/api/v1/executions/summary")[0] == 401
     refused = 'loomgit_api_refused_total{endpoint="summary",reason="missing"}'
     assert _metric(daemon, refused) == "1.0"
@@ -814,6 +823,17 @@ def test_the_summary_counts_each_version_through_the_daemon(
     )
     passed = cli("executions", "--server", daemon.url, "summary", "--max-failure-rate", "25")
     assert passed.code == 0, passed.err
+    # One version's, through --server too; a version none serves names those served.
+    one = ("--workflow", "hello", "--version", "1", "--format", "json")
+    assert len(json.loads(cli("executions", "--server", daemon.url, *one).out)) == 4
+    judged = cli("executions", "summary", "--server", daemon.url, *one, "--max-failure-rate", "20")
+    assert judged.code == 1 and "hello v1 in staging (25.0%: 1 of 4)" in judged.err
+    for args in (("executions",), ("executions", "summary")):
+        other = cli(*args, "--server", daemon.url, "--workflow", "hello", "--version", "2")
+        assert other.code == 0 and other.out == "", other
+        assert other.err.splitlines()[-1] == (
+            f"hint: the daemon at {daemon.url} serves hello v1 in staging, v1 in production"
+        )
 
 
 def test_without_tokens_the_api_says_how_to_give_them(
@@ -2924,6 +2944,72 @@ def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> N
     assert "/api/v1/executions/01X did not answer an execution" in said[4].err
     for result in said[5:]:
         assert "/api/v1/executions/summary did not answer a summary" in result.err
+
+
+def test_an_older_daemon_is_named_as_such(cli: Cli) -> None:
+    """A daemon older than `--version` ignores `?version=`, as any parameter it does not
+    know, and answers other versions: refused, never shown or judged as that version's
+    (a gate would otherwise pass or fail on the version before). One older than the
+    summary answers it 404: the hint says to upgrade it."""
+    import http.server
+
+    asked: list[str] = []
+    row = json.dumps(
+        {
+            "id": "01M8324WHJKR6FDNASTSBMJ2CW",
+            "environment": "production",
+            "workflow": "b",
+            "version": 1,
+            "trigger": {"type": "webhook"},
+            "status": "failed",
+            "started_at": "2026-11-23T02:00:50.000Z",
+        }
+    ).encode()
+
+    class Older(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path.startswith("/api/v1/executions/summary") and len(asked) > 3:
+                body, code = b'{"detail": "Not Found"}', 404
+            elif self.path.startswith("/api/v1/executions/summary"):
+                body, code = b'{"since": "x", "versions": [' + _TALLY + b"]}", 200
+            else:
+                body, code = b"[" + row + b"]", 200
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Older)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    gate = ("--max-failure-rate", "5%")
+    try:
+        said = [
+            cli("executions", "--server", url, "--workflow", "b", "--version", "2"),
+            cli("executions", "summary", "--server", url, "--workflow", "b", "--version", "v2"),
+            cli(
+                "executions", "summary", "--server", url, "--workflow", "b", "--version", "2", *gate
+            ),
+            cli("executions", "summary", "--server", url),
+        ]
+        # Asked for the version it holds, the same answer is that version's: shown.
+        same = cli("executions", "--server", url, "--workflow", "b", "--version", "1")
+    finally:
+        server.shutdown()
+    assert "version=2" in asked[0] and "version=2" in asked[1], asked
+    for result in said[:3]:
+        assert result.code == 2 and result.out == "", result
+        assert "answered other versions than v2" in result.err, result.err
+        assert "does not filter by version: upgrade it" in result.err
+        assert "failed more often" not in result.err
+    assert said[3].code == 2 and "Traceback" not in said[3].err
+    assert "has no summary: upgrade it" in said[3].err, said[3].err
+    assert same.code == 0 and "01M8324WHJKR6FDNASTSBMJ2CW" in same.out, same
 
 
 # One version of a summary as the daemon answers it (to be spoilt by the test above).
