@@ -2512,14 +2512,15 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
 
 
 @contextlib.contextmanager
-def answering(answer: Callable[[], tuple[int, bytes]]) -> Iterator[str]:
-    """A server on 127.0.0.1 that answers every request with `answer()` (status, body), not a
-    daemon: what `status --server` makes of answers a daemon would not give. Its URL."""
+def answering(answer: Callable[[str], tuple[int, bytes]]) -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every request with `answer(path)` (status, body),
+    not a daemon: what the CLI's `--server` makes of answers a daemon would not give (or an
+    older one gives). Its URL."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Answers(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            code, body = answer()
+            code, body = answer(self.path)
             self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -2546,7 +2547,7 @@ def test_status_server_refuses_an_answer_that_is_not_environments(cli: Cli, repo
     """A server that answers a list of something else is named, not a traceback; a
     commit id it answers that git could read as an option is only an unknown commit."""
     answers = [b'[1, {"name": 2}]', b'[{"name": "staging", "commit": "--help"}]']
-    with answering(lambda: (200, answers[0])) as url:
+    with answering(lambda _: (200, answers[0])) as url:
         for wait in ((), ("--wait",)):
             result = cli("status", "--server", url, *wait)
             assert result.code == 2, result.err
@@ -2668,7 +2669,7 @@ def test_status_wait_says_when_the_daemon_stops_answering_and_when_it_answers_ag
     before = git(repo.path, "rev-parse", "HEAD~1")
     answers = [(200, before), (503, ""), (503, ""), (200, head)]
 
-    def restarting() -> tuple[int, bytes]:
+    def restarting(path: str) -> tuple[int, bytes]:
         code, commit = answers.pop(0) if len(answers) > 1 else answers[0]
         env = {"name": "staging", "commit": commit, "conditions": []}
         return code, json.dumps([env] if code == 200 else {"error": "starting"}).encode()
@@ -2731,7 +2732,7 @@ def test_status_wait_reconcile_longer_than_the_timeout_is_a_timed_out_wait(
     tells a deploy that did not converge), not a daemon that cannot be reached (exit 2)."""
     monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
 
-    def slow() -> tuple[int, bytes]:
+    def slow(path: str) -> tuple[int, bytes]:
         time.sleep(3)
         return 200, b"[]"
 
@@ -2763,7 +2764,7 @@ def test_status_wait_reconcile_longer_than_the_timeout_is_a_timed_out_wait(
            "conditions": [ready]}  # fmt: skip
     answers = iter([(3.0, b"[]"), (0.0, json.dumps([env]).encode()), (3.0, b"[]"), (3.0, b"[]")])
 
-    def in_turn() -> tuple[int, bytes]:
+    def in_turn(path: str) -> tuple[int, bytes]:
         delay, body = next(answers)
         time.sleep(delay)
         return 200, body
@@ -2893,8 +2894,6 @@ def test_executions_server_reads_a_daemons_history(
 
 def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> None:
     """A server answering JSON of another shape: one line, exit 2, never a traceback."""
-    import http.server
-
     answers = iter(
         [
             b'{"executions": []}',
@@ -2907,23 +2906,7 @@ def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> N
             b'{"since": "x", "versions": [' + _TALLY.replace(b'"count": 2', b'"n": 2') + b"]}",
         ]
     )
-
-    class Stub(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = next(answers)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with answering(lambda _: (200, next(answers))) as url:
         said = [
             cli("executions", "--server", url),
             cli("executions", "--server", url),
@@ -2932,8 +2915,6 @@ def test_executions_server_refuses_answers_that_are_no_executions(cli: Cli) -> N
             cli("executions", "show", "01X", "--server", url),
             *(cli("executions", "summary", "--server", url) for _ in range(3)),
         ]
-    finally:
-        server.shutdown()
     for result in said:
         assert result.code == 2 and "Traceback" not in result.err, result.err
         assert len(result.err.strip().splitlines()) <= 2, result.err
@@ -2951,44 +2932,27 @@ def test_an_older_daemon_is_named_as_such(cli: Cli) -> None:
     know, and answers other versions: refused, never shown or judged as that version's
     (a gate would otherwise pass or fail on the version before). One older than the
     summary answers it 404: the hint says to upgrade it."""
-    import http.server
-
     asked: list[str] = []
-    row = json.dumps(
-        {
-            "id": "01M8324WHJKR6FDNASTSBMJ2CW",
-            "environment": "production",
-            "workflow": "b",
-            "version": 1,
-            "trigger": {"type": "webhook"},
-            "status": "failed",
-            "started_at": "2026-11-23T02:00:50.000Z",
-        }
-    ).encode()
+    row = {
+        "id": "01M8324WHJKR6FDNASTSBMJ2CW",
+        "environment": "production",
+        "workflow": "b",
+        "version": 1,
+        "trigger": {"type": "webhook"},
+        "status": "failed",
+        "started_at": "2026-11-23T02:00:50.000Z",
+    }
 
-    class Older(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            if self.path.startswith("/api/v1/executions/summary") and len(asked) > 3:
-                body, code = b'{"detail": "Not Found"}', 404
-            elif self.path.startswith("/api/v1/executions/summary"):
-                body, code = b'{"since": "x", "versions": [' + _TALLY + b"]}", 200
-            else:
-                body, code = b"[" + row + b"]", 200
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def older(path: str) -> tuple[int, bytes]:
+        asked.append(path)
+        if not path.startswith("/api/v1/executions/summary"):
+            return 200, json.dumps([row]).encode()
+        if len(asked) > 3:
+            return 404, b'{"detail": "Not Found"}'
+        return 200, b'{"since": "x", "versions": [' + _TALLY + b"]}"
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Older)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     gate = ("--max-failure-rate", "5%")
-    try:
+    with answering(older) as url:
         said = [
             cli("executions", "--server", url, "--workflow", "b", "--version", "2"),
             cli("executions", "summary", "--server", url, "--workflow", "b", "--version", "v2"),
@@ -2999,8 +2963,6 @@ def test_an_older_daemon_is_named_as_such(cli: Cli) -> None:
         ]
         # Asked for the version it holds, the same answer is that version's: shown.
         same = cli("executions", "--server", url, "--workflow", "b", "--version", "1")
-    finally:
-        server.shutdown()
     assert "version=2" in asked[0] and "version=2" in asked[1], asked
     for result in said[:3]:
         assert result.code == 2 and result.out == "", result
