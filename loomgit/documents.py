@@ -17,6 +17,7 @@ from loomgit import yamlio
 from loomgit.analysis import WorkflowFacts, analyse
 from loomgit.findings import Finding, from_validation_error, resolve
 from loomgit.models.state import EnvironmentState
+from loomgit.models.steps import BUILTIN_STEPS
 from loomgit.models.workflow import Workflow
 from loomgit.problems import Problem
 
@@ -177,6 +178,17 @@ class DocumentCache:
             found = known[1]
         self._highest[key] = (wanted, found)
         return found
+
+    def forget_plugin_steps(self) -> None:
+        """Forgets the workflows that did not validate and those with a step of a type
+        not built in: after the packages registering step types changed, they are checked
+        again against those installed now."""
+        self._workflows = {
+            blob: parsed
+            for blob, parsed in self._workflows.items()
+            if parsed.model is not None
+            and all(step.type in BUILTIN_STEPS for step in parsed.model.spec.steps)
+        }
 
     def has_workflow(self, blob: str) -> bool:
         return blob in self._workflows

@@ -35,6 +35,7 @@ from loomgit.errors import LoomgitError
 from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, branch_tip, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
+from loomgit.models.steps import plugins_changed
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.problems import Problem, headline
 from loomgit.records import iso
@@ -334,6 +335,8 @@ class Reconciler:
         problems: dict[str, list[Problem]] | None = None
         for name in self.names:
             if self._changed(snap, name) and problems is None:
+                if plugins_changed():  # a package installed (or removed) beside the daemon
+                    self.cache.forget_plugin_steps()
                 self._preload(snap)
                 problems = check_by_env(snap, self.cache)  # once for every environment
             self._environment(snap, git, name, problems or {}, now)

@@ -244,6 +244,8 @@ def kind(name: str) -> Kind:
     if found is not None:
         return found
     plugin = models.plugins().get(name)
+    if plugin is None and models.plugins_changed():  # installed since this process began
+        plugin = models.plugins().get(name)
     if plugin is None:
         why = models.unusable(name)
         told = f"step type '{name}' cannot be used: {why}" if why else f"unknown step type '{name}'"

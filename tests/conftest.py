@@ -155,6 +155,19 @@ def repo(tmp_path: Path, age_key: AgeKey, greeter_file: bytes) -> Repo:
     return r
 
 
+def install_steps(site: Path, module: str, source: str, entry_points: dict[str, str]) -> None:
+    """A distribution installed in `site`, as pip would leave it, registering step types
+    (`entry_points`: type name -> `module:object`)."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    dist = site / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    name = module.replace("_", "-")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    (dist / "entry_points.txt").write_text(f"[loomgit.steps]\n{lines}")
+
+
 def put_everywhere(repo: Repo, content: str, active: dict[str, bool], name: str = "hello") -> str:
     """Commits `content` as workflow `name` in every environment (v1 past development),
     active where `active` says; returns the commit."""

@@ -37,6 +37,7 @@ from conftest import (
     commit_all,
     descendants,
     git,
+    install_steps,
     promoted,
     put_everywhere,
     state_yaml,
@@ -256,6 +257,73 @@ def test_environments_serves_those_named_in_the_pipelines_order(repo: Repo, star
     served = "development is not served here; this daemon serves staging, production"
     assert (code, body) == (404, {"error": served})
     assert daemon.request("GET", "/readyz?environments=staging,production")[0] == 200
+
+
+# Two packages adding step types: `tag` installed before the daemon starts, `shout` after.
+TAG_STEP = """
+from types import SimpleNamespace
+from pydantic import BaseModel
+
+class Params(BaseModel):
+    text: str
+
+tag = SimpleNamespace(params=Params, run=lambda params, ctx: {"tagged": f"#{params.text}"})
+"""
+SHOUT_STEP = TAG_STEP.replace("tag =", "shout =").replace(
+    'f"#{params.text}"', "params.text.upper()"
+)
+
+
+def _using(name: str, step_type: str) -> str:
+    return (
+        "apiVersion: loomgit/v1\nkind: Workflow\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec:\n  triggers: [{{type: webhook, path: {name}}}]\n"
+        f"  steps:\n    - {{id: s, type: {step_type}, with: {{text: '{TEXT}'}}}}\n"
+    )
+
+
+TEXT = "{{ trigger.body.text }}"
+
+
+def test_a_step_type_installed_beside_the_daemon_is_taken_at_its_next_cycle(
+    repo: Repo, start: Start, tmp_path: Path
+) -> None:
+    """`pip install` of a package adding a step type, beside a running daemon: the commit
+    that uses the type, refused until then (LG321, the last good state serving), applies
+    at the next cycle without a restart, and runs in runners that had read the step
+    types before the package came."""
+    site = tmp_path / "site"
+    install_steps(site, "loomgit_tag_test", TAG_STEP, {"tag": "loomgit_tag_test:tag"})
+    repo.write(repo.wf("development", "tagged"), _using("tagged", "tag"))
+    repo.write(
+        "environments/development/environment.yaml",
+        state_yaml("development", {"tagged": {"active": "true"}}),
+    )
+    commit_all(repo.path, "tagged")
+    daemon = start(repo, "--runners", "1", env={"PYTHONPATH": str(site)})
+    code, body = daemon.request("POST", "/hooks/development/tagged", {"text": "a"})
+    assert code == 202, body
+    assert daemon.finished(body["execution"])["output"] == {"tagged": "#a"}  # runner read them
+    repo.write(repo.wf("development", "loud"), _using("loud", "shout"))
+    repo.write(
+        "environments/development/environment.yaml",
+        state_yaml("development", {"tagged": {"active": "true"}, "loud": {"active": "true"}}),
+    )
+    head = commit_all(repo.path, "loud")
+    refused = daemon.reconcile()["development"]
+    assert refused["conditions"][0]["reason"] == "ValidationFailed"
+    assert "unknown step type 'shout'" in refused["conditions"][0]["message"]
+    assert daemon.request("POST", "/hooks/development/loud", {"text": "b"})[0] == 404
+    install_steps(site, "loomgit_shout_test", SHOUT_STEP, {"shout": "loomgit_shout_test:shout"})
+    applied = daemon.reconcile()["development"]
+    assert applied["conditions"][0]["reason"] == "Ready", applied
+    assert applied["commit"] == head
+    for path, output in (("loud", {"tagged": "B"}), ("tagged", {"tagged": "#b"})):
+        code, body = daemon.request("POST", f"/hooks/development/{path}", {"text": "b"})
+        assert code == 202, body
+        ex = daemon.finished(body["execution"])
+        assert ex["status"] == "succeeded" and ex["output"] == output, ex
 
 
 BAD_EDITS = {

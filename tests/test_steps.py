@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, AgeKey, Repo, Result
+from conftest import HELLO, AgeKey, Repo, Result, install_steps
 
 from loomgit.models import steps
 
@@ -37,29 +37,40 @@ def _clear() -> None:
     kinds.kind.cache_clear()
 
 
-def _install(site: Path, module: str, source: str, entry_points: dict[str, str]) -> None:
-    """An installed distribution, as pip would leave it, registering `entry_points`."""
-    site.mkdir(parents=True, exist_ok=True)
-    (site / f"{module}.py").write_text(source)
-    dist = site / f"{module}-1.0.dist-info"
-    dist.mkdir()
-    name = module.replace("_", "-")
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
-    (dist / "entry_points.txt").write_text(f"[loomgit.steps]\n{lines}")
-
-
 @pytest.fixture
 def plugin(tmp_path: Path) -> Iterator[None]:
     """A package that registers a `slack` step."""
     site = tmp_path / "site"
-    _install(site, "loomgit_slack_test", PLUGIN, {"slack": "loomgit_slack_test:SlackStep"})
+    install_steps(site, "loomgit_slack_test", PLUGIN, {"slack": "loomgit_slack_test:SlackStep"})
     sys.path.insert(0, str(site))
     _clear()
     yield
     sys.path.remove(str(site))
     sys.modules.pop("loomgit_slack_test", None)
     _clear()
+
+
+def test_a_step_type_installed_after_the_lookup_is_found(tmp_path: Path) -> None:
+    """A process that read the registry before a package was installed (a runner of a
+    running daemon) finds the package's type at its first use, without a restart."""
+    from loomgit import steps as kinds
+
+    site = tmp_path / "site"
+    site.mkdir()
+    sys.path.insert(0, str(site))
+    _clear()
+    try:
+        assert "slack" not in steps.plugins()  # read, and remembered
+        assert not steps.plugins_changed()
+        with pytest.raises(kinds.StepError, match="unknown step type 'hush'"):
+            kinds.kind("hush")
+        install_steps(site, "loomgit_late_test", PLUGIN, {"slack": "loomgit_late_test:SlackStep"})
+        assert kinds.kind("slack").plugin
+        assert "slack" in steps.plugins() and not steps.plugins_changed()
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("loomgit_late_test", None)
+        _clear()
 
 
 def _with_slack(channel_key: str) -> str:
@@ -200,7 +211,7 @@ nap = SimpleNamespace(params=Loose, run=_nap)
 def odd_plugins(tmp_path: Path) -> Iterator[None]:
     """A package whose step types are used as plugin authors write them, and get wrong."""
     site = tmp_path / "site"
-    _install(
+    install_steps(
         site, "loomgit_odd_test", ODD_PLUGINS,
         {"stamp": "loomgit_odd_test:stamp", "opaque": "loomgit_odd_test:opaque",
          "nap": "loomgit_odd_test:nap", "norun": "loomgit_odd_test:Loose",
