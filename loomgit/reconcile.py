@@ -35,7 +35,7 @@ from loomgit.errors import LoomgitError
 from loomgit.gitcache import CachingGit, GitCache
 from loomgit.layout import Snapshot, branch_tip, snapshot
 from loomgit.models.state import EnvironmentState, WorkflowState
-from loomgit.models.steps import plugins_changed
+from loomgit.models.steps import Installed, forget_plugins, installed_plugins
 from loomgit.models.workflow import ApiTrigger, ScheduleTrigger, WebhookTrigger
 from loomgit.problems import Problem, headline
 from loomgit.records import iso
@@ -205,6 +205,7 @@ class Reconciler:
     _invalid: set[str] = field(default_factory=set)  # restored though no longer valid: _restore
     _reading: str | None = None  # the commit the cycle reads, once resolved
     _layout: str | None = None  # as last read: with "directories", HEAD is every env's commit
+    _plugins: Installed | None = None  # the step types packages registered at the last check
     read_error: str | None = None  # why the last cycle could not read the repository
 
     def cycle(self) -> dict[str, EnvStatus]:
@@ -335,13 +336,22 @@ class Reconciler:
         problems: dict[str, list[Problem]] | None = None
         for name in self.names:
             if self._changed(snap, name) and problems is None:
-                if plugins_changed():  # a package installed (or removed) beside the daemon
-                    self.cache.forget_plugin_steps()
+                self._plugins_installed()
                 self._preload(snap)
                 problems = check_by_env(snap, self.cache)  # once for every environment
             self._environment(snap, git, name, problems or {}, now)
         if problems is not None:
             self.cache.retain(set(snap.data))
+
+    def _plugins_installed(self) -> None:
+        """After a package adding step types was installed (or removed) beside the
+        daemon, the workflows that use such types, or did not validate, are checked again
+        with the step types installed now: no restart needed."""
+        installed = installed_plugins()
+        if self._plugins is not None and installed != self._plugins:
+            forget_plugins()
+            self.cache.forget_plugin_steps()
+        self._plugins = installed
 
     @property
     def last_environment(self) -> str | None:

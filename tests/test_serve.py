@@ -46,6 +46,7 @@ from echo_server import serve
 from pipeline import ENVS, Pipeline
 
 from loomgit import sops
+from loomgit.documents import PARALLEL_MIN
 from loomgit.errors import NO_API_TOKENS
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
@@ -291,8 +292,9 @@ def test_a_step_type_installed_beside_the_daemon_is_taken_at_its_next_cycle(
 ) -> None:
     """`pip install` of a package adding a step type, beside a running daemon: the commit
     that uses the type, refused until then (LG321, the last good state serving), applies
-    at the next cycle without a restart, and runs in runners that had read the step
-    types before the package came."""
+    at the next cycle without a restart (its workflows parsed in worker processes, as a
+    large change's are), and runs in runners that had read the step types before the
+    package came."""
     site = tmp_path / "site"
     install_steps(site, "loomgit_tag_test", TAG_STEP, {"tag": "loomgit_tag_test:tag"})
     repo.write(repo.wf("development", "tagged"), _using("tagged", "tag"))
@@ -306,6 +308,8 @@ def test_a_step_type_installed_beside_the_daemon_is_taken_at_its_next_cycle(
     assert code == 202, body
     assert daemon.finished(body["execution"])["output"] == {"tagged": "#a"}  # runner read them
     repo.write(repo.wf("development", "loud"), _using("loud", "shout"))
+    for i in range(PARALLEL_MIN):  # enough for the daemon to parse them in worker processes
+        repo.write(repo.wf("development", f"loud-{i}"), _using(f"loud-{i}", "shout"))
     repo.write(
         "environments/development/environment.yaml",
         state_yaml("development", {"tagged": {"active": "true"}, "loud": {"active": "true"}}),

@@ -110,16 +110,17 @@ class Plugin:
 
 
 @functools.cache
-def _registered() -> tuple[dict[str, Plugin], dict[str, str], tuple[tuple[str, str, str], ...]]:
-    """The step types installed packages register, why each of the others that they
-    register cannot be used, and the entry points read (loaded once per process, and
-    again when `plugins_changed`)."""
+def _registered() -> tuple[dict[str, Plugin], dict[str, str]]:
+    """The step types installed packages register, and why each of the others that they
+    register cannot be used (loaded once per process, and again after
+    `plugins_changed`)."""
+    global _seen
     from importlib.metadata import entry_points  # only when a non-built-in type is used
 
     found: dict[str, Plugin] = {}
     broken: dict[str, str] = {}
     eps = entry_points(group=ENTRY_POINT_GROUP)
-    installed = _installed(eps)
+    _seen = _installed(eps)
     for ep in eps:
         if ep.name in BUILTIN_STEPS:
             continue
@@ -140,7 +141,7 @@ def _registered() -> tuple[dict[str, Plugin], dict[str, str], tuple[tuple[str, s
             broken[ep.name] = f"{where}, which has no `run(params, ctx)` function"
         else:
             found[ep.name] = Plugin(_strict(params), run)
-    return found, broken, installed
+    return found, broken
 
 
 def _strict(params: type[BaseModel]) -> type[BaseModel]:
@@ -158,25 +159,39 @@ def plugins() -> dict[str, Plugin]:
     return _registered()[0]
 
 
+Installed = tuple[tuple[str, str, str], ...]
+
+
+def installed_plugins() -> Installed:
+    """The entry points registering step types, as names and versions, without loading
+    them (reading them takes about 2 ms with 60 packages installed)."""
+    from importlib.metadata import entry_points
+
+    return _installed(entry_points(group=ENTRY_POINT_GROUP))
+
+
 def plugins_changed() -> bool:
     """Whether the packages registering step types changed since they were looked up
     (one installed, removed or upgraded beside a running daemon); if so, they are looked
-    up again at their next use. A module already imported keeps its code: an upgraded
-    package's new code needs a restart."""
-    from importlib.metadata import entry_points
-
-    if _registered.cache_info().currsize == 0:
-        return False  # not looked up yet: the first use reads them as they are
-    if _installed(entry_points(group=ENTRY_POINT_GROUP)) == _registered()[2]:
+    up again at their next use."""
+    if _seen is None or installed_plugins() == _seen:
         return False
-    importlib.invalidate_caches()  # the finders may not have seen the new modules yet
-    _registered.cache_clear()
+    forget_plugins()
     return True
 
 
-def _installed(eps: Iterable[EntryPoint]) -> tuple[tuple[str, str, str], ...]:
-    """What the entry points say, without loading them (reading them takes about 2 ms
-    with 60 packages installed)."""
+def forget_plugins() -> None:
+    """Looks the plugins up again at their next use. A module already imported keeps its
+    code: an upgraded package's new code needs a restart."""
+    importlib.invalidate_caches()  # the finders may not have seen the new modules yet
+    _registered.cache_clear()
+
+
+# The entry points `_registered` last read.
+_seen: Installed | None = None
+
+
+def _installed(eps: Iterable[EntryPoint]) -> Installed:
     return tuple(
         sorted(
             (ep.name, ep.value, f"{ep.dist.name} {ep.dist.version}" if ep.dist else "")
