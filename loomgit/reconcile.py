@@ -532,11 +532,14 @@ class Reconciler:
             if first.line is None:  # not in a file (a branch gone, a folder missing)
                 raise Failed("ValidationFailed", first.render() + more)
             every = "every problem" if more else "the problem"
-            raise Failed(
-                "ValidationFailed",
-                f"{first.render()}{more}; hint: `loomgit validate --rev {commit[:12]} --env "
-                f"{name}` lists {every} in a clone",
-            )
+            hint = f"`loomgit validate --rev {commit[:12]} --env {name}` lists {every} in a clone"
+            if first.code == "LG321" and "did you mean" not in first.message:
+                # validate passes where the package is installed: the daemon's host lacks it
+                hint = (
+                    "a step type a package adds must be installed where `loomgit serve` runs"
+                    f" (the next cycle takes it, no restart); {hint}"
+                )
+            raise Failed("ValidationFailed", f"{first.render()}{more}; hint: {hint}")
         deployments: dict[str, Deployment] = {}
         active: set[str] = set()
         routes: dict[tuple[str, str], WebhookTrigger] = {}

@@ -318,6 +318,10 @@ def test_a_step_type_installed_beside_the_daemon_is_taken_at_its_next_cycle(
     refused = daemon.reconcile()["development"]
     assert refused["conditions"][0]["reason"] == "ValidationFailed"
     assert "unknown step type 'shout'" in refused["conditions"][0]["message"]
+    assert (
+        "; hint: a step type a package adds must be installed where `loomgit serve` runs (the"
+        " next cycle takes it, no restart); `loomgit validate --rev"
+    ) in refused["conditions"][0]["message"]
     assert daemon.request("POST", "/hooks/development/loud", {"text": "b"})[0] == 404
     install_steps(site, "loomgit_shout_test", SHOUT_STEP, {"shout": "loomgit_shout_test:shout"})
     applied = daemon.reconcile()["development"]
