@@ -35,6 +35,8 @@ LATE_TIMEOUT = 2.0
 POLL = 1.0  # seconds between two questions of `status --wait`
 # Not Ready for these reasons, an environment has not judged the commit yet: it retries.
 RETRIED = frozenset({"FetchFailed"})
+# The events `status --server` shows below the bar; the daemon keeps 20 per environment.
+SHOWN_EVENTS = 5
 
 
 def _base(server: str) -> str:
@@ -273,7 +275,41 @@ def live_table(envs: list[dict[str, Any]], server: str) -> Group:
     table.add_row("serving", *[(e.get("commit") or "-")[:12] for e in envs])
     table.add_row("condition", *[_condition(e) for e in envs])
     why = [_why(env) for env in envs]
-    return Group(table, *(Text.assemble(*parts) for parts in why if parts))
+    lines = [Text.assemble(*parts) for parts in why if parts]
+    return Group(table, *lines, *_events(envs, server))
+
+
+def _at(when: Any) -> str:
+    """` at 2026-11-22 08:04:42 UTC` from the daemon's ISO time; an older daemon gave a
+    Unix time, shown as nothing."""
+    found = re.match(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)", str(when))
+    return f" at {found[1]} {found[2]} UTC" if found else ""
+
+
+def _events(envs: list[dict[str, Any]], server: str) -> list[Text]:
+    """The daemon's events (a history rewritten, an environment's removal waiting or
+    cancelled, the last applied commit restored at start-up), newest first, below the
+    bar: a Ready environment may have one worth knowing. The same event in several
+    environments (a force-push reaches them all in one cycle) is one line."""
+    seen: dict[tuple[str, str, str], list[str]] = {}
+    for env in envs:
+        for event in env.get("events") or []:
+            if isinstance(event, dict):
+                key = (_at(event.get("last_transition")), str(event.get("reason")))
+                seen.setdefault((*key, str(event.get("message"))), []).append(env["name"])
+    if not seen:
+        return []
+    newest = sorted(seen, key=lambda k: k[0], reverse=True)
+    lines = [Text("events, newest first:", style="bold")]
+    for at, reason, message in newest[:SHOWN_EVENTS]:
+        names = ", ".join(seen[(at, reason, message)])
+        lines.append(Text.assemble(f"  {names}: ", (reason, "yellow"), f"{at}: {message}"))
+    if len(newest) > SHOWN_EVENTS:
+        more = len(newest) - SHOWN_EVENTS
+        lines.append(
+            Text(f"  … {more} earlier: `loomgit status --server {server} --format json` has them")
+        )
+    return lines
 
 
 def _condition(env: dict[str, Any]) -> str:
@@ -293,10 +329,7 @@ def _why(env: dict[str, Any]) -> tuple[tuple[str, str] | str, ...]:
     cond = conds[0]
     attempted = (env.get("last_attempted_commit") or "")[:12]
     at = f" at {attempted}" if attempted else ""
-    # 2026-11-22T08:04:42.123Z; an older daemon gave a Unix time, shown as nothing.
-    since = re.match(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)", str(cond.get("last_transition")))
-    if since:
-        at += f" since {since[1]} {since[2]} UTC"
+    at += _at(cond.get("last_transition")).replace(" at ", " since ", 1)
     return (
         (f"{env['name']}: ", "bold"),
         (str(cond.get("reason")), "red"),

@@ -1900,6 +1900,11 @@ def test_git_push_webhook_starts_a_cycle_and_history_rewrites_are_reported(
     staging = next(e for e in envs if e["name"] == "staging")
     assert [e["reason"] for e in staging["events"]] == ["HistoryRewritten"]
     assert "HistoryRewritten" in daemon.log
+    # The live view shows it below the bar, once for every environment it reached.
+    reached = ", ".join(e["name"] for e in envs if e["events"])
+    shown = " ".join(cli("status", "--server", daemon.url).out.split())
+    assert f"events, newest first: {reached}: HistoryRewritten at " in shown
+    assert f"{staging['events'][0]['message']}" in shown
 
 
 def _ignores(pid: int, sig: int) -> bool:
@@ -2581,6 +2586,25 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
     console = Console(width=200, record=True)
     console.print(live_table([{"name": "live", "commit": "0" * 40}], daemon.url))
     assert console.export_text().splitlines()[0].rstrip() == f"loomgit serve at {daemon.url}"
+    # Events: newest first, the five newest, one line for one event in two environments.
+    at = "2026-11-22T08:0{}:00.000Z"
+    events = [
+        {"type": "Event", "reason": f"R{n}", "message": f"m{n}", "last_transition": at.format(n)}
+        for n in range(7)
+    ]
+    envs = [{"name": "test", "events": events}, {"name": "live", "events": events[5:]}]
+    console = Console(width=200, record=True)
+    console.print(live_table(envs, daemon.url))
+    lines = console.export_text().splitlines()
+    first = lines.index("events, newest first:")
+    assert [line.rstrip() for line in lines[first + 1 :]] == [
+        "  test, live: R6 at 2026-11-22 08:06:00 UTC: m6",
+        "  test, live: R5 at 2026-11-22 08:05:00 UTC: m5",
+        "  test: R4 at 2026-11-22 08:04:00 UTC: m4",
+        "  test: R3 at 2026-11-22 08:03:00 UTC: m3",
+        "  test: R2 at 2026-11-22 08:02:00 UTC: m2",
+        f"  … 2 earlier: `loomgit status --server {daemon.url} --format json` has them",
+    ]
     assert cli("status", "--server", "ftp://x").code == 2
     for bad in ("http://[::1", "http://127.0.0.1:99999"):  # once "did not answer JSON"
         result = cli("status", "--server", bad)
