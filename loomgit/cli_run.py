@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -19,6 +19,9 @@ from loomgit.ages import parse_since
 from loomgit.cli import cli, format_option, repo_option, version_number, workflow_arguments
 from loomgit.cli_credentials import key_option
 from loomgit.errors import LoomgitError, UsageError, report_to
+
+if TYPE_CHECKING:
+    from loomgit.follow import Follower
 
 # The history module is imported only by the commands; the names are repeated here so that
 # `--help` stays fast. A test keeps the two lists equal.
@@ -92,6 +95,7 @@ _LISTING = {
     "since": "--since",
     "limit": "--limit",
     "before": "--before",
+    "follow": "--follow",
     "fmt": "--format",
 }
 
@@ -429,6 +433,14 @@ def _short_time(iso: str | None) -> str:
     metavar="ID",
     help="Only those listed after this execution: the next page, from the last id shown.",
 )
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep listing, oldest first: the last --limit (10 unless given), then each "
+    "execution as it starts and as it ends, read every second, until Ctrl-C; JSON lines "
+    "with --format json.",
+)
 @format_option
 @state_option
 @server_options
@@ -442,13 +454,14 @@ def executions(
     since: str | None,
     limit: int,
     before: str | None,
+    follow: bool,
     fmt: str,
     state_dir: Path | None,
     server: str | None,
     token_file: Path | None,
 ) -> None:
     """The execution history, newest first, filtered by environment, workflow, version,
-    status.
+    status; or followed as it is recorded (--follow).
 
     \b
     Examples:
@@ -456,6 +469,7 @@ def executions(
       loomgit executions --workflow order-sync --limit 10 --format json
       loomgit executions --env production --workflow order-sync --version 4 --status failed
       loomgit executions --limit 10 --before 01JD3N5Q8W   # the next ten
+      loomgit executions --follow --env production --server http://127.0.0.1:8080
       loomgit executions show 01JD3N5Q8W
       loomgit executions summary --env production --since 2h
       loomgit executions prune --older-than 30d --keep 100000
@@ -474,6 +488,15 @@ def executions(
     from loomgit import records
 
     remote = source.remote()
+    if follow:
+        if before is not None:
+            raise UsageError("--before lists a page of the past; --follow lists what comes")
+        shown = limit if ctx.get_parameter_source("limit") is ParameterSource.COMMANDLINE else 10
+        filters = {"environment": env, "workflow": workflow, "status": status}
+        filters |= {"version": None if version is None else str(version)}
+        moment = parse_since(since) if since else None
+        _follow(filters, moment, shown, fmt, state_dir, remote)
+        return
     hints: list[str | None] = []
     if remote is not None:
         from loomgit.live import as_executions, fetch_executions
@@ -540,6 +563,116 @@ def executions(
 
 
 _ERROR_ROOM = 20  # the narrowest error column worth showing
+
+
+def _follow(
+    filters: dict[str, str | None],
+    since: float | None,
+    limit: int,
+    fmt: str,
+    state_dir: Path | None,
+    remote: tuple[str, str | None] | None,
+) -> None:
+    """`executions --follow`: from the daemon at `remote`, else the local history."""
+    from loomgit import records
+    from loomgit.follow import Follower, One, Recent
+
+    recent: Recent
+    one: One
+    if remote is not None:
+        from loomgit import live
+
+        server, token = remote
+
+        def recent(begin: float | None, count: int) -> list[records.Execution]:
+            moment = None if begin is None else f"{begin:.6f}"
+            rows = live.fetch_executions(server, token, {**filters, "since": moment}, count)
+            return live.as_executions(server, rows)
+
+        def one(ident: str) -> records.Execution | None:
+            try:
+                return live.as_executions(server, [live.fetch_execution(server, token, ident)])[0]
+            except live.NotFound:
+                return None
+
+        _following(Follower(recent, one, since, filters["status"]), limit, fmt)
+        return
+    with _history(state_dir, reading=True) as history:
+        if isinstance(history, _NoHistory):
+            raise UsageError(
+                f"no execution history at {history.path} to follow",
+                hint="`loomgit serve` and `loomgit run` record one there; "
+                "is the daemon's --state-dir another?",
+            )
+        version = filters["version"]
+
+        def recent(begin: float | None, count: int) -> list[records.Execution]:
+            query = records.Query(
+                filters["environment"],
+                filters["workflow"],
+                filters["status"],
+                begin,
+                count,
+                None,
+                None if version is None else int(version),
+            )
+            found: list[records.Execution] = history.query(query)
+            return found
+
+        def one(ident: str) -> records.Execution | None:
+            try:
+                found: records.Execution = history.get(ident)
+            except UsageError:
+                return None
+            return found
+
+        _following(Follower(recent, one, since, filters["status"]), limit, fmt)
+
+
+def _following(follower: Follower, limit: int, fmt: str) -> None:
+    """Reads every second and prints what is new, until Ctrl-C (exit 0). A read that fails
+    after the first is said once on stderr and tried again: a daemon restarting, say."""
+    import shutil
+
+    from loomgit.follow import HEADER, POLL, READ, line
+
+    tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if tty else None
+    failing: str | None = None
+    first = True
+    try:
+        while True:
+            try:
+                fresh, full = follower.read(limit if first else READ)
+            except LoomgitError as exc:
+                if first:
+                    raise
+                if failing is None:
+                    click.echo(f"warning: {exc}; reading again every {POLL:g} s", err=True)
+                failing = str(exc)
+                time.sleep(POLL)
+                continue
+            if failing is not None:
+                click.echo("following again", err=True)
+                failing = None
+            if first and fmt != "json":
+                click.echo(HEADER)
+            if full and not first:
+                click.echo(
+                    f"warning: more than {READ:,} executions in one read; some are not shown"
+                    " (--env, --workflow or --status narrow what is followed)",
+                    err=True,
+                )
+            for ex in fresh:
+                if fmt == "json":
+                    click.echo(jsontext.dumps(ex.to_json(steps=False)))
+                else:
+                    click.echo(line(ex, width))
+            sys.stdout.flush()
+            first = False
+            time.sleep(POLL)
+    except KeyboardInterrupt:
+        return
 
 
 def _block(label: str, value: Any, indent: str = "      ") -> None:

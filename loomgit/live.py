@@ -63,6 +63,10 @@ def _refusal(exc: urllib.error.HTTPError) -> str:
     return said if isinstance(said, str) and said else str(exc.reason)
 
 
+class NotFound(UsageError):
+    """The daemon answered 404."""
+
+
 class TimedOut(UsageError):
     """The daemon did not answer `url` within the timeout."""
 
@@ -96,8 +100,9 @@ def ask_json(
             raise UsageError(
                 f"{url} answered 401: {said}", hint=_unauthorized(said, token)
             ) from None
-        hint = missing if exc.code == 404 else None
-        raise UsageError(f"{url} answered {exc.code}: {said}", hint=hint) from None
+        if exc.code == 404:
+            raise NotFound(f"{url} answered 404: {said}", hint=missing) from None
+        raise UsageError(f"{url} answered {exc.code}: {said}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         said = f"cannot reach the daemon at {base}: {reason}"

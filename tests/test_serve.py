@@ -1583,6 +1583,61 @@ def test_sigkill_and_restart_loses_no_accepted_execution(
         assert len(again.executions()) == 1
 
 
+def test_executions_follow_shows_each_execution_as_it_starts_and_ends(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path
+) -> None:
+    for server in serve():
+        wait = f"    - id: wait\n      type: http\n      with: {{url: '{server.url}/slow/3'}}\n"
+        slow = HELLO.replace("  steps:\n", "  steps:\n" + wait)
+        put_everywhere(repo, slow, {"staging": True, "production": True})
+        state = tmp_path / "state"
+        daemon = start(repo, state=state)
+        _, old = daemon.request("POST", "/hooks/staging/hello", {"name": "Old"})
+        daemon.finished(old["execution"])
+        environ = {**os.environ, "LOOMGIT_API_TOKEN": TOKEN}
+        follow = ["executions", "--follow", "--env", "staging", "--format", "json"]
+        piped = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        remote = subprocess.Popen([*LOOMGIT, *follow, "--server", daemon.url], env=environ, **piped)
+        local = subprocess.Popen([*LOOMGIT, "executions", "-f", "--state-dir", str(state)], **piped)
+        try:
+            assert remote.stdout is not None and local.stdout is not None
+            first = json.loads(remote.stdout.readline())  # the last ones recorded, first
+            assert (first["id"], first["status"]) == (old["execution"], "succeeded")
+            assert local.stdout.readline().split()[:3] == ["started", "(UTC)", "id"]
+            assert old["execution"] in local.stdout.readline()
+            _, new = daemon.request("POST", "/hooks/staging/hello", {"name": "New"})
+            _, other = daemon.request("POST", "/hooks/production/hello", {"name": "Pro"})
+            daemon.finished(new["execution"])
+            daemon.finished(other["execution"])
+            time.sleep(2.5)  # a read or two after both ended
+            daemon.stop()
+            time.sleep(2.5)
+            assert remote.poll() is None and local.poll() is None  # a daemon gone: it waits
+        finally:
+            for proc in (remote, local):
+                proc.send_signal(signal.SIGINT)
+        out, err = remote.communicate(timeout=10)
+        assert remote.returncode == 0, err
+        # The new execution as it started (its step takes 3 s), then as it ended; the
+        # production one is not followed.
+        seen = [(row["id"], row["status"]) for row in map(json.loads, out.splitlines())]
+        assert seen == [(new["execution"], "running"), (new["execution"], "succeeded")]
+        assert err.startswith(f"warning: cannot reach the daemon at {daemon.url}: ")
+        assert "reading again every 1 s" in err and "Traceback" not in err
+        out, err = local.communicate(timeout=10)
+        assert local.returncode == 0 and err == ""
+        shown = [(c[2], c[3], c[8]) for c in map(str.split, out.splitlines())]
+        both = [(new["execution"], "staging"), (other["execution"], "production")]
+        assert sorted(shown[:2]) == sorted((*one, "running") for one in both), out
+        assert sorted(shown[2:]) == sorted((*one, "succeeded") for one in both), out
+    result = cli("executions", "--follow", "--before", "01JD3N5Q8W")
+    assert result.code == 2 and "--follow lists what comes" in result.err
+    result = cli("executions", "--follow", "summary")
+    assert result.code == 2 and "`executions summary` has no --follow" in result.err
+    result = cli("executions", "--follow", "--state-dir", str(tmp_path / "none"))
+    assert result.code == 2 and "no execution history at " in result.err
+
+
 def _wait_gone(pids: list[int]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
