@@ -886,7 +886,9 @@ def summary(
     token_file: Path | None,
 ) -> None:
     """How each workflow version fared in each environment: executions by status, the
-    failure rate, p50 and p95 of how long they took, and the most frequent error.
+    failure rate, p50 and p95 of how long they took, and the most frequent error (errors
+    that differ only in a time, an id or a number of 4 digits or more count as one, with
+    … where they differ).
 
     The failure rate counts failed and timed-out executions among those that succeeded,
     failed or timed out (cancelled and interrupted ones were stopped from outside; queued

@@ -9,10 +9,12 @@ to a configurable size. Writes from many executions at once are grouped into one
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -611,11 +613,14 @@ class History:
                 f" FROM executions WHERE {where} AND duration_ms IS NOT NULL) GROUP BY {group}",
                 params,
             ).fetchall()
+            db.create_function("error_shape", 1, error_shape, deterministic=True)
             errors = db.execute(
-                f"SELECT {group}, error, seen FROM (SELECT {group}, error, COUNT(*) AS seen,"
-                f" ROW_NUMBER() OVER (PARTITION BY {group} ORDER BY COUNT(*) DESC, error)"
-                f" AS r FROM executions WHERE {where} AND {failed} AND error IS NOT NULL"
-                f" GROUP BY {group}, error) WHERE r <= 3 ORDER BY {group}, r",
+                f"SELECT {group}, shape, seen, texts, one FROM (SELECT {group},"
+                " error_shape(error) AS shape, COUNT(*) AS seen, COUNT(DISTINCT error) AS texts,"
+                " MIN(error) AS one, ROW_NUMBER() OVER (PARTITION BY"
+                f" {group} ORDER BY COUNT(*) DESC, error_shape(error)) AS r FROM executions"
+                f" WHERE {where} AND {failed} AND error IS NOT NULL GROUP BY {group}, shape)"
+                f" WHERE r <= 3 ORDER BY {group}, r",
                 (*params, *FAILED),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -630,8 +635,8 @@ class History:
             last[key] = max(last.get(key, newest), newest)
         durations = {(env, wf, version): (p50, p95) for env, wf, version, p50, p95 in took}
         frequent: dict[tuple[Any, ...], list[tuple[str, int]]] = {}
-        for env, wf, version, error, seen in errors:
-            frequent.setdefault((env, wf, version), []).append((error, seen))
+        for env, wf, version, shape, seen, texts, one in errors:
+            frequent.setdefault((env, wf, version), []).append((one if texts == 1 else shape, seen))
         return [
             Tally(
                 environment=key[0],
@@ -817,3 +822,34 @@ class Retention:
             log.event("executions pruned", deleted=self._deleted)
         self._deleted = 0
         self.due = began + self.every
+
+
+# What varies from one execution's error to the next: times, and in a word of letters,
+# digits, `_` and `-`, a number of four digits or more, or an id's mix of both.
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?")
+_WORD = re.compile(r"[A-Za-z0-9_-]*\d[A-Za-z0-9_-]*")
+_TURN = re.compile(r"(?<=\d)(?=\D)|(?<=\D)(?=\d)")
+
+
+def error_shape(error: str) -> str:
+    """`error` with what varies from one execution to the next as `…`: the summary counts
+    errors that differ only there as one (`POST …/orders/… answered 503` for each order).
+    A time; a number of 4 digits or more; a word that turns from digits to other
+    characters 3 times or more (`req_8fJ3kQ`, a UUID, a commit). Words such as
+    `call-api-2` or `v2`, and an HTTP status, stay."""
+    # A failing step mostly fails alike many times over: short texts are remembered.
+    return _short_shape(error) if len(error) <= 1000 else _shape(error)
+
+
+def _shape(error: str) -> str:
+    text = _STAMP.sub("…", error)
+    return _WORD.sub(lambda m: "…" if _varies(m[0]) else m[0], text)
+
+
+_short_shape = functools.lru_cache(maxsize=1024)(_shape)
+
+
+def _varies(word: str) -> bool:
+    if word.lstrip("-").isdigit():
+        return len(word.lstrip("-")) >= 4
+    return len(_TURN.findall(word)) >= 3

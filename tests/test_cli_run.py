@@ -19,7 +19,7 @@ from pyrage import x25519
 
 from loomgit.ages import parse_since
 from loomgit.cli_run import STATUSES
-from loomgit.history import History
+from loomgit.history import History, error_shape
 from loomgit.records import STATUSES as STORED_STATUSES
 from loomgit.records import Execution, Query, StepRecord, new_id
 
@@ -487,7 +487,8 @@ def _tallied(history: History) -> None:
     for i in range(20):
         status, error = "succeeded", None
         if i in (3, 11):
-            status, error = "failed", "step charge failed: POST answered 500"
+            # Each names its order: counted as one error, the order shown as `…`.
+            status, error = "failed", f"step charge failed: POST /orders/{1000 + i} answered 500"
         if i == 15:
             status, error = "timed_out", "no result within 2s"
         runs.append(("production", 1, status, i + 1.0, error, now - 600 + i))
@@ -545,7 +546,7 @@ def test_executions_summary_counts_each_version(cli: Cli, state: Path) -> None:
             # nearest rank: the 10th and the 19th of 1, 2 … 20 ms
             "duration_ms": {"p50": 10.0, "p95": 19.0},
             "errors": [
-                {"error": "step charge failed: POST answered 500", "count": 2},
+                {"error": "step charge failed: POST /orders/… answered 500", "count": 2},
                 {"error": "no result within 2s", "count": 1},
             ],
         },
@@ -570,7 +571,7 @@ def test_executions_summary_counts_each_version(cli: Cli, state: Path) -> None:
     assert table[6:] == [
         "the most frequent error of each that failed:",
         "  order-sync v2 in production, 3 times: step amount failed: no key 'amount'",
-        "  order-sync v1 in production, 2 times: step charge failed: POST answered 500",
+        "  order-sync v1 in production, 2 times: step charge failed: POST /orders/… answered 500",
     ]
     # Filters, as the listing's; given before `summary` too.
     recent = json.loads(cli("executions", "summary", "--since", "30m", "--format", "json").out)
@@ -605,6 +606,33 @@ def test_executions_summary_counts_each_version(cli: Cli, state: Path) -> None:
         wrong = cli("executions", "summary", "--max-failure-rate", bad)
         assert wrong.code == 2 and "--max-failure-rate takes a percentage" in wrong.err, bad
     assert cli("executions", "summary", "--since", "soon").code == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "shape"),
+    [
+        ("step push failed: POST answered 501", "step push failed: POST answered 501"),
+        (
+            'POST http://127.0.0.1:9099/orders/1001 answered 500: {"request_id": "req_8fJ3kQ2x"}',
+            'POST http://127.0.0.1:…/orders/… answered 500: {"request_id": "…"}',
+        ),
+        (
+            "step call-api-2 failed: no result within 30s",
+            "step call-api-2 failed: no result within 30s",
+        ),
+        (
+            "step fetch_v2 failed at 2026-11-23T03:47:14.123Z (+01:00: 2026-11-23)",
+            "step fetch_v2 failed at … (+01:00: …)",
+        ),
+        (
+            "id 550e8400-e29b-41d4-a716-446655440000, 01M838NZD9SMJ4HV6Z, 9cb084e2b693",
+            "id …, …, …",
+        ),
+        ("sku A-1, lines[3], 12.50 EUR, -1234, 123", "sku A-1, lines[3], 12.50 EUR, …, 123"),
+    ],
+)
+def test_errors_that_differ_in_ids_times_and_numbers_count_as_one(error: str, shape: str) -> None:
+    assert error_shape(error) == shape
 
 
 def test_executions_and_the_summary_filter_by_version(cli: Cli, state: Path) -> None:
