@@ -10,8 +10,10 @@ from loomgit.records import Execution
 
 POLL = 1.0  # seconds between two reads
 # A read starts this long before the newest start seen (by the daemon's clock, not
-# ours): an execution recorded a little after a later one started is still found.
-MARGIN = 10.0
+# ours): an execution recorded a little after a later one started is still found. Each
+# read returns again what started within it, so it is short: an execution is recorded
+# before its webhook is answered, within milliseconds of its start.
+MARGIN = 3.0
 READ = 10_000  # at most this many executions per read after the first
 
 Recent = Callable[[float | None, int], list[Execution]]  # since, limit -> newest first

@@ -376,9 +376,9 @@ _SUMMARY = {
                     "last_started_at": {"type": "string", "format": "date-time"},
                     "errors": {
                         "type": "array",
-                        "description": "The three most frequent errors, most first; errors that differ"
-                        " only in a time, an id or a number of 4 digits or more count as"
-                        " one, with … where they differ",
+                        "description": "The three most frequent errors, most first;"
+                        " errors that differ only in a time, an id or a number of 4 digits"
+                        " or more count as one, with … where they differ",
                         "items": {
                             "type": "object",
                             "properties": {
