@@ -488,12 +488,12 @@ def executions(
     from loomgit import records
 
     remote = source.remote()
+    filters = {"environment": env, "workflow": workflow, "status": status}
+    filters |= {"version": None if version is None else str(version)}
     if follow:
         if before is not None:
             raise UsageError("--before lists a page of the past; --follow lists what comes")
         shown = limit if ctx.get_parameter_source("limit") is ParameterSource.COMMANDLINE else 10
-        filters = {"environment": env, "workflow": workflow, "status": status}
-        filters |= {"version": None if version is None else str(version)}
         moment = parse_since(since) if since else None
         _follow(filters, moment, shown, fmt, state_dir, remote)
         return
@@ -501,8 +501,6 @@ def executions(
     if remote is not None:
         from loomgit.live import as_executions, fetch_executions
 
-        filters = {"environment": env, "workflow": workflow, "status": status}
-        filters |= {"version": None if version is None else str(version)}
         rows = fetch_executions(*remote, {**filters, "since": since, "before": before}, limit)
         found = as_executions(remote[0], rows)
         if workflow is not None and not found and fmt != "json":
