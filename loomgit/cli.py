@@ -370,7 +370,7 @@ def schema(folder: Path | None, kind: str | None) -> None:
 
 
 # Commands defined in other modules register themselves on `cli` when imported.
-from loomgit import cli_credentials, cli_inspect, cli_promote, cli_run, cli_serve  # noqa: E402, F401
+from loomgit import cli_credentials, cli_inspect, cli_promote, cli_retry, cli_run, cli_serve  # noqa: E402, F401
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)  # Click 8.2 and later
 

@@ -54,7 +54,7 @@ TOKEN_FILE_HELP = (
 )
 
 
-def server_options(func: Any) -> Any:
+def server_options(func: Any, *, server_help: str | None = None) -> Any:
     func = click.option(
         "--token-file",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -63,7 +63,8 @@ def server_options(func: Any) -> Any:
     return click.option(
         "--server",
         metavar="URL",
-        help="Read the history of a running `loomgit serve` through its HTTP API instead "
+        help=server_help
+        or "Read the history of a running `loomgit serve` through its HTTP API instead "
         "of the local one (it needs an API token).",
     )(func)
 
@@ -539,7 +540,7 @@ def executions(
             ex.environment,
             ex.workflow,
             f"v{ex.version}" if ex.version else "-",
-            ex.trigger_type,
+            ex.trigger_label,
             f"{STATUS_MARK.get(ex.status, '?')} {ex.status}",
             _duration(ex.duration_ms),
         )
@@ -727,7 +728,10 @@ def show_execution(
     version = f"v{ex.version}" if ex.version else "unversioned"
     click.echo(f"execution {ex.id}")
     click.echo(f"  workflow:    {ex.workflow} {version} in {ex.environment}")
-    click.echo(f"  trigger:     {ex.trigger_type}")
+    retried = ex.trigger.get("retry_of")
+    click.echo(
+        f"  trigger:     {ex.trigger_type}" + (f" (a retry of {retried})" if retried else "")
+    )
     click.echo(f"  status:      {STATUS_MARK.get(ex.status, '?')} {ex.status}")
     click.echo(f"  started:     {data['started_at']}")
     click.echo(f"  ended:       {data['ended_at'] or '-'}  ({_duration(ex.duration_ms)})")

@@ -87,7 +87,7 @@ def line(ex: Execution, width: int | None) -> str:
     status = f"{STATUS_MARK.get(ex.status, '?')} {ex.status}"
     text = (
         f"{started}  {ex.id}  {ex.environment:<11}  {ex.workflow:<20}  {version:<4}  "
-        f"{ex.trigger_type:<8}  {status:<13}  {_duration(ex.duration_ms):>9}"
+        f"{ex.trigger_label:<9}  {status:<13}  {_duration(ex.duration_ms):>9}"
     )
     error = " ".join((ex.error or "").split())
     if width is not None and len(error) > width - len(text) - 2:
@@ -101,5 +101,5 @@ ERROR_ROOM = 20  # the narrowest error worth showing
 
 HEADER = (
     f"{'started (UTC)':<19}  {'id':<26}  {'env':<11}  {'workflow':<20}  {'ver':<4}  "
-    f"{'trigger':<8}  {'status':<13}  {'took':>9}  error"
+    f"{'trigger':<9}  {'status':<13}  {'took':>9}  error"
 )

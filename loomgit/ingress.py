@@ -394,17 +394,20 @@ class Ingress:
         trigger: TriggerEvent,
         key: str | None,
         sync_timeout: float | None = None,
+        *,
+        dedupe: str | None = None,
     ) -> tuple[int, bytes] | Response:
         """Records an execution of `name` and has it run: `202` with its id (`200` with
-        the first one's for a repeated idempotency key), or with `sync_timeout`, its
-        answer if it ends within that time."""
+        the first one's for a repeated idempotency key, or `dedupe` key), or with
+        `sync_timeout`, its answer if it ends within that time."""
         daemon = self.daemon
         if key is not None and len(key) > MAX_KEY_LENGTH:
             raise Refused(400, KEY_TOO_LONG)
         if daemon.overloaded(env, trigger.type):
             raise Refused(503, "too many executions are waiting to run; retry later")
         sync = sync_timeout is not None
-        dedupe = None if key is None else CLIENT_KEY + key  # never a schedule's (see there)
+        if key is not None:
+            dedupe = CLIENT_KEY + key  # never a schedule's (see there)
         try:
             ident, task = await daemon.start(served.deployments[name], trigger, dedupe, sync)
         except HistoryError as exc:

@@ -63,7 +63,15 @@ def _refusal(exc: urllib.error.HTTPError) -> str:
     return said if isinstance(said, str) and said else str(exc.reason)
 
 
-class NotFound(UsageError):
+class Answered(UsageError):
+    """The daemon answered with an error status; `said` is its own words."""
+
+    def __init__(self, message: str, *, status: int, said: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status, self.said = status, said
+
+
+class NotFound(Answered):
     """The daemon answered 404."""
 
 
@@ -101,8 +109,9 @@ def ask_json(
                 f"{url} answered 401: {said}", hint=_unauthorized(said, token)
             ) from None
         if exc.code == 404:
-            raise NotFound(f"{url} answered 404: {said}", hint=missing) from None
-        raise UsageError(f"{url} answered {exc.code}: {said}") from None
+            message = f"{url} answered 404: {said}"
+            raise NotFound(message, status=404, said=said, hint=missing) from None
+        raise Answered(f"{url} answered {exc.code}: {said}", status=exc.code, said=said) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         said = f"cannot reach the daemon at {base}: {reason}"
@@ -181,6 +190,22 @@ def fetch_executions(
             break
         given["before"] = page[-1]["id"]
     return found
+
+
+def retry(server: str, token: str | None, ident: str) -> dict[str, Any]:
+    """Has the daemon retry execution `ident` (see `loomgit.retry`): its answer, with
+    the retry's id (`execution`) and whether it was asked for before (`replayed`)."""
+    path = f"/api/v1/executions/{urllib.parse.quote(ident, safe='')}/retry"
+    try:
+        found = ask_json(server, path, token, "POST")
+    except NotFound as exc:  # an unknown id, or a daemon that has no such route
+        if "/retry here" not in exc.message:
+            raise
+        older = "a daemon older than this loomgit does not retry executions: upgrade it"
+        raise NotFound(exc.message, status=404, said=exc.said, hint=older) from None
+    if isinstance(found, dict) and isinstance(found.get("execution"), str):
+        return found
+    raise UsageError(f"{_base(server)}{path} did not answer a retry; is it a loomgit daemon?")
 
 
 def fetch_summary(server: str, token: str | None, filters: dict[str, str | None]) -> dict[str, Any]:

@@ -251,6 +251,38 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/executions/{id}/retry": {
+                "post": {
+                    "summary": "Run an execution that did not succeed again",
+                    "description": "In its environment, with the trigger it recorded, as the"
+                    " environment serves the workflow now. The trigger's redacted headers"
+                    " (Authorization, Cookie, API keys) are left out; the retry's trigger"
+                    " names the execution it retries (`retry_of`). Each execution is retried"
+                    " once: asking again answers 200 with that retry. A manual run, or one"
+                    " whose body, query or path parameters were recorded redacted, is not"
+                    " retried (409).",
+                    "security": _AUTH,
+                    "parameters": [_path("id", _ID)],
+                    "responses": {
+                        "200": _answer(
+                            "Retried before: that retry", {"$ref": "#/components/schemas/Retry"}
+                        ),
+                        "202": _answer(
+                            "Recorded and started", {"$ref": "#/components/schemas/Retry"}
+                        ),
+                        "401": _answer("No valid bearer token"),
+                        "404": _answer("No such execution"),
+                        "409": _answer(
+                            "It succeeded or is running, was a manual run, held a redacted"
+                            " value, or its workflow is no longer active in its environment"
+                        ),
+                        "503": _answer(
+                            "The environment is not reconciled yet, or the backlog of"
+                            " executions is full (Retry-After)"
+                        ),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Alive",
@@ -312,6 +344,17 @@ def spec() -> dict[str, Any]:
                         "execution": {"type": "string"},
                         "environment": {"type": "string"},
                         "workflow": {"type": "string"},
+                    },
+                },
+                "Retry": {
+                    "type": "object",
+                    "properties": {
+                        "execution": {"type": "string", "description": "the retry's id"},
+                        "environment": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "version": {"type": ["integer", "null"]},
+                        "retry_of": {"type": "string"},
+                        "replayed": {"type": "boolean", "description": "retried before"},
                     },
                 },
                 "Execution": {

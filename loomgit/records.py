@@ -75,6 +75,11 @@ class Execution:
     owner: str | None = None  # the process running it: see `owner_id`
 
     @property
+    def trigger_label(self) -> str:
+        """The trigger's type as listings show it, marked ↻ for a retry."""
+        return f"{self.trigger_type} ↻" if self.trigger.get("retry_of") else self.trigger_type
+
+    @property
     def duration_ms(self) -> float | None:
         if self.ended_at is None:
             return None

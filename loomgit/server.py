@@ -27,6 +27,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loomgit import httphead, log
+from loomgit import retry as retries
 from loomgit.ages import parse_moment
 from loomgit.daemon import Daemon
 from loomgit.errors import NO_API_TOKENS, UsageError, crash_report
@@ -316,6 +317,39 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             return error(404, exc.message)
         return json_response(ex.to_json())
 
+    async def retry(request: Request) -> Response:
+        require_token(request, "retry")
+        try:
+            ex = await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
+        except UsageError as exc:
+            return error(404, exc.message)
+        why = retries.why_not(ex)
+        if why is not None:
+            return error(409, why)
+        env, name = ex.environment, ex.workflow
+        served = ingress.serving(env)
+        if name not in served.deployments:
+            return error(409, f"{name} is no longer in {env}; nothing to retry it with")
+        if name not in served.active:
+            return error(409, f"{name} is not active in {env}; activate it to retry {ex.id}")
+        dep = served.deployments[name]
+        answer = await ingress.accept(
+            served, env, name, retries.trigger(ex), None, dedupe=retries.key(ex)
+        )
+        assert not isinstance(answer, Response)  # a response only for a sync wait
+        status, body = answer
+        data = json.loads(body)
+        if status == 200:  # retried before: that retry, as it was recorded
+            try:
+                first = await asyncio.to_thread(daemon.history.get, data["execution"])
+                data["version"] = first.version
+            except UsageError:
+                data["version"] = None  # pruned meanwhile
+        else:
+            data["version"] = dep.version
+        data["retry_of"], data["replayed"] = ex.id, status == 200
+        return json_response(data, status)
+
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -335,6 +369,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             Route("/api/v1/executions", executions),
             Route("/api/v1/executions/summary", summary),
             Route("/api/v1/executions/{ident}", execution),
+            Route("/api/v1/executions/{ident}/retry", retry, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ]

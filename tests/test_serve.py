@@ -1638,6 +1638,118 @@ def test_executions_follow_shows_each_execution_as_it_starts_and_ends(
     assert result.code == 2 and "no execution history at " in result.err
 
 
+def _failed(history: History, env: str, workflow: str, **fields: Any) -> str:
+    """A failed execution recorded straight into the history, as an earlier daemon would
+    have left it."""
+    started = time.time() - 60
+    ex = Execution(
+        id=new_id(started),
+        environment=env,
+        workflow=workflow,
+        trigger_type=fields.pop("trigger_type", "webhook"),
+        status=fields.pop("status", "failed"),
+        started_at=started,
+        ended_at=started + 1,
+        version=1,
+        **fields,
+    )
+    history.start(ex)
+    history.finish(ex)
+    return ex.id
+
+
+def test_an_execution_that_failed_is_retried_once_with_its_trigger(
+    repo: Repo, cli: Cli, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`POST /api/v1/executions/{id}/retry` and `loomgit executions retry`: a webhook
+    execution that failed (its backend answered 503 once) runs again with its body, as
+    production serves the workflow now, without the redacted Authorization header; asked
+    again, the first retry is named; what cannot be retried is refused with why."""
+    for server in serve():
+        call = "    - id: call\n      type: http\n      with:\n"
+        call += f"        url: '{server.url}/flaky/{{{{ trigger.body.name }}}}/1'\n"
+        flaky = HELLO.replace("  steps:\n", "  steps:\n" + call)
+        put_everywhere(repo, flaky, {"production": True})
+        state = tmp_path / "state"
+        daemon = start(repo, state=state)
+        sent = {"Authorization": "Bearer the-sender-secret", "X-Request-Id": "r-1"}
+        _, first = daemon.request("POST", "/hooks/production/hello", {"name": "Ann"}, headers=sent)
+        failed = daemon.finished(first["execution"])
+        assert failed["status"] == "failed" and "503" in failed["error"]
+        monkeypatch.setenv("LOOMGIT_API_TOKEN", TOKEN)
+        window = ("executions", "retry", "--since", "1h", "--env", "production")
+        result = cli(*window, "--dry-run", "--server", daemon.url)
+        assert result.code == 0, result.err
+        assert result.out == f"would retry {failed['id']} (hello in production, failed)\n"
+        assert len(daemon.executions(environment="production")) == 1  # a dry run runs none
+        result = cli(*window, "--server", daemon.url)
+        assert result.code == 0, result.err
+        (line, hint) = result.out.splitlines()
+        retried = line.split()[3]
+        assert line == f"retried {failed['id']} as {retried} (hello v1 in production)"
+        assert (
+            hint
+            == f"hint: follow them: loomgit executions -f --server {daemon.url} --env production"
+        )
+        again = daemon.finished(retried)
+        assert again["status"] == "succeeded", again
+        trigger = again["trigger"]
+        assert trigger["retry_of"] == failed["id"] and trigger["body"] == {"name": "Ann"}
+        assert trigger["headers"]["x-request-id"] == "r-1"
+        assert "authorization" not in trigger["headers"]  # recorded [redacted]: left out
+        assert server.hits["/flaky/Ann/1"] == 2
+        # Asked again, by the window or by id: the first retry, nothing run.
+        result = cli(*window, "--format", "json", "--server", daemon.url)
+        assert result.code == 0, result.err
+        assert [(r["execution"], r["result"], r["retry"]) for r in json.loads(result.out)] == [
+            (failed["id"], "already_retried", retried)
+        ]
+        result = cli("executions", "retry", failed["id"][:10], "--server", daemon.url)
+        assert (result.code, result.out) == (
+            0,
+            f"already retried {failed['id']} as {retried} (hello v1 in production)\n",
+        )
+        assert server.hits["/flaky/Ann/1"] == 2
+        result = cli("executions", "--env", "production", "--server", daemon.url)
+        assert "webhook ↻" in result.out.splitlines()[1] and retried in result.out
+        result = cli("executions", "show", retried, "--server", daemon.url)
+        assert f"trigger:     webhook (a retry of {failed['id']})" in result.out
+        # What cannot be retried: each says why (409), the others are still retried.
+        with History(state / "history.db") as history:
+            manual = _failed(history, "production", "hello", trigger_type="manual")
+            masked = _failed(history, "production", "hello", trigger={"body": {"t": "[redacted]"}})
+            asleep = _failed(history, "staging", "hello")  # hello is not active there
+            gone = _failed(history, "production", "gone")
+        cases = {
+            retried: "it succeeded; only an execution that did not is retried",
+            manual: "it was a manual run; run it again with `loomgit run hello` (its input "
+            f"is in `loomgit executions show {manual}`)",
+            masked: "its trigger.body.t was recorded redacted (it held a credential's value), "
+            "so it cannot be sent again as it came; have its sender send it again",
+            asleep: f"hello is not active in staging; activate it to retry {asleep}",
+            gone: "gone is no longer in production; nothing to retry it with",
+        }
+        for ident, why in cases.items():
+            code, body = daemon.request("POST", f"/api/v1/executions/{ident}/retry", headers=AUTH)
+            assert (code, body) == (409, {"error": why})
+        result = cli("executions", "retry", *cases, "--server", daemon.url)
+        assert result.code == 1 and result.out == "5 not retried\n"
+        assert result.err.splitlines() == [f"not retried {i}: {why}" for i, why in cases.items()]
+        code, body = daemon.request("POST", f"/api/v1/executions/{'0' * 26}/retry", headers=AUTH)
+        assert (code, body) == (404, {"error": f"no execution {'0' * 26}"})
+        code, _ = daemon.request("POST", f"/api/v1/executions/{failed['id']}/retry")
+        assert code == 401
+        assert len(daemon.executions(environment="production")) == 5  # none ran
+    for args, error in (
+        (("--since", "1h"), "retry runs in the daemon that recorded the executions: give --server"),
+        (("x", "--since", "1h", "--server", "u"), "give the ids to retry, or --since and its"),
+        (("--env", "production", "--server", "u"), "--env goes with --since: the window"),
+        (("--server", "u"), "give the ids to retry, or --since to retry each execution"),
+    ):
+        result = cli("executions", "retry", *args)
+        assert result.code == 2 and result.err.startswith(f"error: {error}"), result.err
+
+
 def _wait_gone(pids: list[int]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
