@@ -49,7 +49,7 @@ from loomgit.layout import unknown_environment
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
 from loomgit.reconcile import Served
-from loomgit.records import STATUSES, Query, stamp, version_of
+from loomgit.records import STATUSES, Execution, Query, stamp, version_of
 from loomgit.runtime import TriggerEvent
 
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
@@ -309,20 +309,19 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             return refused
         return json_response({"since": stamp(since), "versions": [t.to_json() for t in tallies]})
 
-    async def execution(request: Request) -> Response:
-        require_token(request, "execution")
+    async def recorded(request: Request, endpoint: str) -> Execution:
+        """The execution the path names (by id or its first 6 or more characters)."""
+        require_token(request, endpoint)
         try:
-            ex = await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
+            return await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
         except UsageError as exc:
-            return error(404, exc.message)
-        return json_response(ex.to_json())
+            raise Refused(404, exc.message) from None
+
+    async def execution(request: Request) -> Response:
+        return json_response((await recorded(request, "execution")).to_json())
 
     async def retry(request: Request) -> Response:
-        require_token(request, "retry")
-        try:
-            ex = await asyncio.to_thread(daemon.history.get, request.path_params["ident"])
-        except UsageError as exc:
-            return error(404, exc.message)
+        ex = await recorded(request, "retry")
         why = retries.why_not(ex)
         if why is not None:
             return error(409, why)
