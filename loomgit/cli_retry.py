@@ -4,7 +4,6 @@ by id or every one a window finds (see `loomgit.retry` for what a retry is)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +130,7 @@ def retry(
         if not plan and fmt != "json":
             click.echo(f"nothing to retry: every execution since {since} succeeded or was retried")
     elif dry_run:
-        plan = [_judged(ex, {}) for ex in _fetched(remote, dict.fromkeys(idents))]
+        plan = [_looked_up(remote, ident) for ident in dict.fromkeys(idents)]
     else:
         plan = [{"execution": ident} for ident in dict.fromkeys(idents)]
     results = plan if dry_run else _retried(remote, plan, fmt)
@@ -141,7 +140,7 @@ def retry(
         for item in results:
             click.echo(_dry_line(item))
     if fmt != "json" and len(results) > 1:
-        click.echo(_totals(results))
+        click.echo(_totals(results, dry_run))
     started = [item for item in results if item["result"] == "retried"]
     if started and fmt != "json":
         envs = {item["environment"] for item in started}
@@ -172,10 +171,15 @@ def _window(
     return [_judged(ex, retried) for ex in reversed(found) if ex.status in wanted]
 
 
-def _fetched(remote: tuple[str, str | None], idents: Iterable[str]) -> list[Execution]:
-    from loomgit.live import as_executions, fetch_execution
+def _looked_up(remote: tuple[str, str | None], ident: str) -> dict[str, Any]:
+    """What a retry of `ident` would do, read from the daemon; an unknown id says so."""
+    from loomgit.live import NotFound, as_executions, fetch_execution
 
-    return [as_executions(remote[0], [fetch_execution(*remote, i)])[0] for i in idents]
+    try:
+        data = fetch_execution(*remote, ident)
+    except NotFound as exc:
+        return {"execution": ident, "result": "not_retried", "error": exc.said}
+    return _judged(as_executions(remote[0], [data])[0], {})
 
 
 def _judged(ex: Execution, retried: dict[str, str]) -> dict[str, Any]:
@@ -259,7 +263,11 @@ def _what(item: dict[str, Any]) -> str:
 
 def _dry_line(item: dict[str, Any]) -> str:
     ident, result = item["execution"], item["result"]
-    what = f" ({item['workflow']} in {item['environment']}, {item['status']})"
+    what = (
+        f" ({item['workflow']} in {item['environment']}, {item['status']})"
+        if "status" in item
+        else ""
+    )
     if result == "not_retried":
         return f"would not retry {ident}{what}: {item['error']}"
     if result == "already_retried":
@@ -267,7 +275,7 @@ def _dry_line(item: dict[str, Any]) -> str:
     return f"would retry {ident}{what}"
 
 
-def _totals(results: list[dict[str, Any]]) -> str:
+def _totals(results: list[dict[str, Any]], dry_run: bool) -> str:
     counts: dict[str, int] = {}
     for item in results:
         counts[item["result"]] = counts.get(item["result"], 0) + 1
@@ -275,6 +283,6 @@ def _totals(results: list[dict[str, Any]]) -> str:
         "retried": "retried",
         "would_retry": "would be retried",
         "already_retried": "already retried",
-        "not_retried": "not retried",
+        "not_retried": "would not be retried" if dry_run else "not retried",
     }
     return ", ".join(f"{counts[key]} {word}" for key, word in words.items() if key in counts)

@@ -1737,6 +1737,12 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
         assert result.err.splitlines() == [f"not retried {i}: {why}" for i, why in cases.items()]
         code, body = daemon.request("POST", f"/api/v1/executions/{'0' * 26}/retry", headers=AUTH)
         assert (code, body) == (404, {"error": f"no execution {'0' * 26}"})
+        result = cli("executions", "retry", retried, "0" * 26, "--dry-run", "--server", daemon.url)
+        assert result.code == 1 and result.out.splitlines() == [
+            f"would not retry {retried} (hello in production, succeeded): {cases[retried]}",
+            f"would not retry {'0' * 26}: no execution {'0' * 26}",
+            "2 would not be retried",
+        ]
         code, _ = daemon.request("POST", f"/api/v1/executions/{failed['id']}/retry")
         assert code == 401
         assert len(daemon.executions(environment="production")) == 5  # none ran
