@@ -535,11 +535,16 @@ class History:
         )
 
     def _by_dedupe(self, ex: Execution) -> Execution | None:
+        assert ex.dedupe_key is not None
+        return self.with_key(ex.environment, ex.workflow, ex.dedupe_key)
+
+    def with_key(self, environment: str, workflow: str, key: str) -> Execution | None:
+        """The execution of `workflow` in `environment` recorded with dedupe key `key`."""
         with self._lock:
             row = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM executions"
                 " WHERE environment=? AND workflow=? AND dedupe_key=?",
-                (ex.environment, ex.workflow, ex.dedupe_key),
+                (environment, workflow, key),
             ).fetchone()
         return None if row is None else self._row(row)
 

@@ -104,3 +104,16 @@ def trigger(ex: Execution) -> TriggerEvent:
 
 def key(ex: Execution) -> str:
     return RETRY_KEY + ex.id
+
+
+def answer(ex: Execution, ident: str, version: int | None, replayed: bool) -> dict[str, Any]:
+    """The daemon's answer to a retry of `ex`: the retry `ident`, and whether it was made
+    before (`replayed`)."""
+    return {
+        "execution": ident,
+        "environment": ex.environment,
+        "workflow": ex.workflow,
+        "version": version,
+        "retry_of": ex.id,
+        "replayed": replayed,
+    }

@@ -325,29 +325,27 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         why = retries.why_not(ex)
         if why is not None:
             return error(409, why)
-        env, name = ex.environment, ex.workflow
+        env, name, key = ex.environment, ex.workflow, retries.key(ex)
+        # Retried before: that retry, whatever is served now.
+        first = await asyncio.to_thread(daemon.history.with_key, env, name, key)
+        if first is not None:
+            return json_response(retries.answer(ex, first.id, first.version, True), 200)
         served = ingress.serving(env)
         if name not in served.deployments:
             return error(409, f"{name} is no longer in {env}; nothing to retry it with")
         if name not in served.active:
             return error(409, f"{name} is not active in {env}; activate it to retry {ex.id}")
-        dep = served.deployments[name]
-        answer = await ingress.accept(
-            served, env, name, retries.trigger(ex), None, dedupe=retries.key(ex)
-        )
+        answer = await ingress.accept(served, env, name, retries.trigger(ex), None, dedupe=key)
         assert not isinstance(answer, Response)  # a response only for a sync wait
         status, body = answer
-        data = json.loads(body)
-        if status == 200:  # retried before: that retry, as it was recorded
-            try:
-                first = await asyncio.to_thread(daemon.history.get, data["execution"])
-                data["version"] = first.version
-            except UsageError:
-                data["version"] = None  # pruned meanwhile
-        else:
-            data["version"] = dep.version
-        data["retry_of"], data["replayed"] = ex.id, status == 200
-        return json_response(data, status)
+        ident = json.loads(body)["execution"]
+        if status == 202:
+            version = served.deployments[name].version
+            return json_response(retries.answer(ex, ident, version, False), 202)
+        # Retried meanwhile, by a request at the same moment: that one.
+        first = await asyncio.to_thread(daemon.history.with_key, env, name, key)
+        version = None if first is None else first.version
+        return json_response(retries.answer(ex, ident, version, True), 200)
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})

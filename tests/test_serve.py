@@ -1720,6 +1720,8 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
             masked = _failed(history, "production", "hello", trigger={"body": {"t": "[redacted]"}})
             asleep = _failed(history, "staging", "hello")  # hello is not active there
             gone = _failed(history, "production", "gone")
+            before = _failed(history, "staging", "hello")  # and its retry, made earlier
+            made = _failed(history, "staging", "hello", dedupe_key=f"retry:{before}")
         cases = {
             retried: "it succeeded; only an execution that did not is retried",
             manual: "it was a manual run; run it again with `loomgit run hello` (its input "
@@ -1735,6 +1737,19 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
         result = cli("executions", "retry", *cases, "--server", daemon.url)
         assert result.code == 1 and result.out == "5 not retried\n"
         assert result.err.splitlines() == [f"not retried {i}: {why}" for i, why in cases.items()]
+        # Retried before, while hello was active in staging: that retry, active or not now.
+        code, body = daemon.request("POST", f"/api/v1/executions/{before}/retry", headers=AUTH)
+        assert (code, body) == (
+            200,
+            {
+                "execution": made,
+                "environment": "staging",
+                "workflow": "hello",
+                "version": 1,
+                "retry_of": before,
+                "replayed": True,
+            },
+        )
         code, body = daemon.request("POST", f"/api/v1/executions/{'0' * 26}/retry", headers=AUTH)
         assert (code, body) == (404, {"error": f"no execution {'0' * 26}"})
         result = cli("executions", "retry", retried, "0" * 26, "--dry-run", "--server", daemon.url)
