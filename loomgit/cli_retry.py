@@ -24,7 +24,9 @@ from loomgit.errors import LoomgitError, UsageError
 if TYPE_CHECKING:
     from loomgit.records import Execution
 
-RETRIED = ["failed", "timed_out", "interrupted", "cancelled"]  # every status but succeeded
+# The statuses `loomgit.retry` retries, repeated here so that `--help` need not import the
+# engine; a test keeps the two equal.
+RETRIED = ["failed", "cancelled", "timed_out", "interrupted"]
 MOST = 10_000  # executions read from a window at most
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from loomgit import retry
-from loomgit.records import Execution
+from loomgit.cli_retry import RETRIED
+from loomgit.records import STATUSES, Execution
 
 
 def _ex(trigger: dict[str, Any], **fields: Any) -> Execution:
@@ -104,3 +105,8 @@ def test_what_is_not_retried_says_why() -> None:
         "its trigger.query.t was recorded redacted (it held a credential's value), so it "
         "cannot be sent again as it came; have its sender send it again"
     )
+
+
+def test_the_cli_offers_the_statuses_that_are_retried() -> None:
+    assert [s for s in STATUSES if s not in retry.NOT_RETRIED] == RETRIED
+    assert all(retry.why_not(_ex({}, status=s)) is None for s in RETRIED)
