@@ -320,20 +320,27 @@ def _events(envs: list[dict[str, Any]], server: str) -> list[Text]:
     """The daemon's events (a history rewritten, an environment's removal waiting or
     cancelled, the last applied commit restored at start-up), newest first, below the
     bar: a Ready environment may have one worth knowing. The same event in several
-    environments (a force-push reaches them all in one cycle) is one line."""
-    seen: dict[tuple[str, str, str], list[str]] = {}
+    environments (a force-push reaches them all in one cycle, which may cross a second)
+    is one line, at its newest time; its message names the commits, so two are never
+    taken for one."""
+    seen: dict[tuple[str, str], tuple[str, list[str]]] = {}
     for env in envs:
         for event in env.get("events") or []:
             if isinstance(event, dict):
-                key = (_at(event.get("last_transition")), str(event.get("reason")))
-                seen.setdefault((*key, str(event.get("message"))), []).append(env["name"])
+                key = (str(event.get("reason")), str(event.get("message")))
+                at, names = seen.get(key, ("", []))
+                if env["name"] not in names:
+                    names.append(env["name"])
+                seen[key] = (max(at, _at(event.get("last_transition"))), names)
     if not seen:
         return []
-    newest = sorted(seen, key=lambda k: k[0], reverse=True)
+    newest = sorted(seen, key=lambda k: seen[k][0], reverse=True)
     lines = [Text("events, newest first:", style="bold")]
-    for at, reason, message in newest[:SHOWN_EVENTS]:
-        names = ", ".join(seen[(at, reason, message)])
-        lines.append(Text.assemble(f"  {names}: ", (reason, "yellow"), f"{at}: {message}"))
+    for reason, message in newest[:SHOWN_EVENTS]:
+        at, names = seen[(reason, message)]
+        lines.append(
+            Text.assemble(f"  {', '.join(names)}: ", (reason, "yellow"), f"{at}: {message}")
+        )
     if len(newest) > SHOWN_EVENTS:
         more = len(newest) - SHOWN_EVENTS
         lines.append(

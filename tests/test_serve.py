@@ -2780,13 +2780,15 @@ def test_status_server_renders_the_live_view(repo: Repo, cli: Cli, start: Start)
         {"type": "Event", "reason": f"R{n}", "message": f"m{n}", "last_transition": at.format(n)}
         for n in range(7)
     ]
-    envs = [{"name": "test", "events": events}, {"name": "live", "events": events[5:]}]
+    # The cycle that took R6 to live crossed a second: still one event, at the later time.
+    late = {**events[6], "last_transition": "2026-11-22T08:06:01.000Z"}
+    envs = [{"name": "test", "events": events}, {"name": "live", "events": [events[5], late]}]
     console = Console(width=200, record=True)
     console.print(live_table(envs, daemon.url))
     lines = console.export_text().splitlines()
     first = lines.index("events, newest first:")
     assert [line.rstrip() for line in lines[first + 1 :]] == [
-        "  test, live: R6 at 2026-11-22 08:06:00 UTC: m6",
+        "  test, live: R6 at 2026-11-22 08:06:01 UTC: m6",
         "  test, live: R5 at 2026-11-22 08:05:00 UTC: m5",
         "  test: R4 at 2026-11-22 08:04:00 UTC: m4",
         "  test: R3 at 2026-11-22 08:03:00 UTC: m3",
