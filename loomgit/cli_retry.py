@@ -46,7 +46,15 @@ MOST = 10_000  # executions read from a window at most
     type=click.Choice(RETRIED),
     help="With --since: only those with this status (default: all four).",
 )
-@click.option("--dry-run", is_flag=True, help="List what would be retried; retry nothing.")
+@click.option(
+    "--from-failed-step",
+    is_flag=True,
+    help="Start each retry at the step that failed, taking the steps before it as they "
+    "were recorded (refused where they cannot be: each says why).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Ask the daemon what it would retry, and how; retry nothing."
+)
 @format_option
 @functools.partial(
     server_options,
@@ -62,6 +70,7 @@ def retry(
     workflow: str | None,
     version: int | None,
     status: str | None,
+    from_failed_step: bool,
     dry_run: bool,
     fmt: str,
     server: str | None,
@@ -78,6 +87,13 @@ def retry(
     when it came in; an execution whose body, query or path held a credential's value
     (recorded as [redacted]) is not retried: its sender has to send it again.
 
+    A retry runs every step again, unless --from-failed-step: it then starts at the step
+    that failed and takes the steps before it as they were recorded (an order created
+    before a payment failed is not created again). The daemon refuses that, saying why,
+    where a step before it was recorded redacted or truncated, or the version served now
+    would not have run it just so (another step in its place, its `when` or its
+    parameters rendering otherwise).
+
     Exit status: 0 when every one was retried (or had been), 1 when one or more were
     not (each says why), 2 for a usage error or a daemon that cannot be reached.
 
@@ -87,6 +103,7 @@ def retry(
       loomgit executions retry --since 2h --env production --workflow order-sync --dry-run \\
           --server https://loomgit.internal
       loomgit executions retry --since 45m --env production --format json --server URL
+      loomgit executions retry 01JD3N5Q8W --from-failed-step --server URL
     """
     taken = group.take(
         "retry",
@@ -131,16 +148,11 @@ def retry(
         plan = _window(remote, filters, status)
         if not plan and fmt != "json":
             click.echo(f"nothing to retry: every execution since {since} succeeded or was retried")
-    elif dry_run:
-        plan = [_looked_up(remote, ident) for ident in dict.fromkeys(idents)]
     else:
         plan = [{"execution": ident} for ident in dict.fromkeys(idents)]
-    results = plan if dry_run else _retried(remote, plan, fmt)
+    results = _retried(remote, plan, fmt, from_failed_step, dry_run)
     if fmt == "json":
         click.echo(jsontext.dumps(results, indent=2))
-    elif dry_run:
-        for item in results:
-            click.echo(_dry_line(item))
     if fmt != "json" and len(results) > 1:
         click.echo(_totals(results, dry_run))
     started = [item for item in results if item["result"] == "retried"]
@@ -173,17 +185,6 @@ def _window(
     return [_judged(ex, retried) for ex in reversed(found) if ex.status in wanted]
 
 
-def _looked_up(remote: tuple[str, str | None], ident: str) -> dict[str, Any]:
-    """What a retry of `ident` would do, read from the daemon; an unknown id says so."""
-    from loomgit.live import NotFound, as_executions, fetch_execution
-
-    try:
-        data = fetch_execution(*remote, ident)
-    except NotFound as exc:
-        return {"execution": ident, "result": "not_retried", "error": exc.said}
-    return _judged(as_executions(remote[0], [data])[0], {})
-
-
 def _judged(ex: Execution, retried: dict[str, str]) -> dict[str, Any]:
     """What a retry would do to `ex`, given the retries (by what they retry) known."""
     from loomgit import retry as retries
@@ -203,40 +204,50 @@ def _judged(ex: Execution, retried: dict[str, str]) -> dict[str, Any]:
 
 
 def _retried(
-    remote: tuple[str, str | None], plan: list[dict[str, Any]], fmt: str
+    remote: tuple[str, str | None],
+    plan: list[dict[str, Any]],
+    fmt: str,
+    from_failed_step: bool,
+    dry_run: bool,
 ) -> list[dict[str, Any]]:
-    """Each of `plan` retried by the daemon (those the window found already retried or
-    not retriable are not asked about again), each said as it is done."""
+    """Each of `plan` retried by the daemon, or with `dry_run` what it would do, each said
+    as it is done (those the window found already retried or not retriable are not
+    asked about again)."""
     from loomgit.live import Answered, retry
 
     done: list[dict[str, Any]] = []
     for item in plan:
-        if item.get("result") in ("not_retried", "already_retried"):
-            done.append(item)
-        else:
+        if item.get("result") not in ("not_retried", "already_retried"):
             try:
-                answer = retry(*remote, item["execution"])
+                answer = retry(*remote, item["execution"], from_failed_step, dry_run)
             except Answered as exc:
                 if exc.status not in (404, 409):  # 503 and the like: the rest would get it too
-                    _stopped(done, exc)
+                    _stopped(done, exc, dry_run)
                 item = {**item, "result": "not_retried", "error": exc.said}
             else:
+                if answer.get("replayed"):
+                    result = "already_retried"
+                else:
+                    result = "would_retry" if dry_run else "retried"
                 item = {
                     **item,
                     "execution": answer.get("retry_of", item["execution"]),
                     "workflow": answer.get("workflow"),
                     "environment": answer.get("environment"),
-                    "result": "already_retried" if answer.get("replayed") else "retried",
-                    "retry": answer["execution"],
+                    "result": result,
+                    "retry": answer.get("execution"),
                     "version": answer.get("version"),
+                    "resumed_from": answer.get("resumed_from"),
                 }
-            done.append(item)
+        done.append(item)
         if fmt != "json":
-            _say(item)
+            _say(item, dry_run)
     return done
 
 
-def _stopped(done: list[dict[str, Any]], exc: LoomgitError) -> None:
+def _stopped(done: list[dict[str, Any]], exc: LoomgitError, dry_run: bool) -> None:
+    if dry_run:
+        raise UsageError(exc.message, hint=exc.hint) from None
     retried = sum(item["result"] == "retried" for item in done)
     raise UsageError(
         f"{exc.message}; stopped after {retried} retried",
@@ -244,37 +255,37 @@ def _stopped(done: list[dict[str, Any]], exc: LoomgitError) -> None:
     ) from None
 
 
-def _say(item: dict[str, Any]) -> None:
+def _say(item: dict[str, Any], dry_run: bool) -> None:
     ident, result = item["execution"], item["result"]
+    what = _what(item, dry_run)
     if result == "not_retried":
-        click.echo(f"not retried {ident}: {item['error']}", err=True)
-        return
-    what = _what(item)
-    if result == "retried":
-        click.echo(f"retried {ident} as {item['retry']}{what}")
+        if dry_run:
+            click.echo(f"would not retry {ident}{what}: {item['error']}")
+        else:
+            click.echo(f"not retried {ident}: {item['error']}", err=True)
+    elif result == "already_retried":
+        click.echo(f"already retried {ident} as {item['retry']}{_start(item)}{what}")
     else:
-        click.echo(f"already retried {ident} as {item['retry']}{what}")
+        verb = "would retry" if dry_run else f"retried {ident} as {item['retry']}"
+        if dry_run:
+            verb += f" {ident}"
+        click.echo(f"{verb}{_start(item)}{what}")
 
 
-def _what(item: dict[str, Any]) -> str:
+def _start(item: dict[str, Any]) -> str:
+    """Where a retry starts, when not at the first step."""
+    step = item.get("resumed_from")
+    return f" from step {step}" if step else ""
+
+
+def _what(item: dict[str, Any], dry_run: bool) -> str:
+    """What was (or would be) retried: the workflow, the version that runs the retry,
+    the environment, and in a dry run the status it ended with (where it was listed)."""
     if item.get("workflow") is None:
         return ""
     version = f" v{item['version']}" if item.get("version") else ""
-    return f" ({item['workflow']}{version} in {item['environment']})"
-
-
-def _dry_line(item: dict[str, Any]) -> str:
-    ident, result = item["execution"], item["result"]
-    what = (
-        f" ({item['workflow']} in {item['environment']}, {item['status']})"
-        if "status" in item
-        else ""
-    )
-    if result == "not_retried":
-        return f"would not retry {ident}{what}: {item['error']}"
-    if result == "already_retried":
-        return f"already retried {ident} as {item['retry']}{what}"
-    return f"would retry {ident}{what}"
+    status = f", {item['status']}" if dry_run and item.get("status") else ""
+    return f" ({item['workflow']}{version} in {item['environment']}{status})"
 
 
 def _totals(results: list[dict[str, Any]], dry_run: bool) -> str:

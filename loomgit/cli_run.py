@@ -728,9 +728,10 @@ def show_execution(
     version = f"v{ex.version}" if ex.version else "unversioned"
     click.echo(f"execution {ex.id}")
     click.echo(f"  workflow:    {ex.workflow} {version} in {ex.environment}")
-    retried = ex.trigger.get("retry_of")
+    retried, resumed = ex.trigger.get("retry_of"), ex.trigger.get("resumed_from")
+    start = f", from step {resumed}" if resumed else ""
     click.echo(
-        f"  trigger:     {ex.trigger_type}" + (f" (a retry of {retried})" if retried else "")
+        f"  trigger:     {ex.trigger_type}" + (f" (a retry of {retried}{start})" if retried else "")
     )
     click.echo(f"  status:      {STATUS_MARK.get(ex.status, '?')} {ex.status}")
     click.echo(f"  started:     {data['started_at']}")

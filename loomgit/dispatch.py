@@ -259,7 +259,7 @@ def _run_message(token: int, trigger: TriggerEvent, ex: Execution, want: bool) -
     return (
         "run",
         token,
-        (t.type, t.body, t.headers, t.query, t.scheduled_time, t.details, t.params),
+        (t.type, t.body, t.headers, t.query, t.scheduled_time, t.details, t.params, t.resume),
         (ex.id, ex.started_at, ex.dedupe_key, ex.owner),
         want,
     )

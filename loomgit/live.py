@@ -91,12 +91,16 @@ def ask_json(
     timeout: float = TIMEOUT,
     *,
     missing: str | None = None,
+    body: Any = None,
 ) -> Any:
-    """The daemon at `server`'s answer to `method` `path`, parsed; every failure a
-    UsageError (a 404's hinted with `missing`)."""
+    """The daemon at `server`'s answer to `method` `path` (sent `body` as JSON, if any),
+    parsed; every failure a UsageError (a 404's hinted with `missing`)."""
     base = _base(server)
     url = base + path
-    request = urllib.request.Request(url, method=method)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -192,18 +196,48 @@ def fetch_executions(
     return found
 
 
-def retry(server: str, token: str | None, ident: str) -> dict[str, Any]:
-    """Has the daemon retry execution `ident` (see `loomgit.retry`): its answer, with
-    the retry's id (`execution`) and whether it was asked for before (`replayed`)."""
+def retry(
+    server: str,
+    token: str | None,
+    ident: str,
+    from_failed_step: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Has the daemon retry execution `ident` (see `loomgit.retry`), from its first step
+    or from the one that failed: its answer, with the retry's id (`execution`), whether
+    it was asked for before (`replayed`) and the step it started at (`resumed_from`).
+    With `dry_run`, what it would do: `execution` is None unless retried before."""
     path = f"/api/v1/executions/{urllib.parse.quote(ident, safe='')}/retry"
+    where = "failed_step" if from_failed_step else "start"
     try:
-        found = ask_json(server, path, token, "POST")
+        if dry_run:
+            found = ask_json(server, f"{path}?from={where}", token)
+        else:
+            found = ask_json(server, path, token, "POST", body={"from": where})
     except NotFound as exc:  # an unknown id, or a daemon that has no such route
         if "/retry here" not in exc.message:
             raise
         older = "a daemon older than this loomgit does not retry executions: upgrade it"
         raise NotFound(exc.message, status=404, said=exc.said, hint=older) from None
-    if isinstance(found, dict) and isinstance(found.get("execution"), str):
+    except Answered as exc:
+        if exc.status != 405:
+            raise
+        raise UsageError(
+            f"{exc.message} (a daemon older than this loomgit cannot tell what a retry would do)",
+            hint="upgrade it, or leave out --dry-run",
+        ) from None
+    if not isinstance(found, dict) or "replayed" not in found:
+        raise UsageError(f"{_base(server)}{path} did not answer a retry; is it a loomgit daemon?")
+    if "resumed_from" not in found:  # it read no body: every retry from the start
+        found["resumed_from"] = None
+        if from_failed_step and not found["replayed"]:
+            raise UsageError(
+                f"the daemon at {_base(server)} is older than this loomgit: it retried "
+                f"{ident} as {found.get('execution')} from its first step, not from the one "
+                "that failed",
+                hint="upgrade it before retrying others from the step that failed",
+            )
+    if dry_run or isinstance(found.get("execution"), str):
         return found
     raise UsageError(f"{_base(server)}{path} did not answer a retry; is it a loomgit daemon?")
 

@@ -26,6 +26,7 @@ _REPEAT = _answer(
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _ENV = {"type": "string", "pattern": ENV_NAME}  # as loomgit.yaml allows
 _ID = {"type": "string", "pattern": "^[0-9A-Za-z]{6,26}$"}  # an id, or its first 6 or more
+_RETRY_FROM = {"type": "string", "enum": ["start", "failed_step"], "default": "start"}
 # Only one version's executions: each workflow numbers its own, so a 400 without workflow.
 _VERSION = {
     "type": "string",
@@ -252,6 +253,24 @@ def spec() -> dict[str, Any]:
                 }
             },
             "/api/v1/executions/{id}/retry": {
+                "get": {
+                    "summary": "What a retry of an execution would do, doing nothing",
+                    "description": "As POST would answer it, without recording or running"
+                    " anything: 200 with `execution` null (or the retry made before, with"
+                    " `replayed`), or the 409 POST would give.",
+                    "security": _AUTH,
+                    "parameters": [
+                        _path("id", _ID),
+                        {"name": "from", "in": "query", "schema": _RETRY_FROM},
+                    ],
+                    "responses": {
+                        "200": _answer("What it would do", {"$ref": "#/components/schemas/Retry"}),
+                        "400": _answer("`from` is neither start nor failed_step"),
+                        "401": _answer("No valid bearer token"),
+                        "404": _answer("No such execution"),
+                        "409": _answer("It would not be retried: why"),
+                    },
+                },
                 "post": {
                     "summary": "Run an execution that did not succeed again",
                     "description": "In its environment, with the trigger it recorded, as the"
@@ -260,9 +279,25 @@ def spec() -> dict[str, Any]:
                     " names the execution it retries (`retry_of`). Each execution is retried"
                     " once: asking again answers 200 with that retry. A manual run, or one"
                     " whose body, query or path parameters were recorded redacted, is not"
-                    " retried (409).",
+                    " retried (409). Every step runs again, unless `from` is failed_step:"
+                    " the retry then starts at the step that failed, taking the steps before"
+                    " it as the execution recorded them (`resumed_from` names that step);"
+                    " refused (409) where one of them was recorded redacted or truncated, or"
+                    " the version served now would not have run it just so.",
                     "security": _AUTH,
                     "parameters": [_path("id", _ID)],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"from": _RETRY_FROM},
+                                    "additionalProperties": False,
+                                }
+                            }
+                        },
+                    },
                     "responses": {
                         "200": _answer(
                             "Retried before: that retry", {"$ref": "#/components/schemas/Retry"}
@@ -270,18 +305,21 @@ def spec() -> dict[str, Any]:
                         "202": _answer(
                             "Recorded and started", {"$ref": "#/components/schemas/Retry"}
                         ),
+                        "400": _answer("The body is not that object, or not JSON"),
                         "401": _answer("No valid bearer token"),
                         "404": _answer("No such execution"),
                         "409": _answer(
                             "It succeeded or is running, was a manual run, held a redacted"
-                            " value, or its workflow is no longer active in its environment"
+                            " value, its workflow is no longer active in its environment, or"
+                            " it cannot start at the step that failed"
                         ),
+                        "413": _answer("The body is over 4 KiB"),
                         "503": _answer(
                             "The environment is not reconciled yet, or the backlog of"
                             " executions is full (Retry-After)"
                         ),
                     },
-                }
+                },
             },
             "/healthz": {
                 "get": {
@@ -349,12 +387,19 @@ def spec() -> dict[str, Any]:
                 "Retry": {
                     "type": "object",
                     "properties": {
-                        "execution": {"type": "string", "description": "the retry's id"},
+                        "execution": {
+                            "type": ["string", "null"],
+                            "description": "the retry's id (null: none made, for GET)",
+                        },
                         "environment": {"type": "string"},
                         "workflow": {"type": "string"},
                         "version": {"type": ["integer", "null"]},
                         "retry_of": {"type": "string"},
                         "replayed": {"type": "boolean", "description": "retried before"},
+                        "resumed_from": {
+                            "type": ["string", "null"],
+                            "description": "the step it starts at; null: the first",
+                        },
                     },
                 },
                 "Execution": {

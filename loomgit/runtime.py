@@ -33,6 +33,9 @@ class TriggerEvent:
     scheduled_time: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # path, method, caller…
     params: Mapping[str, str] = field(default_factory=dict)  # a webhook path's :parameters
+    # A retry from the step that failed: the steps before it, as the execution it retries
+    # recorded them, taken as they are instead of run again (see `loomgit.retry`).
+    resume: tuple[StepRecord, ...] = ()
 
     def context(self) -> dict[str, Any]:
         """What templates see as `trigger`: templates.TRIGGER_FIELDS, which validate checks."""
@@ -181,31 +184,31 @@ class Engine:
         limit = time_limit or dep.workflow.spec.timeout or self.time_limit
         redact = dep.redactor
         outputs: dict[str, dict[str, Any]] = {}
-        ctx: dict[str, Any] = {
-            "trigger": trigger.context(),
-            "steps": outputs,
-            "credentials": dep.credentials,
-            "vars": dep.variables,
-            "env": dep.environment,
-            "workflow": {"name": dep.name, "version": dep.version},
-        }
+        ctx = context(dep, trigger, outputs)
         done: list[StepRecord] = []
         status, error, stopped = "succeeded", None, None
         output: Any = None
         response: Any = None
         current: _Current | None = None
+        for record in trigger.resume:
+            done.append(record)
+            outputs[record.step_id] = step_fields(record, record.output)
+            if listener:
+                listener.step_finished(record)
+            if record.status == "succeeded":
+                output = record.output
+                if record.type == "respond":
+                    response = record.output
         try:
             async with asyncio.timeout(limit):
                 for position, step in enumerate(dep.workflow.spec.steps):
+                    if position < len(trigger.resume):
+                        continue
                     current = _Current(position, step, self.clock())
                     record, value = await self._step(current, ctx, dep, listener)
                     current = None
                     done.append(record)
-                    outputs[step.id] = {  # templates.STEP_FIELDS, which validate checks
-                        "output": value,
-                        "status": record.status,
-                        "error": record.error,
-                    }
+                    outputs[step.id] = step_fields(record, value)
                     if listener:
                         listener.step_finished(record)
                     if record.status == "succeeded":
@@ -310,7 +313,7 @@ class Engine:
             )
 
         try:
-            if step.when is not None and not _when(step.when, ctx):
+            if step.when is not None and not when(step.when, ctx):
                 return record("skipped"), None
             kind = step_kinds.kind(step.type)
             cur.input = kind.render(step.with_, ctx)
@@ -347,7 +350,27 @@ class Engine:
             wait *= retry.factor if retry else 1.0
 
 
-def _when(expression: str, context: dict[str, Any]) -> Any:
+def context(
+    dep: Deployment, trigger: TriggerEvent, outputs: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """What a step's templates see: `outputs` holds the steps run so far, by id."""
+    return {
+        "trigger": trigger.context(),
+        "steps": outputs,
+        "credentials": dep.credentials,
+        "vars": dep.variables,
+        "env": dep.environment,
+        "workflow": {"name": dep.name, "version": dep.version},
+    }
+
+
+def step_fields(record: StepRecord, value: Any) -> dict[str, Any]:
+    """A finished step as templates see it (`steps.<id>.output`…): templates.STEP_FIELDS,
+    which validate checks. `value` is its output unredacted, where it was just run."""
+    return {"output": value, "status": record.status, "error": record.error}
+
+
+def when(expression: str, context: dict[str, Any]) -> Any:
     """A step's `when:`, whose failure names it (`when: …`)."""
     try:
         return evaluate(expression, context)

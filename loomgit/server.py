@@ -49,7 +49,7 @@ from loomgit.layout import unknown_environment
 from loomgit.metrics import CONTENT_TYPE
 from loomgit.openapi import spec as openapi_spec
 from loomgit.reconcile import Served
-from loomgit.records import STATUSES, Execution, Query, stamp, version_of
+from loomgit.records import STATUSES, Execution, Query, StepRecord, stamp, version_of
 from loomgit.runtime import TriggerEvent
 
 INTERNAL_ERROR = "internal error; the daemon's log says where the details are"
@@ -132,6 +132,21 @@ async def _run_body(request: Request, limit: int) -> tuple[str | None, Any]:
         given = given if len(given) <= 40 else given[:40] + "…"
         raise Refused(400, f"environment is the name of an environment, not {given}")
     return env, body.get("input")
+
+
+RETRY_FROM = ("start", "failed_step")
+RETRY_FROM_WORDS = 'a retry starts from "start" (the default) or "failed_step"'
+MAX_RETRY_BODY = 4096  # a retry's body says where it starts, no more
+
+
+async def _retry_body(request: Request) -> Any:
+    """Where a retry is asked to start: `{"from": "failed_step"}` at the step that
+    failed, `{"from": "start"}` (or no body) at the first."""
+    raw = await raw_body(request, MAX_RETRY_BODY)
+    body = parse("application/json", raw) if raw.strip() else {}
+    if not isinstance(body, dict) or set(body) - {"from"}:
+        raise Refused(400, f'the body is empty or {{"from": …}}: {RETRY_FROM_WORDS}')
+    return body.get("from", "start")
 
 
 HOOK_PATH = "/hooks/{env}/{path}"  # as the OpenAPI document names it
@@ -321,31 +336,61 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         return json_response((await recorded(request, "execution")).to_json())
 
     async def retry(request: Request) -> Response:
+        """POST: the execution retried (see `loomgit.retry`); GET: what a retry would do,
+        doing nothing (`--dry-run`)."""
         ex = await recorded(request, "retry")
+        if request.method == "GET":
+            where = request.query_params.get("from", "start")
+        else:
+            where = await _retry_body(request)
+        if where not in RETRY_FROM:
+            raise Refused(400, RETRY_FROM_WORDS)
+        planned = await plan_retry(ex, where == "failed_step")
+        if isinstance(planned, Response):
+            return planned
+        served, trigger = planned
+        env, name, key = ex.environment, ex.workflow, retries.key(ex)
+        version = served.deployments[name].version
+        resumed = trigger.details.get("resumed_from")
+        if request.method == "GET":
+            return json_response(retries.answer(ex, None, version, False, resumed))
+        answer = await ingress.accept(served, env, name, trigger, None, dedupe=key)
+        assert not isinstance(answer, Response)  # a response only for a sync wait
+        status, body = answer
+        ident = json.loads(body)["execution"]
+        if status == 202:
+            return json_response(retries.answer(ex, ident, version, False, resumed), 202)
+        # Retried meanwhile, by a request at the same moment: that one.
+        return replayed(ex, ident, await asyncio.to_thread(daemon.history.with_key, env, name, key))
+
+    async def plan_retry(ex: Execution, from_failed_step: bool) -> Response | tuple[Served, Any]:
+        """What serves a retry of `ex` and the trigger it would run with; or the answer
+        instead: why not (409), or the retry made before (200)."""
         why = retries.why_not(ex)
         if why is not None:
             return error(409, why)
-        env, name, key = ex.environment, ex.workflow, retries.key(ex)
+        env, name = ex.environment, ex.workflow
         # Retried before: that retry, whatever is served now.
-        first = await asyncio.to_thread(daemon.history.with_key, env, name, key)
+        first = await asyncio.to_thread(daemon.history.with_key, env, name, retries.key(ex))
         if first is not None:
-            return json_response(retries.answer(ex, first.id, first.version, True), 200)
+            return replayed(ex, first.id, first)
         served = ingress.serving(env)
         if name not in served.deployments:
             return error(409, f"{name} is no longer in {env}; nothing to retry it with")
         if name not in served.active:
             return error(409, f"{name} is not active in {env}; activate it to retry {ex.id}")
-        answer = await ingress.accept(served, env, name, retries.trigger(ex), None, dedupe=key)
-        assert not isinstance(answer, Response)  # a response only for a sync wait
-        status, body = answer
-        ident = json.loads(body)["execution"]
-        if status == 202:
-            version = served.deployments[name].version
-            return json_response(retries.answer(ex, ident, version, False), 202)
-        # Retried meanwhile, by a request at the same moment: that one.
-        first = await asyncio.to_thread(daemon.history.with_key, env, name, key)
+        resume: tuple[StepRecord, ...] = ()
+        if from_failed_step:
+            resume, why = retries.reused(ex, served.deployments[name])
+            if why is not None:
+                return error(409, why)
+        return served, retries.trigger(ex, resume)
+
+    def replayed(ex: Execution, ident: str, first: Execution | None) -> Response:
+        """The answer to a retry of `ex` made before: `first`, its retry `ident`."""
         version = None if first is None else first.version
-        return json_response(retries.answer(ex, ident, version, True), 200)
+        resumed = None if first is None else first.trigger.get("resumed_from")
+        return json_response(retries.answer(ex, ident, version, True, resumed), 200)
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -366,7 +411,7 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
             Route("/api/v1/executions", executions),
             Route("/api/v1/executions/summary", summary),
             Route("/api/v1/executions/{ident}", execution),
-            Route("/api/v1/executions/{ident}/retry", retry, methods=["POST"]),
+            Route("/api/v1/executions/{ident}/retry", retry, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ]

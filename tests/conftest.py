@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from loomgit import errors, scaffold
+from loomgit import errors, scaffold, yamlio
 from loomgit.cli import main
+from loomgit.models.workflow import Workflow
+from loomgit.redact import Redactor
+from loomgit.runtime import Deployment
 
 HELLO = """\
 apiVersion: loomgit/v1
@@ -289,3 +293,32 @@ def descendants(pid: int) -> list[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier}
         found += frontier
     return found
+
+
+# -- a deployment to run in-process ---------------------------------------------------
+
+
+def deployment(
+    steps: str,
+    *,
+    timeout: str | None = None,
+    variables: dict[str, Any] | None = None,
+    credentials: dict[str, dict[str, Any]] | None = None,
+) -> Deployment:
+    """A workflow named demo of `steps` (YAML) with a manual trigger, as development runs
+    it, its credentials' values redacted."""
+    spec = "spec:\n  triggers: [{type: manual}]\n"
+    if timeout:
+        spec += f"  timeout: {timeout}\n"
+    spec += "  steps:\n" + textwrap.indent(textwrap.dedent(steps), "    ")
+    doc = f"apiVersion: loomgit/v1\nkind: Workflow\nmetadata: {{name: demo}}\n{spec}"
+    wf = Workflow.model_validate(yamlio.load(doc.encode()))
+    creds = credentials or {}
+    secrets = [str(v) for fields in creds.values() for v in fields.values()]
+    return Deployment(
+        wf,
+        "development",
+        variables=variables or {},
+        credentials=creds,
+        redactor=Redactor(secrets),
+    )

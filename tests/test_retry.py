@@ -3,13 +3,27 @@ endpoint and the CLI are tested end to end in test_serve.py."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import deployment
 
 from loomgit import retry
 from loomgit.cli_retry import RETRIED
+from loomgit.history import History
 from loomgit.records import STATUSES, Execution
+from loomgit.runner import execute
+from loomgit.runtime import Deployment, TriggerEvent
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[History]:
+    with History(tmp_path / "history.db") as h:
+        yield h
 
 
 def _ex(trigger: dict[str, Any], **fields: Any) -> Execution:
@@ -110,3 +124,124 @@ def test_what_is_not_retried_says_why() -> None:
 def test_the_cli_offers_the_statuses_that_are_retried() -> None:
     assert [s for s in STATUSES if s not in retry.NOT_RETRIED] == RETRIED
     assert all(retry.why_not(_ex({}, status=s)) is None for s in RETRIED)
+
+
+# -- a retry from the step that failed ---------------------------------------------------
+
+V1 = """
+- id: order
+  type: set
+  with: {number: "{{ trigger.body.n }}", shop: "{{ vars.shop }}"}
+- id: note
+  type: set
+  when: "{{ trigger.body.n > 100 }}"
+  with: {big: true}
+- id: pay
+  type: fail
+  with: {message: "the payment service answered 503"}
+- id: receipt
+  type: set
+  with: {text: "order {{ steps.order.output.number }} paid"}
+"""
+FIXED = V1.replace(
+    'type: fail\n  with: {message: "the payment service answered 503"}',
+    "type: set\n  with: {paid: true}",
+)
+
+
+def _first_run(history: History, steps: str = V1, **kw: Any) -> tuple[Execution, Deployment]:
+    dep = replace(deployment(steps, **({"variables": {"shop": "eu"}} | kw)), version=1)
+    ex = asyncio.run(execute(dep, TriggerEvent("webhook", body={"n": 7}), history))
+    assert (ex.status, ex.stopped_at) == ("failed", "pay")
+    return history.get(ex.id), dep
+
+
+def test_a_retry_from_the_failed_step_takes_the_steps_before_it_as_recorded(
+    history: History,
+) -> None:
+    failed, _ = _first_run(history)
+    fixed = replace(deployment(FIXED, variables={"shop": "eu"}), version=2)
+    reused, why = retry.reused(failed, fixed)
+    assert why is None
+    assert [(r.step_id, r.status, r.attempts) for r in reused] == [
+        ("order", "succeeded", 0),
+        ("note", "skipped", 0),
+    ]
+    assert reused[0].output == {"number": 7, "shop": "eu"}
+    assert reused[0].logs[-1]["message"] == f"not run again: taken as {failed.id} recorded it"
+    event = retry.trigger(failed, reused)
+    assert event.details["resumed_from"] == "pay"
+    assert "resumed_from" not in retry.trigger(failed).details  # from the start
+    again = asyncio.run(execute(fixed, event, history))
+    assert again.status == "succeeded", again.error
+    assert [(s.step_id, s.status, s.attempts) for s in again.steps] == [
+        ("order", "succeeded", 0),
+        ("note", "skipped", 0),
+        ("pay", "succeeded", 1),
+        ("receipt", "succeeded", 1),
+    ]
+    assert again.output == {"text": "order 7 paid"}  # from the order step it did not run
+    recorded = history.get(again.id)
+    assert recorded.trigger["resumed_from"] == "pay"
+    assert recorded.trigger["retry_of"] == failed.id
+    assert recorded.steps[0].logs[-1]["message"].startswith("not run again: taken as ")
+
+
+def _why(failed: Execution, steps: str, **kw: Any) -> str | None:
+    reused, why = retry.reused(failed, replace(deployment(steps, **kw), version=2))
+    assert (reused == ()) == (why is not None)
+    return why
+
+
+def test_a_retry_from_the_failed_step_is_refused_where_the_record_cannot_stand_in(
+    history: History,
+) -> None:
+    failed, _ = _first_run(history)
+    tail = ", so the retry cannot start at step pay; retry it from the start"
+    eu = {"variables": {"shop": "eu"}}
+    # The version served now would not have run the steps before as they ran.
+    assert _why(failed, FIXED.replace("id: note", "id: notes"), **eu) == (
+        "demo v2, served now, has no set step note in its place" + tail
+    )
+    assert _why(failed, FIXED.replace("n > 100", "n > 1"), **eu) == (
+        "step note would run in demo v2: its `when` decides otherwise now" + tail
+    )
+    assert _why(failed, FIXED, variables={"shop": "us"}) == (
+        "step order would be sent other parameters in demo v2 (its `with` renders otherwise)" + tail
+    )
+    assert _why(failed, FIXED.replace("trigger.body.n }}", "trigger.body.m }}", 1), **eu) == (
+        "step order's parameters do not render in demo v2: with.number: trigger.body has no "
+        "key 'm' (its keys: n)" + tail
+    )
+    # What the record holds is not the step's whole output.
+    cut = {"truncated": True, "bytes": 70000, "preview": "{…"}
+    first = replace(failed.steps[0], output=cut)
+    assert _why(replace(failed, steps=(first, *failed.steps[1:])), FIXED, **eu) == (
+        "step order's output was recorded truncated" + tail
+    )
+
+
+def test_a_step_whose_output_held_a_credential_is_not_taken_from_the_record(
+    history: History,
+) -> None:
+    steps = V1.replace('shop: "{{ vars.shop }}"', 'key: "{{ credentials.shop.key }}"')
+    creds = {"credentials": {"shop": {"key": "sk-retry-canary-41"}}}
+    failed, _ = _first_run(history, steps, **creds)
+    assert failed.steps[0].output == {"number": 7, "key": "[redacted]"}
+    assert _why(failed, steps, **creds) == (
+        "step order's output was recorded redacted (it held a credential's value), so the "
+        "retry cannot start at step pay; retry it from the start"
+    )
+
+
+def test_a_step_that_failed_and_went_on_is_taken_while_the_version_goes_on_too(
+    history: History,
+) -> None:
+    steps = "- id: ping\n  type: fail\n  on_error: continue\n  with: {message: down}\n" + V1
+    failed, _ = _first_run(history, steps)
+    assert _why(failed, steps, variables={"shop": "eu"}) is None
+    stops = steps.replace("  on_error: continue\n", "")
+    assert _why(failed, stops, variables={"shop": "eu"}) == (
+        "step ping failed, and demo v2 stops there, so the retry cannot start at step pay; "
+        "retry it from the start"
+    )

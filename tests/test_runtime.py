@@ -9,20 +9,17 @@ import os
 import ssl
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from conftest import deployment
 from echo_server import EchoServer, serve
 
-from loomgit import yamlio
 from loomgit.history import History
-from loomgit.models.workflow import Workflow
 from loomgit.records import Query
-from loomgit.redact import Redactor
 from loomgit.runner import execute
 from loomgit.runtime import Deployment, TriggerEvent
 
@@ -38,30 +35,6 @@ def server() -> Iterator[EchoServer]:
 def history(tmp_path: Path) -> Iterator[History]:
     with History(tmp_path / "history.db") as h:
         yield h
-
-
-def deployment(
-    steps: str,
-    *,
-    timeout: str | None = None,
-    variables: dict[str, Any] | None = None,
-    credentials: dict[str, dict[str, Any]] | None = None,
-) -> Deployment:
-    spec = "spec:\n  triggers: [{type: manual}]\n"
-    if timeout:
-        spec += f"  timeout: {timeout}\n"
-    spec += "  steps:\n" + textwrap.indent(textwrap.dedent(steps), "    ")
-    doc = f"apiVersion: loomgit/v1\nkind: Workflow\nmetadata: {{name: demo}}\n{spec}"
-    wf = Workflow.model_validate(yamlio.load(doc.encode()))
-    creds = credentials or {}
-    secrets = [str(v) for fields in creds.values() for v in fields.values()]
-    return Deployment(
-        wf,
-        "development",
-        variables=variables or {},
-        credentials=creds,
-        redactor=Redactor(secrets),
-    )
 
 
 def run(dep: Deployment, history: History, body: Any = None, **kw: Any) -> Any:

@@ -51,7 +51,7 @@ from loomgit.errors import NO_API_TOKENS
 from loomgit.history import History
 from loomgit.httphead import MAX_HEAD_BYTES, TOO_LARGE
 from loomgit.ingress import KEY_TOO_LONG, MAX_KEY_LENGTH, UNRECORDED, authorized, signed
-from loomgit.records import Execution, new_id, unix
+from loomgit.records import Execution, StepRecord, new_id, unix
 
 Cli = Callable[..., Result]
 TOKEN = "test-token-0123456789abcdef"  # a throwaway test token
@@ -1664,9 +1664,13 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
     """`POST /api/v1/executions/{id}/retry` and `loomgit executions retry`: a webhook
     execution that failed (its backend answered 503 once) runs again with its body, as
     production serves the workflow now, without the redacted Authorization header; asked
-    again, the first retry is named; what cannot be retried is refused with why."""
+    again, the first retry is named; what cannot be retried is refused with why. From the
+    step that failed, the step before it (an order created) is not run again."""
     for server in serve():
-        call = "    - id: call\n      type: http\n      with:\n"
+        call = "    - id: create\n      type: http\n      with:\n"
+        call += f"        url: '{server.url}/create/{{{{ trigger.body.name }}}}'\n"
+        call += "        method: POST\n"
+        call += "    - id: call\n      type: http\n      with:\n"
         call += f"        url: '{server.url}/flaky/{{{{ trigger.body.name }}}}/1'\n"
         flaky = HELLO.replace("  steps:\n", "  steps:\n" + call)
         put_everywhere(repo, flaky, {"production": True})
@@ -1680,7 +1684,7 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
         window = ("executions", "retry", "--since", "1h", "--env", "production")
         result = cli(*window, "--dry-run", "--server", daemon.url)
         assert result.code == 0, result.err
-        assert result.out == f"would retry {failed['id']} (hello in production, failed)\n"
+        assert result.out == f"would retry {failed['id']} (hello v1 in production, failed)\n"
         assert len(daemon.executions(environment="production")) == 1  # a dry run runs none
         result = cli(*window, "--server", daemon.url)
         assert result.code == 0, result.err
@@ -1698,6 +1702,7 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
         assert trigger["headers"]["x-request-id"] == "r-1"
         assert "authorization" not in trigger["headers"]  # recorded [redacted]: left out
         assert server.hits["/flaky/Ann/1"] == 2
+        assert server.hits["/create/Ann"] == 2  # every step again: created twice
         # Asked again, by the window or by id: the first retry, nothing run.
         result = cli(*window, "--format", "json", "--server", daemon.url)
         assert result.code == 0, result.err
@@ -1748,19 +1753,75 @@ def test_an_execution_that_failed_is_retried_once_with_its_trigger(
                 "version": 1,
                 "retry_of": before,
                 "replayed": True,
+                "resumed_from": None,
             },
         )
         code, body = daemon.request("POST", f"/api/v1/executions/{'0' * 26}/retry", headers=AUTH)
         assert (code, body) == (404, {"error": f"no execution {'0' * 26}"})
         result = cli("executions", "retry", retried, "0" * 26, "--dry-run", "--server", daemon.url)
         assert result.code == 1 and result.out.splitlines() == [
-            f"would not retry {retried} (hello in production, succeeded): {cases[retried]}",
+            f"would not retry {retried}: {cases[retried]}",
             f"would not retry {'0' * 26}: no execution {'0' * 26}",
             "2 would not be retried",
         ]
         code, _ = daemon.request("POST", f"/api/v1/executions/{failed['id']}/retry")
         assert code == 401
         assert len(daemon.executions(environment="production")) == 5  # none ran
+        # From the step that failed: the order created before it is not created again.
+        _, bo = daemon.request("POST", "/hooks/production/hello", {"name": "Bo"})
+        bo_id = daemon.finished(bo["execution"])["id"]
+        plan = f"/api/v1/executions/{bo_id}/retry"
+        code, body = daemon.request("GET", plan + "?from=failed_step", headers=AUTH)
+        assert (code, body["execution"], body["resumed_from"]) == (200, None, "call")
+        result = cli(
+            "executions", "retry", bo_id, "--from-failed-step", "--dry-run", "--server", daemon.url
+        )
+        assert (result.code, result.out) == (
+            0,
+            f"would retry {bo_id} from step call (hello v1 in production)\n",
+        )
+        result = cli("executions", "retry", bo_id, "--from-failed-step", "--server", daemon.url)
+        assert result.code == 0, result.err
+        bo_retry = result.out.split()[3]
+        assert result.out.splitlines()[0] == (
+            f"retried {bo_id} as {bo_retry} from step call (hello v1 in production)"
+        )
+        resumed = daemon.finished(bo_retry)
+        assert resumed["status"] == "succeeded", resumed
+        assert resumed["trigger"]["resumed_from"] == "call"
+        steps = [(s["id"], s["status"], s["attempts"]) for s in resumed["steps"]]
+        assert steps == [
+            ("create", "succeeded", 0),
+            ("call", "succeeded", 1),
+            ("greet", "succeeded", 1),
+            ("say", "succeeded", 1),
+        ]
+        assert (server.hits["/create/Bo"], server.hits["/flaky/Bo/1"]) == (1, 2)
+        shown = cli("executions", "show", bo_retry, "--server", daemon.url).out
+        assert f"trigger:     webhook (a retry of {bo_id}, from step call)" in shown
+        assert f"[info] not run again: taken as {bo_id} recorded it" in shown
+        code, body = daemon.request("POST", plan, {"from": "failed_step"}, headers=AUTH)
+        assert (code, body["execution"], body["replayed"], body["resumed_from"]) == (
+            200,
+            bo_retry,
+            True,
+            "call",
+        )
+        code, body = daemon.request("POST", plan, {"from": "middle"}, headers=AUTH)
+        assert (code, body) == (
+            400,
+            {"error": 'a retry starts from "start" (the default) or "failed_step"'},
+        )
+        # A step before the one that failed whose output held a credential: refused.
+        with History(state / "history.db") as history:
+            secret = StepRecord(0, "create", "http", "succeeded", output={"k": "[redacted]"})
+            held = _failed(history, "production", "hello", steps=(secret,), stopped_at="call")
+        result = cli("executions", "retry", held, "--from-failed-step", "--server", daemon.url)
+        assert result.code == 1 and result.err == (
+            f"not retried {held}: step create's output was recorded redacted (it held a "
+            "credential's value), so the retry cannot start at step call; retry it from the "
+            "start\n"
+        )
     for args, error in (
         (("--since", "1h"), "retry runs in the daemon that recorded the executions: give --server"),
         (("x", "--since", "1h", "--server", "u"), "give the ids to retry, or --since and its"),
