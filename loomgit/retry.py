@@ -174,13 +174,16 @@ def _differs(
             return f"{name}'s {part} was recorded redacted (it held a credential's value)"
     try:
         runs = step.when is None or bool(when(step.when, ctx))
-        if runs != (record.status != "skipped"):
-            now = "run" if runs else "be skipped"
-            return f"{name} would {now} in {served}: its `when` decides otherwise now"
-        if not runs:
-            return None
+    except RenderError as exc:  # `when: …`
+        return f"{name}'s condition does not render in {served}: {dep.redactor.text(str(exc))}"
+    if runs != (record.status != "skipped"):
+        now = "run" if runs else "be skipped"
+        return f"{name} would {now} in {served}: its `when` decides otherwise now"
+    if not runs:
+        return None
+    try:
         rendered = step_kinds.kind(step.type).render(step.with_, ctx)
-    except (RenderError, StepError) as exc:
+    except (RenderError, StepError) as exc:  # `with.url: …`, or a plugin not installed
         return f"{name}'s parameters do not render in {served}: {dep.redactor.text(str(exc))}"
     if _truncated(record.input):
         return f"{name}'s parameters were recorded truncated"

@@ -213,6 +213,10 @@ def test_a_retry_from_the_failed_step_is_refused_where_the_record_cannot_stand_i
         "step order's parameters do not render in demo v2: with.number: trigger.body has no "
         "key 'm' (its keys: n)" + tail
     )
+    assert _why(failed, FIXED.replace("n > 100", "m > 100"), **eu) == (
+        "step note's condition does not render in demo v2: when: trigger.body has no key 'm' "
+        "(its keys: n)" + tail
+    )
     # What the record holds is not the step's whole output.
     cut = {"truncated": True, "bytes": 70000, "preview": "{…"}
     first = replace(failed.steps[0], output=cut)
