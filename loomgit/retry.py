@@ -109,7 +109,7 @@ def trigger(ex: Execution, resume: tuple[StepRecord, ...] = ()) -> TriggerEvent:
     record.pop("resumed_from", None)
     details = {**record, "retry_of": ex.id}
     if resume:
-        details["resumed_from"] = _stopped_at(ex)[1]
+        details["resumed_from"] = _stopped_at(ex)[1] or ex.stopped_at
     return TriggerEvent(
         ex.trigger_type,
         body=body,

@@ -172,6 +172,9 @@ def test_a_retry_from_the_failed_step_takes_the_steps_before_it_as_recorded(
     event = retry.trigger(failed, reused)
     assert event.details["resumed_from"] == "pay"
     assert "resumed_from" not in retry.trigger(failed).details  # from the start
+    unrecorded = replace(failed, steps=failed.steps[:2])  # stopped at pay, not recorded
+    assert retry.reused(unrecorded, fixed) == (reused, None)
+    assert retry.trigger(unrecorded, reused).details["resumed_from"] == "pay"
     again = asyncio.run(execute(fixed, event, history))
     assert again.status == "succeeded", again.error
     assert [(s.step_id, s.status, s.attempts) for s in again.steps] == [
