@@ -363,7 +363,9 @@ def api(daemon: Daemon, ingress: Ingress | None = None) -> Starlette:
         # Retried meanwhile, by a request at the same moment: that one.
         return replayed(ex, ident, await asyncio.to_thread(daemon.history.with_key, env, name, key))
 
-    async def plan_retry(ex: Execution, from_failed_step: bool) -> Response | tuple[Served, Any]:
+    async def plan_retry(
+        ex: Execution, from_failed_step: bool
+    ) -> Response | tuple[Served, TriggerEvent]:
         """What serves a retry of `ex` and the trigger it would run with; or the answer
         instead: why not (409), or the retry made before (200)."""
         why = retries.why_not(ex)
