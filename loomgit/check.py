@@ -22,7 +22,7 @@ from loomgit.views import parse_message
 
 
 @dataclass
-class _Change:
+class Change:
     """What one commit changed in one environment."""
 
     workflows: dict[str, str] = field(default_factory=dict)  # name -> A/M/D
@@ -32,12 +32,36 @@ class _Change:
 
 
 @dataclass
-class _Context:
+class Context:
+    """What the checks of one range (and its review) read the commits with."""
+
     root: Root
     git: Git
     config: Repository
     head_env: str | None  # branch layout: the environment the checked range belongs to
     tips: dict[str, str | None] = field(default_factory=dict)  # branch layout: env -> tip
+    # Files read for the commit being checked, and which source commits exist: a promotion
+    # of 2,000 workflows read each file with its own git processes (78 s; 4 s this way).
+    blobs: dict[tuple[str, str], bytes | None] = field(default_factory=dict)
+    known: dict[str, bool] = field(default_factory=dict)
+
+    def blob(self, commit: str, path: str) -> bytes | None:
+        key = (commit, path)
+        if key not in self.blobs:
+            self.blobs[key] = self.git.blob_at(commit, path)
+        return self.blobs[key]
+
+    def read_ahead(self, commit: str, paths: list[str]) -> None:
+        """Reads `paths` at `commit` at once, for `blob` to answer from."""
+        wanted = [p for p in paths if (commit, p) not in self.blobs]
+        if len(wanted) > 1:
+            for path, data in self.git.blobs_at(commit, wanted).items():
+                self.blobs[(commit, path)] = data
+
+    def exists(self, commit: str) -> bool:
+        if commit not in self.known:
+            self.known[commit] = self.git.ref(commit) is not None
+        return self.known[commit]
 
     def base(self, env: str) -> str:
         if self.config.layout == "directories":
@@ -62,16 +86,17 @@ KEEP_FILE = "workflows/.gitkeep"  # written by `loomgit init` so the folder exis
 SCHEMA_FILES = frozenset(f"{SCHEMAS}/{kind}.schema.json" for kind in DOCUMENT_KINDS)
 
 
-def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
+def changes(ctx: Context, parent: str, commit: str) -> dict[str, Change]:
+    """What `commit` changed in each environment's files, compared with `parent`."""
     out = ctx.git.run("diff-tree", "-r", "-z", "--no-renames", "--name-status", parent, commit)
     fields = [f.decode("utf-8", "surrogateescape") for f in out.split(b"\0") if f]
-    per_env: dict[str, _Change] = {}
+    per_env: dict[str, Change] = {}
     for status, path in zip(fields[::2], fields[1::2], strict=True):
         where = ctx.split(path)
         if where is None:
             continue
         env, rel = where
-        change = per_env.setdefault(env, _Change())
+        change = per_env.setdefault(env, Change())
         if rel == ENV_FILE:
             change.env_file = True
         elif rel.startswith("workflows/") and rel.count("/") == 1 and rel.endswith(".yaml"):
@@ -85,7 +110,7 @@ def _changes(ctx: _Context, parent: str, commit: str) -> dict[str, _Change]:
     return per_env
 
 
-def _ever_ran(ctx: _Context, commit: str, env: str, name: str, state: WorkflowState) -> bool:
+def _ever_ran(ctx: Context, commit: str, env: str, name: str, state: WorkflowState) -> bool:
     path = ctx.base(env) + ENV_FILE
     log = ctx.git.path_log(commit, path)
     blobs = ctx.git.read_blobs(b for _, b in log if b)
@@ -97,7 +122,7 @@ def _ever_ran(ctx: _Context, commit: str, env: str, name: str, state: WorkflowSt
 
 
 def _check_workflow(
-    ctx: _Context,
+    ctx: Context,
     commit: str,
     parent: str,
     env: str,
@@ -109,7 +134,7 @@ def _check_workflow(
     """(code, reason, line) for one changed workflow file; the line, where there is one,
     is the first the commit changed, so that a pull-request annotation sits on it."""
     path = ctx.base(env) + f"workflows/{name}.yaml"
-    content = ctx.git.blob_at(commit, path)
+    content = ctx.blob(commit, path)
     if content is None:
         return [
             (
@@ -162,13 +187,13 @@ def _check_workflow(
             )
         )
         return problems
-    if not new.source_commit or ctx.git.ref(new.source_commit) is None:
+    if not new.source_commit or not ctx.exists(new.source_commit):
         return [("LG601", f"the source commit of {name} in {env} does not exist", None)]
     source_base = ctx.base(previous)
     source_commit = new.source_commit
     if ctx.config.layout == "branches" and previous != env:
         source_base = ""
-    source = ctx.git.blob_at(source_commit, source_base + f"workflows/{name}.yaml")
+    source = ctx.blob(source_commit, source_base + f"workflows/{name}.yaml")
     if source != content:
         problems.append(
             (
@@ -189,7 +214,7 @@ def _check_workflow(
                 )
             )
     else:
-        src = envstate.record(ctx.git.blob_at(source_commit, source_base + ENV_FILE), name)
+        src = envstate.record(ctx.blob(source_commit, source_base + ENV_FILE), name)
         if src is None or src.version != new.version:
             had = f"v{src.version}" if src else "no record"
             problems.append(
@@ -216,7 +241,7 @@ def _check_workflow(
 
 def _check_records(
     env: str,
-    change: _Change,
+    change: Change,
     old: dict[str, WorkflowState],
     new: dict[str, WorkflowState],
     did: list[str],
@@ -248,8 +273,30 @@ def _check_records(
     return out
 
 
-def _check_commit(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
+def _read_ahead(
+    ctx: Context, commit: str, env: str, names: list[str], records: bytes | None
+) -> None:
+    """Reads at once the files `_check_workflow` will read for `names`: each at `commit`,
+    and at the source commit its record names (one for all, in a promotion)."""
+    ctx.read_ahead(commit, [f"{ctx.base(env)}workflows/{name}.yaml" for name in names])
+    index = ctx.config.names.index(env)
+    previous = ctx.config.names[index - 1] if index else env
+    source_base = "" if ctx.config.layout == "branches" else ctx.base(previous)
+    sources: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            rec = envstate.record(records, name)
+        except LoomgitError:  # the check reports it
+            continue
+        if rec and rec.source_commit and ctx.exists(rec.source_commit):
+            sources.setdefault(rec.source_commit, []).append(f"{source_base}workflows/{name}.yaml")
+    for source, paths in sources.items():
+        ctx.read_ahead(source, paths)
+
+
+def _check_commit(ctx: Context, commit: str) -> tuple[list[Problem], str]:
     """The problems of one commit, and a line saying what it legally did."""
+    ctx.blobs.clear()  # read again for each commit: a long range holds no file for long
     out = ctx.git.run("rev-parse", "--verify", "--quiet", f"{commit}^", ok=(0, 1, 128))
     # A root commit (a range from unrelated history) is compared with the empty tree.
     parent = out.decode().strip() or ctx.git.empty_tree()
@@ -259,7 +306,7 @@ def _check_commit(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
     did: list[str] = []
     claimed = {v.split(" v")[0] for v in trailers.get("Loomgit-Workflow", [])}
     promoted: set[str] = set()
-    for env, change in _changes(ctx, parent, commit).items():
+    for env, change in changes(ctx, parent, commit).items():
         if env == ctx.config.first and change.workflows:
             did.append(f"{', '.join(sorted(change.workflows))} edited in {env}")
         did += [f"{rel} changed in {env}" for rel in change.settings]
@@ -269,6 +316,7 @@ def _check_commit(ctx: _Context, commit: str) -> tuple[list[Problem], str]:
         old_file = ctx.git.blob_at(parent, where + ENV_FILE)
         new_file = ctx.git.blob_at(commit, where + ENV_FILE)
         old, new = envstate.changed_records(old_file, new_file)
+        _read_ahead(ctx, commit, env, sorted(change.workflows), new_file)
         found: list[tuple[str, str, str, int | None]] = []
         for name in sorted(change.workflows):
             path = f"{where}workflows/{name}.yaml"
@@ -308,7 +356,7 @@ def _reviewed(short: str, subject: str, problems: list[Problem], did: str) -> st
     return f"{short} {title} — {f'{count} error' + 's' * (count != 1) if count else did}"
 
 
-def _check_merge(ctx: _Context, commit: str, parents: list[str]) -> tuple[list[Problem], str]:
+def _check_merge(ctx: Context, commit: str, parents: list[str]) -> tuple[list[Problem], str]:
     """A merge takes each side's commits, which are checked one by one; what it may add
     of its own is a conflict's resolution. An environment's record of a workflow after a
     merge must be one of its parents' records of it (git may take one side's record and
@@ -362,7 +410,7 @@ def _what(env: str, name: str, new: WorkflowState, old: WorkflowState | None) ->
     return f"{name} v{new.version} promoted to {env}" + (" and activated" if started else "")
 
 
-def _other_file(ctx: _Context, commit: str, env: str, rel: str) -> str | None:
+def _other_file(ctx: Context, commit: str, env: str, rel: str) -> str | None:
     """Why a change to a file loomgit does not manage in `env` is refused, or None.
 
     In the branch layout every branch holds the repository's shared files (loomgit.yaml,
@@ -387,7 +435,7 @@ def _other_file(ctx: _Context, commit: str, env: str, rel: str) -> str | None:
     return f"{rel} in {env} is not as on {branch}: shared files change there first"
 
 
-def _branch_env(git: Git, config: Repository, commit: str, head: str) -> str | None:
+def branch_env(git: Git, config: Repository, commit: str, head: str) -> str | None:
     """Branch layout: the environment the checked commits belong to."""
     if config.layout != "branches":
         return None
@@ -420,8 +468,8 @@ def check_promotion(
             )
         base_commit, head_commit = git.resolve(base), git.resolve(head)
         config = load_config(root, git, cache, head_commit)
-        head_env = _branch_env(git, config, head_commit, head)
-        ctx = _Context(root, git, config, head_env)
+        head_env = branch_env(git, config, head_commit, head)
+        ctx = Context(root, git, config, head_env)
         commits = git.run("rev-list", "--reverse", "--parents", f"{base_commit}..{head_commit}")
         problems: list[Problem] = []
         listed = [line.split() for line in commits.decode().splitlines()]

@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ UNSHALLOW_HINT = (
     "run `git fetch --unshallow`; in GitHub Actions, give actions/checkout `fetch-depth: 0`"
 )
 MODE_SUBMODULE = "160000"
+# More paths than this at one commit are read folder by folder (see `Git.blobs_at`).
+MANY_PATHS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,10 +364,14 @@ class Git:
         return self.read_blobs([sha])[sha]
 
     def blobs_at(self, commit: str, paths: Iterable[str]) -> dict[str, bytes | None]:
-        """Several files at one commit, through one ls-tree per folder and one cat-file."""
+        """Several files at one commit through one cat-file; many, through one ls-tree per
+        folder first (git looks each `commit:path` up in its folder one entry at a time:
+        2,000 paths in a folder of 10,000 files took 3.3 s, against 0.1 s this way)."""
         wanted = list(dict.fromkeys(paths))
         if not wanted:
             return {}
+        if len(wanted) > MANY_PATHS:
+            return self._blobs_by_folder(commit, wanted)
         names = "".join(f"{commit}:{p}\n" for p in wanted).encode()
         out = self.run("cat-file", "--batch", input=names)
         found: dict[str, bytes | None] = {}
@@ -380,6 +387,29 @@ class Git:
             data = out[end + 1 : end + 1 + int(size)]
             found[path] = data if kind == "blob" else None
             pos = end + 1 + int(size) + 1
+        return found
+
+    def _blobs_by_folder(self, commit: str, wanted: list[str]) -> dict[str, bytes | None]:
+        folders: dict[str, dict[str, str]] = {}
+        shas: dict[str, str | None] = {}
+        for path in wanted:
+            folder, _, name = path.rpartition("/")
+            if folder not in folders:
+                folders[folder] = self._blobs_in(f"{commit}:{folder}")
+            shas[path] = folders[folder].get(name)
+        data = self.read_blobs(sha for sha in shas.values() if sha)
+        return {path: data[sha] if sha else None for path, sha in shas.items()}
+
+    def _blobs_in(self, tree: str) -> dict[str, str]:
+        """name -> blob id of the files directly in `tree` (none if it is not a folder)."""
+        out = self.run("ls-tree", "-z", tree, ok=(0, 128))
+        found = {}
+        for record in out.split(b"\0"):
+            meta, _, name = record.partition(b"\t")
+            if meta:
+                _, kind, sha = meta.decode().split(" ")
+                if kind == "blob":
+                    found[name.decode("utf-8", "surrogateescape")] = sha
         return found
 
     def commit_info(self, rev: str) -> dict[str, str]:
@@ -482,6 +512,21 @@ class Git:
     def hash_blob(self, data: bytes) -> str:
         return self.run("hash-object", "-w", "--stdin", input=data).decode().strip()
 
+    def hash_blobs(self, contents: list[bytes]) -> list[str]:
+        """Writes many blobs with one git process (one each cost 2 ms: 2,000 workflows
+        promoted at once spent 3.8 s there)."""
+        if len(contents) <= 1:
+            return [self.hash_blob(data) for data in contents]
+        with tempfile.TemporaryDirectory(prefix="loomgit-blobs-") as tmp:
+            paths = []
+            for i, data in enumerate(contents):
+                path = Path(tmp, str(i))
+                path.write_bytes(data)
+                paths.append(str(path))
+            listed = "\n".join(paths).encode()
+            out = self.run("hash-object", "-w", "--no-filters", "--stdin-paths", input=listed)
+        return out.decode().split()
+
     def write_tree(self, files: dict[str, bytes]) -> str:
         """Writes a tree holding exactly `files` (path -> content) and returns its id."""
         return self._edit_tree(None, dict(files)) or self.empty_tree()
@@ -492,6 +537,13 @@ class Git:
     def _edit_tree(self, tree: str | None, changes: dict[str, bytes | None]) -> str | None:
         """`tree` with `changes` applied, rewriting only the trees on the changed paths
         (a temporary index would read and write every entry of the repository)."""
+        written = {p: data for p, data in changes.items() if data is not None}
+        shas = self.hash_blobs(list(written.values()))
+        blobs = dict(zip(written, shas, strict=True))
+        return self._tree_with(tree, {p: blobs.get(p) for p in changes})
+
+    def _tree_with(self, tree: str | None, changes: dict[str, str | None]) -> str | None:
+        """`tree` with each path set to a blob id (None: removed)."""
         entries: dict[str, tuple[str, str]] = {}
         if tree is not None:
             out = self.run("ls-tree", "-z", tree)
@@ -500,18 +552,18 @@ class Git:
                     meta, _, raw = record.partition(b"\t")
                     mode, _, sha = meta.decode().split(" ")
                     entries[raw.decode("utf-8", "surrogateescape")] = (mode, sha)
-        below: dict[str, dict[str, bytes | None]] = {}
-        for path, data in changes.items():
+        below: dict[str, dict[str, str | None]] = {}
+        for path, blob in changes.items():
             first, sep, rest = path.partition("/")
             if sep:
-                below.setdefault(first, {})[rest] = data
-            elif data is None:
+                below.setdefault(first, {})[rest] = blob
+            elif blob is None:
                 entries.pop(first, None)
             else:
-                entries[first] = ("100644", self.hash_blob(data))
+                entries[first] = ("100644", blob)
         for name, sub in below.items():
             current = entries.get(name)
-            child = self._edit_tree(current[1] if current and current[0] == "040000" else None, sub)
+            child = self._tree_with(current[1] if current and current[0] == "040000" else None, sub)
             if child is None:
                 entries.pop(name, None)
             else:
