@@ -4,7 +4,8 @@ Prints, against the promotion targets:
   * `loomgit promote ONE --to staging`, end to end (target <= 500 ms)
   * `loomgit status` (target <= 2 s)
   * `loomgit check-promotion` over a 20-commit range (target <= 2 s), with and without
-    its final `validate` of HEAD
+    its final `validate` of HEAD, and with `--summary FILE` (the reviewers' Markdown)
+  * `check-promotion --summary` of one `promote --all --to staging` (2,000 workflows)
 
     python bench/bench_promotion.py [--workflows 10000] [--history 3000] [--repo DIR]
 """
@@ -16,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +36,12 @@ def _time(args: list[str], cwd: Path) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args[2:])} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
     return elapsed
+
+
+def _head(repo: Path, *args: str) -> str:
+    args = args or ("rev-parse", "HEAD")
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
 
 
 def _edit(repo: Path, i: int, revision: int) -> None:
@@ -83,6 +91,22 @@ def main() -> None:
             for _ in range(3)
         ]
         full = _time([*LOOMGIT, "check-promotion", "--base", base], repo)
+        out = Path(tempfile.mkdtemp(prefix="loomgit-summary-")) / "summary.md"
+        check = [*LOOMGIT, "check-promotion", "--base", base, "--no-validate"]
+        summaries = []
+        for _ in range(3):
+            out.unlink(missing_ok=True)
+            summaries.append(_time([*check, "--summary", str(out)], repo))
+        small = out.stat().st_size
+        base = _head(repo)
+        promote_all = _time([*LOOMGIT, "promote", "--all", "--to", "staging"], repo)
+        promoted = _head(repo, "show", "-s", "--format=%(trailers:key=Loomgit-Workflow)")
+        out.unlink()
+        check = [*LOOMGIT, "check-promotion", "--base", base, "--no-validate"]
+        big_plain = _time(check, repo)
+        big = _time([*check, "--summary", str(out)], repo)
+        big_size = out.stat().st_size
+        shutil.rmtree(out.parent)
         print(
             f"promote ONE --to staging (best of 5):        {min(promotes) * 1000:.0f} ms "
             f"(median {sorted(promotes)[2] * 1000:.0f} ms)   (target <= 500 ms)"
@@ -95,6 +119,17 @@ def main() -> None:
             "   (target <= 2 s)"
         )
         print(f"check-promotion, {commits} commits, with validate: {full:.2f} s")
+        print(
+            f"check-promotion, {commits} commits, --no-validate --summary: "
+            f"{min(summaries):.2f} s best of 3 ({small:,} bytes of Markdown)"
+        )
+        print(
+            f"promote --all --to staging ({promoted.count('wf-'):,} workflows): {promote_all:.2f} s"
+        )
+        print(
+            f"check-promotion of that commit, --no-validate: {big_plain:.2f} s; "
+            f"with --summary: {big:.2f} s ({big_size:,} bytes)"
+        )
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

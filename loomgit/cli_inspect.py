@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 from click.core import ParameterSource
@@ -557,8 +557,19 @@ def restore(workflow: str, revision: str, branch: str | None, fmt: str, repo: Pa
     is_flag=True,
     help="Only check the commits; for CI jobs that run `loomgit validate` already.",
 )
+@click.option(
+    "--summary",
+    "summary_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also append a Markdown summary to FILE: what the pull request changes in each "
+    "environment (versions, activation, steps and triggers, the promotion notes), its "
+    'commits and its problems. In GitHub Actions: --summary "$GITHUB_STEP_SUMMARY".',
+)
 @repo_option
-def check_promotion(base: str, head: str, fmt: str, skip_validate: bool, repo: Path) -> None:
+def check_promotion(
+    base: str, head: str, fmt: str, skip_validate: bool, summary_file: Path | None, repo: Path
+) -> None:
     """The CI gate for pull requests: every change in BASE..HEAD to an environment after
     the first must be a legal promotion, activation or rollback; then HEAD is validated.
 
@@ -568,11 +579,47 @@ def check_promotion(base: str, head: str, fmt: str, skip_validate: bool, repo: P
     Examples:
       loomgit check-promotion --base origin/main
       loomgit check-promotion --base origin/main --format github
+      loomgit check-promotion --base origin/main --summary "$GITHUB_STEP_SUMMARY"
     """
-    from loomgit import report
+    from loomgit import report, review
     from loomgit.check import check_promotion as run
 
-    with report.annotated(fmt):
-        result = run(repo, base, head, validate_head=not skip_validate)
+    out = _appending(summary_file) if summary_file else None
+    try:
+        with report.annotated(fmt):
+            result = run(repo, base, head, validate_head=not skip_validate)
+    except LoomgitError as exc:
+        if out is not None:
+            _append(out, review.failed(exc))
+        raise
     click.echo(report.render(result, fmt))
+    if out is not None:
+        found: review.Review | LoomgitError
+        try:
+            found = review.review(repo, base, head)
+        except LoomgitError as exc:
+            found = exc
+        _append(out, review.markdown(result, found))
     sys.exit(0 if result.ok else 1)
+
+
+def _appending(path: Path) -> TextIO:
+    """`path` opened to append to (GitHub's job summary file is shared by a job's steps);
+    opened before the check, so a path that cannot be written is refused at once."""
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"--summary {path}: cannot write to it ({exc.strerror})",
+            hint="give a file in a folder that exists and that you can write to",
+        ) from exc
+
+
+def _append(out: TextIO, text: str) -> None:
+    try:
+        with out:
+            out.write(text)
+    except OSError as exc:
+        raise LoomgitError(
+            f"the summary could not be written to {out.name}: {exc.strerror}"
+        ) from exc

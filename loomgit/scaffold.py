@@ -58,8 +58,12 @@ jobs:
           python-version: "3.12"
       - run: pip install loomgit
       - run: loomgit validate{repo} --format github
-      # validate ran just above, so the gate checks only the commits:
-      - run: loomgit check-promotion{repo} --base "{base_ref}" --no-validate --format github
+      # validate ran just above, so the gate checks only the commits; it runs even if
+      # validate failed, and writes what the pull request changes to the job's summary:
+      - if: ${{{{ !cancelled() }}}}
+        run: >-
+          loomgit check-promotion{repo} --base "{base_ref}" --no-validate --format github
+          --summary "$GITHUB_STEP_SUMMARY"
 """
 
 

@@ -575,6 +575,9 @@ def test_init_writes_the_pull_request_workflow(pipe: Pipeline) -> None:
         text = git(pipe.path, "show", "env/production:.github/workflows/loomgit.yml")
     assert "loomgit validate --format github" in text
     assert 'loomgit check-promotion --base "origin/${{ github.base_ref }}" --no-validate' in text
+    # It runs when validate failed too, and writes what the pull request changes.
+    assert "- if: ${{ !cancelled() }}\n        run: >-\n          loomgit check-promotion" in text
+    assert '--format github\n          --summary "$GITHUB_STEP_SUMMARY"' in text
 
 
 def test_credential_commits_pass_the_gate(pipe: Pipeline, tmp_path: Path) -> None:
