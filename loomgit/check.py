@@ -41,7 +41,7 @@ class Context:
     head_env: str | None  # branch layout: the environment the checked range belongs to
     tips: dict[str, str | None] = field(default_factory=dict)  # branch layout: env -> tip
     # Files read for the commit being checked, and which source commits exist: a promotion
-    # of 2,000 workflows read each file with its own git processes (78 s; 4 s this way).
+    # of 2,000 workflows read each file with its own git processes (78 s; 1.3 s this way).
     blobs: dict[tuple[str, str], bytes | None] = field(default_factory=dict)
     known: dict[str, bool] = field(default_factory=dict)
 
