@@ -5,7 +5,8 @@ Prints, against the promotion targets:
   * `loomgit status` (target <= 2 s)
   * `loomgit check-promotion` over a 20-commit range (target <= 2 s), with and without
     its final `validate` of HEAD, and with `--summary FILE` (the reviewers' Markdown)
-  * `check-promotion --summary` of one `promote --all --to staging` (2,000 workflows)
+  * `check-promotion --summary` of one `promote --all --to staging` (2,000 workflows),
+    and `loomgit changes --format json` of it (every workflow, no limit)
 
     python bench/bench_promotion.py [--workflows 10000] [--history 3000] [--repo DIR]
 """
@@ -107,6 +108,9 @@ def main() -> None:
         big = _time([*check, "--summary", str(out)], repo)
         big_size = out.stat().st_size
         shutil.rmtree(out.parent)
+        review = [*LOOMGIT, "changes", "--base", base, "--format", "json"]
+        changes = _time(review, repo)
+        listed = subprocess.run(review, cwd=repo, capture_output=True, check=True, env=ENV).stdout
         print(
             f"promote ONE --to staging (best of 5):        {min(promotes) * 1000:.0f} ms "
             f"(median {sorted(promotes)[2] * 1000:.0f} ms)   (target <= 500 ms)"
@@ -130,6 +134,7 @@ def main() -> None:
             f"check-promotion of that commit, --no-validate: {big_plain:.2f} s; "
             f"with --summary: {big:.2f} s ({big_size:,} bytes)"
         )
+        print(f"changes of that commit, --format json: {changes:.2f} s ({len(listed):,} bytes)")
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

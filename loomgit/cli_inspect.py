@@ -603,6 +603,52 @@ def check_promotion(
     sys.exit(0 if result.ok else 1)
 
 
+@cli.command()
+@click.option(
+    "--base", required=True, metavar="REF", help="Compare with where HEAD forks from this."
+)
+@click.option(
+    "--head", default="HEAD", show_default=True, metavar="REF", help="The commit to review."
+)
+@click.option("--env", metavar="ENV", help="Only this environment.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@repo_option
+def changes(base: str, head: str, env: str | None, fmt: str, repo: Path) -> None:
+    """What HEAD changes in each environment since it forked from BASE, as a pull
+    request's reviewers see it: each workflow whose definition, version or activation
+    changes (the version before and after, whether it serves, the steps and triggers
+    added, removed or changed, what it answers once active, its promotion notes), and
+    the variables and credential files changed (by name only). It checks nothing:
+    `loomgit check-promotion` is the gate.
+
+    Read before pushing a branch, in a pull request's description (--format markdown),
+    or by a script (--format json: each environment's workflows with their records
+    before and after).
+
+    \b
+    Examples:
+      loomgit changes --base origin/main
+      loomgit changes --base origin/main --env production --format json
+      loomgit changes --base HEAD~1 --format markdown
+    """
+    from loomgit import review
+
+    found = review.review(repo, base, head, env=env, whole=True)
+    if fmt == "json":
+        echo_json(found.to_json())
+    elif fmt == "markdown":
+        click.echo(review.changes_markdown(found, base))
+    else:
+        for line in review.text(found, base, head).splitlines():
+            click.echo(printable(line))
+
+
 def _appending(path: Path) -> TextIO:
     """`path` opened to append to (GitHub's job summary file is shared by a job's steps);
     opened before the check, so a path that cannot be written is refused at once."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,73 @@ def test_a_big_pull_request_is_listed_in_part(
     assert "`hello`" not in staging.split("### Commits")[0]
     assert "\n… and 1 more (`loomgit status` lists every workflow)\n" in staging
     assert staging.count("\n- `") == 1 and " more commits (see the job's log)\n" in staging
+
+
+def _changes(pipe: Pipeline, base: str, env: str, *more: str) -> tuple[int, str, str]:
+    result = pipe.run("changes", "--base", base, "--head", pipe.ref(env), *more)
+    return result.code, result.out, result.err
+
+
+def test_changes_says_what_a_branch_changes(pipe: Pipeline) -> None:
+    """`loomgit changes`: the summary's review, on a terminal, as Markdown and as JSON,
+    checking nothing."""
+    base = pipe.tip("production")
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    notes = "First <b>cut</b> | see #12"
+    assert pipe.run("promote", "hello", "--to", "production", "-m", notes).code == 0
+    head = pipe.tip("production")
+    code, out, err = _changes(pipe, base, "production", "--env", "production")
+    assert (code, err) == (0, "")
+    assert out == (
+        f"What {pipe.ref('production')} ({head[:12]}) changes, since {base[:12]}, "
+        f"where {pipe.ref('production')} forks from {base}:\n"
+        "\n"
+        "production\n"
+        "  hello: v1 (new), inactive\n"
+        "    new workflow, steps: greet, say\n"
+        f"    notes: {notes}\n"
+    )
+    code, out, _ = _changes(pipe, base, "production", "--format", "markdown")
+    assert code == 0 and out.startswith("## What changes in each environment\n\n")
+    assert (
+        "| `hello` | **v1** (new) | inactive | new workflow, steps: `greet`, `say`"
+        "<br>notes: *First \\<b\\>cut\\</b\\> \\| see \\#12* |"
+    ) in out
+    assert ("### staging\n" in out) == (pipe.layout == "directories")
+
+    base = pipe.tip("staging")
+    pipe.edit("hello", V2)
+    assert pipe.run("promote", "hello", "--to", "staging").code == 0
+    assert pipe.run("activate", "hello", "--env", "staging").code == 0
+    code, out, _ = _changes(pipe, base, "staging", "--format", "json")
+    assert code == 0
+    found = json.loads(out)
+    assert (found["base"], found["head"]) == (base, pipe.tip("staging"))
+    assert found["merge_base"] == base
+    staging = next(e for e in found["environments"] if e["name"] == "staging")
+    assert staging["settings"] == []
+    (hello,) = staging["workflows"]
+    assert hello["name"] == "hello" and hello["file"] == "changed"
+    assert (hello["before"]["version"], hello["before"]["active"]) == (1, False)
+    assert (hello["after"]["version"], hello["after"]["active"]) == (2, True)
+    assert hello["after"]["promoted_from"] == "development"
+    assert hello["changes"]["steps_changed"] == [{"id": "say", "fields": ["timeout"]}]
+    assert hello["changes"]["steps_added"] == [] and hello["changes"]["other_changes"] == []
+    assert "webhook POST /hooks/staging/hello" in hello["answers"]
+
+
+def test_changes_refuses_what_it_cannot_read(pipe: Pipeline) -> None:
+    base = pipe.tip("staging")
+    code, out, _ = _changes(pipe, base, "staging")
+    assert code == 0
+    assert out.startswith(f"{pipe.ref('staging')} changes no environment's workflows, ")
+    for args, said in (
+        (("--base", "no-such-branch"), "error: unknown revision 'no-such-branch'"),
+        (("--base", base, "--env", "stagin"), "error: unknown environment 'stagin'"),
+        (("--base", base, "--env", ""), "error: --env was given an empty value"),
+        (("--base", base, "--format", "yaml"), "error: invalid value for '--format'"),
+    ):
+        result = pipe.run("changes", *args)
+        assert result.code == 2 and result.out == "", args
+        assert result.err.splitlines()[0].startswith(said), result.err
+        assert "Traceback" not in result.err
