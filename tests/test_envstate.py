@@ -64,3 +64,30 @@ def test_flow_style_blocks_are_read_properly() -> None:
         "a": envstate.Summary(None, True, None),
         "b": envstate.Summary(None, False, None),
     }
+
+
+def test_only_a_canonical_section_is_cut() -> None:
+    """The fast cut takes a file only where it cannot read it otherwise than a parser
+    would; any other shape goes to the full parser (None)."""
+    head = "apiVersion: loomgit/v1\nkind: Environment\n"
+    cut = envstate.split(head + "workflows:\n  a:\n    active: true\n  b-1: {version: 2}\n")
+    assert cut == envstate.Blocks(
+        head, {"a": "  a:\n    active: true\n", "b-1": "  b-1: {version: 2}\n"}
+    )
+    assert envstate.split("workflows:\n  a:\n    active: true") == envstate.Blocks(
+        "", {"a": "  a:\n    active: true\n"}
+    )
+    assert envstate.split(head + "workflows: {}\n") == envstate.Blocks(head, {})
+    for text in (
+        "kind: Environment\n",  # no workflows
+        "workflows: {}\n  a:\n    active: true\n",  # more after an empty mapping
+        "workflows:\n  # a comment\n  a:\n    active: true\n",
+        "workflows:\n  a:\n\n    active: true\n",  # a blank line inside a block
+        "workflows:\n  a:\n    version: 1\n  a:\n    version: 2\n",  # a name twice
+        "workflows:\n\ta:\n",
+        "workflows:\n  A:\n    active: true\n",
+        "kind: E\rworkflows:\n  a:\n    active: true\n",  # a line broken by CR alone
+        "workflows:\r\n  a:\n    active: true\n",
+        "workflows: \u00a0\nworkflows:\n  a:\n    active: true\n",  # the key twice
+    ):
+        assert envstate.split(text) is None, text
