@@ -56,11 +56,10 @@ class EnvReview:
 
 @dataclass(frozen=True)
 class Review:
-    since: str  # the commit the pull request forks from (the empty tree for none)
     head: str
     environments: tuple[EnvReview, ...]  # in pipeline order, only those that changed
     base: str  # the commit BASE names
-    merge_base: str | None  # None: unrelated histories
+    merge_base: str | None  # what it is compared with; None: unrelated histories (the empty tree)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +105,7 @@ def review(
             if name in found and env in (None, name)
         )
     kept = tuple(e for e in envs if e.rows or e.settings)
-    return Review(since, head_commit, kept, base_commit, fork or None)
+    return Review(head_commit, kept, base_commit, fork or None)
 
 
 def _record(data: bytes | None, name: str) -> WorkflowState | None:
