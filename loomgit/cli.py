@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from loomgit import __version__
+from loomgit.completion import SHELLS, environments, refs
 from loomgit.errors import LoomgitError, crash_report
 
 ISSUES_URL = "https://github.com/loomgit/loomgit/issues"
@@ -30,13 +31,16 @@ def format_option(func: Any) -> Any:
 def workflow_arguments(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A WORKFLOW argument (one, several or none): each must be a name a workflow can
     have, so a typo or a path is refused as such, not looked up as a file."""
+    names = [value] if isinstance(value, str) else list(value or ())
+    if not names:  # nothing to check, nothing to import (a TAB completing an option)
+        return value
     import re
 
     from loomgit.errors import UsageError
     from loomgit.models.base import NAME
     from loomgit.wording import PATTERN_WORDS
 
-    for name in [value] if isinstance(value, str) else value or ():
+    for name in names:
         if not re.fullmatch(NAME, name):
             raise UsageError(
                 f"'{name}' is not a workflow name",
@@ -103,8 +107,8 @@ def refuse_empty(command: click.Command, ctx: click.Context, args: list[str]) ->
     """Refuses an option given an empty value, free text (TEXT) aside: `--env "$TARGET"`
     or `--branch "$BRANCH"` with the variable unset would otherwise be read as the option
     left out (every environment, no branch) or, for a path, as the current folder."""
-    if any(arg in ctx.help_option_names for arg in args):
-        return  # --help answers whatever else is on the line
+    if ctx.resilient_parsing or any(arg in ctx.help_option_names for arg in args):
+        return  # a shell completing the line, or --help, which answers whatever else is on it
     try:  # the words as Click reads them; what it refuses, it refuses when parsing for real
         given, _, _ = command.make_parser(ctx).parse_args(args=list(args))
     except click.ClickException:
@@ -243,9 +247,18 @@ def cli() -> None:
 
 @cli.command()
 @repo_option
-@click.option("--env", "env", metavar="NAME", help="Check only this environment.")
 @click.option(
-    "--rev", metavar="REF", help="Check a commit (branch, tag or id) instead of the work tree."
+    "--env",
+    "env",
+    metavar="NAME",
+    shell_complete=environments,
+    help="Check only this environment.",
+)
+@click.option(
+    "--rev",
+    metavar="REF",
+    shell_complete=refs,
+    help="Check a commit (branch, tag or id) instead of the work tree.",
 )
 @click.option(
     "--format",
@@ -367,6 +380,24 @@ def schema(folder: Path | None, kind: str | None) -> None:
     if kind is None:
         raise click.UsageError("name a document kind, or use --write FOLDER")
     click.echo(schemas.dumps(generated[f"{kind}.schema.json"]), nl=False)
+
+
+@cli.command()
+@click.argument("shell", metavar="SHELL", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the script that has SHELL (bash, zsh or fish) complete loomgit's commands and
+    options, and their values from the repository: environments, workflows, git refs,
+    credential names (from --repo when it comes before the word, else the current folder).
+
+    \b
+    Examples:
+      eval "$(loomgit completion bash)"    # in ~/.bashrc (bash 4.4 or later)
+      eval "$(loomgit completion zsh)"     # in ~/.zshrc, after compinit
+      loomgit completion fish > ~/.config/fish/completions/loomgit.fish
+    """
+    from loomgit.completion import script
+
+    click.echo(script(cli, shell))
 
 
 # Commands defined in other modules register themselves on `cli` when imported.

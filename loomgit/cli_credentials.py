@@ -21,6 +21,7 @@ from loomgit.cli import (
     warn_if_unpushable,
     written_json,
 )
+from loomgit.completion import credential_names, environments
 from loomgit.errors import UsageError
 
 KEY_HELP = (
@@ -82,7 +83,9 @@ def _echo_json(rows: list[Any]) -> None:
 
 
 @credentials.command("list")
-@click.option("--env", "env", metavar="ENV", help="Only what ENV uses.")
+@click.option(
+    "--env", "env", metavar="ENV", shell_complete=environments, help="Only what ENV uses."
+)
 @format_option
 @repo_option
 def list_(env: str | None, fmt: str, repo: Path) -> None:
@@ -178,8 +181,10 @@ def _report(fmt: str, written: list[Any], lines: list[str], **report: object) ->
 
 
 @credentials.command("set")
-@click.argument("name")
-@click.option("--env", "env", metavar="ENV", help="In ENV's own (scoped) file.")
+@click.argument("name", shell_complete=credential_names)
+@click.option(
+    "--env", "env", metavar="ENV", shell_complete=environments, help="In ENV's own (scoped) file."
+)
 @click.option("--global", "is_global", is_flag=True, help="Shared by all environments.")
 @click.option(
     "--from-json",
@@ -224,8 +229,10 @@ def set_(
 
 
 @credentials.command("rm")
-@click.argument("name")
-@click.option("--env", "env", metavar="ENV", help="From ENV's own (scoped) file.")
+@click.argument("name", shell_complete=credential_names)
+@click.option(
+    "--env", "env", metavar="ENV", shell_complete=environments, help="From ENV's own (scoped) file."
+)
 @click.option("--global", "is_global", is_flag=True, help="From the global file.")
 @key_option
 @format_option
@@ -251,9 +258,23 @@ def rm(
 
 
 @credentials.command("copy")
-@click.argument("name")
-@click.option("--from", "from_env", required=True, metavar="ENV", help="Where it resolves now.")
-@click.option("--to", "to_env", required=True, metavar="ENV", help="Gets a scoped copy.")
+@click.argument("name", shell_complete=credential_names)
+@click.option(
+    "--from",
+    "from_env",
+    required=True,
+    metavar="ENV",
+    shell_complete=environments,
+    help="Where it resolves now.",
+)
+@click.option(
+    "--to",
+    "to_env",
+    required=True,
+    metavar="ENV",
+    shell_complete=environments,
+    help="Gets a scoped copy.",
+)
 @key_option
 @format_option
 @repo_option
@@ -293,7 +314,9 @@ def keys() -> None:
 
 
 @keys.command("list")
-@click.option("--env", "env", metavar="ENV", help="Only this environment.")
+@click.option(
+    "--env", "env", metavar="ENV", shell_complete=environments, help="Only this environment."
+)
 @format_option
 @repo_option
 def keys_list(env: str | None, fmt: str, repo: Path) -> None:
@@ -345,7 +368,9 @@ def recipient_options(func: Any) -> Any:
     func = click.option(
         "--recipient", required=True, metavar="AGE_PUBLIC_KEY", help="An age public key (age1…)."
     )(func)
-    return click.option("--env", "env", required=True, metavar="ENV")(func)
+    return click.option("--env", "env", required=True, metavar="ENV", shell_complete=environments)(
+        func
+    )
 
 
 @keys.command("add")
@@ -361,7 +386,7 @@ def keys_add(env: str, recipient: str, age_keys: AgeKeys, fmt: str, repo: Path) 
 
 
 @keys.command("generate")
-@click.option("--env", "env", required=True, metavar="ENV")
+@click.option("--env", "env", required=True, metavar="ENV", shell_complete=environments)
 @click.option(
     "--out",
     required=True,

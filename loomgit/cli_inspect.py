@@ -27,6 +27,7 @@ from loomgit.cli import (
 )
 from loomgit.cli_promote import branch_option, print_pull_request
 from loomgit.cli_run import TOKEN_FILE_HELP
+from loomgit.completion import environments, refs, targets, workflows
 from loomgit.errors import LoomgitError, UsageError
 
 if TYPE_CHECKING:
@@ -53,11 +54,13 @@ if TYPE_CHECKING:
     "envs",
     multiple=True,
     metavar="ENV",
+    shell_complete=environments,
     help="With --wait: wait on this environment only (repeat for more).",
 )
 @click.option(
     "--commit",
     metavar="REV",
+    shell_complete=refs,
     help="With --wait: the commit to wait for (default: HEAD; on the branch layout, each "
     "environment's branch). A later commit that descends from it will do.",
 )
@@ -340,8 +343,14 @@ def _print(renderable: object) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
-@click.option("--env", "env", metavar="ENV", help="Environment (default: the first).")
+@click.argument("workflow", callback=workflow_arguments, shell_complete=workflows)
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=environments,
+    help="Environment (default: the first).",
+)
 @click.option(
     "--version",
     "version",
@@ -375,15 +384,21 @@ def show(workflow: str, env: str | None, version: int | None, fmt: str, repo: Pa
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
+@click.argument("workflow", callback=workflow_arguments, shell_complete=workflows)
 @click.option(
     "--from",
     "from_env",
     metavar="ENV",
+    shell_complete=environments,
     help="The workflow as this environment has it… [default: the one before --to]",
 )
 @click.option(
-    "--to", "to_env", required=True, metavar="ENV", help="…compared with what runs in this one."
+    "--to",
+    "to_env",
+    required=True,
+    metavar="ENV",
+    shell_complete=targets,
+    help="…compared with what runs in this one.",
 )
 @format_option
 @repo_option
@@ -420,8 +435,10 @@ def _note_if_shallow(ws: Workspace) -> None:
 
 
 @cli.command()
-@click.argument("workflow", required=False, callback=workflow_arguments)
-@click.option("--env", "env", metavar="ENV", help="Only this environment.")
+@click.argument("workflow", required=False, callback=workflow_arguments, shell_complete=workflows)
+@click.option(
+    "--env", "env", metavar="ENV", shell_complete=environments, help="Only this environment."
+)
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest first."
 )
@@ -461,7 +478,7 @@ def history(workflow: str | None, env: str | None, limit: int, fmt: str, repo: P
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
+@click.argument("workflow", callback=workflow_arguments, shell_complete=workflows)
 @format_option
 @repo_option
 def revisions(workflow: str, fmt: str, repo: Path) -> None:
@@ -485,7 +502,7 @@ def revisions(workflow: str, fmt: str, repo: Path) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
+@click.argument("workflow", callback=workflow_arguments, shell_complete=workflows)
 @click.argument("revision")
 @branch_option
 @format_option
@@ -546,9 +563,16 @@ def restore(workflow: str, revision: str, branch: str | None, fmt: str, repo: Pa
 
 
 @cli.command("check-promotion")
-@click.option("--base", required=True, metavar="REF", help="The pull request's target.")
 @click.option(
-    "--head", default="HEAD", show_default=True, metavar="REF", help="The pull request's head."
+    "--base", required=True, metavar="REF", shell_complete=refs, help="The pull request's target."
+)
+@click.option(
+    "--head",
+    default="HEAD",
+    show_default=True,
+    metavar="REF",
+    shell_complete=refs,
+    help="The pull request's head.",
 )
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option(
@@ -605,12 +629,21 @@ def check_promotion(
 
 @cli.command()
 @click.option(
-    "--base", required=True, metavar="REF", help="Compare with where HEAD forks from this."
+    "--base",
+    required=True,
+    metavar="REF",
+    shell_complete=refs,
+    help="Compare with where HEAD forks from this.",
 )
 @click.option(
-    "--head", default="HEAD", show_default=True, metavar="REF", help="The commit to review."
+    "--head",
+    default="HEAD",
+    show_default=True,
+    metavar="REF",
+    shell_complete=refs,
+    help="The commit to review.",
 )
-@click.option("--env", metavar="ENV", help="Only this environment.")
+@click.option("--env", metavar="ENV", shell_complete=environments, help="Only this environment.")
 @click.option(
     "--format",
     "fmt",

@@ -19,6 +19,7 @@ from loomgit.cli import (
     written_json,
 )
 from loomgit.cli_credentials import key_options
+from loomgit.completion import credential_names, environments, targets, workflows
 from loomgit.errors import UsageError
 
 
@@ -50,12 +51,26 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
 
 
 @cli.command()
-@click.argument("workflows", nargs=-1, metavar="WORKFLOW...", callback=workflow_arguments)
-@click.option("--to", "to_env", required=True, metavar="ENV", help="Target environment.")
+@click.argument(
+    "workflows",
+    nargs=-1,
+    metavar="WORKFLOW...",
+    callback=workflow_arguments,
+    shell_complete=workflows,
+)
+@click.option(
+    "--to",
+    "to_env",
+    required=True,
+    metavar="ENV",
+    shell_complete=targets,
+    help="Target environment.",
+)
 @click.option(
     "--from",
     "from_env",
     metavar="ENV",
+    shell_complete=environments,
     help="Source environment (optional: it is always the one before --to).",
 )
 @click.option(
@@ -80,6 +95,7 @@ def _notes(notes: str | None, notes_file: IO[str] | None) -> str:
     "copy_credentials",
     multiple=True,
     metavar="NAME",
+    shell_complete=credential_names,
     help="Copy this credential from the source into the target's scoped file in the "
     "same commit (needs the source's key; repeatable).",
 )
@@ -297,8 +313,8 @@ def _toggle_options(func: Any) -> Any:
         branch_option,
         dry_run_option,
         click.option("-m", "--notes", metavar="TEXT", help=_ACTIVATION_NOTES),
-        click.option("--env", "env", required=True, metavar="ENV"),
-        click.argument("workflow", callback=workflow_arguments),
+        click.option("--env", "env", required=True, metavar="ENV", shell_complete=environments),
+        click.argument("workflow", callback=workflow_arguments, shell_complete=workflows),
     ):
         func = option(func)
     return func
@@ -337,8 +353,8 @@ def deactivate(workflow: str, **options: Any) -> None:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
-@click.option("--env", "env", required=True, metavar="ENV")
+@click.argument("workflow", callback=workflow_arguments, shell_complete=workflows)
+@click.option("--env", "env", required=True, metavar="ENV", shell_complete=environments)
 @click.option(
     "--to-version",
     callback=version_number,

@@ -19,6 +19,7 @@ from loomgit.cli_run import (
     server_options,
     version_option,
 )
+from loomgit.completion import environments, workflows
 from loomgit.errors import LoomgitError, UsageError
 
 if TYPE_CHECKING:
@@ -38,8 +39,19 @@ MOST = 10_000  # executions read from a window at most
     help="Retry each one started within 30m, 2h… or "
     "since a date that did not succeed and was not retried yet.",
 )
-@click.option("--env", "env", metavar="ENV", help="With --since: only this environment's.")
-@click.option("--workflow", metavar="NAME", help="With --since: only this workflow's.")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=environments,
+    help="With --since: only this environment's.",
+)
+@click.option(
+    "--workflow",
+    metavar="NAME",
+    shell_complete=workflows,
+    help="With --since: only this workflow's.",
+)
 @version_option
 @click.option(
     "--status",

@@ -18,6 +18,7 @@ from loomgit.agekeys import AgeKeys
 from loomgit.ages import parse_since
 from loomgit.cli import cli, format_option, repo_option, version_number, workflow_arguments
 from loomgit.cli_credentials import key_option
+from loomgit.completion import environments, workflows
 from loomgit.errors import LoomgitError, UsageError, report_to
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ class _Printer:
 
 
 @cli.command()
-@click.argument("workflow", callback=workflow_arguments)
+@click.argument("workflow", callback=workflow_arguments, shell_complete=workflows)
 @click.option("--input", "raw_input", metavar="JSON", help="The trigger body, as JSON.")
 @click.option(
     "--input-file",
@@ -254,6 +255,7 @@ class _Printer:
     "--env",
     "env",
     metavar="ENV",
+    shell_complete=environments,
     help="Only the first environment is accepted: manual runs never touch later ones.",
 )
 @click.option(
@@ -423,8 +425,16 @@ def _short_time(iso: str | None) -> str:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
-@click.option("--workflow", metavar="NAME", help="Only this workflow's executions.")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=environments,
+    help="Only this environment's executions.",
+)
+@click.option(
+    "--workflow", metavar="NAME", shell_complete=workflows, help="Only this workflow's executions."
+)
 @version_option
 @click.option("--status", type=click.Choice(STATUSES), help="Only executions with this status.")
 @click.option("--since", metavar="AGE|DATE", help="Started within 30m, 2h, 7d… or since a date.")
@@ -769,7 +779,13 @@ def show_execution(
     metavar="N",
     help="Keep only the newest N executions of each environment.",
 )
-@click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=environments,
+    help="Only this environment's executions.",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @format_option
 @state_option
@@ -846,8 +862,16 @@ def _percent(rate: float | None) -> str:
 
 
 @executions.command("summary")
-@click.option("--env", "env", metavar="ENV", help="Only this environment's executions.")
-@click.option("--workflow", metavar="NAME", help="Only this workflow's executions.")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=environments,
+    help="Only this environment's executions.",
+)
+@click.option(
+    "--workflow", metavar="NAME", shell_complete=workflows, help="Only this workflow's executions."
+)
 @version_option
 @click.option(
     "--since",

@@ -17,6 +17,7 @@ from loomgit.ages import parse_age
 from loomgit.cli import cli, repo_option
 from loomgit.cli_credentials import key_option
 from loomgit.cli_run import state_option
+from loomgit.completion import environment_list
 from loomgit.errors import LoomgitError, RepositoryError, UsageError, report_to
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ def _interval(text: str) -> float:
 @click.option(
     "--environments",
     metavar="A,B",
+    shell_complete=environment_list,
     help="Serve only these, separated by commas (default: all); another daemon can serve the rest.",
 )
 @click.option(

@@ -292,6 +292,13 @@ class Git:
         out = self.run("symbolic-ref", "--quiet", "--short", "HEAD", ok=(0, 1, 128))
         return out.decode().strip() or None
 
+    def ref_names(self) -> list[str]:
+        """Local branches, then remote branches, then tags, by their short names."""
+        out = self.run(
+            "for-each-ref", "--format=%(refname:short)", "refs/heads", "refs/remotes", "refs/tags"
+        )
+        return [n for n in out.decode("utf-8", "replace").splitlines() if not n.endswith("/HEAD")]
+
     def has_commits(self) -> bool:
         return self.ref("HEAD") is not None
 
