@@ -7,6 +7,7 @@ Prints, against the promotion targets:
     its final `validate` of HEAD, and with `--summary FILE` (the reviewers' Markdown)
   * `check-promotion --summary` of one `promote --all --to staging` (2,000 workflows),
     and `loomgit changes --format json` of it (every workflow, no limit)
+  * shell completion: a TAB after `activate --env staging ` (8,000 workflow names)
 
     python bench/bench_promotion.py [--workflows 10000] [--history 3000] [--repo DIR]
 """
@@ -37,6 +38,19 @@ def _time(args: list[str], cwd: Path) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args[2:])} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
     return elapsed
+
+
+def _complete(line: str, repo: Path) -> tuple[float, int]:
+    """Best of 5 of what a TAB after `line` costs (as bash asks), and how many values."""
+    env = {**ENV, "_LOOMGIT_COMPLETE": "bash_complete", "COMP_WORDS": line}
+    env["COMP_CWORD"] = str(len(line.split()))
+    times, offered = [], 0
+    for _ in range(5):
+        start = time.perf_counter()
+        proc = subprocess.run(LOOMGIT, cwd=repo, capture_output=True, check=True, env=env)
+        times.append(time.perf_counter() - start)
+        offered = proc.stdout.count(b"plain,")
+    return min(times), offered
 
 
 def _head(repo: Path, *args: str) -> str:
@@ -87,6 +101,7 @@ def main() -> None:
             ).stdout
         )
         statuses = [_time([*LOOMGIT, "status", "--format", "json"], repo) for _ in range(3)]
+        tab, offered = _complete("loomgit activate --env staging ", repo)
         checks = [
             _time([*LOOMGIT, "check-promotion", "--base", base, "--no-validate"], repo)
             for _ in range(3)
@@ -118,6 +133,7 @@ def main() -> None:
         print(
             f"status (best of 3):                         {min(statuses):.2f} s   (target <= 2 s)"
         )
+        print(f"completion, TAB after `activate --env staging `: {tab * 1000:.0f} ms ({offered:,})")
         print(
             f"check-promotion, {commits} commits, --no-validate: {min(checks):.2f} s"
             "   (target <= 2 s)"
