@@ -80,6 +80,25 @@ def version_option(func: Any) -> Any:
     )(func)
 
 
+def filter_options(func: Any) -> Any:
+    """`--env`, `--workflow` and `--version`: which executions a listing or a summary
+    reads."""
+    func = version_option(func)
+    func = click.option(
+        "--workflow",
+        metavar="NAME",
+        shell_complete=workflows,
+        help="Only this workflow's executions.",
+    )(func)
+    return click.option(
+        "--env",
+        "env",
+        metavar="ENV",
+        shell_complete=environments,
+        help="Only this environment's executions.",
+    )(func)
+
+
 def _versioned(workflow: str | None, version: int | None) -> None:
     if version is not None and workflow is None:
         raise UsageError(
@@ -425,17 +444,7 @@ def _short_time(iso: str | None) -> str:
 
 
 @cli.group(invoke_without_command=True)
-@click.option(
-    "--env",
-    "env",
-    metavar="ENV",
-    shell_complete=environments,
-    help="Only this environment's executions.",
-)
-@click.option(
-    "--workflow", metavar="NAME", shell_complete=workflows, help="Only this workflow's executions."
-)
-@version_option
+@filter_options
 @click.option("--status", type=click.Choice(STATUSES), help="Only executions with this status.")
 @click.option("--since", metavar="AGE|DATE", help="Started within 30m, 2h, 7d… or since a date.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
@@ -862,17 +871,7 @@ def _percent(rate: float | None) -> str:
 
 
 @executions.command("summary")
-@click.option(
-    "--env",
-    "env",
-    metavar="ENV",
-    shell_complete=environments,
-    help="Only this environment's executions.",
-)
-@click.option(
-    "--workflow", metavar="NAME", shell_complete=workflows, help="Only this workflow's executions."
-)
-@version_option
+@filter_options
 @click.option(
     "--since",
     metavar="AGE|DATE",
