@@ -14,6 +14,7 @@ from loomgit.documents import DocumentCache, digest
 from loomgit.errors import LoomgitError, RepositoryError
 from loomgit.layout import ENV_FILE, VARS_FILE, branch_tip, load_config
 from loomgit.models import DOCUMENT_KINDS, EnvironmentState, Repository, WorkflowState
+from loomgit.parsestore import open_store
 from loomgit.problems import Problem, first_changed_line, sort_key
 from loomgit.scaffold import SCHEMAS
 from loomgit.validate import Report, validate
@@ -454,12 +455,13 @@ def branch_env(git: Git, config: Repository, commit: str, head: str) -> str | No
 
 
 def check_promotion(
-    path: Path, base: str, head: str = "HEAD", *, validate_head: bool = True
+    path: Path, base: str, head: str = "HEAD", *, validate_head: bool = True, reuse: bool = True
 ) -> Report:
-    """Checks every commit in BASE..HEAD, then (unless told not to) validates HEAD."""
+    """Checks every commit in BASE..HEAD, then (unless told not to) validates HEAD,
+    reusing what earlier runs found about unchanged files unless `reuse` is False."""
     root = find_root(path, head)
-    cache = DocumentCache()
     with Git(root.toplevel) as git:
+        cache = DocumentCache(open_store(git, reuse and validate_head))
         if git.is_shallow():  # the commits promoted from would look missing: false errors
             raise RepositoryError(
                 f"{root.toplevel} is a shallow clone; check-promotion reads the commits "

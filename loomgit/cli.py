@@ -90,6 +90,17 @@ def repo_option(func: Any) -> Any:
     )(func)
 
 
+def no_cache_option(func: Any) -> Any:
+    return click.option(
+        "--no-cache",
+        "no_cache",
+        is_flag=True,
+        envvar="LOOMGIT_NO_CACHE",
+        help="Parse every file again instead of reusing what earlier runs found about "
+        "unchanged ones (kept by blob id in .git/loomgit/; also $LOOMGIT_NO_CACHE=1).",
+    )(func)
+
+
 def version_number(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """A workflow's version, as a number (`3`) or as `status` and `history` print it
     (`v3`)."""
@@ -268,7 +279,8 @@ def cli() -> None:
     show_default=True,
     help="text for people, json for scripts, github for pull-request annotations.",
 )
-def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
+@no_cache_option
+def validate(repo: Path, env: str | None, rev: str | None, fmt: str, no_cache: bool) -> None:
     """Check every environment's workflows, variables and promotion records.
 
     Exits 0 when valid, 1 when problems were found, 2 when the repository cannot be read.
@@ -283,7 +295,7 @@ def validate(repo: Path, env: str | None, rev: str | None, fmt: str) -> None:
     from loomgit.validate import validate as run
 
     with report.annotated(fmt):
-        result = run(repo, rev=rev, env=env)
+        result = run(repo, rev=rev, env=env, reuse=not no_cache)
     click.echo(report.render(result, fmt))
     sys.exit(0 if result.ok else 1)
 

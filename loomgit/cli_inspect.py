@@ -18,6 +18,7 @@ from loomgit.cli import (
     cli,
     echo_json,
     format_option,
+    no_cache_option,
     printable,
     repo_option,
     version_number,
@@ -590,9 +591,16 @@ def restore(workflow: str, revision: str, branch: str | None, fmt: str, repo: Pa
     "environment (versions, activation, steps and triggers, the promotion notes), its "
     'commits and its problems. In GitHub Actions: --summary "$GITHUB_STEP_SUMMARY".',
 )
+@no_cache_option
 @repo_option
 def check_promotion(
-    base: str, head: str, fmt: str, skip_validate: bool, summary_file: Path | None, repo: Path
+    base: str,
+    head: str,
+    fmt: str,
+    skip_validate: bool,
+    summary_file: Path | None,
+    no_cache: bool,
+    repo: Path,
 ) -> None:
     """The CI gate for pull requests: every change in BASE..HEAD to an environment after
     the first must be a legal promotion, activation or rollback; then HEAD is validated.
@@ -611,7 +619,7 @@ def check_promotion(
     out = _appending(summary_file) if summary_file else None
     try:
         with report.annotated(fmt):
-            result = run(repo, base, head, validate_head=not skip_validate)
+            result = run(repo, base, head, validate_head=not skip_validate, reuse=not no_cache)
     except LoomgitError as exc:
         if out is not None:
             _append(out, review.failed(exc))

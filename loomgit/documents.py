@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +20,9 @@ from loomgit.models.state import EnvironmentState
 from loomgit.models.steps import BUILTIN_STEPS
 from loomgit.models.workflow import Workflow
 from loomgit.problems import Problem
+
+if TYPE_CHECKING:
+    from loomgit.parsestore import ParseStore
 
 M = TypeVar("M", bound=BaseModel)
 _TOO_DEEP = "YAML syntax error: document is nested too deeply"
@@ -117,7 +120,11 @@ class Mapper(Protocol):
 
 
 class DocumentCache:
-    """Parsed documents by blob id. One per process; the daemon keeps it across cycles."""
+    """Parsed documents by blob id. One per process; the daemon keeps it across cycles.
+
+    With a `store` (validation only), workflows and environment.yaml files parsed by an
+    earlier run are taken from it: such a workflow has its facts, digest and problems but
+    no model, so a cache with a store is for checking rules, never for running."""
 
     def preload(self, items: dict[str, bytes], pool: Mapper | None) -> int:
         """Parses the workflows not cached yet in `pool`'s worker processes, so a large
@@ -133,7 +140,8 @@ class DocumentCache:
         self.misses += len(todo)
         return len(todo)
 
-    def __init__(self) -> None:
+    def __init__(self, store: ParseStore | None = None) -> None:
+        self.store = store
         self._workflows: dict[str, ParsedWorkflow] = {}
         self._models: dict[tuple[type[BaseModel], str], Parsed[Any]] = {}
         self._entries = yamlio.EntryCache()
@@ -191,25 +199,35 @@ class DocumentCache:
         }
 
     def has_workflow(self, blob: str) -> bool:
-        return blob in self._workflows
+        return blob in self._workflows or (self.store is not None and blob in self.store)
 
     def workflow(self, blob: str, data: bytes | Callable[[], bytes]) -> ParsedWorkflow:
         """The parsed workflow of `blob`; `data` (or what it returns) is read on a miss."""
         found = self._workflows.get(blob)
+        if found is None and self.store is not None:
+            found = self.store.workflow(blob)
         if found is None:
             self.misses += 1
-            content = data if isinstance(data, bytes) else data()
-            found = self._workflows[blob] = parse_workflow(content)
+            found = parse_workflow(data if isinstance(data, bytes) else data())
+            if self.store is not None:
+                self.store.add_workflow(blob, found)
         else:
             self.hits += 1
+        self._workflows[blob] = found
         return found
 
     def model(self, model: type[M], blob: str, data: bytes) -> Parsed[M]:
         key = (model, blob)
         found = self._models.get(key)
+        stored = self.store if model is EnvironmentState else None
+        if found is None and stored is not None:
+            found = cast("Parsed[M] | None", stored.state(blob))
         if found is None:
             self.misses += 1
-            found = self._models[key] = parse_model(model, data, self._entries)
+            found = parse_model(model, data, self._entries)
+            if stored is not None:
+                stored.add_state(blob, cast("Parsed[EnvironmentState]", found))
         else:
             self.hits += 1
+        self._models[key] = found
         return found

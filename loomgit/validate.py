@@ -13,6 +13,7 @@ from loomgit import credrules, webpaths, yamlio
 from loomgit.documents import DocumentCache, ParsedWorkflow, digest
 from loomgit.layout import FileRef, Snapshot, snapshot
 from loomgit.models import EnvironmentState, Variables, WorkflowState
+from loomgit.parsestore import open_store
 from loomgit.problems import Problem, first_changed_line, sort_key
 from loomgit.vcs import Git, find_root
 
@@ -301,14 +302,22 @@ def check(snap: Snapshot, cache: DocumentCache, only: str | None = None) -> list
 
 
 def validate(
-    path: Path, rev: str | None = None, env: str | None = None, cache: DocumentCache | None = None
+    path: Path,
+    rev: str | None = None,
+    env: str | None = None,
+    cache: DocumentCache | None = None,
+    *,
+    reuse: bool = True,
 ) -> Report:
-    """Validates the repository at `path` (work tree, or commit `rev`)."""
+    """Validates the repository at `path` (work tree, or commit `rev`). Unless `reuse` is
+    False, what earlier runs found about unchanged files is reused (see `parsestore`)."""
     root = find_root(path, rev)
-    cache = cache or DocumentCache()
     with Git(root.toplevel) as git:
+        cache = cache or DocumentCache(open_store(git, reuse))
         snap = snapshot(root, git, cache, rev, env_hint=env)
         problems = check(snap, cache, env)
+        if cache.store is not None:
+            cache.store.save()
         names = [n for n in snap.config.names if env in (None, n)]
         count = sum(len(snap.envs[n].workflows) for n in names)
         return Report(problems, names, count, snap.source)

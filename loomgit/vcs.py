@@ -282,6 +282,11 @@ class Git:
         """Whether this is a shallow clone: commits before its cut-off are not in it."""
         return self.run("rev-parse", "--is-shallow-repository").strip() == b"true"
 
+    def common_dir(self) -> Path:
+        """The git folder (`.git`; the main one for a linked work tree)."""
+        out = self.run("rev-parse", "--git-common-dir").decode("utf-8", "surrogateescape")
+        return (self.toplevel / out.strip()).resolve()
+
     def is_ancestor(self, ancestor: str, commit: str) -> bool:
         """Whether `commit` descends from `ancestor` (false when `ancestor` is gone)."""
         args = ("merge-base", "--end-of-options", ancestor, commit)  # they may come from afar
