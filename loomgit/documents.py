@@ -144,7 +144,7 @@ class DocumentCache:
         self.store = store
         self._workflows: dict[str, ParsedWorkflow] = {}
         self._models: dict[tuple[type[BaseModel], str], Parsed[Any]] = {}
-        self._entries = yamlio.EntryCache()
+        self._entries = store.entries if store is not None else yamlio.EntryCache()
         self._highest: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
         self.hits = 0
         self.misses = 0

@@ -2,11 +2,12 @@
 
 `validate` and `check-promotion` spend most of their time parsing YAML; a commit changes a
 few files, so most blobs were parsed by an earlier run. Their results (a workflow's facts,
-digest and path-free problems; an environment.yaml's model) are kept by blob id in the
-repository's git folder (`.git/loomgit/`, never committed), for the same loomgit code,
-Python and parsing libraries only. Workflows that did not validate, or that use a step
-type a plugin registers, are not kept: they are checked again each time. The store is a
-cache: one that cannot be read or written is ignored, and the run parses everything.
+digest and path-free problems; an environment.yaml's model) are kept by blob id, and an
+environment.yaml's records by their text, in the repository's git folder (`.git/loomgit/`,
+never committed), for the same loomgit code, Python and parsing libraries only.
+Workflows that did not validate, or that use a step type a plugin registers, are not
+kept: they are checked again each time. The store is a cache: one that cannot be read or
+written is ignored, and the run parses everything.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from loomgit import yamlio
 from loomgit.analysis import WorkflowFacts
 from loomgit.documents import Parsed, ParsedWorkflow
 from loomgit.models.state import EnvironmentState
@@ -30,6 +33,8 @@ from loomgit.vcs import Git
 
 FORMAT = 1
 WORKFLOWS_FILE = "workflows.json"
+ENTRIES_FILE = "entries.json"
+MAX_ENTRIES = 100_000  # environment.yaml records kept, the least recently used dropped first
 STATES_FOLDER = "states"
 MAX_WORKFLOWS = 50_000  # entries kept, the least recently used dropped first
 MAX_STATES = 16  # environment.yaml files kept besides those this run read
@@ -76,6 +81,71 @@ def _problem(row: list[Any]) -> Problem:
     return Problem(code, message, path, line, col, severity, where)
 
 
+def _plain(value: Any) -> bool:
+    """Whether JSON gives `value` back as it is: no dates, no keys but strings."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int)
+
+
+class Entries(yamlio.EntryCache):
+    """The records of environment.yaml files read entry by entry (`yamlio.EntryCache`),
+    also kept by a hash of their text in the store: a promotion changes a few records of a
+    file holding thousands, and only those are parsed. Read from the store when first
+    asked for."""
+
+    def __init__(self, path: Path | None, key: str) -> None:
+        super().__init__()
+        self._path = path
+        self._key = key
+        self._saved: dict[str, Any] | None = None
+        self.changed = False
+
+    def _kept(self) -> dict[str, Any]:
+        if self._saved is None:
+            self._saved = {}
+            try:
+                found = json.loads(self._path.read_bytes()) if self._path else None
+            except (OSError, ValueError):
+                found = None
+            if isinstance(found, dict) and found.get("key") == self._key:
+                entries = found.get("entries")
+                self._saved = entries if isinstance(entries, dict) else {}
+        return self._saved
+
+    def get(self, text: str) -> Any:
+        found = super().get(text)
+        if found is None:
+            kept = self._kept()
+            digest = _text_digest(text)
+            found = kept.pop(digest, None)
+            if isinstance(found, dict):
+                kept[digest] = found  # the most recently used last, when next saved
+                super().put(text, found)
+            else:
+                found = None
+        return found
+
+    def put(self, text: str, value: Any) -> None:
+        super().put(text, value)
+        if _plain(value):
+            self._kept()[_text_digest(text)] = value
+            self.changed = True
+
+    def save(self) -> None:
+        if self._path is not None and self._saved is not None and self.changed:
+            rows = list(self._saved.items())[-MAX_ENTRIES:]
+            _write(self._path, json.dumps({"key": self._key, "entries": dict(rows)}).encode())
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 class ParseStore:
     """Parsed results by blob id, read from `folder` when opened, written by `save`."""
 
@@ -86,6 +156,7 @@ class ParseStore:
         self._states_used: set[str] = set()
         self._changed = False
         self.hits = 0
+        self.entries = Entries(folder / ENTRIES_FILE if folder else None, self._key)
         if folder is None:
             return
         try:
@@ -168,6 +239,7 @@ class ParseStore:
                 rows = list(self._workflows.items())[-MAX_WORKFLOWS:]
                 body = {"key": self._key, "workflows": dict(rows)}
                 _write(self.folder / WORKFLOWS_FILE, json.dumps(body).encode())
+            self.entries.save()
             self._prune_states()
         except OSError:
             return

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import HELLO, Repo, Result, commit_all, git, install_steps, state_yaml
+from conftest import HELLO, Repo, Result, commit_all, git, install_steps, promoted, state_yaml
 
-from loomgit import parsestore
+from loomgit import parsestore, yamlio
 from loomgit.documents import DocumentCache, parse_model
 from loomgit.models import EnvironmentState
 from loomgit.parsestore import ParseStore, open_store
@@ -227,3 +227,36 @@ spec:
   steps:
     - {id: s, type: echo, with: {text: hi}}
 """
+
+
+def test_a_changed_environment_record_is_the_only_one_parsed_again(
+    repo: Repo, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promotion or an activation changes one record of an environment.yaml holding
+    many: the next validate parses that record, not the file."""
+    names = [f"flow-{i}" for i in range(12)]
+    for env in ("development", "staging"):
+        for name in names:
+            repo.write(repo.wf(env, name), HELLO.replace("hello", name))
+    entries = {
+        n: promoted(HELLO.replace("hello", n), 1, "development", repo.source_commit) for n in names
+    }
+    repo.write("environments/staging/environment.yaml", state_yaml("staging", entries))
+    repo.write(repo.wf("staging"), "")
+    (repo.path / repo.wf("staging")).unlink()
+    commit_all(repo.path, "twelve flows")
+    assert cli("validate", "--repo", repo.path, "--env", "staging").code == 0
+    assert cli("activate", "flow-3", "--env", "staging", "--repo", repo.path).code == 0
+    loads: list[str] = []
+    real = yamlio._safe_load
+
+    def counting(text: str) -> object:
+        loads.append(text)
+        return real(text)
+
+    monkeypatch.setattr(yamlio, "_safe_load", counting)
+    reused = validate(repo.path, env="staging")
+    records = [t for t in loads if "flow-" in t and "kind: Workflow" not in t]
+    assert len(records) == 1, records  # of the twelve, only the activated one
+    assert records[0].startswith("  flow-3:\n    active: true\n")
+    assert _found(reused) == _found(validate(repo.path, env="staging", reuse=False)) == []
