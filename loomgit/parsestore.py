@@ -34,9 +34,9 @@ from loomgit.vcs import Git
 FORMAT = 1
 WORKFLOWS_FILE = "workflows.json"
 ENTRIES_FILE = "entries.json"
-MAX_ENTRIES = 100_000  # environment.yaml records kept, the least recently used dropped first
 STATES_FOLDER = "states"
-MAX_WORKFLOWS = 50_000  # entries kept, the least recently used dropped first
+MAX_WORKFLOWS = 50_000  # workflow results kept, the least recently used dropped first
+MAX_ENTRIES = 100_000  # environment.yaml records kept, the least recently used dropped first
 MAX_STATES = 16  # environment.yaml files kept besides those this run read
 
 
@@ -98,7 +98,7 @@ class Entries(yamlio.EntryCache):
     file holding thousands, and only those are parsed. Read from the store when first
     asked for."""
 
-    def __init__(self, path: Path | None, key: str) -> None:
+    def __init__(self, path: Path, key: str) -> None:
         super().__init__()
         self._path = path
         self._key = key
@@ -109,7 +109,7 @@ class Entries(yamlio.EntryCache):
         if self._saved is None:
             self._saved = {}
             try:
-                found = json.loads(self._path.read_bytes()) if self._path else None
+                found = json.loads(self._path.read_bytes())
             except (OSError, ValueError):
                 found = None
             if isinstance(found, dict) and found.get("key") == self._key:
@@ -137,7 +137,7 @@ class Entries(yamlio.EntryCache):
             self.changed = True
 
     def save(self) -> None:
-        if self._path is not None and self._saved is not None and self.changed:
+        if self._saved is not None and self.changed:
             rows = list(self._saved.items())[-MAX_ENTRIES:]
             _write(self._path, json.dumps({"key": self._key, "entries": dict(rows)}).encode())
 
@@ -149,16 +149,14 @@ def _text_digest(text: str) -> str:
 class ParseStore:
     """Parsed results by blob id, read from `folder` when opened, written by `save`."""
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._key = fingerprint()
         self._workflows: dict[str, Any] = {}
         self._states_used: set[str] = set()
         self._changed = False
         self.hits = 0
-        self.entries = Entries(folder / ENTRIES_FILE if folder else None, self._key)
-        if folder is None:
-            return
+        self.entries = Entries(folder / ENTRIES_FILE, self._key)
         try:
             saved = json.loads((folder / WORKFLOWS_FILE).read_bytes())
         except (OSError, ValueError):
@@ -198,7 +196,7 @@ class ParseStore:
         self._changed = True
 
     def _state_file(self, blob: str) -> Path | None:
-        if self.folder is None or len(blob) != 40 or not blob.isalnum():
+        if len(blob) != 40 or not blob.isalnum():
             return None
         return self.folder / STATES_FOLDER / f"{self._key}-{blob}.json"
 
@@ -232,8 +230,6 @@ class ParseStore:
     def save(self) -> None:
         """Writes the workflows' results if this run added any, and drops the oldest
         entries past the limits. A failure to write is ignored."""
-        if self.folder is None:
-            return
         try:
             if self._changed:
                 rows = list(self._workflows.items())[-MAX_WORKFLOWS:]
@@ -245,8 +241,8 @@ class ParseStore:
             return
 
     def _prune_states(self) -> None:
-        folder = self.folder / STATES_FOLDER if self.folder else None
-        if folder is None or not folder.is_dir():
+        folder = self.folder / STATES_FOLDER
+        if not folder.is_dir():
             return
         others = [p for p in folder.iterdir() if p.name not in self._states_used]
         others.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
